@@ -1,0 +1,146 @@
+"""Configuration of a HEAT run (paper eq. 5, Algorithm 1; shared/DESIGN.md).
+
+One dataclass, every field documented and validated in ``__post_init__`` with "Expected X, got Y" errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+Curvature = Literal["exact", "fisher", "lowrank"]
+MaskKind = Literal["zero", "mean", "token"]
+Ablation = Literal["full", "transition", "curvature", "information", "no_gate", "uniform_gate"]
+Sink = Literal["keep", "first", "auto"]
+Aggregation = Literal["mean", "max", "sum"]
+Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
+
+_CURVATURES = ("exact", "fisher", "lowrank")
+_MASKS = ("zero", "mean", "token")
+_ABLATIONS = ("full", "transition", "curvature", "information", "no_gate", "uniform_gate")
+_SINKS = ("keep", "first", "auto")
+_AGGREGATIONS = ("mean", "max", "sum")
+_BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
+
+
+@dataclass
+class HEATConfig:
+    """Hyper-parameters of HEAT.
+
+    Attributes:
+        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0.
+        gamma: weight γ of the information term I (eq. 5). Must be ≥ 0.
+        alpha: weight α of the optional first-order term ‖∇_{x_i} g‖₁ (HEAT+FO, appendix Table 19). ≥ 0.
+        curvature: how S is estimated: ``"exact"`` block HVPs (eq. 3), ``"fisher"`` Gauss–Newton/Fisher
+            surrogate, ``"lowrank"`` randomized eigendecomposition (HEAT-LR, Thm 4).
+        probes: m, the number of Rademacher probes per token block (eq. 3). ≥ 1.
+        hvp_chunk_size: how many (token, probe) HVPs are vmapped at once (memory/speed trade-off). ≥ 1.
+        fisher_topk: K, the number of most probable next tokens summed in the Fisher surrogate. ≥ 1.
+        fisher_mass: if set, the Fisher sum stops once the kept tokens cover this probability mass (0, 1].
+        rank: k for ``"lowrank"``. ≥ 1.
+        oversample: extra random directions for the randomized eigendecomposition. ≥ 0.
+        layers: HEAT-LS: if set, differentiate w.r.t. the residual stream entering layer L-k (k = layers).
+        rollout_layers: if set, sum M only over these layer indices (ρ still passes through every layer above).
+        mask: what replaces x_i's embedding for I (eq. 4): ``"zero"``, ``"mean"`` embedding row, or ``"token"``.
+        mask_token_id: the token id whose embedding is used when ``mask == "token"``.
+        info_batch_size: how many masked variants are run in one forward pass. ≥ 1.
+        ablation: Table 5 ablations: ``"full"`` (eq. 5), ``"transition"`` (M only), ``"curvature"`` (S only),
+            ``"information"`` (I only), ``"no_gate"`` (βS+γI), ``"uniform_gate"`` (M = 1/n).
+        sink: attention-sink handling of the gate M: ``"keep"`` (DESIGN.md's M), ``"first"`` (position 0 left
+            out and M renormalised), ``"auto"`` (see :func:`heat_module.transition.sink_positions`).
+        window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
+        stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
+        aggregation: sentence-level aggregation over target positions (eq. 23–24).
+        backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
+        seed: seed of the probe generator; results are deterministic for a fixed seed.
+        check_finite: raise (naming the component) when a component is NaN/inf instead of returning it.
+    """
+
+    beta: float = 0.5
+    gamma: float = 0.5
+    alpha: float = 0.0
+    curvature: Curvature = "exact"
+    probes: int = 1
+    hvp_chunk_size: int = 16
+    fisher_topk: int = 16
+    fisher_mass: float | None = None
+    rank: int = 16
+    oversample: int = 8
+    layers: int | None = None
+    rollout_layers: list[int] | None = None
+    mask: MaskKind = "zero"
+    mask_token_id: int | None = None
+    info_batch_size: int = 32
+    ablation: Ablation = "full"
+    sink: Sink = "keep"
+    window: int | None = None
+    stride: int | None = None
+    aggregation: Aggregation = "mean"
+    backend: Backend = "auto"
+    seed: int = 0
+    check_finite: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("beta", "gamma", "alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"Expected {name} to be a non-negative number, got {value!r}")
+        _choice("curvature", self.curvature, _CURVATURES)
+        _choice("mask", self.mask, _MASKS)
+        _choice("ablation", self.ablation, _ABLATIONS)
+        _choice("sink", self.sink, _SINKS)
+        _choice("aggregation", self.aggregation, _AGGREGATIONS)
+        _choice("backend", self.backend, _BACKENDS)
+        for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.oversample, int) or self.oversample < 0:
+            raise ValueError(f"Expected oversample to be an integer >= 0, got {self.oversample!r}")
+        if self.fisher_mass is not None and not (0.0 < float(self.fisher_mass) <= 1.0):
+            raise ValueError(f"Expected fisher_mass in (0, 1] or None, got {self.fisher_mass!r}")
+        for name in ("layers", "window"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name, value)
+        if self.stride is not None:
+            _positive_int("stride", self.stride)
+            if self.window is None:
+                raise ValueError(f"Expected window to be set when stride is given, got window=None, stride={self.stride}")
+            if self.stride > self.window:
+                raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
+        if self.mask == "token" and self.mask_token_id is None:
+            raise ValueError("Expected mask_token_id to be set when mask='token', got None")
+        if self.rollout_layers is not None:
+            if not all(isinstance(x, int) for x in self.rollout_layers) or not self.rollout_layers:
+                raise ValueError(f"Expected rollout_layers to be a non-empty list of ints, got {self.rollout_layers!r}")
+
+    @property
+    def effective_stride(self) -> int | None:
+        """The HEAT-WIN stride: ``stride`` or W // 2 (at least 1)."""
+        if self.window is None:
+            return None
+        return self.stride if self.stride is not None else max(1, self.window // 2)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """A short stable hash of every field (written next to each attribution by the writer)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+    def replace(self, **changes) -> HEATConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Expected {name} to be one of {list(allowed)}, got {value!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Expected {name} to be an integer >= 1, got {value!r}")

@@ -1,0 +1,89 @@
+"""Tiny random decoder-only models and a tiny word-level tokenizer, for tests and examples.
+
+``tiny_model(arch)`` builds a randomly initialised model of one of :data:`ARCHITECTURES` with a few layers
+and a small vocabulary, in fp32 eval mode, deterministically from ``seed``. ``tiny_tokenizer()`` is a real
+``PreTrainedTokenizerFast`` (word level) over a small vocabulary written for this project.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
+
+_WORDS = tuple((
+    "the a an of to in on and is was were it he she they we you i my your her his their this that "
+    "cat dog bird fish tree park river hill house road car bike book pen cup tea milk bread pizza apple "
+    "red blue green big small old new warm cold happy sad fast slow "
+    "ate saw ran sat made took gave found lost ordered cut opened closed read wrote "
+    "knife fork door window hat coat rain sun wind snow stuck under over after before because "
+    "question answer why what where who leaves roots plant light water paris france capital city"
+).split())
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+def tiny_tokenizer():
+    """A word-level fast tokenizer over ~130 words (vocabulary size :data:`TINY_VOCAB`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + _WORDS + (".", ",", "?", "!"))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>", eos_token="<eos>"
+    )
+    fast.padding_side = "left"
+    return fast
+
+
+TINY_VOCAB = len(SPECIALS) + len(_WORDS) + 4
+
+
+def tiny_config(arch: str, vocab_size: int = TINY_VOCAB, layers: int = 2, hidden: int = 32, heads: int = 4,
+                kv_heads: int = 2, max_positions: int = 128):
+    """A transformers config of ``arch`` with tiny dimensions (GQA where the architecture has it)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    if arch == "gpt2":
+        cfg = tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_positions, **common)
+    elif arch == "gptj":
+        cfg = tf.GPTJConfig(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_positions,
+                            rotary_dim=hidden // heads // 2, **common)
+    elif arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                               intermediate_size=2 * hidden, max_position_embeddings=max_positions,
+                               rotary_pct=0.5, **common)
+    else:
+        klass = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig,
+                 "gemma3": tf.Gemma3TextConfig, "phi3": tf.Phi3Config}.get(arch)
+        if klass is None:
+            raise ValueError(f"Expected arch to be one of {list(ARCHITECTURES)}, got {arch!r}")
+        extra = {}
+        if arch == "gemma3":
+            extra = dict(head_dim=hidden // heads, sliding_window=64, query_pre_attn_scalar=hidden // heads)
+        if arch == "phi3":
+            extra = dict(original_max_position_embeddings=max_positions)
+        cfg = klass(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                    num_key_value_heads=kv_heads, intermediate_size=2 * hidden,
+                    max_position_embeddings=max_positions, **extra, **common)
+    return cfg
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "sdpa", **kwargs) -> nn.Module:
+    """A randomly initialised tiny causal LM of ``arch`` (fp32, eval mode, no grad on parameters)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(arch, **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
+    with torch.no_grad():  # random init of some archs is tiny; widen it so attention is not uniform
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "emb" not in name and "wte" not in name and "wpe" not in name:
+                p.normal_(0.0, 0.35 / p.shape[-1] ** 0.5 * 4)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

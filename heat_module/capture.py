@@ -105,6 +105,10 @@ def heat_attention_forward(
     """The ``"heat"`` attention function registered in transformers' ``AttentionInterface``."""
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
+    prefix = _get("prefix")
+    if prefix is not None:  # frozen KV cache of an unchanged prefix (see `prefix_cache`)
+        layer = prefix.next_layer()
+        key, value, attention_mask = prefix.extend(layer, key, value, attention_mask)
     recorder: list | None = _get("recorder")
     eager = _get("eager", False) or softcap is not None or recorder is not None and _get("weights", False)
     if eager:
@@ -134,6 +138,71 @@ def heat_attention_forward(
             )
         )
     return out, probs
+
+
+class PrefixKV:
+    """Keys/values (post-RoPE, before ``repeat_kv``) of positions [0, i0) of every layer, reused as a frozen cache.
+
+    In a causal model nothing before position i0 depends on the inputs at or after i0, so a run that changes only
+    positions ≥ i0 needs to recompute just those positions on top of this cache (DESIGN.md "I" and "S").
+
+    Attributes:
+        keys, values: per layer (B or 1, H_kv, i0, d_h).
+        valid: (B or 1, i0) bool, real prefix tokens (left padding False).
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor | None) -> None:
+        self.keys, self.values, self.valid = keys, values, valid
+        self._layer = 0
+
+    @classmethod
+    def from_captures(cls, captures: list[LayerCapture], i0: int, valid: torch.Tensor | None = None) -> PrefixKV:
+        keys = [c.key[:, :, :i0].detach() for c in captures]
+        values = [c.value[:, :, :i0].detach() for c in captures]
+        return cls(keys, values, None if valid is None else valid[:, :i0].bool())
+
+    def next_layer(self) -> int:
+        layer = self._layer
+        self._layer = (self._layer + 1) % len(self.keys)
+        return layer
+
+    def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None):
+        pk, pv = self.keys[layer], self.values[layer]
+        i0 = pk.shape[2]
+        if i0 == 0:
+            return key, value, mask
+        B, q = key.shape[0], key.shape[2]
+        pk = pk.expand(B, -1, -1, -1) if pk.shape[0] != B else pk
+        pv = pv.expand(B, -1, -1, -1) if pv.shape[0] != B else pv
+        key = torch.cat([pk.to(key.dtype), key], dim=2)
+        value = torch.cat([pv.to(value.dtype), value], dim=2)
+        dtype = mask.dtype if mask is not None else key.dtype
+        cols = torch.zeros(1, 1, 1, i0, dtype=dtype, device=key.device)
+        if self.valid is not None:
+            cols = torch.where(self.valid.view(-1, 1, 1, i0), cols, torch.finfo(dtype).min)
+        cols = cols.expand(B, 1, q, i0)
+        if mask is None:
+            mask = torch.zeros(B, 1, q, q, dtype=dtype, device=key.device)
+            mask = mask.masked_fill(torch.ones(q, q, dtype=torch.bool, device=key.device).triu(1),
+                                    torch.finfo(dtype).min)
+        mask = torch.cat([cols, mask[..., :q].expand(B, 1, q, q)], dim=-1)
+        return key, value, mask
+
+
+@contextlib.contextmanager
+def prefix_cache(prefix: PrefixKV | None) -> Iterator[None]:
+    """Inside the block, every ``"heat"`` attention call prepends the frozen prefix keys/values of its layer.
+
+    The model must be called on the suffix only, with explicit ``position_ids`` continuing the prefix.
+    """
+    prev = _get("prefix")
+    _state.prefix = prefix
+    if prefix is not None:
+        prefix._layer = 0
+    try:
+        yield
+    finally:
+        _state.prefix = prev
 
 
 def _register() -> None:

@@ -1,0 +1,352 @@
+"""HEAT — Hessian-enhanced attribution (paper eq. 5, Algorithm 1).
+
+Attr_i = M[i]·(β·S_i + γ·I_i) (+ α·‖∇_{x_i} g‖₁ for HEAT+FO), with M the target-conditioned transition gate
+(:mod:`heat_module.transition`), S the Hessian sensitivity (:mod:`heat_module.curvature`) and I the KL information
+(:mod:`heat_module.information`). Scores stay raw; normalising is the caller's or the metric's choice.
+
+Pramanik et al., "Can Linear Attributions Explain Nonlinear LLMs?" (shared/paper/heat-paper.txt).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from heat_module.capture import LayerCapture, capture, install
+from heat_module.config import HEATConfig
+from heat_module.curvature import curvature_exact, rademacher
+from heat_module.forward import embed, next_token_logits
+from heat_module.information import information, mask_vector
+from heat_module.objective import gradient_norms
+from heat_module.result import AttributionResult
+from heat_module.transition import transition_from_captures
+
+
+@dataclass
+class Components:
+    """The per-token components of one example (all (n,) fp32, n = real tokens only)."""
+
+    transition: torch.Tensor
+    curvature: torch.Tensor | None
+    information: torch.Tensor | None
+    first_order: torch.Tensor | None
+    cost: dict = field(default_factory=dict)
+
+
+def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
+    """Eq. 5 and the Table 5 ablations: (n,) Attr from the components."""
+    n = parts.transition.shape[0]
+    zero = torch.zeros(n, dtype=torch.float32, device=parts.transition.device)
+    s = parts.curvature if parts.curvature is not None else zero
+    info = parts.information if parts.information is not None else zero
+    fo = parts.first_order if parts.first_order is not None else zero
+    inner = config.beta * s + config.gamma * info
+    ablation = config.ablation
+    if ablation == "transition":
+        return parts.transition.clone()
+    if ablation == "curvature":
+        return s.clone()
+    if ablation == "information":
+        return info.clone()
+    if ablation == "no_gate":
+        return inner + config.alpha * fo
+    gate = torch.full_like(parts.transition, 1.0 / n) if ablation == "uniform_gate" else parts.transition
+    return gate * inner + config.alpha * fo
+
+
+def slice_captures(captures: Sequence[LayerCapture], b: int, start: int) -> list[LayerCapture]:
+    """The captures of batch element ``b`` without its ``start`` left-padding positions."""
+    out = []
+    for c in captures:
+        out.append(
+            LayerCapture(
+                name=c.name, layer=c.layer, query=c.query[b:b + 1, :, start:], key=c.key[b:b + 1, :, start:],
+                value=c.value[b:b + 1, :, start:],
+                mask=None if c.mask is None else c.mask[b:b + 1, :, start:, start:],
+                scaling=c.scaling, softcap=c.softcap, sliding_window=c.sliding_window, module=c.module,
+                weights=None if c.weights is None else c.weights[b:b + 1, :, start:, start:],
+            )
+        )
+    return out
+
+
+class HEAT:
+    """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
+
+    Example:
+        >>> model, tok = load_model("smollm2")
+        >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
+        >>> res.topk(3)
+
+    The model is switched to the ``"heat"`` attention implementation (SDPA outside captures, so its outputs are
+    unchanged); its parameters are never differentiated.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:
+        self.model = install(model)
+        self.tokenizer = tokenizer
+        self.config = config if config is not None else HEATConfig()
+        if not isinstance(self.config, HEATConfig):
+            raise TypeError(f"Expected config to be a HEATConfig, got {type(self.config).__name__}")
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def encode(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """(n,) token ids of a text (tokenizer defaults) or of given ids, validated."""
+        if isinstance(text_or_ids, str):
+            if not text_or_ids.strip():
+                raise ValueError("Expected a non-empty text to attribute, got an empty string")
+            if self.tokenizer is None:
+                raise ValueError("Expected a tokenizer to encode text, got None (pass token ids instead)")
+            ids = torch.tensor(self.tokenizer(text_or_ids)["input_ids"], dtype=torch.long)
+        else:
+            ids = torch.as_tensor(text_or_ids, dtype=torch.long).flatten()
+        if ids.numel() == 0:
+            raise ValueError("Expected at least one context token, got none")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
+            raise ValueError(f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+        limit = self.max_positions
+        if limit is not None and ids.numel() > limit:
+            raise ValueError(
+                f"Expected a context of at most {limit} tokens (the model's maximum positions), got {ids.numel()}; "
+                "use HEATConfig(window=...) with a shorter text or truncate it"
+            )
+        return ids.to(self.device)
+
+    def target_id(self, target: int | str | None, logits: torch.Tensor) -> int:
+        """The target token id: greedy from (V,) logits when ``target`` is None, else the given id / single token."""
+        if target is None:
+            return int(logits.argmax())
+        if isinstance(target, str):
+            if self.tokenizer is None:
+                raise ValueError("Expected a tokenizer to encode a text target, got None")
+            ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"Expected the target {target!r} to be exactly one token, got {len(ids)} tokens {ids}")
+            target = ids[0]
+        target = int(target)
+        if not 0 <= target < self.vocab_size:
+            raise ValueError(f"Expected a target id in [0, {self.vocab_size}), got {target}")
+        return target
+
+    def token_strings(self, ids: torch.Tensor) -> list[str]:
+        if self.tokenizer is None:
+            return [str(int(i)) for i in ids]
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    # ------------------------------------------------------------------ core
+    def components(
+        self,
+        ids: torch.Tensor,
+        target: int,
+        captures: Sequence[LayerCapture],
+        logits: torch.Tensor,
+        transition: torch.Tensor | None = None,
+    ) -> Components:
+        """All components of one unpadded example.
+
+        Args:
+            ids: (n,) token ids.
+            target: the target id.
+            captures: the example's captures (batch of one, no padding).
+            logits: (V,) next-token logits of the unperturbed run.
+            transition: (n,) M if already computed (batched); else computed from ``captures``.
+        """
+        cfg = self.config
+        cost: dict = {"forward_passes": 1, "hvps": 0, "gradients": 0, "seconds": {}}
+        x = embed(self.model, ids[None]).detach()
+        n = ids.numel()
+        t0 = time.perf_counter()
+        if transition is None:
+            transition = transition_from_captures(
+                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend
+            )[0]
+        cost["seconds"]["transition"] = time.perf_counter() - t0
+        need_s = cfg.ablation in ("full", "curvature", "no_gate", "uniform_gate") and cfg.beta > 0 or (
+            cfg.ablation == "curvature")
+        need_i = cfg.ablation in ("full", "information", "no_gate", "uniform_gate") and cfg.gamma > 0 or (
+            cfg.ablation == "information")
+        curv = info = fo = None
+        if need_s:
+            t0 = time.perf_counter()
+            curv = self.curvature(x, target, captures, logits, cost)
+            cost["seconds"]["curvature"] = time.perf_counter() - t0
+        if need_i:
+            t0 = time.perf_counter()
+            logp = torch.log_softmax(logits.float(), -1)
+            info = information(
+                self.model, x, captures, logp, None,
+                mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
+            )
+            cost["forward_passes"] += n
+            cost["seconds"]["information"] = time.perf_counter() - t0
+        if cfg.alpha > 0:
+            t0 = time.perf_counter()
+            fo = gradient_norms(self.model, x, target)
+            cost["gradients"] += 1
+            cost["seconds"]["first_order"] = time.perf_counter() - t0
+        parts = Components(transition.float(), curv, info, fo, cost)
+        if cfg.check_finite:
+            for name in ("transition", "curvature", "information", "first_order"):
+                value = getattr(parts, name)
+                if value is not None and not torch.isfinite(value).all():
+                    bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
+                    raise FloatingPointError(
+                        f"Expected finite values from the {name} component, got NaN/inf at token positions {bad[:10]} "
+                        "(try fp32 weights, or HEATConfig(check_finite=False) to inspect them)"
+                    )
+        return parts
+
+    def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], logits: torch.Tensor,
+                  cost: dict) -> torch.Tensor:
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator."""
+        cfg = self.config
+        n, d = x.shape[1], x.shape[2]
+        probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
+        if cfg.layers is not None or cfg.curvature != "exact":
+            from heat_module import scalable
+
+            return scalable.curvature(self, x, target, captures, logits, probes, cost)
+        cost["hvps"] += n * cfg.probes
+        cost["forward_passes"] += n * cfg.probes
+        return curvature_exact(self.model, x, target, probes, None, captures, cfg.hvp_chunk_size)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, list]:
+        with torch.no_grad(), capture() as captures:
+            logits = next_token_logits(self.model, embed(self.model, input_ids), attention_mask)
+        return logits, captures
+
+    def attribute_batch(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        target_ids: torch.Tensor | Sequence[int | None] | None = None,
+    ) -> list[AttributionResult]:
+        """Attribute a left-padded batch.
+
+        Args:
+            input_ids: (B, n) token ids, left padded.
+            attention_mask: (B, n) 1 for real tokens (default all ones).
+            target_ids: (B,) target ids; ``None`` (or -1 / None entries) = greedy next token.
+        Returns:
+            One :class:`AttributionResult` per example, over its real tokens only; equal to
+            :meth:`attribute` on that example alone (up to float round-off of the batched forward).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"Expected input_ids of shape (batch, n), got {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(self.device)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+        if (attention_mask[:, -1] == 0).any():
+            raise ValueError("Expected left padding (the last position of every example is a real token), got right padding")
+        if (attention_mask.sum(-1) == 0).any():
+            raise ValueError("Expected every example to have at least one real token, got an empty example")
+        for row, mask in zip(input_ids, attention_mask):
+            self.encode(row[mask.bool()])
+        cfg = self.config
+        if cfg.window is not None or cfg.extra.get("targets") is not None:
+            return [
+                self.attribute(row[mask.bool()], None if target_ids is None else _target_at(target_ids, b))
+                for b, (row, mask) in enumerate(zip(input_ids, attention_mask))
+            ]
+        t0 = time.perf_counter()
+        logits, captures = self._forward(input_ids, attention_mask)
+        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend)
+        t_batch = time.perf_counter() - t0
+        results = []
+        for b in range(input_ids.shape[0]):
+            start = int((attention_mask[b] == 0).sum())
+            ids = input_ids[b, start:]
+            target = self.target_id(_target_at(target_ids, b), logits[b])
+            parts = self.components(ids, target, slice_captures(captures, b, start), logits[b], m_all[b, start:])
+            parts.cost["seconds"]["batched_forward"] = t_batch / input_ids.shape[0]
+            results.append(self._result(ids, target, parts))
+        return results
+
+    def attribute(
+        self,
+        text_or_ids: str | Sequence[int] | torch.Tensor,
+        target: int | str | None = None,
+    ) -> AttributionResult:
+        """Attribute the next-token prediction after ``text_or_ids`` to its context tokens.
+
+        Args:
+            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids.
+            target: the target token (id or single-token string); ``None`` = the model's greedy next token.
+        Returns:
+            An :class:`AttributionResult` with (n,) scores and components.
+        """
+        ids = self.encode(text_or_ids)
+        if self.config.window is not None and self.config.window < ids.numel():
+            from heat_module import scalable
+
+            return scalable.attribute_windowed(self, ids, target)
+        logits, captures = self._forward(ids[None], torch.ones_like(ids)[None])
+        target_id = self.target_id(target, logits[0])
+        parts = self.components(ids, target_id, captures, logits[0])
+        return self._result(ids, target_id, parts)
+
+    def _result(self, ids: torch.Tensor, target: int, parts: Components) -> AttributionResult:
+        scores = combine(parts, self.config)
+        return AttributionResult(
+            tokens=self.token_strings(ids),
+            token_ids=ids.detach().cpu(),
+            target=self.token_strings(torch.tensor([target]))[0],
+            target_id=target,
+            scores=scores.detach().cpu(),
+            transition=parts.transition.detach().cpu(),
+            curvature=None if parts.curvature is None else parts.curvature.detach().cpu(),
+            information=None if parts.information is None else parts.information.detach().cpu(),
+            first_order=None if parts.first_order is None else parts.first_order.detach().cpu(),
+            method="heat",
+            config=self.config.to_dict(),
+            cost=parts.cost,
+        )
+
+
+def _target_at(target_ids, b: int) -> int | None:
+    if target_ids is None:
+        return None
+    value = target_ids[b]
+    if value is None:
+        return None
+    value = int(value)
+    return None if value < 0 else value
+
+
+def attribute_batch(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    target_ids: torch.Tensor | None = None,
+    config: HEATConfig | None = None,
+    tokenizer: object | None = None,
+) -> list[AttributionResult]:
+    """Functional entry point: HEAT on a left-padded batch with any model (see :meth:`HEAT.attribute_batch`).
+
+    This is what a user's own LightningModule calls in its ``predict_step`` to add HEAT without subclassing.
+    """
+    return HEAT(model, tokenizer, config).attribute_batch(input_ids, attention_mask, target_ids)

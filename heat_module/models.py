@@ -138,4 +138,5 @@ def load_model(
         p.requires_grad_(False)
     if memoize:
         _MEMO[key] = (model, tok)
+        return _MEMO[key]
     return model, tok

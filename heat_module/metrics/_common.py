@@ -161,13 +161,16 @@ def chunked_forward(forward_fn: ForwardFn, blocks: Iterable[Block], batch_size: 
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
         blocks: ``(inputs_embeds (k, n, d), attention_mask (k, n), reduce)`` triples; all share n and d. Rows
             of consecutive blocks are packed together, so the number of calls is ceil(total rows / batch_size).
+            Leading columns that are padding in every row of a call are dropped before the call (left padding
+            and position ids from the mask make this exact), so short examples do not pay for long ones.
         batch_size: rows per forward call.
     Returns:
         ``[reduce(log_softmax(logits of that block's k rows) (k, V))]`` in block order.
     """
 
     def fn(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(forward_fn(x, m).float(), dim=-1)
+        first = int(m.bool().any(0).long().argmax())  # columns that are padding in every row are dropped
+        return torch.log_softmax(forward_fn(x[:, first:], m[:, first:]).float(), dim=-1)
 
     reducers: list[Callable[[torch.Tensor], torch.Tensor]] = []
 

@@ -1,0 +1,90 @@
+"""Pictures of attributions: a self-contained HTML heatmap and a PNG token strip (paper Figures 4–6 style)."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from heat_module.result import AttributionResult
+
+
+def _shares(values: torch.Tensor | None) -> list[float] | None:
+    """Scores clipped at 0 and scaled to [0, 1] by the maximum (for colouring)."""
+    if values is None:
+        return None
+    v = values.detach().float().nan_to_num(0.0).clamp_min(0)
+    top = float(v.max()) if v.numel() else 0.0
+    return (v / top).tolist() if top > 0 else [0.0] * v.numel()
+
+
+def _show(token: str) -> str:
+    return token.replace("\n", "⏎").replace("Ġ", " ") or "∅"
+
+
+def result_to_html(result: AttributionResult, title: str | None = None) -> str:
+    """A self-contained HTML page: the context tokens shaded by score, one row per component, and a top-k table."""
+    rows = [("Attr (eq. 5)", result.scores)]
+    for name, label in (("transition", "M (gate)"), ("curvature", "S (Hessian)"), ("information", "I (KL)"),
+                        ("first_order", "first order")):
+        value = getattr(result, name)
+        if value is not None:
+            rows.append((label, value))
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title or 'HEAT attribution')}</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
+        ".tok{display:inline-block;padding:2px 3px;margin:1px;border-radius:3px;white-space:pre;"
+        "font-family:ui-monospace,monospace}.row{margin:.6em 0}.lbl{font-weight:600;margin-right:.5em}"
+        ".target{border:2px solid #333;background:#ffe680}table{border-collapse:collapse}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style></head><body>",
+        f"<h2>{html.escape(title or 'HEAT attribution')}</h2>",
+        f"<p>Target (next token): <span class='tok target'>{html.escape(_show(result.target))}</span> "
+        f"&middot; method: {html.escape(result.method)}</p>",
+    ]
+    for label, values in rows:
+        shares = _shares(values)
+        cells = []
+        for tok, share, raw in zip(result.tokens, shares, values.tolist()):
+            colour = f"rgba(214,39,40,{0.08 + 0.87 * share:.3f})" if share > 0 else "rgba(0,0,0,0.03)"
+            cells.append(
+                f"<span class='tok' style='background:{colour}' title='{raw:.4g}'>{html.escape(_show(tok))}</span>"
+            )
+        parts.append(f"<div class='row'><span class='lbl'>{html.escape(label)}</span>{''.join(cells)}</div>")
+    parts.append("<h3>Top tokens</h3><table><tr><th>rank</th><th>position</th><th>token</th><th>score</th></tr>")
+    for rank, (i, tok, score) in enumerate(result.topk(10), 1):
+        parts.append(f"<tr><td>{rank}</td><td>{i}</td><td>{html.escape(_show(tok))}</td><td>{score:.4g}</td></tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+def save_png(result: AttributionResult, path: str, title: str | None = None, per_line: int = 14) -> None:
+    """A PNG token strip: each context token in a box shaded by its normalised score, the target at the end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = _shares(result.scores)
+    tokens = [_show(t) for t in result.tokens] + [_show(result.target)]
+    lines = (len(tokens) + per_line - 1) // per_line
+    fig, ax = plt.subplots(figsize=(min(16, 1.1 * per_line), 0.75 * lines + 1.0))
+    ax.set_axis_off()
+    ax.set_xlim(0, per_line)
+    ax.set_ylim(-lines, 0.6)
+    cmap = matplotlib.colormaps["Reds"]
+    for k, tok in enumerate(tokens):
+        row, col = divmod(k, per_line)
+        is_target = k == len(tokens) - 1
+        face = "#ffe680" if is_target else cmap(0.05 + 0.85 * shares[k])
+        ax.add_patch(plt.Rectangle((col + 0.03, -row - 0.85), 0.94, 0.8, facecolor=face,
+                                   edgecolor="black" if is_target else "white", linewidth=1.5 if is_target else 0.5))
+        text_colour = "white" if not is_target and shares[k] > 0.6 else "black"
+        ax.text(col + 0.5, -row - 0.45, tok if len(tok) <= 10 else tok[:9] + "…", ha="center", va="center",
+                fontsize=9, color=text_colour, family="monospace")
+    ax.set_title(title or f"HEAT attribution → target {tokens[-1]!r}", fontsize=11, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

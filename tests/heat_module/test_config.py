@@ -1,0 +1,37 @@
+import pytest
+
+from heat_module.config import HEATConfig
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(beta=-0.1), "beta"),
+        (dict(gamma=float("nan")), "gamma"),
+        (dict(alpha=-1), "alpha"),
+        (dict(probes=0), "probes"),
+        (dict(curvature="newton"), "curvature"),
+        (dict(mask="blank"), "mask"),
+        (dict(mask="token"), "mask_token_id"),
+        (dict(ablation="nope"), "ablation"),
+        (dict(sink="last"), "sink"),
+        (dict(window=0), "window"),
+        (dict(window=8, stride=9), "stride"),
+        (dict(stride=2), "window"),
+        (dict(fisher_mass=1.5), "fisher_mass"),
+        (dict(rollout_layers=[]), "rollout_layers"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, str) else None,
+)
+def test_invalid_config_names_field(changes, message):
+    with pytest.raises(ValueError, match=message) as err:
+        HEATConfig(**changes)
+    assert "Expected" in str(err.value)
+
+
+def test_defaults_and_hash():
+    cfg = HEATConfig()
+    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.probes, cfg.mask) == (0.5, 0.5, 0.0, "exact", 1, "zero")
+    assert cfg.hash() == HEATConfig().hash()
+    assert cfg.hash() != cfg.replace(beta=0.25).hash()
+    assert HEATConfig(window=10).effective_stride == 5

@@ -53,6 +53,8 @@ class HEATConfig:
             out and M renormalised), ``"auto"`` (see :func:`heat_module.transition.sink_positions`).
         window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
         stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
+        window_leakage: HEAT-WIN: also report the window-leakage proxy ε̂_M(W) (Thm 4 eq. 12, Table 12) in
+            ``result.extra`` (one extra forward pass over the full context; see :mod:`heat_module.windowing`).
         aggregation: sentence-level aggregation over target positions (eq. 23–24).
         backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
         seed: seed of the probe generator; results are deterministic for a fixed seed.
@@ -78,6 +80,7 @@ class HEATConfig:
     sink: Sink = "keep"
     window: int | None = None
     stride: int | None = None
+    window_leakage: bool = False
     aggregation: Aggregation = "mean"
     backend: Backend = "auto"
     seed: int = 0
@@ -108,9 +111,13 @@ class HEATConfig:
         if self.stride is not None:
             _positive_int("stride", self.stride)
             if self.window is None:
-                raise ValueError(f"Expected window to be set when stride is given, got window=None, stride={self.stride}")
+                raise ValueError(
+                    f"Expected window to be set when stride is given, got window=None, stride={self.stride}"
+                )
             if self.stride > self.window:
                 raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
+        if not isinstance(self.window_leakage, bool):
+            raise ValueError(f"Expected window_leakage to be a bool, got {self.window_leakage!r}")
         if self.mask == "token" and self.mask_token_id is None:
             raise ValueError("Expected mask_token_id to be set when mask='token', got None")
         if self.rollout_layers is not None:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from heat_module import scalable
 from heat_module.capture import LayerCapture, capture, install
 from heat_module.config import HEATConfig
 from heat_module.curvature import curvature_exact, rademacher
 from heat_module.forward import embed, next_token_logits
-from heat_module.information import information, mask_vector
+from heat_module.information import can_share_prefix, information, mask_vector
 from heat_module.objective import gradient_norms
 from heat_module.result import AttributionResult
 from heat_module.transition import transition_from_captures
@@ -124,7 +125,9 @@ class HEAT:
         if ids.numel() == 0:
             raise ValueError("Expected at least one context token, got none")
         if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+            raise ValueError(
+                f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
+            )
         limit = self.max_positions
         if limit is not None and ids.numel() > limit:
             raise ValueError(
@@ -173,7 +176,7 @@ class HEAT:
             transition: (n,) M if already computed (batched); else computed from ``captures``.
         """
         cfg = self.config
-        cost: dict = {"forward_passes": 1, "hvps": 0, "gradients": 0, "seconds": {}}
+        cost: dict = {"forward_passes": 1, "forward_equivalents": 1.0, "hvps": 0, "gradients": 0, "seconds": {}}
         x = embed(self.model, ids[None]).detach()
         n = ids.numel()
         t0 = time.perf_counter()
@@ -199,11 +202,13 @@ class HEAT:
                 mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
             )
             cost["forward_passes"] += n
+            cost["forward_equivalents"] += scalable.information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
             cost["seconds"]["information"] = time.perf_counter() - t0
         if cfg.alpha > 0:
             t0 = time.perf_counter()
             fo = gradient_norms(self.model, x, target)
             cost["gradients"] += 1
+            cost["forward_equivalents"] += scalable.FE_GRADIENT
             cost["seconds"]["first_order"] = time.perf_counter() - t0
         parts = Components(transition.float(), curv, info, fo, cost)
         if cfg.check_finite:
@@ -224,11 +229,12 @@ class HEAT:
         n, d = x.shape[1], x.shape[2]
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
         if cfg.layers is not None or cfg.curvature != "exact":
-            from heat_module import scalable
-
             return scalable.curvature(self, x, target, captures, logits, probes, cost)
         cost["hvps"] += n * cfg.probes
         cost["forward_passes"] += n * cfg.probes
+        share = bool(captures) and can_share_prefix(captures)
+        cost["forward_equivalents"] = cost.get("forward_equivalents", 0.0) + scalable.exact_fe(
+            n, cfg.probes, cfg.hvp_chunk_size, share)
         return curvature_exact(self.model, x, target, probes, None, captures, cfg.hvp_chunk_size)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, list]:
@@ -259,9 +265,13 @@ class HEAT:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(self.device)
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
         if (attention_mask[:, -1] == 0).any():
-            raise ValueError("Expected left padding (the last position of every example is a real token), got right padding")
+            raise ValueError(
+                "Expected left padding (the last position of every example is a real token), got right padding"
+            )
         if (attention_mask.sum(-1) == 0).any():
             raise ValueError("Expected every example to have at least one real token, got an empty example")
         for row, mask in zip(input_ids, attention_mask):
@@ -301,13 +311,29 @@ class HEAT:
         """
         ids = self.encode(text_or_ids)
         if self.config.window is not None and self.config.window < ids.numel():
-            from heat_module import scalable
-
             return scalable.attribute_windowed(self, ids, target)
         logits, captures = self._forward(ids[None], torch.ones_like(ids)[None])
         target_id = self.target_id(target, logits[0])
         parts = self.components(ids, target_id, captures, logits[0])
         return self._result(ids, target_id, parts)
+
+    def attribute_sentence(
+        self,
+        text_or_ids: str | Sequence[int] | torch.Tensor,
+        targets: str | Sequence[int] | torch.Tensor | None = None,
+        max_new_tokens: int = 8,
+        aggregation: str | None = None,
+        spans: Sequence[tuple[int, int]] | None = None,
+        target_spans: Sequence[tuple[int, int]] | None = None,
+    ) -> AttributionResult:
+        """Sentence-level HEAT (eq. 23–24): attribute targets y_1..y_m to the prompt tokens.
+
+        See :func:`heat_module.sentence.attribute_sentence` (targets greedy or given; ``aggregation`` ``"mean"``
+        (eq. 23), ``"max"`` or ``"sum"``, default ``config.aggregation``; ``spans`` / ``target_spans`` for eq. 24).
+        """
+        from heat_module.sentence import attribute_sentence
+
+        return attribute_sentence(self, text_or_ids, targets, max_new_tokens, aggregation, spans, target_spans)
 
     def _result(self, ids: torch.Tensor, target: int, parts: Components) -> AttributionResult:
         scores = combine(parts, self.config)

@@ -105,7 +105,8 @@ def transition_from_captures(
         captures: the :class:`LayerCapture` of every layer, in execution order.
         attention_mask: (B, n) 1 for real tokens (left padding 0); ``None`` = no padding.
         layers: sum l only over these layers (ρ still passes through every layer above).
-        sink: ``"keep"``, ``"first"`` (first real token left out, M renormalised) or ``"auto"`` (:func:`sink_positions`).
+        sink: ``"keep"``, ``"first"`` (first real token left out, M renormalised) or ``"auto"``
+            (:func:`sink_positions`).
         backend: backend of the ``rollout_phi`` op.
         return_parts: also return a dict with the raw (un-normalised, sink-kept) M and the sink mask.
     Returns:

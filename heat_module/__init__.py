@@ -17,6 +17,7 @@ _LAZY = {
     "load_model": "heat_module.models",
     "HEAT": "heat_module.heat",
     "attribute_batch": "heat_module.heat",
+    "HEATPredictMixin": "heat_module.module",
     "HEATModule": "heat_module.module",
     "AttributionWriter": "heat_module.writer",
     "fit_weights": "heat_module.fit",

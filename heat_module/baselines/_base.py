@@ -64,7 +64,9 @@ class AttributionMethod:
         if ids.numel() == 0:
             raise ValueError("Expected at least one context token, got none")
         if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+            raise ValueError(
+                f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
+            )
         return ids.to(self.device)
 
     def target_id(self, target: int | str | None, logits: torch.Tensor | None) -> int:
@@ -183,9 +185,13 @@ def _check_batch(
     input_ids = input_ids.to(device)
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+        )
     if (attention_mask[:, -1] == 0).any():
-        raise ValueError("Expected left padding (the last position of every example is a real token), got right padding")
+        raise ValueError(
+            "Expected left padding (the last position of every example is a real token), got right padding"
+        )
     if (attention_mask.sum(-1) == 0).any():
         raise ValueError("Expected every example to have at least one real token, got an empty example")
     return input_ids, attention_mask

@@ -1,31 +1,26 @@
-"""Attribution metrics as torchmetrics classes with functional forms (shared/DESIGN.md, "Metrics").
+"""Attribution metrics as torchmetrics classes; functional forms in :mod:`heat_module.metrics.functional`.
 
-Model-based metrics take ``forward_fn = heat_module.forward.make_forward_fn(model)`` at construction, so they
-work with any model, and update with ``(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n)
-| None, target_ids (batch,))``. Scores may come from any method; padding positions are ignored.
+Definitions: shared/DESIGN.md, "Metrics". Model-based metrics take ``forward_fn =
+heat_module.forward.make_forward_fn(model)`` at construction, so they work with any model, and update with
+``(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,))``.
+Scores may come from any method; padding positions are ignored.
 
-- Soft-NC / Soft-NS with a random baseline and ln(method / random): ``SoftNC``, ``SoftNS``,
-  ``SoftFaithfulness`` (both at once); ``soft_nc``, ``soft_ns``, ``soft_faithfulness``. Higher is better.
-- AOPC comprehensiveness: ``AOPC``, ``aopc``. Higher is better.
-- DSA: ``DSA``, ``dsa``. Higher is better.
-- F1 / Span-F1 alignment: ``F1Alignment``, ``f1_alignment``. Higher is better.
-- Sensitivity under embedding noise: ``Sensitivity``, ``sensitivity``. Lower is better.
-- Active/passive Spearman ρ: ``ActivePassiveRobustness``, ``active_passive_robustness``. Higher is better.
+- Soft-NC / Soft-NS with a random baseline and ln(method / random): ``SoftNC``, ``SoftNS``, ``SoftFaithfulness``
+  (both at once; functional ``soft_nc``, ``soft_ns``, ``soft_faithfulness``). Higher is better.
+- AOPC comprehensiveness: ``AOPC`` (``aopc``). Higher is better.
+- DSA: ``DSA`` (``dsa``). Higher is better.
+- F1 / Span-F1 alignment: ``F1Alignment`` (``f1_alignment``). Higher is better.
+- Sensitivity under embedding noise: ``Sensitivity`` (``sensitivity``). Lower is better.
+- Active/passive Spearman ρ: ``ActivePassiveRobustness`` (``active_passive_robustness``). Higher is better.
 """
 
-from heat_module.metrics.aopc import AOPC, aopc
-from heat_module.metrics.dsa import DSA, dsa
-from heat_module.metrics.f1_alignment import F1Alignment, f1_alignment
-from heat_module.metrics.sensitivity import Sensitivity, sensitivity
-from heat_module.metrics.soft_faithfulness import (
-    SoftFaithfulness,
-    SoftNC,
-    SoftNS,
-    soft_faithfulness,
-    soft_nc,
-    soft_ns,
-)
-from heat_module.metrics.spearman import ActivePassiveRobustness, active_passive_robustness, spearman_rho
+from heat_module.metrics import functional
+from heat_module.metrics.aopc import AOPC
+from heat_module.metrics.dsa import DSA
+from heat_module.metrics.f1_alignment import F1Alignment
+from heat_module.metrics.sensitivity import Sensitivity
+from heat_module.metrics.soft_faithfulness import SoftFaithfulness, SoftNC, SoftNS
+from heat_module.metrics.spearman import ActivePassiveRobustness
 
 __all__ = [
     "AOPC",
@@ -36,13 +31,5 @@ __all__ = [
     "SoftFaithfulness",
     "SoftNC",
     "SoftNS",
-    "active_passive_robustness",
-    "aopc",
-    "dsa",
-    "f1_alignment",
-    "sensitivity",
-    "soft_faithfulness",
-    "soft_nc",
-    "soft_ns",
-    "spearman_rho",
+    "functional",
 ]

@@ -51,6 +51,7 @@ def _aopc_values(
         raise ValueError("Expected target_ids of shape (batch,), got None")
     real = check_batch(scores, inputs_embeds, attention_mask, target_ids)
     batch, n, _ = inputs_embeds.shape
+    scores = scores.to(inputs_embeds.device)
     mask = real.long() if attention_mask is None else attention_mask
 
     def blocks() -> Iterator[Block]:

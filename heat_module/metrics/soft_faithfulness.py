@@ -105,6 +105,7 @@ def _soft_faithfulness_values(
     real = check_batch(scores, inputs_embeds, attention_mask)
     batch, n, d = inputs_embeds.shape
     device = inputs_embeds.device
+    scores = scores.to(device)
     mask = real.long() if attention_mask is None else attention_mask
     variants = ["method", "random"] if random_baseline else ["method"]
 

@@ -114,14 +114,34 @@ def test_sink_options_renormalise():
         transition_from_captures(records, sink="bogus")
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpp", "auto"])
+def test_kernel_backends_match_on_gqa_with_padding(backend):
+    """M through the rollout_phi op (C++ on CPU) equals the materialised-attention computation."""
+    model = install(tiny_model("llama", layers=3))
+    ids = torch.randint(4, TINY_VOCAB, (2, 11), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    from heat_module.forward import position_ids_from_mask
+
+    with torch.no_grad(), capture(weights=True) as materialised:
+        model(ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+    with torch.no_grad(), capture() as records:
+        model(ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+    assert all(r.weights is None for r in records)  # no n×n map is kept
+    expected = transition_from_captures(materialised, mask)
+    torch.testing.assert_close(transition_from_captures(records, mask, backend=backend), expected,
+                               rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.slow
-def test_transition_on_smollm2(smollm2):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_transition_on_smollm2(smollm2, backend):
     model, tok = smollm2
     install(model)
     ids = tok("The quick brown fox jumps over the lazy", return_tensors="pt").input_ids
     attentions, values, w_os, records = eager_reference(model, ids)
     expected = naive_transition(attentions, values, w_os, model.config.num_attention_heads)
-    got = transition_from_captures(records, backend="torch")[0]
+    got = transition_from_captures(records, backend=backend)[0]
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
     # the attention sink: DESIGN.md's M puts most of the mass on the first token of this model
     assert got[0] > 0.5

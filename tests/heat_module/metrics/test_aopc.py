@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from heat_module.forward import make_forward_fn
-from heat_module.metrics import AOPC, aopc
+from heat_module.metrics import AOPC
 from heat_module.metrics.aopc import _aopc_values
+from heat_module.metrics.functional import aopc
 
 
 def prob(model, x: torch.Tensor, y: int) -> float:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heat_module.metrics import DSA, dsa
+from heat_module.metrics import DSA
 from heat_module.metrics.dsa import _dsa_values
+from heat_module.metrics.functional import dsa
 
 
 def reference_dsa(scores: list[float], gold: set[int], distractor: set[int]) -> float:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heat_module.metrics import F1Alignment, f1_alignment
+from heat_module.metrics import F1Alignment
 from heat_module.metrics.f1_alignment import _f1_alignment_values
+from heat_module.metrics.functional import f1_alignment
 
 
 def runs(positions: list[int]) -> list[tuple[int, int]]:

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from heat_module.metrics import Sensitivity, sensitivity
+from heat_module.metrics import Sensitivity
 from heat_module.metrics._common import example_generator
+from heat_module.metrics.functional import sensitivity
 from heat_module.metrics.sensitivity import _sensitivity_values
 
 

@@ -13,8 +13,9 @@ import math
 import pytest
 import torch
 
-from heat_module.metrics import SoftFaithfulness, SoftNC, SoftNS, soft_faithfulness, soft_nc, soft_ns
+from heat_module.metrics import SoftFaithfulness, SoftNC, SoftNS
 from heat_module.metrics._common import example_generator
+from heat_module.metrics.functional import soft_faithfulness, soft_nc, soft_ns
 from heat_module.metrics.soft_faithfulness import _soft_faithfulness_values
 
 ATOL = 2e-5
@@ -224,6 +225,8 @@ def test_class_equals_functional_across_updates(forward_fn, batch, scores):
     torch.testing.assert_close(soft_ns(scores, x, mask, forward_fn, num_masks=2, seed=1)["soft_ns"],
                                expected["soft_ns"], atol=1e-6, rtol=1e-6)
     assert SoftNC.higher_is_better and not SoftNC.full_state_update
+    batch_value = SoftNC(forward_fn, num_masks=2, seed=1)(scores, x, mask, targets)  # torchmetrics forward()
+    torch.testing.assert_close(batch_value["soft_nc"], expected["soft_nc"], atol=1e-6, rtol=1e-6)
 
 
 def test_random_baseline_is_shared_across_methods(forward_fn, batch, scores):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from heat_module.metrics import ActivePassiveRobustness, active_passive_robustness, spearman_rho
+from heat_module.metrics import ActivePassiveRobustness
+from heat_module.metrics.functional import active_passive_robustness, spearman_rho
 
 
 def test_matches_scipy_with_ties_and_valid_mask():

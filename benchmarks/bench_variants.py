@@ -1,0 +1,319 @@
+"""Scalable HEAT variants side by side (issue 6; the structure of the paper's Tables 9, 10 and 12).
+
+On SmolLM2-135M (``heat_module.load_model("smollm2")``), contexts of exactly n tokens built from the ``prompt`` field
+of a data file (consecutive prompts concatenated until n tokens, then cut), for every n in ``--lengths``:
+
+    full (exact HVPs) | LR(k) | LS(L) | WIN(W=n/4, 50 %) | LR+WIN | Fisher(K)
+
+and for each: wall time per example, peak memory, forward-pass equivalents (``result.cost``, the cost model of
+:mod:`heat_module.scalable`), HVP count, Spearman ρ and top-5 overlap of the scores against full HEAT on the same
+context, and the window-leakage proxy ε̂_M(W) for the windowed variants. It also measures, on the same machine, the
+seconds of one forward pass, one gradient and one vmapped HVP at each n, so the nominal FE weights (gradient = 2,
+HVP = 4) can be compared with measured ratios, and checks the target "full HEAT with Fisher curvature costs
+<= 0.7·n forward-pass equivalents" at every n (the issue asks for n = 256).
+
+Memory: peak resident set size above the RSS just before the variant (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``), with glibc's mmap threshold fixed at 64 KiB (the script re-executes itself with
+``MALLOC_MMAP_THRESHOLD_``) and ``malloc_trim`` between variants, so freed tensors go back to the OS. It is the RSS of
+this process, not a torch profiler figure.
+
+Exact HEAT on a shared 2-core CPU is slow (one vmapped SmolLM2 HVP ≈ 4 forwards; n = 256 full HEAT needs ≈ 140
+full-length HVP equivalents), so ``--prompts`` / ``--prompts-long`` / ``--time-budget`` size the run and
+``--variants-long`` restricts which variants run at n > 64 (ρ needs "full" in the same run). The reference is
+computed once per context. Timings are noisy on a shared machine: compare ratios measured in the same run.
+
+Usage:
+    python benchmarks/bench_variants.py --quick                      # CI-sized (n = 24, 2 prompts, small ranks)
+    python benchmarks/bench_variants.py --lengths 64 256 --prompts 20 --prompts-long 1 --append
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if "MALLOC_MMAP_THRESHOLD_" not in os.environ and __name__ == "__main__":  # freed tensors return to the OS
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from _common import machine, write_csv  # noqa: E402
+
+import heat_module as hm  # noqa: E402
+
+DEFAULT_DATA = "/work/shared/data/reagent/derived/longra_gpt2.jsonl"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADING = "## Scalable variants (issue 6)"
+
+
+# ---------------------------------------------------------------------------------------------------------- inputs
+def read_prompts(path: str, field: str) -> list[str]:
+    from heat_module.fit import read_texts
+
+    return read_texts(path, field)
+
+
+def contexts(tokenizer, prompts: list[str], n: int, count: int) -> list[torch.Tensor]:
+    """``count`` contexts of exactly n tokens: prompt j, j+1, ... joined by spaces until n tokens, then cut."""
+    out = []
+    for j in range(count):
+        ids: list[int] = []
+        k = j
+        while len(ids) < n:
+            ids += tokenizer((" " if ids else "") + prompts[k % len(prompts)])["input_ids"]
+            k += 1
+            if k - j > 10 * len(prompts):
+                raise ValueError(f"Expected the prompts to reach {n} tokens, got {len(ids)}")
+        out.append(torch.tensor(ids[:n]))
+    return out
+
+
+def variants(n: int, args) -> dict[str, tuple[str, hm.HEATConfig]]:
+    """name -> (family, config) of the six variants at context length n."""
+    chunk = args.chunk if n <= 64 else args.chunk_long
+    base = hm.HEATConfig(probes=args.probes, hvp_chunk_size=chunk, seed=0)
+    w = max(2, n // 4)
+    lowrank = dict(curvature="lowrank", rank=args.rank, oversample=args.oversample)
+    return {
+        "full": ("full", base),
+        f"LR({args.rank})": ("LR", base.replace(**lowrank)),
+        f"LS({args.ls_layers})": ("LS", base.replace(layers=args.ls_layers)),
+        f"WIN({w})": ("WIN", base.replace(window=w, window_leakage=True)),
+        f"LR({args.rank})+WIN({w})": ("LR+WIN", base.replace(window=w, window_leakage=True, **lowrank)),
+        f"Fisher({args.fisher_topk})": ("Fisher", base.replace(curvature="fisher", fisher_topk=args.fisher_topk)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- memory
+def _status(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> float:
+    """malloc_trim, reset VmHWM to the current RSS; returns the current RSS (MB)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import spearmanr
+
+    value = spearmanr(a.double().numpy(), b.double().numpy()).statistic
+    return float(value)
+
+
+def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
+    k = min(k, a.numel())
+    return len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
+
+
+def unit_costs(model, n: int, chunk: int) -> dict:
+    """Measured seconds of one forward (eager, as HEAT's objective), one gradient and one HVP (vmapped chunk)."""
+    from torch.func import grad, jvp, vmap
+
+    from heat_module.forward import embed
+    from heat_module.objective import target_logprob_fn
+
+    ids = torch.randint(100, 10000, (1, n), generator=torch.Generator().manual_seed(0))
+    x = embed(model, ids).detach()
+    g = target_logprob_fn(model, 5)
+    with torch.no_grad():
+        g(x)
+        t0 = time.perf_counter()
+        g(x)
+        fwd = time.perf_counter() - t0
+    xx = x.clone().requires_grad_(True)
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        torch.autograd.grad(g(xx), xx)
+    grd = time.perf_counter() - t0
+    tangents = torch.randn(chunk, 1, n, x.shape[-1], generator=torch.Generator().manual_seed(1))
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        vmap(lambda t: jvp(grad(g), (x,), (t,))[1])(tangents)
+    hvp = (time.perf_counter() - t0) / chunk
+    return {"forward_s": fwd, "gradient_s": grd, "hvp_s": hvp, "gradient_fe": grd / fwd, "hvp_fe": hvp / fwd}
+
+
+# ---------------------------------------------------------------------------------------------------------- run
+def run(args) -> tuple[list[dict], list[str]]:
+    torch.set_num_threads(args.threads)
+    from heat_module.capture import install
+
+    model, tok = hm.load_model(args.model)
+    install(model)  # the "heat" attention (eager path available for forward-mode AD)
+    prompts = read_prompts(args.data, args.field)
+    rows: list[dict] = []
+    report: list[str] = []
+    for n in args.lengths:
+        long = n > 64
+        count = args.prompts_long if long else args.prompts
+        ctxs = contexts(tok, prompts, n, count)
+        configs = {name: cfg for name, (family, cfg) in variants(n, args).items()
+                   if not (long and args.variants_long) or family in args.variants_long}
+        units = unit_costs(model, n, args.chunk if n <= 64 else args.chunk_long)
+        print(f"[n={n}] measured: forward {units['forward_s']:.3f}s, gradient {units['gradient_fe']:.2f} FE, "
+              f"vmapped HVP {units['hvp_fe']:.2f} FE (nominal 2 and 4)", flush=True)
+        t_len = time.perf_counter()
+        done = 0
+        for j, ids in enumerate(ctxs):
+            if done and args.time_budget and time.perf_counter() - t_len > args.time_budget:
+                print(f"[n={n}] time budget reached after {done} contexts", flush=True)
+                break
+            ref = None
+            for name, cfg in configs.items():
+                heat = hm.HEAT(model, tok, cfg)
+                base_rss = reset_peak()
+                t0 = time.perf_counter()
+                res = heat.attribute(ids)
+                seconds = time.perf_counter() - t0
+                peak = max(0.0, _status("VmHWM") - base_rss)
+                if name == "full":
+                    ref = res
+                row = {
+                    "n": n, "context": j, "variant": name, "seconds": seconds, "peak_rss_mb": peak,
+                    "forward_equivalents": float(res.cost.get("forward_equivalents", float("nan"))),
+                    "hvps": int(res.cost.get("hvps", 0)), "gradients": int(res.cost.get("gradients", 0)),
+                    "spearman": spearman(res.scores, ref.scores) if ref is not None else float("nan"),
+                    "top5": top_overlap(res.scores, ref.scores) if ref is not None else float("nan"),
+                    "leakage": float(res.extra.get("window_leakage", float("nan"))),
+                    "target_agrees": bool(ref is None or res.target_id == ref.target_id),
+                }
+                rows.append(row)
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                      flush=True)
+            done += 1
+        report += summarize(rows, n, done, units, configs)
+        print("\n".join(report[-(len(configs) + 8):]), flush=True)
+    return rows, report
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _sd(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(rows: list[dict], n: int, done: int, units: dict, configs: dict) -> list[str]:
+    sel = [r for r in rows if r["n"] == n]
+    full_t = _mean([r["seconds"] for r in sel if r["variant"] == "full"])
+    full_m = _mean([r["peak_rss_mb"] for r in sel if r["variant"] == "full"])
+    lines = [
+        "",
+        f"n = {n}: {done} contexts; measured on this machine: forward {units['forward_s']:.3f} s, gradient "
+        f"{units['gradient_fe']:.2f} FE, vmapped HVP {units['hvp_fe']:.2f} FE (cost model: 2 and 4)",
+        "",
+        "| variant | runtime s/example | runtime vs full | peak RSS MB | memory vs full | FE | FE / n | HVPs "
+        "| Spearman ρ vs full | top-5 overlap | ε̂_M(W) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in configs:
+        rs = [r for r in sel if r["variant"] == name]
+        if not rs:
+            continue
+        t = _mean([r["seconds"] for r in rs])
+        mem = _mean([r["peak_rss_mb"] for r in rs])
+        fe = _mean([r["forward_equivalents"] for r in rs])
+        rho, sd = _mean([r["spearman"] for r in rs]), _sd([r["spearman"] for r in rs])
+        top = _mean([r["top5"] for r in rs])
+        leak = _mean([r["leakage"] for r in rs])
+        rel_t = f"{t / full_t:.2f}×" if full_t == full_t else "n/a"
+        rel_m = f"{mem / full_m:.2f}×" if full_m == full_m and full_m > 0 else "n/a"
+        quality = f"{rho:.3f} ± {sd:.3f} | {top:.2f}" if rho == rho else "n/a (no full reference) | n/a"
+        lines.append(
+            f"| {name} | {t:.1f} | {rel_t} | {mem:.0f} | {rel_m} | {fe:.0f} | {fe / n:.2f} "
+            f"| {rs[0]['hvps']} | {quality} | {'' if leak != leak else f'{leak:.4f}'} |"
+        )
+    fisher = [r for r in sel if r["variant"].startswith("Fisher")]
+    if fisher:
+        fe = max(r["forward_equivalents"] for r in fisher)
+        verdict = ("PASS" if fe <= 0.7 * n else "FAIL") if n >= 256 else "not applicable (stated for n = 256)"
+        lines.append("")
+        lines.append(f"Target: full HEAT with Fisher curvature ≤ 0.7·n FE at n = {n}: {fe:.1f} ≤ {0.7 * n:.1f} "
+                     f"→ {verdict}")
+    return lines
+
+
+def append_results(report: list[str], args) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    head = [
+        "",
+        f"### Run {stamp}",
+        f"Machine: {machine()} (shared with other engineers; {args.threads} torch thread(s)); "
+        f"torch {torch.__version__}.",
+        f"Command: `python benchmarks/bench_variants.py {' '.join(sys.argv[1:])}`",
+        f"Model {args.model}, data {args.data} (`{args.field}` fields), probes m = {args.probes}, β = γ = 0.5. "
+        "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = peak RSS above the "
+        "pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB).",
+    ]
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if HEADING not in text:
+        text = text.rstrip("\n") + "\n\n" + HEADING + "\n"
+        RESULTS.write_text(text)
+    with open(RESULTS, "a", encoding="utf-8") as f:  # append: other engineers append to this file too
+        f.write("\n".join(head + report) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--field", default="prompt")
+    p.add_argument("--lengths", type=int, nargs="+", default=[64])
+    p.add_argument("--prompts", type=int, default=2, help="contexts per length <= 64")
+    p.add_argument("--prompts-long", type=int, default=1, help="contexts per length > 64")
+    p.add_argument("--variants-long", nargs="*", default=None,
+                   help="variant families to run at n > 64 (full LR LS WIN LR+WIN Fisher); default all")
+    p.add_argument("--time-budget", type=float, default=0.0, help="seconds per length before stopping (0 = none)")
+    p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--oversample", type=int, default=8)
+    p.add_argument("--ls-layers", type=int, default=6)
+    p.add_argument("--fisher-topk", type=int, default=16)
+    p.add_argument("--probes", type=int, default=1)
+    p.add_argument("--chunk", type=int, default=16, help="HVPs per vmapped call at n <= 64")
+    p.add_argument("--chunk-long", type=int, default=4, help="HVPs per vmapped call at n > 64 (memory)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--csv", default=None)
+    p.add_argument("--append", action="store_true", help=f"append the tables to {RESULTS.name}")
+    p.add_argument("--quick", action="store_true", help="CI size: n = 24, 2 contexts, rank 8, LS 2, K 4")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.lengths, args.prompts, args.rank, args.oversample = [24], 2, 8, 4
+        args.ls_layers, args.fisher_topk = 2, 4
+    rows, report = run(args)
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.append:
+        append_results(report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

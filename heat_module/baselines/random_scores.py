@@ -1,0 +1,50 @@
+"""Random scores: the floor every attribution method should beat (ReAGent reports ln(metric / metric of random)).
+
+score_i ~ U[0, 1), drawn from a generator seeded by ``seed`` and the example's token ids, so an example gets the
+same scores whatever the batch it is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from heat_module.baselines._base import AttributionMethod
+
+
+def example_seed(seed: int, ids: torch.Tensor) -> int:
+    """A 63-bit seed from ``seed`` and the (n,) token ids of one example."""
+    h = hashlib.sha256(int(seed).to_bytes(8, "little", signed=True))
+    h.update(ids.detach().cpu().to(torch.int64).numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") & (2**63 - 1)
+
+
+class RandomScores(AttributionMethod):
+    """Seeded uniform random scores per token.
+
+    Options:
+        seed: the base seed (default 0).
+    """
+
+    name = "random"
+
+    def __init__(self, model: nn.Module, tokenizer: object | None = None, seed: int = 0, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"Expected seed to be an integer, got {seed!r}")
+        self.seed = seed
+
+    def options(self) -> dict:
+        return {"seed": self.seed}
+
+    def _scores(self, input_ids, attention_mask, inputs_embeds, targets):
+        scores = torch.zeros(input_ids.shape, dtype=torch.float32)
+        for b in range(input_ids.shape[0]):
+            start = int((attention_mask[b] == 0).sum())
+            ids = input_ids[b, start:]
+            g = torch.Generator().manual_seed(example_seed(self.seed, ids))
+            scores[b, start:] = torch.rand(ids.numel(), generator=g)
+        return scores.to(input_ids.device), None

@@ -34,7 +34,7 @@ nvcc-check:
 
 test: venv nvcc-check
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples
-	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=20 $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples

@@ -55,7 +55,7 @@ def _check_spans(spans: Sequence[tuple[int, int]], size: int, what: str) -> list
             raise ValueError(f"Expected {what} spans as (start, end) pairs, got {span!r}")
         a, b = int(span[0]), int(span[1])
         if not 0 <= a < b <= size:
-            raise ValueError(f"Expected a {what} span [a, b) with 0 <= a < b <= {size}, got ({a}, {b})")
+            raise ValueError(f"Expected {what} spans [a, b) with 0 <= a < b <= {size}, got ({a}, {b})")
         out.append((a, b))
     return out
 

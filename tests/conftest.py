@@ -8,7 +8,10 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Two xdist workers share two cores: one intra-op thread each avoids oversubscription (which slows tiny-model
+# tests by orders of magnitude on a busy machine).
+if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("OMP_NUM_THREADS") == "1":
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

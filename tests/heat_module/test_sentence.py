@@ -34,7 +34,7 @@ def test_aggregation_hand_case():
     table = span_scores(rows, spans=[(0, 2), (1, 3)], target_spans=[(0, 1), (0, 2)], aggregation="mean")
     # target span {0}: row 0; target span {0,1}: mean = [2, 3, 1]
     assert table.tolist() == [[6.0, 5.0], [5.0, 4.0]]
-    with pytest.raises(ValueError, match="Expected a input span"):
+    with pytest.raises(ValueError, match="Expected input spans"):
         span_scores(rows, spans=[(2, 5)])
 
 

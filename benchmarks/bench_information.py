@@ -42,7 +42,7 @@ def case(method: str, n: int, batch_size: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--csv", default=None)
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)

@@ -37,7 +37,25 @@ def attribute_command(argv: list[str]) -> int | None:
     return impl(argv)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int | None]] = {"attribute": attribute_command}
+def fit_weights_command(argv: list[str]) -> int | None:
+    """``heat fit-weights ...``: β, γ by non-negative least squares (Thm 3); see :mod:`heat_module.fit`."""
+    from heat_module.fit import fit_weights_command as impl
+
+    return impl(argv)
+
+
+def eval_command(argv: list[str]) -> int | None:
+    """``heat eval ...``: methods × datasets with the paper's metrics; see :mod:`heat_module.evaluation`."""
+    from heat_module.evaluation import eval_command as impl
+
+    return impl(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "attribute": attribute_command,
+    "fit-weights": fit_weights_command,
+    "eval": eval_command,
+}
 
 
 class HEATCLI(LightningCLI):

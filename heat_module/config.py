@@ -17,6 +17,7 @@ Ablation = Literal["full", "transition", "curvature", "information", "no_gate", 
 Sink = Literal["keep", "first", "auto"]
 Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
+HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
 
 _CURVATURES = ("exact", "fisher", "lowrank")
 _MASKS = ("zero", "mean", "token")
@@ -38,6 +39,8 @@ class HEATConfig:
             surrogate, ``"lowrank"`` randomized eigendecomposition (HEAT-LR, Thm 4).
         probes: m, the number of Rademacher probes per token block (eq. 3). ≥ 1.
         hvp_chunk_size: how many (token, probe) HVPs are vmapped at once (memory/speed trade-off). ≥ 1.
+        hvp_mode: how the exact HVPs are formed: ``"forward_over_reverse"`` (``jvp`` of ``grad``, vmapped) or
+            ``"reverse_over_reverse"`` (batched double backward); identical values.
         fisher_topk: K, the number of most probable next tokens summed in the Fisher surrogate. ≥ 1.
         fisher_mass: if set, the Fisher sum stops once the kept tokens cover this probability mass (0, 1].
         rank: k for ``"lowrank"``. ≥ 1.
@@ -66,7 +69,8 @@ class HEATConfig:
     alpha: float = 0.0
     curvature: Curvature = "exact"
     probes: int = 1
-    hvp_chunk_size: int = 16
+    hvp_chunk_size: int = 8
+    hvp_mode: HVPMode = "forward_over_reverse"
     fisher_topk: int = 16
     fisher_mass: float | None = None
     rank: int = 16
@@ -75,7 +79,7 @@ class HEATConfig:
     rollout_layers: list[int] | None = None
     mask: MaskKind = "zero"
     mask_token_id: int | None = None
-    info_batch_size: int = 32
+    info_batch_size: int = 8
     ablation: Ablation = "full"
     sink: Sink = "keep"
     window: int | None = None
@@ -98,6 +102,7 @@ class HEATConfig:
         _choice("sink", self.sink, _SINKS)
         _choice("aggregation", self.aggregation, _AGGREGATIONS)
         _choice("backend", self.backend, _BACKENDS)
+        _choice("hvp_mode", self.hvp_mode, ("forward_over_reverse", "reverse_over_reverse"))
         for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:

@@ -12,13 +12,17 @@ Methods × datasets, every metric from :mod:`heat_module.metrics`, seeded, with 
   attribution mass on the distractor sentence ("distractor mass", lower is better).
 - methods: the baselines of :mod:`heat_module.baselines`, and HEAT, whose per-token components M, S, I are
   computed **once** per example and recombined (:func:`heat_module.heat.combine`) for every attention-sink option
-  of M (``keep`` / ``first`` / ``auto``), the Table 5 ablations and the Table 7 β/γ sweep.
+  of M (``keep`` / ``first`` / ``auto``, and the ``auto-median`` proposal of :func:`gate_options`), the Table 5
+  ablations and the Table 7 β/γ sweep. Rows whose scores are equal up to a positive factor share one metric
+  evaluation (:func:`score_signature`).
 
 Resumable: every (dataset, example, method) result is one line of a JSON-lines cache; a re-run skips the lines it
 finds (same model and metric settings) and computes only what is missing — raising ``limit`` extends the run,
-because examples are taken in a fixed seeded order. Examples of the four datasets are interleaved so a partial run
-covers all of them. The report (markdown, tables shaped like the paper's) and PNG heatmaps of HEAT on three prompts
-written for this evaluation (paper Figures 4–6 style) are rebuilt from the cache at the end of every run.
+because examples are taken in a fixed seeded order; a new HEAT row is recombined from the stored components
+without running HEAT again. Examples of the four datasets are interleaved so a partial run covers all of them.
+The report (markdown, tables shaped like the paper's) and PNG heatmaps of HEAT on three prompts written for this
+evaluation (paper Figures 4–6 style) are rebuilt from the cache at the end of every run (``report_only`` rebuilds
+them without computing anything).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ DEFAULT_CURATED = str(SHARED / "heta/heta_qa_dataset_100_unique.json")
 DATASETS = ("longra", "tellmewhy", "wikibio", "curated")
 DATASET_TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "curated": "Curated"}
 BENCHMARKS = ("longra", "tellmewhy", "wikibio")
-SINKS = ("keep", "first", "auto")
+SINKS = ("keep", "first", "auto")  # the sink options of heat_module.transition
+GATE_OPTIONS = SINKS + ("auto-median",)  # plus a proposal evaluated here (see gate_options)
 
 #: the baselines run by default: label -> (registry name, options)
 DEFAULT_BASELINES: dict[str, tuple[str, dict]] = {
@@ -60,13 +65,16 @@ DEFAULT_BASELINES: dict[str, tuple[str, dict]] = {
     "input_x_gradient": ("input_x_gradient", {}),
     "input_x_gradient_abs": ("input_x_gradient", {"absolute": True}),
     "integrated_gradients": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre", "baseline": "zero"}),
+    "integrated_gradients_mean": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre",
+                                                           "baseline": "mean"}),
     "occlusion": ("occlusion", {"measure": "prob"}),
     "random": ("random", {}),
 }
 BASELINE_TITLES = {
     "attention_rollout": "Attention rollout", "last_layer_attention": "Last-layer attention",
     "gradient_norm": "Gradient norm (L2)", "input_x_gradient": "Input×Gradient", "input_x_gradient_abs":
-    "|Input×Gradient|", "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion (ΔP)",
+    "|Input×Gradient|", "integrated_gradients": "Integrated gradients (zero baseline)",
+    "integrated_gradients_mean": "Integrated gradients (mean-embedding baseline)", "occlusion": "Occlusion (ΔP)",
     "random": "Random",
 }
 ABLATIONS = ("transition", "curvature", "information", "no_gate", "uniform_gate")
@@ -262,7 +270,8 @@ def variants(cfg: EvalConfig) -> list[Variant]:
     out = [Variant(label, "baseline", BASELINE_TITLES.get(label, label)) for label in cfg.baselines]
     if not cfg.heat:
         return out
-    out += [Variant(heat_key(s), "heat", f"HEAT (sink={s})", sink=s) for s in SINKS]
+    out += [Variant(heat_key(s), "heat", f"HEAT (sink={s})" + (" [proposed]" if s not in SINKS else ""), sink=s)
+            for s in GATE_OPTIONS]
     out += [Variant(f"heat-transition[{s}]", "ablation", f"Transition only (sink={s})", sink=s,
                     ablation="transition") for s in SINKS]
     out += [Variant(f"heat-{a}", "ablation", ABLATION_TITLES[a], ablation=a) for a in ABLATIONS if a != "transition"]
@@ -277,30 +286,52 @@ def variants(cfg: EvalConfig) -> list[Variant]:
     return out
 
 
+def gate_options(keep: torch.Tensor, auto_sinks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """M under every sink option from the sink-kept M (n,) and the positions the auto rule flags.
+
+    ``keep``, ``first`` and ``auto`` are :func:`heat_module.transition.transition_from_captures`'s options;
+    ``auto-median`` (a proposal evaluated here, not in ``transition.py``) gives the flagged positions the median M of
+    the other positions instead of 0, so a sink position that carries content can still be attributed.
+    """
+    n = keep.numel()
+
+    def renorm(m: torch.Tensor) -> torch.Tensor:
+        total = m.sum()
+        return m / total if total > 0 else torch.full_like(m, 1.0 / n)
+
+    flagged = sorted({int(i) for i in auto_sinks})
+    first, auto, median = keep.clone(), keep.clone(), keep.clone()
+    first[0] = 0.0
+    auto[flagged] = 0.0
+    others = [i for i in range(n) if i not in set(flagged)]
+    if flagged and others:
+        median[flagged] = keep[others].median()
+    return {"keep": renorm(keep), "first": renorm(first), "auto": renorm(auto), "auto-median": renorm(median)}
+
+
 def sink_transitions(captures: Sequence, attention_mask: torch.Tensor | None = None) -> tuple[dict, dict]:
-    """M under every sink option from ONE rollout, and diagnostics.
+    """M under every gate option of :func:`gate_options` from ONE rollout, and diagnostics.
 
     Returns:
-        ``({"keep": (n,), "first": (n,), "auto": (n,)}, {"first_share": share of the raw M on position 0,
-        "auto_sinks": positions flagged by the auto rule, "phi_share_first": share of the rollout's attention mass
-        on position 0})`` for a batch of one.
+        ``({"keep": (n,), "first": (n,), "auto": (n,), "auto-median": (n,)}, {"first_share": share of the
+        sink-kept M on position 0, "auto_sinks": positions flagged by the auto rule, "phi_share_first": share of the
+        rollout's attention mass on position 0, "norm_ratio_first": position 0's mean value–output norm over the
+        context mean})`` for a batch of one.
     """
     from heat_module.transition import transition_from_captures
 
-    m_auto, parts = transition_from_captures(captures, attention_mask, sink="auto", return_parts=True)
+    _, parts = transition_from_captures(captures, attention_mask, sink="auto", return_parts=True)
     raw = parts["raw"][0].float()
     keep = raw / raw.sum().clamp_min(1e-30)
-    first = raw.clone()
-    first[0] = 0.0
-    first = first / first.sum() if first.sum() > 0 else torch.full_like(raw, 1.0 / raw.numel())
     phi = parts["phi_mass"][0]
+    auto_sinks = parts["sinks"][0].nonzero().flatten().tolist()
     diag = {
         "first_share": float(keep[0]),
-        "auto_sinks": parts["sinks"][0].nonzero().flatten().tolist(),
+        "auto_sinks": auto_sinks,
         "phi_share_first": float(phi[0] / phi.sum().clamp_min(1e-30)),
         "norm_ratio_first": float(parts["norm_mass"][0][0] / parts["norm_mass"][0].mean().clamp_min(1e-30)),
     }
-    return {"keep": keep, "first": first, "auto": m_auto[0].float()}, diag
+    return gate_options(keep, auto_sinks), diag
 
 
 def recombine(parts, transitions: dict[str, torch.Tensor], wanted: Sequence[Variant], fisher_curvature=None
@@ -491,26 +522,38 @@ class Evaluator:
                 attr_seconds[v.key] = time.perf_counter() - t0
                 extras[v.key] = {k: val for k, val in res.extra.items() if isinstance(val, (int, float))}
         heat_todo = [v for v in todo if v.family != "baseline"]
-        if heat_todo:
+        comp_key = Cache.key(example.dataset, example.id, "__components__")
+        cached = self.cache.records.get(comp_key)
+        need_fisher = any(v.family == "extra" for v in heat_todo)
+        fisher = None
+        if heat_todo and cached is not None and not need_fisher:  # recombine the stored M, S, I: no recomputation
+            from heat_module.heat import Components
+
+            keep = torch.tensor(cached["transition"], dtype=torch.float32)
+            transitions = gate_options(keep, cached["auto_sinks"])
+            parts = Components(transitions["keep"], torch.tensor(cached["curvature"], dtype=torch.float32),
+                               torch.tensor(cached["information"], dtype=torch.float32), None)
+            shared, diag = 0.0, {"components": "cached"}
+        elif heat_todo:
             t0 = time.perf_counter()
             heat = self.heat
             logits_h, captures = heat._forward(ids[None], torch.ones_like(ids)[None])
             transitions, diag = sink_transitions(captures)
             parts = heat.components(ids, target, captures, logits_h[0], transition=transitions["keep"])
-            fisher = None
-            if any(v.family == "extra" for v in heat_todo):
+            if need_fisher:
                 fisher = self._fisher_curvature(ids, target, captures, logits_h[0])
             shared = time.perf_counter() - t0
-            comp_key = Cache.key(example.dataset, example.id, "__components__")
-            if not self.cache.has(comp_key):  # M (sink kept, normalised), S, I: other gates can be scored later
+            if cached is None:  # M (sink kept, normalised), S, I: other gates can be scored later without HEAT
                 self.cache.add({**base, "key": comp_key, "method": "__components__",
                                 "transition": _round(transitions["keep"]), "curvature": _round(parts.curvature),
                                 "information": _round(parts.information), "auto_sinks": diag["auto_sinks"]})
+        if heat_todo:
+            diag = {**diag, "components_seconds": parts.cost.get("seconds", {})}
             scores.update(recombine(parts, transitions, [v for v in heat_todo if v.family != "extra" or
                                                          fisher is not None], fisher))
             for v in heat_todo:
                 attr_seconds[v.key] = shared
-                extras[v.key] = {"components_seconds": parts.cost.get("seconds", {}), **diag}
+                extras[v.key] = dict(diag)
         computed: dict[tuple, dict[str, float]] = {}  # identical scores up to a positive factor -> same metrics
         for v in todo:
             if v.key not in scores:
@@ -586,12 +629,14 @@ def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant])
     """Means and bootstrap intervals from cache records (only examples where every listed row is present)."""
     by: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # (dataset, method) -> example -> metrics
     refs: dict[str, dict[str, dict]] = defaultdict(dict)
-    seconds, extras = [], defaultdict(list)
+    seconds, extras, components = [], defaultdict(list), []
     for rec in records:
         if rec["method"] == "__reference__":
             refs[rec["dataset"]][rec["example"]] = rec
         elif rec["method"] == "__time__":
             seconds.append(rec["seconds"])
+        elif rec["method"] == "__components__":
+            components.append(rec)
         else:
             by[(rec["dataset"], rec["method"])][rec["example"]] = rec
             for k, v in (rec.get("extra") or {}).items():
@@ -621,7 +666,7 @@ def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant])
             cells[(dataset, "__metric_random__", f"soft_{kind}")] = bootstrap_ci(
                 [r["metrics"][f"soft_{kind}_random"] for r in rr], cfg.bootstrap, cfg.seed)
         counts[(dataset, "__metric_random__")] = len(rr)
-    facts = {"compute_seconds": float(sum(seconds)), "extras": extras, "refs": refs}
+    facts = {"compute_seconds": float(sum(seconds)), "extras": extras, "refs": refs, "components": components}
     return Summary(cells, counts, facts)
 
 
@@ -656,7 +701,7 @@ def best_sink(summary: Summary, cfg: EvalConfig) -> tuple[str, dict[str, dict[st
     """The sink option with the best mean rank over Soft-NC, Soft-NS, AOPC (benchmarks) and DSA (curated)."""
     bench = [d for d in cfg.datasets if d in BENCHMARKS]
     table: dict[str, dict[str, float]] = {}
-    for s in SINKS:
+    for s in GATE_OPTIONS:
         key = heat_key(s)
         table[s] = {"soft_nc": _mean_over(summary, bench, key, "soft_nc"),
                     "soft_ns": _mean_over(summary, bench, key, "soft_ns"),
@@ -664,10 +709,10 @@ def best_sink(summary: Summary, cfg: EvalConfig) -> tuple[str, dict[str, dict[st
                     "dsa": _mean_over(summary, ["curated"], key, "dsa")}
     ranks = defaultdict(list)
     for metric in ("soft_nc", "soft_ns", "aopc", "dsa"):
-        vals = [(table[s][metric], s) for s in SINKS if math.isfinite(table[s][metric])]
+        vals = [(table[s][metric], s) for s in GATE_OPTIONS if math.isfinite(table[s][metric])]
         for r, (_, s) in enumerate(sorted(vals, reverse=True)):
             ranks[s].append(r)
-    best = min(SINKS, key=lambda s: (np.mean(ranks[s]) if ranks[s] else 9, SINKS.index(s)))
+    best = min(GATE_OPTIONS, key=lambda s: (np.mean(ranks[s]) if ranks[s] else 9, GATE_OPTIONS.index(s)))
     return best, table
 
 
@@ -743,12 +788,19 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         out += ["LongRA distractor mass (lower is better):", "",
                 _table(["Method", "Distractor mass"], [[v.title, _fmt(c.get(("longra", v.key, "distractor_mass")))]
                                                         for v in main_rows]), ""]
+    scale = _scale_note(summary)
+    if scale:
+        out += [scale, ""]
+    ig_note = _completeness_note(summary, rows)
+    if ig_note:
+        out += [ig_note, ""]
     # ---- sink
     out += ["## The attention sink and the gate M", ""]
     diag = _sink_diagnostics(summary, cfg)
     out += [diag["text"], ""]
     out += [_table(["Sink option", "Soft-NC (bench. mean)", "Soft-NS", "AOPC", "DSA (curated)"],
-                   [[s] + [_num(sink_table[s][m]) for m in ("soft_nc", "soft_ns", "aopc", "dsa")] for s in SINKS]),
+                   [[s] + [_num(sink_table[s][m]) for m in ("soft_nc", "soft_ns", "aopc", "dsa")]
+                    for s in GATE_OPTIONS]),
             ""]
     out += [f"**Best sink option on this run: `{sink}`** (best mean rank over the four columns).", ""]
     # ---- Table 5 shape
@@ -787,6 +839,46 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return text
+
+
+def _scale_note(summary: Summary) -> str:
+    """How the raw scales of S and I compare (β and γ weigh raw values, so the larger term decides the ranking)."""
+    comps = summary.facts.get("components") or []
+    ratios, same_top = [], 0
+    for rec in comps:
+        s, i = np.asarray(rec["curvature"], float), np.asarray(rec["information"], float)
+        if i.sum() > 0:
+            ratios.append(s.sum() / i.sum())
+        same_top += int(np.argmax(s) == np.argmax(0.5 * s + 0.5 * i))
+    if not ratios:
+        return ""
+    return (f"Component scales — over {len(comps)} examples, ΣS / ΣI has median {np.median(ratios):.3g} "
+            f"(range {np.min(ratios):.3g}–{np.max(ratios):.3g}); the top token of βS + γI (β = γ = 0.5) is the top "
+            f"token of S alone on {same_top} of {len(comps)} examples. S and I enter eq. 5 unnormalised, so the "
+            "larger one decides the ranking whatever β and γ are, within a wide range.")
+
+
+def _completeness_note(summary: Summary, rows: Sequence[Variant]) -> str:
+    """IG's completeness gap |Σ_i IG_i − (g(X) − g(X'))| relative to |g(X) − g(X')|, per baseline row with it."""
+    ex = summary.facts["extras"]
+    parts = []
+    for v in rows:
+        deltas, gaps = [], []
+        for (dataset, method, k), vals in ex.items():
+            if method != v.key:
+                continue
+            if k == "convergence_delta":
+                deltas += vals
+            elif k in ("g_input", "g_baseline"):
+                gaps.append((dataset, k, vals))
+        if not deltas:
+            continue
+        g_in = [x for d, k, vals in gaps if k == "g_input" for x in vals]
+        g_base = [x for d, k, vals in gaps if k == "g_baseline" for x in vals]
+        rel = [abs(d) / max(abs(a - b), 1e-6) for d, a, b in zip(deltas, g_in, g_base)]
+        parts.append(f"{v.title}: median |completeness gap| / |g(X) − g(X')| = {np.median(rel):.2f} over "
+                     f"{len(rel)} examples (0 = exact integration)")
+    return ("Completeness check — " + "; ".join(parts) + ".") if parts else ""
 
 
 def _sink_diagnostics(summary: Summary, cfg: EvalConfig) -> dict:
@@ -835,12 +927,15 @@ def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str
             if not vals or not math.isfinite(h):
                 continue
             best, who = max(vals)
-            ratio = h / best if best > 0 else math.nan
-            held = best > 0 and h >= 2 * best
-            verdict = "held" if held else "did not hold"
-            lines.append(f"- {title} on {DATASET_TITLES[d]}: HEAT {h:.3f} vs best baseline {best:.3f} "
-                         f"({BASELINE_TITLES.get(who, who)}); ratio {ratio:.2f} → **≥ 2× {verdict}**"
-                         f"{'' if h >= best else ' (HEAT is not even the best)'}.")
+            who = BASELINE_TITLES.get(who, who)
+            if best > 0:
+                verdict = "held" if h >= 2 * best else "did not hold"
+                lines.append(f"- {title} on {DATASET_TITLES[d]}: HEAT {h:.3f} vs best baseline {best:.3f} ({who}); "
+                             f"ratio {h / best:.2f} → **≥ 2× {verdict}**"
+                             f"{'' if h >= best else ' (HEAT is not even the best)'}.")
+            else:
+                lines.append(f"- {title} on {DATASET_TITLES[d]}: HEAT {h:.3f} vs best baseline {best:.3f} ({who}); "
+                             f"a ratio is undefined (best baseline ≤ 0); HEAT best: **{'yes' if h > best else 'no'}**.")
     for metric, title in (("soft_nc", "Soft-NC"), ("soft_ns", "Soft-NS"), ("dsa", "DSA")):
         where = bench if metric != "dsa" else ["curated"]
         full = _mean_over(summary, where, heat, metric)

@@ -235,7 +235,8 @@ class HEAT:
         share = bool(captures) and can_share_prefix(captures)
         cost["forward_equivalents"] = cost.get("forward_equivalents", 0.0) + scalable.exact_fe(
             n, cfg.probes, cfg.hvp_chunk_size, share)
-        return curvature_exact(self.model, x, target, probes, None, captures, cfg.hvp_chunk_size)
+        return curvature_exact(self.model, x, target, probes, None, captures, cfg.hvp_chunk_size,
+                               mode=cfg.hvp_mode)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, list]:
         with torch.no_grad(), capture() as captures:

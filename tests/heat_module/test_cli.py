@@ -84,3 +84,13 @@ def test_heat_predict_smollm2_curated_config_end_to_end(tmp_path):
     assert [row["id"] for row in rows] == ["heta_qa_00000", "heta_qa_00001"]
     assert all(len(row["scores"]) == len(row["tokens"]) > 40 for row in rows)
     assert rows[0]["target"] == " leaves"
+
+
+@pytest.mark.parametrize("command", ["attribute", "fit-weights", "eval"])
+def test_plain_subcommands_are_wired(command, capsys):
+    from heat_module.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"heat {command}" in capsys.readouterr().out

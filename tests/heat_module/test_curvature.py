@@ -55,11 +55,12 @@ def test_many_probes_converge_to_expectation():
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "phi3"])
 @pytest.mark.parametrize("use_prefix", [True, False], ids=["prefix-kv", "full-recompute"])
-def test_batched_matches_double_backward_loop(arch, use_prefix):
+@pytest.mark.parametrize("mode", ["forward_over_reverse", "reverse_over_reverse"])
+def test_batched_matches_double_backward_loop(arch, use_prefix, mode):
     model, x, y, records = setup(arch, n=6, seed=4)
     probes = rademacher(2, 6, x.shape[-1], seed=1, dtype=x.dtype)
     ref = curvature_naive(model, x, y, probes)
-    got = curvature_exact(model, x, y, probes, captures=records if use_prefix else None, chunk_size=3)
+    got = curvature_exact(model, x, y, probes, captures=records if use_prefix else None, chunk_size=3, mode=mode)
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
 
 

@@ -14,6 +14,7 @@ from heat_module.evaluation import (
     EvalConfig,
     bootstrap_ci,
     eval_command,
+    gate_options,
     log_ratio_ci,
     parse_methods,
     run,
@@ -104,6 +105,15 @@ def test_end_to_end_report_and_resume(files, tmp_path, monkeypatch):
     n_lines = len(cfg.cache_path.read_text().splitlines())
     run(make_config(files, tmp_path / "out", figures=False), model, tok)
     assert len(cfg.cache_path.read_text().splitlines()) == n_lines
+    # a HEAT row missing from the cache is recombined from the stored components, without running HEAT again
+    lines = [line for line in cfg.cache_path.read_text().splitlines() if '"heat[auto-median]"' not in line]
+    cfg.cache_path.write_text("\n".join(lines) + "\n")
+    monkeypatch.undo()
+    monkeypatch.setattr(ev.Evaluator, "method", boom)
+    monkeypatch.setattr(ev.Evaluator, "heat", property(boom))
+    run(make_config(files, tmp_path / "out", figures=False), model, tok)
+    redone = [json.loads(line) for line in cfg.cache_path.read_text().splitlines() if '"heat[auto-median]"' in line]
+    assert len(redone) == 8 and all(r["extra"].get("components") == "cached" for r in redone)
 
 
 def test_heat_rows_are_recombined_from_one_computation(files, tmp_path):
@@ -119,6 +129,10 @@ def test_heat_rows_are_recombined_from_one_computation(files, tmp_path):
     for sink in ("keep", "first", "auto"):
         torch.testing.assert_close(m[sink], transition_from_captures(captures, sink=sink)[0])
     assert m["first"][0] == 0 and 0 <= diag["first_share"] <= 1
+    gates = gate_options(torch.tensor([0.7, 0.1, 0.2, 0.0]), [0])
+    torch.testing.assert_close(gates["auto"], torch.tensor([0.0, 1 / 3, 2 / 3, 0.0]))
+    torch.testing.assert_close(gates["auto-median"], torch.tensor([0.1, 0.1, 0.2, 0.0]) / 0.4)
+    torch.testing.assert_close(gate_options(torch.tensor([0.5, 0.5]), [])["auto"], torch.tensor([0.5, 0.5]))
     keys = [v.key for v in variants(make_config(files, tmp_path))]
     assert "heat[keep]" in keys and "heat-transition[auto]" in keys and "heat[first,b=0]" in keys
     assert len(keys) == len(set(keys))

@@ -24,7 +24,10 @@ computed once per context. Timings are noisy on a shared machine: compare ratios
 
 Usage:
     python benchmarks/bench_variants.py --quick                      # CI-sized (n = 24, 2 prompts, small ranks)
-    python benchmarks/bench_variants.py --lengths 64 256 --prompts 20 --prompts-long 1 --append
+    python benchmarks/bench_variants.py --lengths 256 64 --prompts 2 --prompts-long 1 \
+        --variants-long full LS WIN Fisher --append                   # the committed run (~75 min here)
+    python benchmarks/bench_variants.py --lengths 64 --prompts 20 --variants full LS WIN Fisher \
+        --time-budget 1500 --append                                    # more contexts for the cheap variants
 """
 
 from __future__ import annotations
@@ -173,7 +176,8 @@ def run(args) -> tuple[list[dict], list[str]]:
         count = args.prompts_long if long else args.prompts
         ctxs = contexts(tok, prompts, n, count)
         configs = {name: cfg for name, (family, cfg) in variants(n, args).items()
-                   if not (long and args.variants_long) or family in args.variants_long}
+                   if (not args.variants or family in args.variants)
+                   and (not (long and args.variants_long) or family in args.variants_long)}
         units = unit_costs(model, n, args.chunk if n <= 64 else args.chunk_long)
         print(f"[n={n}] measured: forward {units['forward_s']:.3f}s, gradient {units['gradient_fe']:.2f} FE, "
               f"vmapped HVP {units['hvp_fe']:.2f} FE (nominal 2 and 4)", flush=True)
@@ -274,7 +278,8 @@ def append_results(report: list[str], args) -> None:
         "pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB).",
     ]
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if HEADING not in text:
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    if not sections or sections[-1].strip() != HEADING:  # others append too: open our section again if needed
         text = text.rstrip("\n") + "\n\n" + HEADING + "\n"
         RESULTS.write_text(text)
     with open(RESULTS, "a", encoding="utf-8") as f:  # append: other engineers append to this file too
@@ -289,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lengths", type=int, nargs="+", default=[64])
     p.add_argument("--prompts", type=int, default=2, help="contexts per length <= 64")
     p.add_argument("--prompts-long", type=int, default=1, help="contexts per length > 64")
+    p.add_argument("--variants", nargs="*", default=None,
+                   help="variant families to run at every n (full LR LS WIN LR+WIN Fisher); default all")
     p.add_argument("--variants-long", nargs="*", default=None,
                    help="variant families to run at n > 64 (full LR LS WIN LR+WIN Fisher); default all")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds per length before stopping (0 = none)")

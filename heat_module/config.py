@@ -53,7 +53,12 @@ class HEATConfig:
         ablation: Table 5 ablations: ``"full"`` (eq. 5), ``"transition"`` (M only), ``"curvature"`` (S only),
             ``"information"`` (I only), ``"no_gate"`` (βS+γI), ``"uniform_gate"`` (M = 1/n).
         sink: attention-sink handling of the gate M: ``"keep"`` (DESIGN.md's M), ``"first"`` (position 0 left
-            out and M renormalised), ``"auto"`` (see :func:`heat_module.transition.sink_positions`).
+            out and M renormalised), ``"auto"`` (default: positions that take ≥ 20 % of the rollout's attention
+            mass while moving less than half the average value norm are left out; see
+            :func:`heat_module.transition.sink_positions`). Why ``"auto"``: on SmolLM2 the first token takes
+            ~76 % of DESIGN.md's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
+            benchmark of ``benchmarks/RESULTS-eval.md`` (``"first"`` and ``"auto"`` tie there), and ``"auto"``
+            keeps position 0 on models or prompts where it is not a sink.
         window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
         stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
         window_leakage: HEAT-WIN: also report the window-leakage proxy ε̂_M(W) (Thm 4 eq. 12, Table 12) in
@@ -81,7 +86,7 @@ class HEATConfig:
     mask_token_id: int | None = None
     info_batch_size: int = 8
     ablation: Ablation = "full"
-    sink: Sink = "keep"
+    sink: Sink = "auto"
     window: int | None = None
     stride: int | None = None
     window_leakage: bool = False

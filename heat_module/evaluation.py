@@ -280,9 +280,8 @@ def variants(cfg: EvalConfig) -> list[Variant]:
             if float(b) != 0.5:
                 out.append(Variant(heat_key(s, float(b)), "sweep", f"β={b:g}, γ={1 - b:g} (sink={s})",
                                    model_metrics=s in cfg.sweep_sinks, sink=s, beta=float(b)))
-    if cfg.fisher:
-        out += [Variant(f"heat-fisher[{s}]", "extra", f"HEAT, Fisher curvature [extra] (sink={s})", sink=s)
-                for s in SINKS]
+    if cfg.fisher:  # the recommended sink only (the other options behave as with exact curvature)
+        out += [Variant("heat-fisher[auto]", "extra", "HEAT, Fisher curvature (sink=auto) [extra]", sink="auto")]
     return out
 
 
@@ -526,14 +525,18 @@ class Evaluator:
         cached = self.cache.records.get(comp_key)
         need_fisher = any(v.family == "extra" for v in heat_todo)
         fisher = None
-        if heat_todo and cached is not None and not need_fisher:  # recombine the stored M, S, I: no recomputation
+        if heat_todo and cached is not None:  # recombine the stored M, S, I: no recomputation
             from heat_module.heat import Components
 
+            t0 = time.perf_counter()
             keep = torch.tensor(cached["transition"], dtype=torch.float32)
             transitions = gate_options(keep, cached["auto_sinks"])
             parts = Components(transitions["keep"], torch.tensor(cached["curvature"], dtype=torch.float32),
                                torch.tensor(cached["information"], dtype=torch.float32), None)
-            shared, diag = 0.0, {"components": "cached"}
+            if need_fisher:
+                logits_h, captures = self.heat._forward(ids[None], torch.ones_like(ids)[None])
+                fisher = self._fisher_curvature(ids, target, captures, logits_h[0])
+            shared, diag = time.perf_counter() - t0, {"components": "cached"}
         elif heat_todo:
             t0 = time.perf_counter()
             heat = self.heat
@@ -572,7 +575,8 @@ class Evaluator:
                         "method": "__time__", "seconds": time.perf_counter() - t_example, "computed": len(todo)})
         return len(todo)
 
-    def _fisher_curvature(self, ids, target, captures, logits):
+    def _fisher_curvature(self, ids, target, captures, logits) -> torch.Tensor | None:
+        """(n,) S with ``curvature="fisher"`` (HEATConfig defaults otherwise), or None without ``scalable``."""
         try:
             from heat_module import scalable  # noqa: F401
             from heat_module.heat import HEAT
@@ -581,7 +585,8 @@ class Evaluator:
             return None
         heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature="fisher"))
         x = self.scorer.embeds(ids)
-        return heat.curvature(x, target, captures, logits, {"forward_passes": 0, "hvps": 0, "gradients": 0})
+        s = heat.curvature(x, target, captures, logits, {"forward_passes": 0, "hvps": 0, "gradients": 0})
+        return s.detach().float().cpu()
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -723,7 +728,7 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
     bench = [d for d in datasets if d in BENCHMARKS]
     sink, sink_table = best_sink(summary, cfg)
     main_rows = [v for v in rows if v.family in ("baseline", "heat", "extra")]
-    n_of = {d: max([summary.counts.get((d, v.key), 0) for v in main_rows] or [0]) for d in datasets}
+    n_of = {d: summary.counts.get((d, "__metric_random__"), 0) for d in datasets}
     out = [f"# HEAT evaluation on {meta.get('model_name', cfg.model)}", ""]
     out += [
         "Reproduction of the paper's evaluation (Tables 1, 2, 5, 7; §5.1 DSA) with `heat eval` "
@@ -756,6 +761,10 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         f"(over all resumed runs; this run's wall time {meta.get('wall_seconds', 0) / 60:.1f} min) on a shared "
         "2-core CPU.", "",
     ]
+    short = [f"{v.title} on {DATASET_TITLES[d]} ({summary.counts.get((d, v.key), 0)} of {n_of[d]})"
+             for d in datasets for v in rows if summary.counts.get((d, v.key), 0) < n_of[d]]
+    if short:
+        out += ["**Incomplete rows** (computed on fewer examples than the others): " + "; ".join(short) + ".", ""]
     if cfg.notes:
         out += [cfg.notes.strip(), ""]
     # ---- Table 2 shape
@@ -991,8 +1000,8 @@ def run(cfg: EvalConfig, model=None, tokenizer=None, command: str | None = None)
         usable[name] = sum(1 for e in all_examples if 2 <= len(e.input_ids) <= cfg.max_tokens)
         groups.append(select_examples(all_examples, cfg.limit, cfg.max_tokens, cfg.seed))
     examples = interleave(groups)
-    if cfg.report_only:
-        examples = [e for e in examples if not ev.todo(e)]
+    if cfg.report_only:  # every example that has started; rows missing on some are listed in the report
+        examples = [e for e in examples if ev.cache.has(Cache.key(e.dataset, e.id, "__reference__"))]
     bar = None
     if cfg.progress and not cfg.report_only:
         from tqdm.auto import tqdm

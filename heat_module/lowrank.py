@@ -3,7 +3,8 @@ DESIGN.md "S", ``lowrank``).
 
 H = ∇²_X g ∈ R^{nd×nd} is approximated by H_k = U Λ Uᵀ (U: nd×k orthonormal, Λ the k eigenvalues of largest |λ|)
 with the two-pass randomized range finder of Halko, Martinsson & Tropp (2011, Alg. 4.1 + 5.3), using only
-full-support Hessian-vector products (forward-over-reverse ``jvp(grad(g))``, vmapped in chunks):
+full-support Hessian-vector products (forward-over-reverse ``jvp(grad(g))`` vmapped in chunks, or — with
+``HEATConfig(hvp_mode="reverse_over_reverse")`` — batched second backward passes through one retained ∇g graph):
 
 1. Ω ∈ R^{nd×ℓ} Gaussian, ℓ = min(k + oversample, nd);  Y = H Ω          (ℓ HVPs)
 2. Q = orth(Y) (thin QR);  B = Qᵀ H Q, symmetrised                         (ℓ HVPs)
@@ -37,23 +38,40 @@ def hvp_fn(
     chunk_size: int = 16,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
+    mode: str = "forward_over_reverse",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``hvp(V (c, n, d)) -> (c, n, d) H V`` at X = ``inputs_embeds`` (1, n, d), full-support directions.
 
-    Forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``) vmapped over chunks of ``chunk_size``.
+    ``mode="forward_over_reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, vmapped over chunks of
+    ``chunk_size``. ``mode="reverse_over_reverse"``: ∇g is built once with ``create_graph`` and every chunk is one
+    batched second backward through that retained graph (``is_grads_batched``); same values.
     """
+    if mode not in ("forward_over_reverse", "reverse_over_reverse"):
+        raise ValueError(f"Expected mode 'forward_over_reverse' or 'reverse_over_reverse', got {mode!r}")
     g = target_logprob_fn(model, target, attention_mask, position_ids)
     primal = inputs_embeds.detach()
+    state: dict[str, torch.Tensor] = {}
 
     def one(t: torch.Tensor) -> torch.Tensor:
         return jvp(grad(g), (primal,), (t,))[1]
+
+    def chunk_hvp(t: torch.Tensor) -> torch.Tensor:  # t: (c, 1, n, d)
+        if mode == "forward_over_reverse":
+            return vmap(one)(t)
+        if "gx" not in state:
+            xr = primal.clone().requires_grad_(True)
+            (gx,) = torch.autograd.grad(g(xr), xr, create_graph=True)
+            state["x"], state["gx"] = xr, gx
+        (hv,) = torch.autograd.grad(state["gx"], state["x"], grad_outputs=t, is_grads_batched=True,
+                                    retain_graph=True)
+        return hv
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         out = []
         with torch.enable_grad():
             for c0 in range(0, v.shape[0], max(1, chunk_size)):
                 t = v[c0:c0 + chunk_size].to(primal.dtype)[:, None]  # (c, 1, n, d)
-                out.append(vmap(one)(t)[:, 0].detach())
+                out.append(chunk_hvp(t)[:, 0].detach())
         return torch.cat(out, 0)
 
     return hvp
@@ -139,16 +157,18 @@ def curvature_lowrank(
     chunk_size: int = 16,
     seed: int = 0,
     backend: str = "auto",
+    mode: str = "forward_over_reverse",
 ) -> tuple[torch.Tensor, LowRank]:
     """(n,) fp32 HEAT-LR S and the low-rank factorisation used.
 
     Args:
         inputs_embeds: (1, n, d) X (or h^{L-k} under :func:`heat_module.layer_sampling.residual_stream`).
         probes: (m, n, d) the same Rademacher probes as the exact estimator (eq. 3).
+        mode: how the HVPs are formed (see :func:`hvp_fn`).
     """
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
         raise ValueError(f"Expected inputs_embeds of shape (1, n, d), got {tuple(inputs_embeds.shape)}")
     _, n, d = inputs_embeds.shape
-    hvp = hvp_fn(model, inputs_embeds, target, chunk_size)
+    hvp = hvp_fn(model, inputs_embeds, target, chunk_size, mode=mode)
     lr = randomized_eig(hvp, n, d, rank, oversample, seed, inputs_embeds.dtype, inputs_embeds.device)
     return lowrank_block_norms(lr, probes, backend), lr

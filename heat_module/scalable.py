@@ -122,7 +122,8 @@ def curvature(
     with context:
         if cfg.curvature == "exact":
             share = bool(caps) and can_share_prefix(caps)
-            s = curvature_exact(model, z, target, probes, None, caps if share else None, cfg.hvp_chunk_size)
+            s = curvature_exact(model, z, target, probes, None, caps if share else None, cfg.hvp_chunk_size,
+                                mode=cfg.hvp_mode)
             cost["hvps"] = cost.get("hvps", 0) + n * m
             cost["forward_equivalents"] += frac * exact_fe(n, m, cfg.hvp_chunk_size, share)
             return s
@@ -142,7 +143,7 @@ def curvature(
             from heat_module.lowrank import curvature_lowrank
 
             s, lr = curvature_lowrank(model, z, target, probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.seed,
-                                      cfg.backend)
+                                      cfg.backend, mode=cfg.hvp_mode)
             cost["hvps"] = cost.get("hvps", 0) + lr.hvps
             cost["forward_equivalents"] += frac * lr.hvps * FE_HVP
             cost["lowrank_k"] = int(lr.eigenvalues.numel())

@@ -100,3 +100,11 @@ def test_bad_layer_count(tiny_tok):
     model = make_tiny("llama")
     with pytest.raises(ValueError, match="Expected layers"):
         hm.HEAT(model, tiny_tok, hm.HEATConfig(layers=5)).attribute(TEXT)
+
+
+def test_reverse_over_reverse_mode(tiny_tok):
+    model = make_tiny("llama", layers=3)
+    cfg = hm.HEATConfig(probes=2, layers=2, hvp_chunk_size=4)
+    a = hm.HEAT(model, tiny_tok, cfg).attribute(TEXT)
+    b = hm.HEAT(model, tiny_tok, cfg.replace(hvp_mode="reverse_over_reverse")).attribute(TEXT)
+    torch.testing.assert_close(a.curvature, b.curvature, rtol=1e-5, atol=1e-9)

@@ -64,3 +64,11 @@ def test_lowrank_deterministic_under_seed(arch, tiny_tok):
     b = hm.HEAT(model, tiny_tok, cfg).attribute("a red bird sat in the tree")
     torch.testing.assert_close(a.curvature, b.curvature)
     assert a.cost["hvps"] == 12
+
+
+def test_reverse_over_reverse_hvps_match(tiny_tok):
+    model = make_tiny("llama", hidden=16)
+    cfg = hm.HEATConfig(curvature="lowrank", rank=6, oversample=2, hvp_chunk_size=3)
+    a = hm.HEAT(model, tiny_tok, cfg).attribute("the cat sat on the")
+    b = hm.HEAT(model, tiny_tok, cfg.replace(hvp_mode="reverse_over_reverse")).attribute("the cat sat on the")
+    torch.testing.assert_close(a.curvature, b.curvature, rtol=1e-6, atol=1e-9)

@@ -165,3 +165,19 @@ def test_parse_methods_and_cli_errors():
         eval_command(["--datasets", "nope"])
     with pytest.raises(ValueError, match="limit"):
         EvalConfig(limit=0)
+
+
+def test_fisher_rows_reuse_the_stored_components(tmp_path, monkeypatch):
+    """``fisher=True`` on a finished example only adds the Fisher-curvature row (M and I come from the cache)."""
+    pytest.importorskip("heat_module.scalable")
+    import heat_module.evaluation as ev
+
+    model, tok = tiny_model("llama", seed=0), tiny_tokenizer()
+    example = ev.EvalExample("wikibio", "x", tok("the cat sat on the hat and")["input_ids"], -1)
+    common = dict(model="tiny", out_dir=str(tmp_path), baselines={}, num_masks=2, progress=False, betas=[0.5])
+    assert ev.Evaluator(EvalConfig(**common), model, tok).run_example(example) > 0
+    evaluator = ev.Evaluator(EvalConfig(fisher=True, **common), model, tok)
+    monkeypatch.setattr(type(evaluator.heat), "components", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert evaluator.run_example(example) == 1
+    row = evaluator.cache.records["wikibio/x/heat-fisher[auto]"]
+    assert row["extra"]["components"] == "cached" and {"soft_nc", "soft_ns", "aopc"} <= set(row["metrics"])

@@ -35,7 +35,8 @@ def lines(folder: Path) -> list[dict]:
 def test_usage_and_unknown_subcommand(capsys):
     assert main([]) == 0 and "heat predict --config" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
-    assert "Expected a subcommand in ['predict', 'test', 'attribute'], got 'frobnicate'" in capsys.readouterr().err
+    assert ("Expected a subcommand in ['predict', 'test', 'attribute', 'fit-weights', 'eval'], got 'frobnicate'"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("name", ["smollm2_curated", "smollm2_longra", "smollm2_prompts", "gpu_template"])

@@ -273,7 +273,9 @@ def append_results(report: list[str], args) -> None:
         f"Machine: {machine()} (shared with other engineers; {args.threads} torch thread(s)); "
         f"torch {torch.__version__}.",
         f"Command: `python benchmarks/bench_variants.py {' '.join(sys.argv[1:])}`",
-        f"Model {args.model}, data {args.data} (`{args.field}` fields), probes m = {args.probes}, β = γ = 0.5. "
+        f"Model {args.model}, data {args.data} (`{args.field}` fields), probes m = {args.probes}, β = γ = 0.5, "
+        f"sink = {hm.HEATConfig().sink}, info_batch_size = {hm.HEATConfig().info_batch_size}, "
+        f"hvp_mode = {hm.HEATConfig().hvp_mode}. "
         "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = peak RSS above the "
         "pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB).",
     ]

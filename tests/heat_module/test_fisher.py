@@ -7,6 +7,7 @@ import heat_module as hm
 from heat_module.curvature import rademacher
 from heat_module.fisher import curvature_fisher, fisher_factors, logprobs_fn, select_tokens
 from heat_module.forward import embed
+from heat_module.scalable import information_fe
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
 
@@ -87,7 +88,7 @@ def test_heat_fisher_mode_and_cost(tiny_tok):
                                    backend="torch")
     torch.testing.assert_close(res.curvature, expected.float(), rtol=1e-5, atol=1e-6)
     assert res.cost["gradients"] == 4 and res.cost["hvps"] == 0 and res.cost["fisher_k"] == 4
-    # 1 unperturbed forward + (1 forward + 4 backward) + n masked forwards (one run from position 0)
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + n)
+    # 1 unperturbed forward + (1 forward + 4 backward) + the prefix-shared masked forwards of I
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + information_fe(n, cfg.info_batch_size, True))
     masked = hm.HEAT(model, tiny_tok, cfg.replace(fisher_mass=0.5, fisher_topk=50)).attribute(text)
     assert 1 <= masked.cost["fisher_k"] <= 50 and masked.cost["fisher_mass"] >= 0.5

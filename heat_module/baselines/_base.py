@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from heat_module.forward import embed, next_token_logits
+from heat_module.inputs import AttributorInputs
 from heat_module.result import AttributionResult
 
 
-class AttributionMethod:
+class AttributionMethod(AttributorInputs):
     """Base class of the baselines.
 
     Subclasses set :attr:`name` (the registry name written to ``AttributionResult.method``), validate their options
@@ -39,58 +40,9 @@ class AttributionMethod:
         self.tokenizer = tokenizer
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[0])
-
     def options(self) -> dict:
         """The method's options, written to ``AttributionResult.config``."""
         return {}
-
-    def encode(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """(n,) token ids of a text (tokenizer defaults) or of given ids, validated."""
-        if isinstance(text_or_ids, str):
-            if not text_or_ids.strip():
-                raise ValueError("Expected a non-empty text to attribute, got an empty string")
-            if self.tokenizer is None:
-                raise ValueError("Expected a tokenizer to encode text, got None (pass token ids instead)")
-            ids = torch.tensor(self.tokenizer(text_or_ids)["input_ids"], dtype=torch.long)
-        else:
-            ids = torch.as_tensor(text_or_ids, dtype=torch.long).flatten()
-        if ids.numel() == 0:
-            raise ValueError("Expected at least one context token, got none")
-        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(
-                f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
-            )
-        return ids.to(self.device)
-
-    def target_id(self, target: int | str | None, logits: torch.Tensor | None) -> int:
-        """The target id: greedy from (V,) logits when ``target`` is None, else the given id / single-token string."""
-        if target is None:
-            if logits is None:
-                raise ValueError("Expected logits to pick the greedy target, got None")
-            return int(logits.argmax())
-        if isinstance(target, str):
-            if self.tokenizer is None:
-                raise ValueError("Expected a tokenizer to encode a text target, got None")
-            ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1:
-                raise ValueError(f"Expected the target {target!r} to be exactly one token, got {len(ids)} tokens {ids}")
-            target = ids[0]
-        target = int(target)
-        if not 0 <= target < self.vocab_size:
-            raise ValueError(f"Expected a target id in [0, {self.vocab_size}), got {target}")
-        return target
-
-    def token_strings(self, ids: torch.Tensor) -> list[str]:
-        if self.tokenizer is None:
-            return [str(int(i)) for i in ids]
-        return [self.tokenizer.decode([int(i)]) for i in ids]
 
     # ------------------------------------------------------------------ public
     def attribute(

@@ -1,0 +1,75 @@
+"""Input handling shared by HEAT and every baseline: encoding and validating a context, picking the target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class AttributorInputs:
+    """Mixin for attribution methods holding ``self.model`` (a causal LM) and ``self.tokenizer`` (or None)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def encode(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """(n,) token ids of a text (tokenizer defaults) or of given ids, validated."""
+        if isinstance(text_or_ids, str):
+            if not text_or_ids.strip():
+                raise ValueError("Expected a non-empty text to attribute, got an empty string")
+            if self.tokenizer is None:
+                raise ValueError("Expected a tokenizer to encode text, got None (pass token ids instead)")
+            ids = torch.tensor(self.tokenizer(text_or_ids)["input_ids"], dtype=torch.long)
+        else:
+            ids = torch.as_tensor(text_or_ids, dtype=torch.long).flatten()
+        if ids.numel() == 0:
+            raise ValueError("Expected at least one context token, got none")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
+            raise ValueError(
+                f"Expected token ids in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]"
+            )
+        limit = self.max_positions
+        if limit is not None and ids.numel() > limit:
+            raise ValueError(
+                f"Expected a context of at most {limit} tokens (the model's maximum positions), got {ids.numel()}; "
+                "use HEATConfig(window=...) with a shorter text or truncate it"
+            )
+        return ids.to(self.device)
+
+    def target_id(self, target: int | str | None, logits: torch.Tensor | None) -> int:
+        """The target token id: greedy from (V,) logits when ``target`` is None, else the given id / single token."""
+        if target is None:
+            if logits is None:
+                raise ValueError("Expected logits to pick the greedy target, got None")
+            return int(logits.argmax())
+        if isinstance(target, str):
+            if self.tokenizer is None:
+                raise ValueError("Expected a tokenizer to encode a text target, got None")
+            ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"Expected the target {target!r} to be exactly one token, got {len(ids)} tokens {ids}")
+            target = ids[0]
+        target = int(target)
+        if not 0 <= target < self.vocab_size:
+            raise ValueError(f"Expected a target id in [0, {self.vocab_size}), got {target}")
+        return target
+
+    def token_strings(self, ids: torch.Tensor) -> list[str]:
+        if self.tokenizer is None:
+            return [str(int(i)) for i in ids]
+        return [self.tokenizer.decode([int(i)]) for i in ids]

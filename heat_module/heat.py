@@ -22,7 +22,7 @@ from heat_module.config import HEATConfig
 from heat_module.curvature import curvature_exact, rademacher
 from heat_module.forward import embed, next_token_logits
 from heat_module.information import can_share_prefix, information, mask_vector
-from heat_module.inputs import AttributorInputs
+from heat_module.inputs import AttributorInputs, target_at
 from heat_module.objective import gradient_norms
 from heat_module.result import AttributionResult
 from heat_module.transition import transition_from_captures
@@ -197,28 +197,11 @@ class HEAT(AttributorInputs):
             One :class:`AttributionResult` per example, over its real tokens only; equal to
             :meth:`attribute` on that example alone (up to float round-off of the batched forward).
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"Expected input_ids of shape (batch, n), got {tuple(input_ids.shape)}")
-        input_ids = input_ids.to(self.device)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        attention_mask = attention_mask.to(self.device)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
-            )
-        if (attention_mask[:, -1] == 0).any():
-            raise ValueError(
-                "Expected left padding (the last position of every example is a real token), got right padding"
-            )
-        if (attention_mask.sum(-1) == 0).any():
-            raise ValueError("Expected every example to have at least one real token, got an empty example")
-        for row, mask in zip(input_ids, attention_mask):
-            self.encode(row[mask.bool()])
+        input_ids, attention_mask = self.check_batch(input_ids, attention_mask)
         cfg = self.config
         if cfg.window is not None or cfg.extra.get("targets") is not None:
             return [
-                self.attribute(row[mask.bool()], None if target_ids is None else _target_at(target_ids, b))
+                self.attribute(row[mask.bool()], None if target_ids is None else target_at(target_ids, b))
                 for b, (row, mask) in enumerate(zip(input_ids, attention_mask))
             ]
         t0 = time.perf_counter()
@@ -229,7 +212,7 @@ class HEAT(AttributorInputs):
         for b in range(input_ids.shape[0]):
             start = int((attention_mask[b] == 0).sum())
             ids = input_ids[b, start:]
-            target = self.target_id(_target_at(target_ids, b), logits[b])
+            target = self.target_id(target_at(target_ids, b), logits[b])
             parts = self.components(ids, target, slice_captures(captures, b, start), logits[b], m_all[b, start:])
             parts.cost["seconds"]["batched_forward"] = t_batch / input_ids.shape[0]
             results.append(self._result(ids, target, parts))
@@ -290,16 +273,6 @@ class HEAT(AttributorInputs):
             config=self.config.to_dict(),
             cost=parts.cost,
         )
-
-
-def _target_at(target_ids, b: int) -> int | None:
-    if target_ids is None:
-        return None
-    value = target_ids[b]
-    if value is None:
-        return None
-    value = int(value)
-    return None if value < 0 else value
 
 
 def attribute_batch(

@@ -73,3 +73,37 @@ class AttributorInputs:
         if self.tokenizer is None:
             return [str(int(i)) for i in ids]
         return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def check_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a left-padded batch ((B, n) ids and mask, default all ones) and every example's ids."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise ValueError(f"Expected input_ids of shape (batch, n), got {shape}")
+        input_ids = input_ids.to(self.device)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
+        if (attention_mask[:, -1] == 0).any():
+            raise ValueError(
+                "Expected left padding (the last position of every example is a real token), got right padding"
+            )
+        if (attention_mask.sum(-1) == 0).any():
+            raise ValueError("Expected every example to have at least one real token, got an empty example")
+        for row, mask in zip(input_ids, attention_mask):
+            self.encode(row[mask.bool()])
+        return input_ids, attention_mask
+
+
+def target_at(target_ids, b: int) -> int | None:
+    """Example b's target id from (B,) target ids, where ``None`` / -1 mean the greedy next token."""
+    if target_ids is None:
+        return None
+    value = target_ids[b]
+    if value is None:
+        return None
+    value = int(value)
+    return None if value < 0 else value

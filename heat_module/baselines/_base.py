@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from heat_module.forward import embed, next_token_logits
-from heat_module.inputs import AttributorInputs
+from heat_module.inputs import AttributorInputs, target_at
 from heat_module.result import AttributionResult
 
 
@@ -75,17 +75,15 @@ class AttributionMethod(AttributorInputs):
             One :class:`AttributionResult` per example over its real tokens only, equal to :meth:`attribute` on that
             example alone (up to the round-off of the batched forward).
         """
-        input_ids, attention_mask = _check_batch(input_ids, attention_mask, self.device)
-        for row, mask in zip(input_ids, attention_mask):
-            self.encode(row[mask.bool()])
+        input_ids, attention_mask = self.check_batch(input_ids, attention_mask)
         if not self.batched and input_ids.shape[0] > 1:
             return [
-                self.attribute_batch(row[mask.bool()][None], mask[mask.bool()][None], [_target_at(target_ids, b)])[0]
+                self.attribute_batch(row[mask.bool()][None], mask[mask.bool()][None], [target_at(target_ids, b)])[0]
                 for b, (row, mask) in enumerate(zip(input_ids, attention_mask))
             ]
         with torch.no_grad():
             x = embed(self.model, input_ids).detach()
-        wanted = [_target_at(target_ids, b) for b in range(input_ids.shape[0])]
+        wanted = [target_at(target_ids, b) for b in range(input_ids.shape[0])]
         logits = None
         if any(t is None for t in wanted):
             with torch.no_grad():
@@ -128,35 +126,6 @@ class AttributionMethod(AttributorInputs):
         raise NotImplementedError
 
 
-def _check_batch(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"Expected input_ids of shape (batch, n), got {shape}")
-    input_ids = input_ids.to(device)
-    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"Expected attention_mask of shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
-        )
-    if (attention_mask[:, -1] == 0).any():
-        raise ValueError(
-            "Expected left padding (the last position of every example is a real token), got right padding"
-        )
-    if (attention_mask.sum(-1) == 0).any():
-        raise ValueError("Expected every example to have at least one real token, got an empty example")
-    return input_ids, attention_mask
-
-
-def _target_at(target_ids, b: int) -> int | None:
-    if target_ids is None:
-        return None
-    value = target_ids[b]
-    if value is None:
-        return None
-    value = int(value)
-    return None if value < 0 else value
 
 
 def chunk_rows(total: int, size: int) -> list[slice]:

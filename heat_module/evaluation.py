@@ -717,8 +717,18 @@ def best_sink(summary: Summary, cfg: EvalConfig) -> tuple[str, dict[str, dict[st
         vals = [(table[s][metric], s) for s in GATE_OPTIONS if math.isfinite(table[s][metric])]
         for r, (_, s) in enumerate(sorted(vals, reverse=True)):
             ranks[s].append(r)
-    best = min(GATE_OPTIONS, key=lambda s: (np.mean(ranks[s]) if ranks[s] else 9, GATE_OPTIONS.index(s)))
+    # ties (options that give identical M on every example, e.g. auto = first on SmolLM2) resolve to the option
+    # that adapts to the model (auto), then to the simpler one
+    order = ("auto", "first", "auto-median", "keep")
+    best = min(GATE_OPTIONS, key=lambda s: (np.mean(ranks[s]) if ranks[s] else 9, order.index(s)))
     return best, table
+
+
+def tied_options(best: str, table: dict[str, dict[str, float]]) -> list[str]:
+    """The gate options whose row equals the best one's in every column."""
+    return [s for s in GATE_OPTIONS if all(
+        (math.isnan(table[s][m]) and math.isnan(table[best][m])) or table[s][m] == table[best][m]
+        for m in table[best])]
 
 
 def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], path: Path, meta: dict) -> str:
@@ -811,7 +821,10 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
                    [[s] + [_num(sink_table[s][m]) for m in ("soft_nc", "soft_ns", "aopc", "dsa")]
                     for s in GATE_OPTIONS]),
             ""]
-    out += [f"**Best sink option on this run: `{sink}`** (best mean rank over the four columns).", ""]
+    ties = tied_options(sink, sink_table)
+    tie_text = (" — tied with " + ", ".join(f"`{t}`" for t in ties if t != sink) + " (identical M on every example)"
+                if len(ties) > 1 else "")
+    out += [f"**Best sink option on this run: `{sink}`**{tie_text} (best mean rank over the four columns).", ""]
     # ---- Table 5 shape
     out += ["## Ablations (Table 5 shape)", "",
             "Soft-NC / Soft-NS / AOPC averaged over the benchmark datasets, DSA on the curated set. Rows that use M "
@@ -958,12 +971,24 @@ def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str
         lines.append(f"- Ablations, {title}: full HEAT {full:.3f}; {order}. Full HEAT best: "
                      f"**{'yes' if not beaten else 'no'}**" + (f" (beaten by {', '.join(beaten)})" if beaten else "")
                      + ".")
-    sweep = {float(b): _mean_over(summary, ["curated"], heat_key(sink, float(b)), "f1") for b in cfg.betas}
-    sweep = {b: v for b, v in sweep.items() if math.isfinite(v)}
-    if sweep:
-        top = max(sweep, key=sweep.get)
-        lines.append(f"- β/γ sweep (F1 on the curated set, sink={sink}): best β = {top:g} "
-                     f"(paper: β = γ = 0.5 best) → **{'held' if top == 0.5 else 'did not hold'}**.")
+    free_sink = sink if sink in SINKS else "auto"
+    model_sink = free_sink if free_sink in cfg.sweep_sinks else (cfg.sweep_sinks or [free_sink])[0]
+    for metric, title, where, sweep_sink in (("f1", "F1 on the curated set", ["curated"], free_sink),
+                                             ("soft_nc", "Soft-NC, benchmarks", bench, model_sink)):
+        sweep = {float(b): _mean_over(summary, where, heat_key(sweep_sink, float(b)), metric) for b in cfg.betas}
+        sweep = {b: v for b, v in sweep.items() if math.isfinite(v)}
+        if not sweep:
+            continue
+        top = max(sweep.values())
+        best_betas = [b for b, v in sweep.items() if abs(v - top) <= 1e-6]
+        if best_betas == [0.5]:
+            verdict = "held"
+        elif 0.5 in best_betas:
+            verdict = "held only as a tie"
+        else:
+            verdict = "did not hold"
+        lines.append(f"- β/γ sweep ({title}, sink={sweep_sink}): best β ∈ {{{', '.join(f'{b:g}' for b in best_betas)}}}"
+                     f" ({top:.3f}); paper: β = γ = 0.5 best → **{verdict}**.")
     return lines or ["- Not enough results yet."]
 
 

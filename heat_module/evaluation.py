@@ -714,9 +714,9 @@ def best_sink(summary: Summary, cfg: EvalConfig) -> tuple[str, dict[str, dict[st
                     "dsa": _mean_over(summary, ["curated"], key, "dsa")}
     ranks = defaultdict(list)
     for metric in ("soft_nc", "soft_ns", "aopc", "dsa"):
-        vals = [(table[s][metric], s) for s in GATE_OPTIONS if math.isfinite(table[s][metric])]
-        for r, (_, s) in enumerate(sorted(vals, reverse=True)):
-            ranks[s].append(r)
+        vals = {s: table[s][metric] for s in GATE_OPTIONS if math.isfinite(table[s][metric])}
+        for s, v in vals.items():  # equal values share a rank
+            ranks[s].append(sum(1 for other in vals.values() if other > v))
     # ties (options that give identical M on every example, e.g. auto = first on SmolLM2) resolve to the option
     # that adapts to the model (auto), then to the simpler one
     order = ("auto", "first", "auto-median", "keep")
@@ -853,10 +853,11 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         out += ["## Figures (paper Figures 4–6 style)", "",
                 f"HEAT (sink=`{meta.get('figure_sink', sink)}`) on three prompts written for this evaluation; each "
                 "token shaded by its score, the target at the end.", ""]
-        for fig in meta["figures"]:
-            out += [f"- `{fig['path']}` — target {fig['target']!r}; top tokens: {fig['top']}"]
-        out += [""]
-    out += ["## Reproduce", "", "```", meta.get("command", "heat eval ..."), "```", ""]
+        for k, fig in enumerate(meta["figures"], 1):
+            rel = os.path.relpath(fig["path"], path.parent)
+            out += [f"![HEAT figure {k}]({rel})", "", f"`{rel}` — target {fig['target']!r}; top tokens: {fig['top']}",
+                    ""]
+    out += ["## Command that wrote this report", "", "```", meta.get("command", "heat eval ..."), "```", ""]
     text = "\n".join(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -940,24 +941,27 @@ def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str
     heat = heat_key(sink)
     base = [v.key for v in rows if v.family == "baseline" and v.key != "random"]
     lines = []
-    for metric, title, where in (("soft_nc", "Soft-NC", bench), ("soft_ns", "Soft-NS", bench),
-                                 ("dsa", "DSA", ["curated"] if "curated" in cfg.datasets else [])):
-        for d in where:
-            h = c.get((d, heat, metric), (math.nan,))[0]
-            vals = [(c.get((d, k, metric), (math.nan,))[0], k) for k in base]
-            vals = [(x, k) for x, k in vals if math.isfinite(x)]
-            if not vals or not math.isfinite(h):
-                continue
-            best, who = max(vals)
-            who = BASELINE_TITLES.get(who, who)
-            if best > 0:
-                verdict = "held" if h >= 2 * best else "did not hold"
-                lines.append(f"- {title} on {DATASET_TITLES[d]}: HEAT {h:.3f} vs best baseline {best:.3f} ({who}); "
-                             f"ratio {h / best:.2f} → **≥ 2× {verdict}**"
-                             f"{'' if h >= best else ' (HEAT is not even the best)'}.")
-            else:
-                lines.append(f"- {title} on {DATASET_TITLES[d]}: HEAT {h:.3f} vs best baseline {best:.3f} ({who}); "
-                             f"a ratio is undefined (best baseline ≤ 0); HEAT best: **{'yes' if h > best else 'no'}**.")
+    contenders = [(heat, f"HEAT (sink={sink})")] + [(v.key, v.title) for v in rows if v.family == "extra"]
+    checks = [(key, name, metric, title, d) for key, name in contenders
+              for metric, title, where in (("soft_nc", "Soft-NC", bench), ("soft_ns", "Soft-NS", bench),
+                                           ("dsa", "DSA", ["curated"] if "curated" in cfg.datasets else []))
+              for d in where]
+    for key, name, metric, title, d in checks:
+        h = c.get((d, key, metric), (math.nan,))[0]
+        vals = [(c.get((d, k, metric), (math.nan,))[0], k) for k in base]
+        vals = [(x, k) for x, k in vals if math.isfinite(x)]
+        if not vals or not math.isfinite(h):
+            continue
+        best, who = max(vals)
+        who = BASELINE_TITLES.get(who, who)
+        if best > 0:
+            verdict = "held" if h >= 2 * best else "did not hold"
+            lines.append(f"- {title} on {DATASET_TITLES[d]}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
+                         f"ratio {h / best:.2f} → **≥ 2× {verdict}**"
+                         f"{'' if h >= best else ' (not even the best)'}.")
+        else:
+            lines.append(f"- {title} on {DATASET_TITLES[d]}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
+                         f"a ratio is undefined (best baseline ≤ 0); best: **{'yes' if h > best else 'no'}**.")
     for metric, title in (("soft_nc", "Soft-NC"), ("soft_ns", "Soft-NS"), ("dsa", "DSA")):
         where = bench if metric != "dsa" else ["curated"]
         full = _mean_over(summary, where, heat, metric)

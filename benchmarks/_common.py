@@ -1,17 +1,24 @@
-"""Shared benchmark plumbing: prompts of a given length, one-case subprocesses for honest peak memory, CSV rows.
+"""Shared benchmark plumbing: prompts of a given length, the machine line, timing, peak memory, CSV rows, and the
+``main`` of the two kernel benchmarks.
 
-Peak memory is the peak resident set size (``ru_maxrss``) of a fresh subprocess that loads the model, runs one
-warm-up and then the measured case, minus its RSS just before the measured case: each case gets its own process
-so one case's allocations cannot hide another's.
+Peak memory, model benchmarks (``run_case`` + ``timed``): the peak resident set size (``ru_maxrss``) of a fresh
+subprocess that loads the model, runs one warm-up and then the measured case, minus its RSS just before the measured
+case: each case gets its own process so one case's allocations cannot hide another's.
+
+Peak memory, kernel benchmarks (``subprocess_peak_mib`` + ``peak_first_and_steady``): VmHWM − VmRSS around one call
+in a fresh subprocess with glibc's mmap threshold fixed at 64 KiB and VmHWM reset through /proc/self/clear_refs
+(see ``bench_rollout.py``); on a GPU, ``max_memory_allocated`` − ``memory_allocated`` (``peak_extra_cuda_mib``).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -67,16 +74,142 @@ def run_case(script: str, args: list[str]) -> dict:
 
 
 def machine() -> str:
-    model = platform.processor() or "cpu"
+    """CPU model and core count, torch version and threads, and the GPU if there is one."""
+    import torch
+
+    model = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+
+
+def sync(device: str | object = "cpu") -> None:
+    """Wait for queued GPU work (a no-op on CPU), so wall-clock timings include it."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(
+    fn: Callable[[], object], budget_s: float = 2.0, max_reps: int = 20, cuda: bool = False, warmup: bool = True
+) -> float:
+    """Median seconds of one call: one warm-up call, then as many calls as fit in ``budget_s`` (2 .. max_reps)."""
+    device = "cuda" if cuda else "cpu"
+    times = []
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    first = time.perf_counter() - t0
+    if not warmup:
+        times.append(first)
+    reps = max(2, min(max_reps, int(budget_s / max(first, 1e-6)))) - len(times)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def status_kib(key: str) -> int:
+    """A ``/proc/self/status`` field (VmRSS, VmHWM, ...) in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_extra_rss_mib(fn: Callable[[], object], warm: Callable[[], object]) -> float:
+    """Peak resident memory added by one call of ``fn`` (MiB), after ``warm()`` (see the module docstring)."""
+    warm()
+    before = status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    out = fn()
+    peak = status_kib("VmHWM")
+    del out
+    return (peak - before) / 1024
+
+
+def peak_extra_cuda_mib(fn: Callable[[], object]) -> float:
+    """Peak GPU memory added by one call of ``fn`` (MiB), after one warm-up call."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del out
+    return (peak - before) / 2**20
+
+
+def subprocess_peak_mib(script: str, case: dict) -> dict[str, float]:
+    """Run ``script --mem-case <json>`` in a fresh interpreter with glibc's mmap threshold fixed; it prints
+    {"steady": MiB, "first_call": MiB} last."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
+    proc = subprocess.run(
+        [sys.executable, script, "--mem-case", json.dumps(case)], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory case {case} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_first_and_steady(fn: Callable[[], object], tiny: Callable[[], object]) -> dict[str, float]:
+    """Peak extra RSS of ``fn`` after a tiny warm-up ("first_call") and after a same-size one ("steady")."""
+    first = peak_extra_rss_mib(fn, tiny)
+    return {"first_call": first, "steady": peak_extra_rss_mib(fn, fn)}
+
+
+def csv_row(*fields) -> str:
+    return ",".join("" if f is None else (f"{f:.4g}" if isinstance(f, float) else str(f)) for f in fields)
+
+
+class Rows(list):
+    """CSV rows, printed as they are appended (a long run shows progress)."""
+
+    def append(self, row: str) -> None:
+        print(row, flush=True)
+        super().append(row)
+
+
+def kernel_bench_main(
+    parser: argparse.ArgumentParser,
+    header: str,
+    mem_case: Callable[[dict], None],
+    run_cpu: Callable[[argparse.Namespace, list[str], list[str]], None],
+    run_gpu: Callable[[argparse.Namespace, list[str], list[str]], None],
+) -> None:
+    """The ``main`` of the kernel benchmarks: parse, answer a ``--mem-case`` child, or print the CSV rows of the CPU
+    (and, with CUDA, GPU) cases followed by the ratios measured in this run."""
+    import torch
+
+    parser.add_argument("--mem-case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mem_case:
+        return mem_case(json.loads(args.mem_case))
+    print(f"# machine: {machine()}")
+    print("# time = median wall time after a warm-up; CPU memory = peak RSS added by one call (fresh subprocess, "
+          "MALLOC_MMAP_THRESHOLD_=65536, /proc/self/clear_refs reset; 'first_call' after a tiny warm-up, 'steady' "
+          "after a same-size call); GPU memory = max_memory_allocated delta")  # fmt: skip
+    rows = Rows()
+    rows.append(header)
+    ratios = ["ratio,n,threads,value,target"]
+    run_cpu(args, rows, ratios)
+    if torch.cuda.is_available():
+        run_gpu(args, rows, ratios)
+    print()
+    print("\n".join(ratios))
 
 
 def write_csv(path: str, rows: list[dict]) -> None:

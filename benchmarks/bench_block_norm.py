@@ -5,7 +5,7 @@ SmolLM2-135M: hidden size d = 576, K = 32 top tokens, m = 1 (default) and 10 pro
 n = 256, 1024, 2048 tokens, fp32. GPU (when CUDA is available): reference vs Triton vs the CUDA op, fp32 and bf16,
 with GB/s and TFLOP/s.
 
-Method: the same as ``bench_rollout.py`` (its helpers are reused): median wall time after a warm-up per --threads
+Method: the same as ``bench_rollout.py`` (the helpers of ``_common.py``): median wall time after a warm-up per --threads
 setting; CPU peak extra memory = peak RSS added by one call in a fresh subprocess (glibc mmap threshold fixed at
 64 KiB, /proc/self/clear_refs reset; "first call" after a tiny warm-up, "steady" after a same-size call); GPU memory
 = max_memory_allocated delta. FLOPs: 4·m·n·K·d per call (projections and outputs); bytes: w, r read once, s written.
@@ -26,10 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench_rollout import (  # noqa: E402
-    Rows,
+from _common import (  # noqa: E402
     csv_row,
-    machine,
+    kernel_bench_main,
     peak_extra_cuda_mib,
     peak_first_and_steady,
     subprocess_peak_mib,
@@ -117,22 +116,13 @@ def main() -> None:
     parser.add_argument("--gpu-n", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--probes", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
-    parser.add_argument("--mem-case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.mem_case:
-        return mem_case(json.loads(args.mem_case))
-    print(f"# machine: {machine()}")
-    print("# time = median wall time after a warm-up; CPU memory = peak RSS added by one call (fresh subprocess, "
-          "MALLOC_MMAP_THRESHOLD_=65536, /proc/self/clear_refs reset; 'first_call' after a tiny warm-up, 'steady' "
-          "after a same-size call); GPU memory = max_memory_allocated delta")  # fmt: skip
-    rows = Rows()
-    rows.append(CSV_HEADER)
-    ratios = ["ratio,n,threads,value,target"]
-    run_cpu(args.n, args.probes, args.threads, rows, ratios)
-    if torch.cuda.is_available():
-        run_gpu(args.gpu_n, args.probes, rows, ratios)
-    print()
-    print("\n".join(ratios))
+    kernel_bench_main(
+        parser,
+        CSV_HEADER,
+        mem_case,
+        lambda a, rows, ratios: run_cpu(a.n, a.probes, a.threads, rows, ratios),
+        lambda a, rows, ratios: run_gpu(a.gpu_n, a.probes, rows, ratios),
+    )
 
 
 if __name__ == "__main__":

@@ -28,18 +28,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from _common import (  # noqa: E402
+    csv_row,
+    kernel_bench_main,
+    peak_extra_cuda_mib,
+    peak_first_and_steady,
+    subprocess_peak_mib,
+    time_call,
+)
 
 import heat_kernels  # noqa: E402
 from heat_kernels import _ext  # noqa: E402
@@ -49,105 +54,6 @@ CSV_HEADER = (
     "bench,device,backend,dtype,B,H,H_kv,n,d_h,layers,threads,time_ms,"
     "peak_extra_MiB_steady,peak_extra_MiB_first_call,GB_per_s,TFLOP_per_s"
 )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Measurement helpers (also used by bench_block_norm.py)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
-
-
-def time_call(
-    fn: Callable[[], object], budget_s: float = 2.0, max_reps: int = 20, cuda: bool = False, warmup: bool = True
-) -> float:
-    """Median seconds of one call: one warm-up call, then as many calls as fit in ``budget_s`` (2 .. max_reps)."""
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times = []
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    first = time.perf_counter() - t0
-    if not warmup:
-        times.append(first)
-    reps = max(2, min(max_reps, int(budget_s / max(first, 1e-6)))) - len(times)
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def peak_extra_rss_mib(fn: Callable[[], object], warm: Callable[[], object]) -> float:
-    """Peak resident memory added by one call of ``fn`` (MiB), after ``warm()`` (see the module docstring)."""
-    warm()
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    out = fn()
-    peak = _status_kib("VmHWM")
-    del out
-    return (peak - before) / 1024
-
-
-def peak_extra_cuda_mib(fn: Callable[[], object]) -> float:
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    out = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    del out
-    return (peak - before) / 2**20
-
-
-def subprocess_peak_mib(script: str, case: dict) -> dict[str, float]:
-    """Run ``script --mem-case <json>`` in a fresh interpreter with glibc's mmap threshold fixed; it prints
-    {"steady": MiB, "first_call": MiB} last."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="131072")
-    proc = subprocess.run(
-        [sys.executable, script, "--mem-case", json.dumps(case)], capture_output=True, text=True, env=env, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory case {case} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def peak_first_and_steady(fn: Callable[[], object], tiny: Callable[[], object]) -> dict[str, float]:
-    first = peak_extra_rss_mib(fn, tiny)
-    return {"first_call": first, "steady": peak_extra_rss_mib(fn, fn)}
-
-
-def csv_row(*fields) -> str:
-    return ",".join("" if f is None else (f"{f:.4g}" if isinstance(f, float) else str(f)) for f in fields)
-
-
-class Rows(list):
-    """CSV rows, printed as they are appended (a long run shows progress)."""
-
-    def append(self, row: str) -> None:
-        print(row, flush=True)
-        super().append(row)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,22 +153,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--layers", type=int, default=LAYERS)
     parser.add_argument("--loop-max-n", type=int, default=1024, help="largest n timed over the full layer loop")
-    parser.add_argument("--mem-case", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.mem_case:
-        return mem_case(json.loads(args.mem_case))
-    print(f"# machine: {machine()}")
-    print("# time = median wall time after a warm-up; CPU memory = peak RSS added by one call (fresh subprocess, "
-          "MALLOC_MMAP_THRESHOLD_=65536, /proc/self/clear_refs reset; 'first_call' after a tiny warm-up, 'steady' "
-          "after a same-size call); GPU memory = max_memory_allocated delta")  # fmt: skip
-    rows = Rows()
-    rows.append(CSV_HEADER)
-    ratios = ["ratio,n,threads,value,target"]
-    run_cpu(args.n, args.threads, args.layers, args.loop_max_n, rows, ratios)
-    if torch.cuda.is_available():
-        run_gpu(args.gpu_n, rows, ratios)
-    print()
-    print("\n".join(ratios))
+    kernel_bench_main(
+        parser,
+        CSV_HEADER,
+        mem_case,
+        lambda a, rows, ratios: run_cpu(a.n, a.threads, a.layers, a.loop_max_n, rows, ratios),
+        lambda a, rows, ratios: run_gpu(a.gpu_n, rows, ratios),
+    )
 
 
 if __name__ == "__main__":

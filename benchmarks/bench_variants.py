@@ -15,7 +15,8 @@ HVP = 4) can be compared with measured ratios, and checks the target "full HEAT 
 Memory: peak resident set size above the RSS just before the variant (``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``), with glibc's mmap threshold fixed at 64 KiB (the script re-executes itself with
 ``MALLOC_MMAP_THRESHOLD_``) and ``malloc_trim`` between variants, so freed tensors go back to the OS. It is the RSS of
-this process, not a torch profiler figure.
+this process, not a torch profiler figure. With ``--device cuda`` it is ``torch.cuda.max_memory_allocated`` above the
+allocation before the variant instead, and timings wait for the GPU (``torch.cuda.synchronize``).
 
 Exact HEAT on a shared 2-core CPU is slow (one vmapped SmolLM2 HVP ≈ 4 forwards; n = 256 full HEAT needs ≈ 140
 full-length HVP equivalents), so ``--prompts`` / ``--prompts-long`` / ``--time-budget`` size the run and
@@ -50,11 +51,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import machine, write_csv  # noqa: E402
+from _common import machine, status_kib, sync, write_csv  # noqa: E402
 
 import heat_module as hm  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/data/reagent/derived/longra_gpt2.jsonl"
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/data/reagent/derived/longra_gpt2.jsonl")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Scalable variants (issue 6)"
 
@@ -98,16 +99,13 @@ def variants(n: int, args) -> dict[str, tuple[str, hm.HEATConfig]]:
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
-def _status(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak() -> float:
-    """malloc_trim, reset VmHWM to the current RSS; returns the current RSS (MB)."""
+def reset_peak(device: str = "cpu") -> float:
+    """Start a peak-memory window; returns the memory in use now (MB): RSS on CPU (after malloc_trim, with VmHWM
+    reset to the current RSS), ``memory_allocated`` on a GPU (with the peak statistics reset)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
@@ -117,7 +115,14 @@ def reset_peak() -> float:
             f.write("5")
     except OSError:
         pass
-    return _status("VmRSS")
+    return status_kib("VmRSS") / 1024
+
+
+def peak_mb(device: str = "cpu") -> float:
+    """The peak memory (MB) since :func:`reset_peak`: VmHWM on CPU, ``max_memory_allocated`` on a GPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return status_kib("VmHWM") / 1024
 
 
 # ---------------------------------------------------------------------------------------------------------- metrics
@@ -133,30 +138,34 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
     return len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
 
 
-def unit_costs(model, n: int, chunk: int) -> dict:
+def unit_costs(model, n: int, chunk: int, device: str = "cpu") -> dict:
     """Measured seconds of one forward (eager, as HEAT's objective), one gradient and one HVP (vmapped chunk)."""
     from torch.func import grad, jvp, vmap
 
     from heat_module.forward import embed
     from heat_module.objective import target_logprob_fn
 
-    ids = torch.randint(100, 10000, (1, n), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(100, 10000, (1, n), generator=torch.Generator().manual_seed(0)).to(device)
     x = embed(model, ids).detach()
     g = target_logprob_fn(model, 5)
     with torch.no_grad():
         g(x)
+        sync(device)
         t0 = time.perf_counter()
         g(x)
+        sync(device)
         fwd = time.perf_counter() - t0
     xx = x.clone().requires_grad_(True)
     t0 = time.perf_counter()
     with torch.enable_grad():
         torch.autograd.grad(g(xx), xx)
+    sync(device)
     grd = time.perf_counter() - t0
-    tangents = torch.randn(chunk, 1, n, x.shape[-1], generator=torch.Generator().manual_seed(1))
+    tangents = torch.randn(chunk, 1, n, x.shape[-1], generator=torch.Generator().manual_seed(1)).to(device)
     t0 = time.perf_counter()
     with torch.enable_grad():
         vmap(lambda t: jvp(grad(g), (x,), (t,))[1])(tangents)
+    sync(device)
     hvp = (time.perf_counter() - t0) / chunk
     return {"forward_s": fwd, "gradient_s": grd, "hvp_s": hvp, "gradient_fe": grd / fwd, "hvp_fe": hvp / fwd}
 
@@ -166,7 +175,7 @@ def run(args) -> tuple[list[dict], list[str]]:
     torch.set_num_threads(args.threads)
     from heat_module.capture import install
 
-    model, tok = hm.load_model(args.model)
+    model, tok = hm.load_model(args.model, device=args.device)
     install(model)  # the "heat" attention (eager path available for forward-mode AD)
     prompts = read_prompts(args.data, args.field)
     rows: list[dict] = []
@@ -178,23 +187,26 @@ def run(args) -> tuple[list[dict], list[str]]:
         configs = {name: cfg for name, (family, cfg) in variants(n, args).items()
                    if (not args.variants or family in args.variants)
                    and (not (long and args.variants_long) or family in args.variants_long)}
-        units = unit_costs(model, n, args.chunk if n <= 64 else args.chunk_long)
+        units = unit_costs(model, n, args.chunk if n <= 64 else args.chunk_long, args.device)
         print(f"[n={n}] measured: forward {units['forward_s']:.3f}s, gradient {units['gradient_fe']:.2f} FE, "
               f"vmapped HVP {units['hvp_fe']:.2f} FE (nominal 2 and 4)", flush=True)
         t_len = time.perf_counter()
         done = 0
         for j, ids in enumerate(ctxs):
+            if j < args.first_context:  # another run covers the earlier contexts (merge with --summarize)
+                continue
             if done and args.time_budget and time.perf_counter() - t_len > args.time_budget:
                 print(f"[n={n}] time budget reached after {done} contexts", flush=True)
                 break
             ref = None
             for name, cfg in configs.items():
                 heat = hm.HEAT(model, tok, cfg)
-                base_rss = reset_peak()
+                base_mem = reset_peak(args.device)
                 t0 = time.perf_counter()
-                res = heat.attribute(ids)
+                res = heat.attribute(ids.to(args.device))
+                sync(args.device)
                 seconds = time.perf_counter() - t0
-                peak = max(0.0, _status("VmHWM") - base_rss)
+                peak = max(0.0, peak_mb(args.device) - base_mem)
                 if name == "full":
                     ref = res
                 row = {
@@ -210,6 +222,8 @@ def run(args) -> tuple[list[dict], list[str]]:
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
                       flush=True)
             done += 1
+            if args.csv:  # after every context, so a run stopped early keeps its rows (see --summarize)
+                write_csv(args.csv, rows)
         report += summarize(rows, n, done, units, configs)
         print("\n".join(report[-(len(configs) + 8):]), flush=True)
     return rows, report
@@ -225,16 +239,21 @@ def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(rows: list[dict], n: int, done: int, units: dict, configs: dict) -> list[str]:
+def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: dict) -> list[str]:
+    """Markdown table of the rows at length n, one line per variant name of ``configs`` (in its order)."""
     sel = [r for r in rows if r["n"] == n]
     full_t = _mean([r["seconds"] for r in sel if r["variant"] == "full"])
     full_m = _mean([r["peak_rss_mb"] for r in sel if r["variant"] == "full"])
+    measured = (
+        f"measured on this machine: forward {units['forward_s']:.3f} s, gradient {units['gradient_fe']:.2f} FE, "
+        f"vmapped HVP {units['hvp_fe']:.2f} FE (cost model: 2 and 4)"
+        if units else "rows merged from the CSV files of several runs (unit costs: see each run)"
+    )
     lines = [
         "",
-        f"n = {n}: {done} contexts; measured on this machine: forward {units['forward_s']:.3f} s, gradient "
-        f"{units['gradient_fe']:.2f} FE, vmapped HVP {units['hvp_fe']:.2f} FE (cost model: 2 and 4)",
+        f"n = {n}: {done} contexts; {measured}",
         "",
-        "| variant | runtime s/example | runtime vs full | peak RSS MB | memory vs full | FE | FE / n | HVPs "
+        "| variant | runtime s/example | runtime vs full | peak memory MB | memory vs full | FE | FE / n | HVPs "
         "| Spearman ρ vs full | top-5 overlap | ε̂_M(W) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -265,19 +284,58 @@ def summarize(rows: list[dict], n: int, done: int, units: dict, configs: dict) -
     return lines
 
 
+def read_rows(paths: list[str]) -> list[dict]:
+    """Rows of earlier runs' ``--csv`` files, numbers parsed; a (n, context, variant) row already read from an
+    earlier file is skipped (the same deterministic computation, e.g. "full" repeated as each run's reference)."""
+    import csv
+
+    rows, seen = [], set()
+    for path in paths:
+        with open(path, newline="") as f:
+            for raw in csv.DictReader(f):
+                row: dict = {}
+                for key, value in raw.items():
+                    if key in ("n", "context", "hvps", "gradients"):
+                        row[key] = int(value)
+                    elif key == "target_agrees":
+                        row[key] = value == "True"
+                    elif key == "variant":
+                        row[key] = value
+                    else:
+                        row[key] = float(value) if value not in ("", "nan") else float("nan")
+                key = (row["n"], row["context"], row["variant"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+    return rows
+
+
+def summarize_files(paths: list[str]) -> list[str]:
+    """The tables of :func:`summarize` for rows merged from several runs' CSV files (``--summarize``)."""
+    rows = read_rows(paths)
+    report: list[str] = []
+    for n in sorted({r["n"] for r in rows}):
+        names = list(dict.fromkeys(r["variant"] for r in rows if r["n"] == n))
+        names.sort(key=lambda name: name != "full")  # full first, then the order the runs wrote
+        done = len({r["context"] for r in rows if r["n"] == n and r["variant"] == "full"})
+        report += summarize(rows, n, done, None, dict.fromkeys(names))
+    return report
+
+
 def append_results(report: list[str], args) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     head = [
         "",
         f"### Run {stamp}",
-        f"Machine: {machine()} (shared with other engineers; {args.threads} torch thread(s)); "
-        f"torch {torch.__version__}.",
+        f"Machine: {machine()}; {args.threads} torch thread(s) per run, on a machine shared with other work.",
         f"Command: `python benchmarks/bench_variants.py {' '.join(sys.argv[1:])}`",
         f"Model {args.model}, data {args.data} (`{args.field}` fields), probes m = {args.probes}, β = γ = 0.5, "
         f"sink = {hm.HEATConfig().sink}, info_batch_size = {hm.HEATConfig().info_batch_size}, "
         f"hvp_mode = {hm.HEATConfig().hvp_mode}. "
-        "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = peak RSS above the "
-        "pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB).",
+        "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = "
+        + ("peak torch.cuda.max_memory_allocated above the allocation before the variant."
+           if args.device.startswith("cuda") else
+           "peak RSS above the pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB)."),
     ]
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     sections = [line for line in text.splitlines() if line.startswith("## ")]
@@ -309,16 +367,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=16, help="HVPs per vmapped call at n <= 64")
     p.add_argument("--chunk-long", type=int, default=4, help="HVPs per vmapped call at n > 64 (memory)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (memory is then the GPU's max_memory_allocated)")
     p.add_argument("--csv", default=None)
     p.add_argument("--append", action="store_true", help=f"append the tables to {RESULTS.name}")
     p.add_argument("--quick", action="store_true", help="CI size: n = 24, 2 contexts, rank 8, LS 2, K 4")
+    p.add_argument("--first-context", type=int, default=0,
+                   help="skip the contexts before this index (split one length over several runs)")
+    p.add_argument("--summarize", nargs="+", metavar="CSV", default=None,
+                   help="run nothing: print (and with --append, record) the tables of rows merged from these --csv "
+                        "files of earlier runs")
     args = p.parse_args(argv)
+    if args.summarize:
+        report = summarize_files(args.summarize)
+        print("\n".join(report))
+        if args.append:
+            append_results(report, args)
+        return 0
     if args.quick:
         args.lengths, args.prompts, args.rank, args.oversample = [24], 2, 8, 4
         args.ls_layers, args.fisher_topk = 2, 4
     rows, report = run(args)
-    if args.csv:
-        write_csv(args.csv, rows)
     if args.append:
         append_results(report, args)
     return 0

@@ -22,7 +22,7 @@ from heat_module.config import HEATConfig
 from heat_module.curvature import curvature_exact, rademacher
 from heat_module.forward import embed, next_token_logits
 from heat_module.information import can_share_prefix, information, mask_vector
-from heat_module.inputs import AttributorInputs, target_at
+from heat_module.inputs import AttributorInputs, TargetIds, target_at
 from heat_module.objective import gradient_norms
 from heat_module.result import AttributionResult
 from heat_module.transition import transition_from_captures
@@ -181,29 +181,12 @@ class HEAT(AttributorInputs):
             logits = next_token_logits(self.model, embed(self.model, input_ids), attention_mask)
         return logits, captures
 
-    def attribute_batch(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        target_ids: torch.Tensor | Sequence[int | None] | None = None,
+    def _attribute_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
     ) -> list[AttributionResult]:
-        """Attribute a left-padded batch.
-
-        Args:
-            input_ids: (B, n) token ids, left padded.
-            attention_mask: (B, n) 1 for real tokens (default all ones).
-            target_ids: (B,) target ids; ``None`` (or -1 / None entries) = greedy next token.
-        Returns:
-            One :class:`AttributionResult` per example, over its real tokens only; equal to
-            :meth:`attribute` on that example alone (up to float round-off of the batched forward).
-        """
-        input_ids, attention_mask = self.check_batch(input_ids, attention_mask)
         cfg = self.config
         if cfg.window is not None or cfg.extra.get("targets") is not None:
-            return [
-                self.attribute(row[mask.bool()], None if target_ids is None else target_at(target_ids, b))
-                for b, (row, mask) in enumerate(zip(input_ids, attention_mask))
-            ]
+            return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self._forward(input_ids, attention_mask)
         m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend)

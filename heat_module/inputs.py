@@ -1,10 +1,17 @@
-"""Input handling shared by HEAT and every baseline: encoding and validating a context, picking the target."""
+"""Input handling shared by HEAT and every baseline: encoding and validating a context, picking the target, and
+the batch entry point ``attribute_batch`` every attribution method offers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from heat_module.result import AttributionResult
+
+TargetIds = torch.Tensor | Sequence[int | None] | None
 
 
 class AttributorInputs:
@@ -96,6 +103,39 @@ class AttributorInputs:
         for row, mask in zip(input_ids, attention_mask):
             self.encode(row[mask.bool()])
         return input_ids, attention_mask
+
+    def attribute_batch(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        target_ids: TargetIds = None,
+    ) -> list[AttributionResult]:
+        """Attribute a left-padded batch.
+
+        Args:
+            input_ids: (B, n) token ids, left padded.
+            attention_mask: (B, n) 1 for real tokens (default all ones).
+            target_ids: (B,) target ids; ``None`` (or -1 / None entries) = greedy next token.
+        Returns:
+            One :class:`AttributionResult` per example, over its real tokens only; equal to ``attribute`` on that
+            example alone (up to float round-off of the batched forward).
+        """
+        input_ids, attention_mask = self.check_batch(input_ids, attention_mask)
+        return self._attribute_batch(input_ids, attention_mask, target_ids)
+
+    def _attribute_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
+    ) -> list[AttributionResult]:
+        """:meth:`attribute_batch` on a validated batch (ids and mask on ``self.device``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def unpadded(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
+    ) -> Iterator[tuple[torch.Tensor, int | None]]:
+        """Each example's real-token ids (n_b,) and target (``None`` = greedy), for methods that go one by one."""
+        for b, (row, mask) in enumerate(zip(input_ids, attention_mask)):
+            yield row[mask.bool()], target_at(target_ids, b)
 
 
 def target_at(target_ids, b: int) -> int | None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from heat_module.forward import embed, next_token_logits
-from heat_module.inputs import AttributorInputs, target_at
+from heat_module.inputs import AttributorInputs, TargetIds, target_at
 from heat_module.result import AttributionResult
 
 
@@ -59,27 +59,13 @@ class AttributionMethod(AttributorInputs):
             target = self.target_id(target, None)
         return self.attribute_batch(ids[None], torch.ones_like(ids)[None], [target])[0]
 
-    def attribute_batch(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        target_ids: torch.Tensor | Sequence[int | None] | None = None,
+    def _attribute_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
     ) -> list[AttributionResult]:
-        """Attribute a left-padded batch.
-
-        Args:
-            input_ids: (B, n) token ids, left padded.
-            attention_mask: (B, n) 1 for real tokens (default all ones).
-            target_ids: (B,) target ids; ``None`` (or -1 / None entries) = greedy next token.
-        Returns:
-            One :class:`AttributionResult` per example over its real tokens only, equal to :meth:`attribute` on that
-            example alone (up to the round-off of the batched forward).
-        """
-        input_ids, attention_mask = self.check_batch(input_ids, attention_mask)
         if not self.batched and input_ids.shape[0] > 1:
             return [
-                self.attribute_batch(row[mask.bool()][None], mask[mask.bool()][None], [target_at(target_ids, b)])[0]
-                for b, (row, mask) in enumerate(zip(input_ids, attention_mask))
+                self._attribute_batch(ids[None], torch.ones_like(ids)[None], [target])[0]
+                for ids, target in self.unpadded(input_ids, attention_mask, target_ids)
             ]
         with torch.no_grad():
             x = embed(self.model, input_ids).detach()

@@ -167,15 +167,15 @@ class InseqScores(AttributionMethod):
         return {"path": self.paths, "step": self.step, "reduce": self.reduce}
 
     def attribute_batch(self, input_ids, attention_mask=None, target_ids=None) -> list[AttributionResult]:
+        """The stored results for a left-padded batch (no model: the ids are looked up, not validated)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = []
-        for b, (row, mask) in enumerate(zip(input_ids, attention_mask)):
-            key = tuple(int(i) for i in row[mask.bool()].tolist())
+        for row, want in self.unpadded(input_ids, attention_mask, target_ids):
+            key = tuple(int(i) for i in row.tolist())
             found = self.index.get(key, [])
-            want = None if target_ids is None else target_ids[b]
-            if want is not None and int(want) >= 0:
-                found = [r for r in found if r.target_id == int(want)]
+            if want is not None:
+                found = [r for r in found if r.target_id == want]
             if not found:
                 raise KeyError(f"Expected an inseq attribution for the context ids {list(key)[:12]}..., got none in "
                                f"{self.paths}")

@@ -1,5 +1,6 @@
-"""Helpers the metrics share: input checks, score normalisation, per-example generators, distances, and the
-chunked forward that pushes many perturbed copies of a batch through the model in few calls.
+"""Helpers the metrics share: input checks, score normalisation, per-example generators, distances, the
+chunked forward that pushes many perturbed copies of a batch through the model in few calls, and the base class of
+the metrics whose states are sums and an example count (:class:`SumCountMetric`).
 
 Conventions (shared/DESIGN.md, "Metrics"):
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
+from torchmetrics import Metric
 
 ForwardFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 IndexSpec = torch.Tensor | Sequence[Sequence[int]]
@@ -46,6 +49,29 @@ def check_batch(
     if scores is not None and tuple(scores.shape) != (batch, n):
         raise ValueError(f"Expected scores of shape {(batch, n)}, got {tuple(scores.shape)}")
     return real_mask(attention_mask, batch, n, inputs_embeds.device, target_ids)
+
+
+def check_model_batch(
+    scores: torch.Tensor | None,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    target_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_batch` for the metrics that call a model: ``(real, mask)``, both (batch, n).
+
+    ``real`` is the bool mask of real tokens; ``mask`` the attention mask to hand to the model (``attention_mask``
+    itself, or ``real`` as long when it is ``None``).
+    """
+    real = check_batch(scores, inputs_embeds, attention_mask, target_ids)
+    return real, real.long() if attention_mask is None else attention_mask
+
+
+def check_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Validate the (batch, n) scores of a metric without a model and return the (batch, n) bool mask of real
+    tokens (``attention_mask`` (batch, n) or ``None``: all real)."""
+    if scores.dim() != 2:
+        raise ValueError(f"Expected scores of shape (batch, n), got {tuple(scores.shape)}")
+    return real_mask(attention_mask, *scores.shape, scores.device)
 
 
 def real_mask(
@@ -245,3 +271,37 @@ def chunked_apply(
     if buf_id:
         flush(len(buf_id))
     return results  # type: ignore[return-value]
+
+
+class SumCountMetric(Metric):
+    """A torchmetrics ``Metric`` whose states are sums of per-example values and an example count.
+
+    Each name in ``sum_names`` gets a float state ``sum_<name>``; ``total`` counts the examples. All are summed
+    across processes, so ``compute`` (sum / total) gives the same value on one process or under DDP. Subclasses
+    add a batch with :meth:`accumulate`.
+
+    Args:
+        sum_names: the names of the sums.
+        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ...).
+    """
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, sum_names: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sum_names = tuple(sum_names)
+        for name in self.sum_names:
+            self.add_state(f"sum_{name}", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def accumulate(self, sums: Mapping[str, torch.Tensor], count: int) -> None:
+        """Add ``sums[name]`` (scalar) to each ``sum_<name>`` state and ``count`` examples to ``total``."""
+        for name, value in sums.items():
+            state = getattr(self, f"sum_{name}")
+            state += value.to(state.device)
+        self.total += count
+
+    def sums(self) -> dict[str, torch.Tensor]:
+        """``{name: sum_<name> state}`` for each name in ``sum_names``."""
+        return {name: getattr(self, f"sum_{name}") for name in self.sum_names}

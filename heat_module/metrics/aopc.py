@@ -13,29 +13,41 @@ of ``batch_size`` rows.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
-from heat_module.metrics._common import Block, ForwardFn, check_batch, chunked_forward, ranking, topk_count
+from heat_module.metrics._common import (
+    Block,
+    ForwardFn,
+    SumCountMetric,
+    check_model_batch,
+    chunked_forward,
+    ranking,
+    topk_count,
+)
 
 AOPC_PERCENTS = (1, 5, 10, 20, 50)
 
 
-def _check_percents(percents: Sequence[float]) -> None:
-    if not percents or any(not 0 < p <= 100 for p in percents):
-        raise ValueError(f"Expected percents in (0, 100], got {tuple(percents)}")
+@dataclass(frozen=True)
+class _AOPCOptions:
+    """The options of :func:`aopc` (documented there), checked on construction."""
+
+    percents: Sequence[float] = AOPC_PERCENTS
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        percents = tuple(self.percents)
+        object.__setattr__(self, "percents", percents)
+        if not percents or any(not 0 < p <= 100 for p in percents):
+            raise ValueError(f"Expected percents in (0, 100], got {percents}")
 
 
 def _aopc_values(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    target_ids: torch.Tensor,
-    forward_fn: ForwardFn,
-    percents: Sequence[float] = AOPC_PERCENTS,
-    batch_size: int = 64,
+    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor,
+    forward_fn: ForwardFn, **options: Any,
 ) -> torch.Tensor:
     """(batch,) per-example AOPC.
 
@@ -45,21 +57,21 @@ def _aopc_values(
         attention_mask: (batch, n) or ``None``.
         target_ids: (batch,) the target token ids y.
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
+        options: the keyword options of :func:`aopc` (``percents``, ``batch_size``).
     """
-    _check_percents(percents)
+    opts = _AOPCOptions(**options)
     if target_ids is None:
         raise ValueError("Expected target_ids of shape (batch,), got None")
-    real = check_batch(scores, inputs_embeds, attention_mask, target_ids)
+    real, mask = check_model_batch(scores, inputs_embeds, attention_mask, target_ids)
     batch, n, _ = inputs_embeds.shape
     scores = scores.to(inputs_embeds.device)
-    mask = real.long() if attention_mask is None else attention_mask
 
     def blocks() -> Iterator[Block]:
         for b in range(batch):
             pos = real[b].nonzero().flatten()
             order = pos[ranking(scores[b, pos])]
             rows = [inputs_embeds[b]]
-            for pct in percents:
+            for pct in opts.percents:
                 row = inputs_embeds[b].clone()
                 row[order[: topk_count(pct, len(pos))]] = 0.0
                 rows.append(row)
@@ -67,21 +79,16 @@ def _aopc_values(
             yield torch.stack(rows), mask[b].expand(len(rows), n), lambda logp, y=y: logp[:, y].exp()
 
     with torch.no_grad():
-        probs = chunked_forward(forward_fn, blocks(), batch_size)  # each (1 + |K|,)
+        probs = chunked_forward(forward_fn, blocks(), opts.batch_size)  # each (1 + |K|,)
     return torch.stack([(p[0] - p[1:]).mean() for p in probs]).float()
 
 
 def _aopc_update(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    target_ids: torch.Tensor,
-    forward_fn: ForwardFn,
-    percents: Sequence[float] = AOPC_PERCENTS,
-    batch_size: int = 64,
+    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor,
+    forward_fn: ForwardFn, **options: Any,
 ) -> tuple[torch.Tensor, int]:
-    """Running totals: (sum of per-example AOPC, number of examples)."""
-    values = _aopc_values(scores, inputs_embeds, attention_mask, target_ids, forward_fn, percents, batch_size)
+    """Running totals: (sum of per-example AOPC, number of examples); arguments as :func:`_aopc_values`."""
+    values = _aopc_values(scores, inputs_embeds, attention_mask, target_ids, forward_fn, **options)
     return values.sum(), len(values)
 
 
@@ -110,12 +117,12 @@ def aopc(
         percents: the k values in percent (default 1, 5, 10, 20, 50).
         batch_size: rows per forward call.
     """
-    total_aopc, total = _aopc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn, percents,
-                                     batch_size)
+    total_aopc, total = _aopc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn,
+                                     percents=percents, batch_size=batch_size)
     return _aopc_compute(total_aopc, total)
 
 
-class AOPC(Metric):
+class AOPC(SumCountMetric):
     """AOPC comprehensiveness accumulated over batches (sum and count states).
 
     Args:
@@ -128,20 +135,14 @@ class AOPC(Metric):
     target_ids (batch,))``; ``compute()`` returns the mean AOPC (scalar tensor).
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
 
     def __init__(
         self, forward_fn: ForwardFn, percents: Sequence[float] = AOPC_PERCENTS, batch_size: int = 64, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
-        _check_percents(percents)
+        super().__init__(("aopc",), **kwargs)
         self.forward_fn = forward_fn
-        self.percents = tuple(percents)
-        self.batch_size = batch_size
-        self.add_state("sum_aopc", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.options = _AOPCOptions(percents, batch_size)
 
     def update(
         self,
@@ -152,9 +153,8 @@ class AOPC(Metric):
     ) -> None:
         """Add a batch (shapes as in :func:`aopc`)."""
         total_aopc, count = _aopc_update(scores, inputs_embeds, attention_mask, target_ids, self.forward_fn,
-                                         self.percents, self.batch_size)
-        self.sum_aopc += total_aopc.to(self.sum_aopc.device)
-        self.total += count
+                                         **asdict(self.options))
+        self.accumulate({"aopc": total_aopc}, count)
 
     def compute(self) -> torch.Tensor:
         """Mean AOPC over every example seen."""

@@ -15,28 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
-from heat_module.metrics._common import IndexSpec, index_mask, normalize_batch, real_mask
+from heat_module.metrics._common import IndexSpec, SumCountMetric, check_scores, index_mask, normalize_batch
 
 
 def _dsa_values(
-    scores: torch.Tensor,
-    gold: IndexSpec,
-    distractor: IndexSpec,
-    attention_mask: torch.Tensor | None = None,
+    scores: torch.Tensor, gold: IndexSpec, distractor: IndexSpec, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(batch,) per-example DSA.
-
-    Args:
-        scores: (batch, n) attribution scores.
-        gold: (batch, n) bool, or ``batch`` index lists (unpadded positions).
-        distractor: same form as ``gold``.
-        attention_mask: (batch, n) or ``None``.
-    """
-    if scores.dim() != 2:
-        raise ValueError(f"Expected scores of shape (batch, n), got {tuple(scores.shape)}")
-    real = real_mask(attention_mask, *scores.shape, scores.device)
+    """(batch,) per-example DSA of scores (batch, n); ``gold``, ``distractor`` and ``attention_mask`` as in
+    :func:`dsa`."""
+    real = check_scores(scores, attention_mask)
     s = normalize_batch(scores, real)
     gold_m = index_mask(gold, real, "gold")
     distractor_m = index_mask(distractor, real, "distractor")
@@ -44,10 +32,7 @@ def _dsa_values(
 
 
 def _dsa_update(
-    scores: torch.Tensor,
-    gold: IndexSpec,
-    distractor: IndexSpec,
-    attention_mask: torch.Tensor | None = None,
+    scores: torch.Tensor, gold: IndexSpec, distractor: IndexSpec, attention_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, int]:
     """Running totals: (sum of per-example DSA, number of examples)."""
     values = _dsa_values(scores, gold, distractor, attention_mask)
@@ -77,23 +62,19 @@ def dsa(
     return _dsa_compute(sum_dsa, total)
 
 
-class DSA(Metric):
+class DSA(SumCountMetric):
     """DSA accumulated over batches (sum and count states).
 
     ``update(scores (batch, n), gold (batch, n) bool | index lists, distractor (same), attention_mask (batch, n) |
     None)``; ``compute()`` returns the mean DSA (scalar tensor).
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
     plot_lower_bound = -1.0
     plot_upper_bound = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("sum_dsa", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        super().__init__(("dsa",), **kwargs)
 
     def update(
         self,
@@ -104,8 +85,7 @@ class DSA(Metric):
     ) -> None:
         """Add a batch (shapes as in :func:`dsa`)."""
         sum_dsa, count = _dsa_update(scores, gold, distractor, attention_mask)
-        self.sum_dsa += sum_dsa.to(self.sum_dsa.device)
-        self.total += count
+        self.accumulate({"dsa": sum_dsa}, count)
 
     def compute(self) -> torch.Tensor:
         """Mean DSA over every example seen."""

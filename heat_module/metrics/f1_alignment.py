@@ -17,9 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
-from heat_module.metrics._common import IndexSpec, index_mask, ranking, real_mask
+from heat_module.metrics._common import IndexSpec, SumCountMetric, check_scores, index_mask, ranking
 
 
 def _spans(positions: list[int]) -> set[tuple[int, int]]:
@@ -51,9 +50,7 @@ def _f1_alignment_values(
     scores: torch.Tensor, gold: IndexSpec, attention_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example (F1 (batch,), Span-F1 (batch,), valid (batch,) bool — False where the gold set is empty)."""
-    if scores.dim() != 2:
-        raise ValueError(f"Expected scores of shape (batch, n), got {tuple(scores.shape)}")
-    real = real_mask(attention_mask, *scores.shape, scores.device)
+    real = check_scores(scores, attention_mask)
     gold_m = index_mask(gold, real, "gold")
     batch = scores.shape[0]
     f1 = torch.zeros(batch, dtype=torch.float32)
@@ -100,29 +97,22 @@ def f1_alignment(
     return _f1_alignment_compute(*_f1_alignment_update(scores, gold, attention_mask))
 
 
-class F1Alignment(Metric):
+class F1Alignment(SumCountMetric):
     """F1 and Span-F1 alignment accumulated over batches (sum and count states).
 
     ``update(scores (batch, n), gold (batch, n) bool | index lists, attention_mask (batch, n) | None)``;
     ``compute()`` returns ``{"f1", "span_f1"}``.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("sum_f1", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("sum_span_f1", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        super().__init__(("f1", "span_f1"), **kwargs)
 
     def update(self, scores: torch.Tensor, gold: IndexSpec, attention_mask: torch.Tensor | None = None) -> None:
         """Add a batch (shapes as in :func:`f1_alignment`)."""
         sum_f1, sum_span, count = _f1_alignment_update(scores, gold, attention_mask)
-        self.sum_f1 += sum_f1.to(self.sum_f1.device)
-        self.sum_span_f1 += sum_span.to(self.sum_f1.device)
-        self.total += count
+        self.accumulate({"f1": sum_f1, "span_f1": sum_span}, count)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """``{"f1", "span_f1"}`` means over the examples with a gold set."""

@@ -17,33 +17,44 @@ gradient- and Hessian-based ``attribute_fn`` work inside a torchmetrics ``update
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
-from heat_module.metrics._common import check_batch, chunked_apply, example_generator, normalize_scores
+from heat_module.metrics._common import (
+    SumCountMetric,
+    check_model_batch,
+    chunked_apply,
+    example_generator,
+    normalize_scores,
+)
 
 AttributeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def _check_options(num_samples: int, delta: float) -> None:
-    if num_samples < 2:
-        raise ValueError(f"Expected num_samples >= 2 (a standard deviation needs two samples), got {num_samples}")
-    if delta < 0:
-        raise ValueError(f"Expected delta >= 0, got {delta}")
+@dataclass(frozen=True)
+class _SensitivityOptions:
+    """The options of :func:`sensitivity` (documented there), checked on construction."""
+
+    num_samples: int = 10
+    delta: float = 0.01
+    seed: int = 0
+    batch_size: int = 16
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 2:
+            raise ValueError(
+                f"Expected num_samples >= 2 (a standard deviation needs two samples), got {self.num_samples}"
+            )
+        if self.delta < 0:
+            raise ValueError(f"Expected delta >= 0, got {self.delta}")
 
 
 def _sensitivity_values(
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    target_ids: torch.Tensor | None,
-    attribute_fn: AttributeFn,
-    num_samples: int = 10,
-    delta: float = 0.01,
-    seed: int = 0,
-    batch_size: int = 16,
-    normalize: bool = True,
+    inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor | None,
+    attribute_fn: AttributeFn, **options: Any,
 ) -> torch.Tensor:
     """(batch,) per-example mean over real tokens of the per-token score standard deviation.
 
@@ -53,26 +64,27 @@ def _sensitivity_values(
         target_ids: (batch,) target ids handed to ``attribute_fn`` (repeated per sample), or ``None``.
         attribute_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n), target_ids (rows,) | None) ->
             scores (rows, n)``.
+        options: the keyword options of :func:`sensitivity` (``num_samples``, ``delta``, ``seed``, ``batch_size``,
+            ``normalize``).
     """
-    _check_options(num_samples, delta)
-    real = check_batch(None, inputs_embeds, attention_mask, target_ids)
+    opts = _SensitivityOptions(**options)
+    real, mask = check_model_batch(None, inputs_embeds, attention_mask, target_ids)
     batch, n, d = inputs_embeds.shape
     device = inputs_embeds.device
-    mask = real.long() if attention_mask is None else attention_mask
     reducers = []
 
     def blocks() -> Iterator[tuple[torch.Tensor, ...]]:
         for b in range(batch):
             with torch.no_grad():
                 x_real = inputs_embeds[b, real[b]].detach()
-                g = example_generator(seed, x_real)
-                noise = delta * torch.randn(num_samples, len(x_real), d, generator=g, device=device)
-                x = inputs_embeds[b].detach().expand(num_samples, n, d).clone()
+                g = example_generator(opts.seed, x_real)
+                noise = opts.delta * torch.randn(opts.num_samples, len(x_real), d, generator=g, device=device)
+                x = inputs_embeds[b].detach().expand(opts.num_samples, n, d).clone()
                 x[:, real[b]] = x_real + noise
-            t = (torch.full((num_samples,), -1, dtype=torch.long, device=device) if target_ids is None
-                 else target_ids[b].expand(num_samples))
-            reducers.append(lambda s, rb=real[b]: _mean_std(s, rb, normalize))
-            yield x, mask[b].expand(num_samples, n), t
+            t = (torch.full((opts.num_samples,), -1, dtype=torch.long, device=device) if target_ids is None
+                 else target_ids[b].expand(opts.num_samples))
+            reducers.append(lambda s, rb=real[b]: _mean_std(s, rb, opts.normalize))
+            yield x, mask[b].expand(opts.num_samples, n), t
 
     def fn(x: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
@@ -82,7 +94,7 @@ def _sensitivity_values(
                              f"got {tuple(scores.shape)}")
         return scores.detach().float()
 
-    values = chunked_apply(fn, blocks(), batch_size, reducers)
+    values = chunked_apply(fn, blocks(), opts.batch_size, reducers)
     return torch.stack(values)
 
 
@@ -95,19 +107,12 @@ def _mean_std(scores: torch.Tensor, real: torch.Tensor, normalize: bool) -> torc
 
 
 def _sensitivity_update(
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    target_ids: torch.Tensor | None,
-    attribute_fn: AttributeFn,
-    num_samples: int = 10,
-    delta: float = 0.01,
-    seed: int = 0,
-    batch_size: int = 16,
-    normalize: bool = True,
+    inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor | None,
+    attribute_fn: AttributeFn, **options: Any,
 ) -> tuple[torch.Tensor, int]:
-    """Running totals: (sum of per-example sensitivity, number of examples)."""
-    values = _sensitivity_values(inputs_embeds, attention_mask, target_ids, attribute_fn, num_samples, delta, seed,
-                                 batch_size, normalize)
+    """Running totals: (sum of per-example sensitivity, number of examples); arguments as
+    :func:`_sensitivity_values`."""
+    values = _sensitivity_values(inputs_embeds, attention_mask, target_ids, attribute_fn, **options)
     return values.sum(), len(values)
 
 
@@ -141,12 +146,14 @@ def sensitivity(
         batch_size: rows per ``attribute_fn`` call.
         normalize: normalise each sample's scores (clip at 0, sum one) before taking standard deviations.
     """
-    sum_sensitivity, total = _sensitivity_update(inputs_embeds, attention_mask, target_ids, attribute_fn,
-                                                 num_samples, delta, seed, batch_size, normalize)
+    sum_sensitivity, total = _sensitivity_update(
+        inputs_embeds, attention_mask, target_ids, attribute_fn, num_samples=num_samples, delta=delta, seed=seed,
+        batch_size=batch_size, normalize=normalize,
+    )
     return _sensitivity_compute(sum_sensitivity, total)
 
 
-class Sensitivity(Metric):
+class Sensitivity(SumCountMetric):
     """Sensitivity accumulated over batches (sum and count states).
 
     Args: as :func:`sensitivity` (``attribute_fn``, ``num_samples``, ``delta``, ``seed``, ``batch_size``,
@@ -156,9 +163,7 @@ class Sensitivity(Metric):
     ``scores`` argument: the metric attributes the noisy copies itself. ``compute()`` returns the mean (scalar).
     """
 
-    is_differentiable = False
     higher_is_better = False
-    full_state_update = False
     plot_lower_bound = 0.0
 
     def __init__(
@@ -171,16 +176,9 @@ class Sensitivity(Metric):
         normalize: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        _check_options(num_samples, delta)
+        super().__init__(("sensitivity",), **kwargs)
         self.attribute_fn = attribute_fn
-        self.num_samples = num_samples
-        self.delta = delta
-        self.seed = seed
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.add_state("sum_sensitivity", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.options = _SensitivityOptions(num_samples, delta, seed, batch_size, normalize)
 
     def update(
         self,
@@ -190,11 +188,9 @@ class Sensitivity(Metric):
     ) -> None:
         """Add a batch (shapes as in :func:`sensitivity`)."""
         sum_sensitivity, count = _sensitivity_update(
-            inputs_embeds, attention_mask, target_ids, self.attribute_fn, self.num_samples, self.delta, self.seed,
-            self.batch_size, self.normalize,
+            inputs_embeds, attention_mask, target_ids, self.attribute_fn, **asdict(self.options)
         )
-        self.sum_sensitivity += sum_sensitivity.to(self.sum_sensitivity.device)
-        self.total += count
+        self.accumulate({"sensitivity": sum_sensitivity}, count)
 
     def compute(self) -> torch.Tensor:
         """Mean sensitivity over every example seen."""

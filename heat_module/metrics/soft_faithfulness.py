@@ -36,16 +36,18 @@ reference rows per example (original, all zeroed; one for heta) in a first pass,
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
-from torchmetrics import Metric
 
 from heat_module.metrics._common import (
     _EPS,
     Block,
     ForwardFn,
+    SumCountMetric,
     check_batch,
+    check_model_batch,
     chunked_forward,
     example_generator,
     hellinger_sq,
@@ -60,35 +62,41 @@ SoftDefinition = Literal["reagent", "heta"]
 HETA_PERCENTS = (10, 20, 30)
 
 
-def _check_options(kinds: Sequence[str], definition: str, num_masks: int) -> None:
-    if not kinds or any(k not in ("nc", "ns") for k in kinds) or len(set(kinds)) != len(kinds):
-        raise ValueError(f"Expected kinds to be distinct values of ('nc', 'ns'), got {tuple(kinds)}")
-    if definition not in ("reagent", "heta"):
-        raise ValueError(f"Expected definition 'reagent' or 'heta', got {definition!r}")
-    if num_masks < 1:
-        raise ValueError(f"Expected num_masks >= 1, got {num_masks}")
+@dataclass(frozen=True)
+class _SoftOptions:
+    """The options of :func:`soft_faithfulness` (documented there), checked on construction."""
 
+    kinds: Sequence[SoftKind] = ("nc", "ns")
+    definition: SoftDefinition = "reagent"
+    num_masks: int = 10
+    seed: int = 0
+    batch_size: int = 64
+    random_baseline: bool = True
 
-def _state_keys(kinds: Sequence[str], random_baseline: bool) -> list[str]:
-    keys = []
-    for k in kinds:
-        keys.append(f"soft_{k}")
-        if random_baseline:
-            keys.append(f"soft_{k}_random")
-    return keys
+    def __post_init__(self) -> None:
+        kinds = tuple(self.kinds)
+        object.__setattr__(self, "kinds", kinds)
+        if not kinds or any(k not in ("nc", "ns") for k in kinds) or len(set(kinds)) != len(kinds):
+            raise ValueError(f"Expected kinds to be distinct values of ('nc', 'ns'), got {kinds}")
+        if self.definition not in ("reagent", "heta"):
+            raise ValueError(f"Expected definition 'reagent' or 'heta', got {self.definition!r}")
+        if self.num_masks < 1:
+            raise ValueError(f"Expected num_masks >= 1, got {self.num_masks}")
+
+    @property
+    def state_keys(self) -> list[str]:
+        """``soft_<kind>`` (and ``soft_<kind>_random`` with the random baseline) for each kind."""
+        keys = []
+        for k in self.kinds:
+            keys.append(f"soft_{k}")
+            if self.random_baseline:
+                keys.append(f"soft_{k}_random")
+        return keys
 
 
 def _soft_faithfulness_values(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    forward_fn: ForwardFn,
-    kinds: Sequence[SoftKind] = ("nc", "ns"),
-    definition: SoftDefinition = "reagent",
-    num_masks: int = 10,
-    seed: int = 0,
-    batch_size: int = 64,
-    random_baseline: bool = True,
+    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, forward_fn: ForwardFn,
+    **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Per-example Soft-NC / Soft-NS values.
 
@@ -97,33 +105,34 @@ def _soft_faithfulness_values(
         inputs_embeds: (batch, n, d) left-padded input embeddings.
         attention_mask: (batch, n) 1 on real tokens, or ``None``.
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
+        options: the keyword options of :func:`soft_faithfulness` (``kinds``, ``definition``, ``num_masks``,
+            ``seed``, ``batch_size``, ``random_baseline``).
     Returns:
         ``{"soft_<kind>": (batch,), "soft_<kind>_random": (batch,)}`` for each kind (``_random`` only with
         ``random_baseline``), fp32.
     """
-    _check_options(kinds, definition, num_masks)
-    real = check_batch(scores, inputs_embeds, attention_mask)
+    opts = _SoftOptions(**options)
+    real, mask = check_model_batch(scores, inputs_embeds, attention_mask)
     batch, n, d = inputs_embeds.shape
     device = inputs_embeds.device
     scores = scores.to(device)
-    mask = real.long() if attention_mask is None else attention_mask
-    variants = ["method", "random"] if random_baseline else ["method"]
+    variants = ["method", "random"] if opts.random_baseline else ["method"]
 
     with torch.no_grad():
         # pass 1: the original prediction q (and p_0 for "reagent") of every example
         def reference_blocks() -> Iterator[Block]:
             for b in range(batch):
                 rows = [inputs_embeds[b]]
-                if definition == "reagent":
+                if opts.definition == "reagent":
                     zeroed = inputs_embeds[b].clone()
                     zeroed[real[b]] = 0.0
                     rows.append(zeroed)
                 x = torch.stack(rows)
                 yield x, mask[b].expand(len(rows), n), lambda logp: logp
 
-        refs = chunked_forward(forward_fn, reference_blocks(), batch_size)
+        refs = chunked_forward(forward_fn, reference_blocks(), opts.batch_size)
         log_q = torch.stack([r[0] for r in refs])  # (batch, V)
-        d0 = torch.stack([hellinger_sq(r[1], r[0]) for r in refs]) if definition == "reagent" else None
+        d0 = torch.stack([hellinger_sq(r[1], r[0]) for r in refs]) if opts.definition == "reagent" else None
 
         # pass 2: all perturbed copies, reduced block by block
         keys: list[tuple[int, str, str]] = []
@@ -132,16 +141,16 @@ def _soft_faithfulness_values(
             for b in range(batch):
                 x_real = inputs_embeds[b, real[b]]  # (n_real, d)
                 n_real = x_real.shape[0]
-                g = example_generator(seed, x_real)
+                g = example_generator(opts.seed, x_real)
                 raw = {"method": scores[b, real[b]].float(), "random": torch.rand(n_real, generator=g, device=device)}
-                if definition == "reagent":
-                    u = torch.rand(num_masks, n_real, d, generator=g, device=device)
+                if opts.definition == "reagent":
+                    u = torch.rand(opts.num_masks, n_real, d, generator=g, device=device)
                 for variant in variants:
-                    for kind in kinds:
-                        if definition == "reagent":
+                    for kind in opts.kinds:
+                        if opts.definition == "reagent":
                             s = normalize_scores(raw[variant])
                             keep_prob = s if kind == "ns" else 1.0 - s
-                            x = inputs_embeds[b].expand(num_masks, n, d).clone()
+                            x = inputs_embeds[b].expand(opts.num_masks, n, d).clone()
                             x[:, real[b]] = x_real * (u < keep_prob[None, :, None])
                             reduce = _reagent_reducer(kind, log_q[b], d0[b])
                         else:
@@ -150,9 +159,9 @@ def _soft_faithfulness_values(
                         keys.append((b, variant, kind))
                         yield x, mask[b].expand(len(x), n), reduce
 
-        values = chunked_forward(forward_fn, perturbed_blocks(), batch_size)
+        values = chunked_forward(forward_fn, perturbed_blocks(), opts.batch_size)
 
-    out = {key: torch.zeros(batch, dtype=torch.float32, device=device) for key in _state_keys(kinds, random_baseline)}
+    out = {key: torch.zeros(batch, dtype=torch.float32, device=device) for key in opts.state_keys}
     for (b, variant, kind), v in zip(keys, values):
         out[f"soft_{kind}" + ("_random" if variant == "random" else "")][b] = v
     return out
@@ -194,22 +203,12 @@ def _heta_reducer(kind: str, log_q: torch.Tensor):
 
 
 def _soft_faithfulness_update(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    forward_fn: ForwardFn,
-    kinds: Sequence[SoftKind] = ("nc", "ns"),
-    definition: SoftDefinition = "reagent",
-    num_masks: int = 10,
-    seed: int = 0,
-    batch_size: int = 64,
-    random_baseline: bool = True,
+    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, forward_fn: ForwardFn,
+    **options: Any,
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Running totals: ``({key: sum over the batch (scalar)}, number of examples)``."""
-    values = _soft_faithfulness_values(
-        scores, inputs_embeds, attention_mask, forward_fn, kinds, definition, num_masks, seed, batch_size,
-        random_baseline,
-    )
+    """Running totals: ``({key: sum over the batch (scalar)}, number of examples)``; arguments as
+    :func:`_soft_faithfulness_values`."""
+    values = _soft_faithfulness_values(scores, inputs_embeds, attention_mask, forward_fn, **options)
     return {k: v.sum() for k, v in values.items()}, inputs_embeds.shape[0]
 
 
@@ -253,49 +252,27 @@ def soft_faithfulness(
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
     """
     sums, total = _soft_faithfulness_update(
-        scores, inputs_embeds, attention_mask, forward_fn, kinds, definition, num_masks, seed, batch_size,
-        random_baseline,
+        scores, inputs_embeds, attention_mask, forward_fn, kinds=kinds, definition=definition, num_masks=num_masks,
+        seed=seed, batch_size=batch_size, random_baseline=random_baseline,
     )
     return _soft_faithfulness_compute(sums, total, kinds, random_baseline)
 
 
-def soft_nc(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    forward_fn: ForwardFn,
-    definition: SoftDefinition = "reagent",
-    num_masks: int = 10,
-    seed: int = 0,
-    batch_size: int = 64,
-    random_baseline: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Soft-NC: ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio"}`` (see :func:`soft_faithfulness`)."""
-    return soft_faithfulness(
-        scores, inputs_embeds, attention_mask, forward_fn, ("nc",), definition, num_masks, seed, batch_size,
-        random_baseline,
-    )
+def soft_nc(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+            forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
+    """Soft-NC: ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio"}`` (see :func:`soft_faithfulness`; options by
+    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``)."""
+    return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("nc",), **options)
 
 
-def soft_ns(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    forward_fn: ForwardFn,
-    definition: SoftDefinition = "reagent",
-    num_masks: int = 10,
-    seed: int = 0,
-    batch_size: int = 64,
-    random_baseline: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Soft-NS: ``{"soft_ns", "soft_ns_random", "soft_ns_log_ratio"}`` (see :func:`soft_faithfulness`)."""
-    return soft_faithfulness(
-        scores, inputs_embeds, attention_mask, forward_fn, ("ns",), definition, num_masks, seed, batch_size,
-        random_baseline,
-    )
+def soft_ns(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
+            forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
+    """Soft-NS: ``{"soft_ns", "soft_ns_random", "soft_ns_log_ratio"}`` (see :func:`soft_faithfulness`; options by
+    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``)."""
+    return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("ns",), **options)
 
 
-class SoftFaithfulness(Metric):
+class SoftFaithfulness(SumCountMetric):
     """Soft-NC and Soft-NS (module docstring) accumulated over batches; one sum state per reported value.
 
     Args:
@@ -315,9 +292,7 @@ class SoftFaithfulness(Metric):
     Soft-NC/NS compare full next-token distributions.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
 
     def __init__(
         self,
@@ -330,18 +305,10 @@ class SoftFaithfulness(Metric):
         random_baseline: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        _check_options(kinds, definition, num_masks)
+        options = _SoftOptions(kinds, definition, num_masks, seed, batch_size, random_baseline)
+        super().__init__(options.state_keys, **kwargs)
         self.forward_fn = forward_fn
-        self.kinds = tuple(kinds)
-        self.definition = definition
-        self.num_masks = num_masks
-        self.seed = seed
-        self.batch_size = batch_size
-        self.random_baseline = random_baseline
-        for key in _state_keys(self.kinds, random_baseline):
-            self.add_state(f"sum_{key}", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.options = options
 
     def update(
         self,
@@ -352,47 +319,32 @@ class SoftFaithfulness(Metric):
     ) -> None:
         """Add a batch: scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None."""
         check_batch(scores, inputs_embeds, attention_mask, target_ids)
-        sums, count = _soft_faithfulness_update(
-            scores, inputs_embeds, attention_mask, self.forward_fn, self.kinds, self.definition, self.num_masks,
-            self.seed, self.batch_size, self.random_baseline,
+        self.accumulate(
+            *_soft_faithfulness_update(scores, inputs_embeds, attention_mask, self.forward_fn, **asdict(self.options))
         )
-        for key, value in sums.items():
-            setattr(self, f"sum_{key}", getattr(self, f"sum_{key}") + value.to(self.total.device))
-        self.total += count
 
     def compute(self) -> dict[str, torch.Tensor]:
         """``{"soft_<kind>", "soft_<kind>_random", "soft_<kind>_log_ratio"}`` for each kind."""
-        sums = {key: getattr(self, f"sum_{key}") for key in _state_keys(self.kinds, self.random_baseline)}
-        return _soft_faithfulness_compute(sums, self.total, self.kinds, self.random_baseline)
+        return _soft_faithfulness_compute(self.sums(), self.total, self.options.kinds, self.options.random_baseline)
 
 
 class SoftNC(SoftFaithfulness):
-    """Soft normalised comprehensiveness alone: :class:`SoftFaithfulness` with ``kinds=("nc",)``."""
+    """Soft normalised comprehensiveness alone: :class:`SoftFaithfulness` with ``kinds=("nc",)``.
 
-    def __init__(
-        self,
-        forward_fn: ForwardFn,
-        definition: SoftDefinition = "reagent",
-        num_masks: int = 10,
-        seed: int = 0,
-        batch_size: int = 64,
-        random_baseline: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(forward_fn, ("nc",), definition, num_masks, seed, batch_size, random_baseline, **kwargs)
+    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``Metric``
+    options) by keyword.
+    """
+
+    def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
+        super().__init__(forward_fn, ("nc",), **kwargs)
 
 
 class SoftNS(SoftFaithfulness):
-    """Soft normalised sufficiency alone: :class:`SoftFaithfulness` with ``kinds=("ns",)``."""
+    """Soft normalised sufficiency alone: :class:`SoftFaithfulness` with ``kinds=("ns",)``.
 
-    def __init__(
-        self,
-        forward_fn: ForwardFn,
-        definition: SoftDefinition = "reagent",
-        num_masks: int = 10,
-        seed: int = 0,
-        batch_size: int = 64,
-        random_baseline: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(forward_fn, ("ns",), definition, num_masks, seed, batch_size, random_baseline, **kwargs)
+    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``Metric``
+    options) by keyword.
+    """
+
+    def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
+        super().__init__(forward_fn, ("ns",), **kwargs)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics import Metric
+
+from heat_module.metrics._common import SumCountMetric
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -85,28 +86,23 @@ def active_passive_robustness(
     return _active_passive_compute(*_active_passive_update(scores_a, scores_b, valid))
 
 
-class ActivePassiveRobustness(Metric):
+class ActivePassiveRobustness(SumCountMetric):
     """Mean Spearman ρ over aligned pairs (sum and count states).
 
     ``update(scores_a (batch, m), scores_b (batch, m), valid (batch, m) bool | None)``; ``compute()`` -> scalar.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
     plot_lower_bound = -1.0
     plot_upper_bound = 1.0
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("sum_rho", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+        super().__init__(("rho",), **kwargs)
 
     def update(self, scores_a: torch.Tensor, scores_b: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         """Add a batch of aligned pairs."""
         sum_rho, count = _active_passive_update(scores_a, scores_b, valid)
-        self.sum_rho += sum_rho.to(self.sum_rho.device)
-        self.total += count
+        self.accumulate({"rho": sum_rho}, count)
 
     def compute(self) -> torch.Tensor:
         """Mean ρ over every pair seen."""

@@ -17,15 +17,26 @@ from heat_kernels import _ext
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
+class InterpreterResults(dict):
+    """``{key: result}`` of the interpreter subprocess; reading a job that raised fails the test with its
+    traceback."""
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if isinstance(out, str):
+            pytest.fail(out)
+        return out
+
+
 @pytest.fixture(scope="module")
 def run_in_interpreter():
     """``run_in_interpreter(jobs)``: run ``{key: ("module:function", args, kwargs)}`` in a TRITON_INTERPRET=1
-    subprocess and return ``{key: result or "ERROR: traceback"}``."""
+    subprocess and return :class:`InterpreterResults`."""
     if not HAS_TRITON:
         pytest.skip("triton is not installed")
     from interp_worker import run_in_interpreter
 
-    return run_in_interpreter
+    return lambda jobs: InterpreterResults(run_in_interpreter(jobs))
 
 
 @pytest.fixture

@@ -87,22 +87,15 @@ def triton_results(run_in_interpreter):
     return run_in_interpreter(jobs)
 
 
-def _result(results, key):
-    out = results[key]
-    if isinstance(out, str):
-        pytest.fail(out)
-    return out
-
-
 @pytest.mark.parametrize("dtype_name, shape, block_d", TRITON_CASES, ids=TRITON_IDS)
 def test_triton_interpreter_matches_reference(triton_results, assert_close_to_gold, dtype_name, shape, block_d):
     w, coef, r = _inputs(*shape, DTYPES[dtype_name])
-    out = _result(triton_results, f"{dtype_name}-{_shape_id(shape)}-bd{block_d}")
+    out = triton_results[f"{dtype_name}-{_shape_id(shape)}-bd{block_d}"]
     assert_close_to_gold(out, block_norm_ref(w, coef, r), _gold(w, coef, r))
 
 
 def test_opcheck_triton(triton_results):
-    assert all(v == "SUCCESS" for v in _result(triton_results, "opcheck").values())
+    assert all(v == "SUCCESS" for v in triton_results["opcheck"].values())
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

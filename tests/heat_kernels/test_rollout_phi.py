@@ -109,22 +109,15 @@ def triton_results(run_in_interpreter):
     return run_in_interpreter(jobs)
 
 
-def _result(results, key):
-    out = results[key]
-    if isinstance(out, str):
-        pytest.fail(out)
-    return out
-
-
 @pytest.mark.parametrize("dtype_name, shape, pad, tile", TRITON_CASES, ids=TRITON_IDS)
 def test_triton_interpreter_matches_reference(triton_results, assert_close_to_gold, dtype_name, shape, pad, tile):
     q, k, rho, mask = _inputs(*shape, 16, DTYPES[dtype_name], pad)
-    out = _result(triton_results, f"{dtype_name}-{_shape_id(shape)}-{pad}-t{tile}")
+    out = triton_results[f"{dtype_name}-{_shape_id(shape)}-{pad}-t{tile}"]
     assert_close_to_gold(out, rollout_phi_ref(q, k, rho, mask), _gold(q, k, rho, mask))
 
 
 def test_opcheck_triton(triton_results):
-    assert all(v == "SUCCESS" for v in _result(triton_results, "opcheck").values())
+    assert all(v == "SUCCESS" for v in triton_results["opcheck"].values())
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

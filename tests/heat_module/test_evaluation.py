@@ -24,6 +24,8 @@ from heat_module.evaluation import (
 )
 from heat_module.testing import tiny_model, tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CURATED = [
     {"id": f"c{k}", "narrative_segment": narrative, "sciq_support_segment": support,
      "question": "why ?", "answer": answer, "target_first_answer_token": answer,
@@ -35,15 +37,6 @@ CURATED = [
         ("he read a book .", "the sun gave light to the leaves .", "sun", ["sun", "leaves"], [1, 6]),
     ])
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared machine tiny models run ~50x faster than with oversubscribed threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,8 @@ LENGTHS = (7, 4, 9)  # real tokens per example; left padded to max(LENGTHS)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared machine tiny models run ~50x faster than with oversubscribed threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every baseline test runs with one intra-op thread (``one_thread`` of tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,92 @@
+"""Every benchmark script runs end to end at a tiny size and prints what its report is built from.
+
+The figures themselves are not checked (timings are machine- and load-dependent); what is checked is that each
+script still runs against the current package, prints its ratio lines, and that the quantities that must agree
+between the compared modes (metric values, merged tables) do.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: int = 600) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
+    assert proc.returncode == 0, f"{name} {args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def ratio_lines(out: str) -> dict[str, float]:
+    """``ratio,n,threads,value,target`` rows printed after the blank line of the kernel benchmarks."""
+    table = out.split("ratio,n,threads,value,target", 1)
+    assert len(table) == 2, f"Expected the ratio table in the output, got:\n{out[-2000:]}"
+    values = {}
+    for line in table[1].strip().splitlines():
+        name, n, _threads, value, _target = line.split(",")
+        values[f"{name}@{n}"] = float(value)
+    return values
+
+
+def test_bench_rollout_tiny():
+    out = run_script("bench_rollout.py", "--n", "64", "--layers", "2", "--loop-max-n", "64", "--threads", "1")
+    assert out.startswith("# machine: ")
+    ratios = ratio_lines(out)
+    assert any(k.startswith("cpu_peak_mem_reference_over_sdpa_steady") for k in ratios)
+    assert all(v >= 0 for v in ratios.values())  # memory at n = 64 may be below the 0.1 MiB resolution
+
+
+def test_bench_block_norm_tiny():
+    out = run_script("bench_block_norm.py", "--n", "32", "--probes", "1", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith("block_norm,cpu,")]
+    assert {line.split(",")[2] for line in rows} >= {"reference"}
+    ratio_lines(out)
+
+
+@pytest.mark.slow
+def test_bench_metrics_tiny(tmp_path):
+    path = tmp_path / "metrics.csv"
+    out = run_script("bench_metrics.py", "--examples", "2", "--num-masks", "1", "--update-batch", "2",
+                     "--batch-size", "4", "--ceiling-rows", "2", "--threads", "1", "--csv", str(path))  # fmt: skip
+    assert re.search(r"batching ceiling \(2 copies of one \d+-token example\)", out)
+    diff = float(re.search(r"over metric values ([0-9.e+-]+)", out).group(1))
+    assert diff < 1e-4  # both modes compute the same metric
+    (row,) = list(csv.DictReader(path.open()))
+    assert int(row["rows"]) == 2 * (2 + 2 * 2 * 1) and float(row["speedup"]) > 0
+
+
+@pytest.mark.slow
+def test_bench_information_and_curvature_tiny():
+    out = run_script("bench_information.py", "--lengths", "8", "--batch-size", "4")
+    assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,", out, re.M)
+    out = run_script("bench_curvature.py", "--lengths", "8", "--probes", "1", "--tokens", "2", "--chunk", "2")
+    assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.]+,[0-9.]+x,", out, re.M)
+
+
+@pytest.mark.slow
+def test_bench_variants_tiny_and_summarize(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    data = str(ROOT / "tests/fixtures/prompts.jsonl")
+    common = ["--lengths", "12", "--prompts", "1", "--rank", "4", "--oversample", "2", "--ls-layers", "2",
+              "--fisher-topk", "4", "--data", data, "--field", "prompt"]  # fmt: skip
+    run_script("bench_variants.py", *common, "--variants", "full", "Fisher", "--csv", str(first))
+    run_script("bench_variants.py", *common, "--variants", "full", "LS", "--csv", str(second))
+    out = run_script("bench_variants.py", "--summarize", str(first), str(second))
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    names = [line.split("|")[1].strip() for line in table[1:]]  # table[0] is the header
+    assert names == ["full", "Fisher(4)", "LS(2)"]  # full once (the repeated reference is merged), then run order
+    assert "n = 12: 1 contexts" in out
+    full = table[1].split("|")
+    assert full[3].strip() == "1.00×" and full[9].strip().startswith("1.000")

@@ -87,3 +87,21 @@ def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "s
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def grad_x_input_fn(model: nn.Module):
+    """An embedding-level ``attribute_fn`` for the Sensitivity metric: |∇_x log P(y) · x| per token.
+
+    ``attribute(inputs_embeds (B, n, d), attention_mask (B, n), target_ids (B,)) -> (B, n)``; it enables autograd
+    itself, since torchmetrics' ``update`` runs without it.
+    """
+    from heat_module.forward import next_token_logits
+
+    def attribute(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = inputs_embeds.detach().requires_grad_(True)
+            logp = torch.log_softmax(next_token_logits(model, x, attention_mask), -1)
+            (grad,) = torch.autograd.grad(logp.gather(1, target_ids[:, None]).sum(), x)
+        return (grad * x).sum(-1).abs()
+
+    return attribute

@@ -27,7 +27,7 @@ from heat_module.metrics import (  # noqa: E402
     Sensitivity,
     SoftFaithfulness,
 )
-from heat_module.testing import TINY_VOCAB, tiny_model  # noqa: E402
+from heat_module.testing import TINY_VOCAB, grad_x_input_fn, tiny_model  # noqa: E402
 
 NUM, N = 7, 8
 
@@ -50,16 +50,6 @@ def make_data(model):
     return dict(x=x, mask=mask, targets=targets, scores=scores, gold=gold, distractor=distractor, rephrased=rephrased)
 
 
-def attribute_fn(model):
-    def attribute(inputs_embeds, attention_mask, target_ids):
-        x = inputs_embeds.detach().requires_grad_(True)
-        logp = torch.log_softmax(next_token_logits(model, x, attention_mask), -1)
-        (grad,) = torch.autograd.grad(logp.gather(1, target_ids[:, None]).sum(), x)
-        return (grad * x).sum(-1).abs()
-
-    return attribute
-
-
 def run(indices: list[int], batch: int) -> dict[str, float]:
     model = tiny_model("llama", seed=0)
     forward_fn = make_forward_fn(model)
@@ -70,7 +60,7 @@ def run(indices: list[int], batch: int) -> dict[str, float]:
         "aopc": AOPC(forward_fn),
         "dsa": DSA(),
         "f1": F1Alignment(),
-        "sensitivity": Sensitivity(attribute_fn(model), num_samples=3, delta=0.05),
+        "sensitivity": Sensitivity(grad_x_input_fn(model), num_samples=3, delta=0.05),
         "spearman": ActivePassiveRobustness(),
     }
     for start in range(0, len(indices), batch):

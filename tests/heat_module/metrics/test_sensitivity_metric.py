@@ -11,20 +11,7 @@ from heat_module.metrics import Sensitivity
 from heat_module.metrics._common import example_generator
 from heat_module.metrics.functional import sensitivity
 from heat_module.metrics.sensitivity import _sensitivity_values
-
-
-def grad_x_input(model):
-    """attribute_fn: |∇_x log P(y) · x| per token (needs autograd, which torchmetrics' update turns off)."""
-
-    def attribute(inputs_embeds, attention_mask, target_ids):
-        from heat_module.forward import next_token_logits
-
-        x = inputs_embeds.detach().requires_grad_(True)
-        logp = torch.log_softmax(next_token_logits(model, x, attention_mask), -1)
-        (grad,) = torch.autograd.grad(logp.gather(1, target_ids[:, None]).sum(), x)
-        return (grad * x).sum(-1).abs()
-
-    return attribute
+from heat_module.testing import grad_x_input_fn
 
 
 def reference(attribute, x: torch.Tensor, y: int, num_samples: int, delta: float, seed: int, normalize: bool):
@@ -48,7 +35,7 @@ def reference(attribute, x: torch.Tensor, y: int, num_samples: int, delta: float
 @pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "raw"])
 def test_matches_reference_padded(model, batch, normalize):
     x, mask, targets, examples = batch
-    attribute = grad_x_input(model)
+    attribute = grad_x_input_fn(model)
     got = _sensitivity_values(x, mask, targets, attribute, num_samples=4, delta=0.05, seed=2, batch_size=5,
                               normalize=normalize)
     for b, (e, y) in enumerate(examples):
@@ -57,7 +44,7 @@ def test_matches_reference_padded(model, batch, normalize):
 
 def test_class_equals_functional_across_updates_and_grows_with_delta(model, batch):
     x, mask, targets, _ = batch
-    attribute = grad_x_input(model)
+    attribute = grad_x_input_fn(model)
     metric = Sensitivity(attribute, num_samples=3, delta=0.05)
     metric.update(x[:1], mask[:1], targets[:1])
     metric.update(x[1:], mask[1:], targets[1:])

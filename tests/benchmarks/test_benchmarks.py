@@ -82,11 +82,14 @@ def test_bench_variants_tiny_and_summarize(tmp_path):
     common = ["--lengths", "12", "--prompts", "1", "--rank", "4", "--oversample", "2", "--ls-layers", "2",
               "--fisher-topk", "4", "--data", data, "--field", "prompt"]  # fmt: skip
     run_script("bench_variants.py", *common, "--variants", "full", "Fisher", "--csv", str(first))
-    run_script("bench_variants.py", *common, "--variants", "full", "LS", "--csv", str(second))
+    run_script("bench_variants.py", *common[:2], "--prompts", "2", "--first-context", "1", *common[4:],
+               "--variants", "full", "LS", "--csv", str(second))  # context 1 only
+    with second.open() as f:
+        assert {(r["context"], r["variant"]) for r in csv.DictReader(f)} == {("1", "full"), ("1", "LS(2)")}
     out = run_script("bench_variants.py", "--summarize", str(first), str(second))
     table = [line for line in out.splitlines() if line.startswith("| ")]
     names = [line.split("|")[1].strip() for line in table[1:]]  # table[0] is the header
-    assert names == ["full", "Fisher(4)", "LS(2)"]  # full once (the repeated reference is merged), then run order
-    assert "n = 12: 1 contexts" in out
+    assert names == ["full", "Fisher(4)", "LS(2)"]  # full first, then the order the runs wrote
+    assert "n = 12: 2 contexts" in out  # the full rows of both runs
     full = table[1].split("|")
-    assert full[3].strip() == "1.00×" and full[9].strip().startswith("1.000")
+    assert full[3].strip() == "1.00×" and full[9].strip() == "1.000 ± 0.000"

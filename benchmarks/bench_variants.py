@@ -55,7 +55,10 @@ from _common import machine, status_kib, sync, write_csv  # noqa: E402
 
 import heat_module as hm  # noqa: E402
 
-DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/data/reagent/derived/longra_gpt2.jsonl")
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/reagent"
+# the paper's Table 12 averages over LongRA, TellMeWhy and WikiBio: contexts alternate between the three
+DEFAULT_DATA = [str(SHARED / "derived/longra_gpt2.jsonl"), str(SHARED / "data/benchmark/tellmewhy2.txt"),
+                str(SHARED / "data/benchmark/wikitext.txt")]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Scalable variants (issue 6)"
 
@@ -65,6 +68,14 @@ def read_prompts(path: str, field: str) -> list[str]:
     from heat_module.fit import read_texts
 
     return read_texts(path, field)
+
+
+def mixed_contexts(tokenizer, sources: list[list[str]], n: int, count: int) -> list[torch.Tensor]:
+    """``count`` contexts of exactly n tokens that alternate between the prompt lists of several data files:
+    context j comes from file j mod F, as context j // F of :func:`contexts` over that file's prompts."""
+    per_file = [contexts(tokenizer, prompts, n, -(-count // len(sources)) if k < count else 0)
+                for k, prompts in enumerate(sources)]
+    return [per_file[j % len(sources)][j // len(sources)] for j in range(count)]
 
 
 def contexts(tokenizer, prompts: list[str], n: int, count: int) -> list[torch.Tensor]:
@@ -177,13 +188,13 @@ def run(args) -> tuple[list[dict], list[str]]:
 
     model, tok = hm.load_model(args.model, device=args.device)
     install(model)  # the "heat" attention (eager path available for forward-mode AD)
-    prompts = read_prompts(args.data, args.field)
+    sources = [read_prompts(path, args.field) for path in args.data]
     rows: list[dict] = []
     report: list[str] = []
     for n in args.lengths:
         long = n > 64
         count = args.prompts_long if long else args.prompts
-        ctxs = contexts(tok, prompts, n, count)
+        ctxs = mixed_contexts(tok, sources, n, count)
         configs = {name: cfg for name, (family, cfg) in variants(n, args).items()
                    if (not args.variants or family in args.variants)
                    and (not (long and args.variants_long) or family in args.variants_long)}
@@ -240,10 +251,21 @@ def _sd(values: list[float]) -> float:
 
 
 def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: dict) -> list[str]:
-    """Markdown table of the rows at length n, one line per variant name of ``configs`` (in its order)."""
+    """Markdown table of the rows at length n, one line per variant name of ``configs`` (in its order).
+
+    Merged runs (rows tagged with ``run``) may cover different contexts and each repeat full HEAT as its reference:
+    the "full" line has one row per context (the first run's), and every ratio to full is taken against the full
+    HEAT rows of the same run on the same contexts (ratios measured in one run).
+    """
     sel = [r for r in rows if r["n"] == n]
-    full_t = _mean([r["seconds"] for r in sel if r["variant"] == "full"])
-    full_m = _mean([r["peak_rss_mb"] for r in sel if r["variant"] == "full"])
+    full_by_run = {(r.get("run", 0), r["context"]): r for r in sel if r["variant"] == "full"}
+    full: dict[int, dict] = {}
+    for r in sel:
+        if r["variant"] == "full":
+            full.setdefault(r["context"], r)
+
+    def reference(r: dict) -> dict | None:  # the same run's full HEAT on that context, else another run's
+        return full_by_run.get((r.get("run", 0), r["context"]), full.get(r["context"]))
     measured = (
         f"measured on this machine: forward {units['forward_s']:.3f} s, gradient {units['gradient_fe']:.2f} FE, "
         f"vmapped HVP {units['hvp_fe']:.2f} FE (cost model: 2 and 4)"
@@ -253,12 +275,12 @@ def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: 
         "",
         f"n = {n}: {done} contexts; {measured}",
         "",
-        "| variant | runtime s/example | runtime vs full | peak memory MB | memory vs full | FE | FE / n | HVPs "
-        "| Spearman ρ vs full | top-5 overlap | ε̂_M(W) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | contexts | runtime s/example | runtime vs full | peak memory MB | memory vs full | FE | FE / n "
+        "| HVPs | Spearman ρ vs full | top-5 overlap | ε̂_M(W) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in configs:
-        rs = [r for r in sel if r["variant"] == name]
+        rs = list(full.values()) if name == "full" else [r for r in sel if r["variant"] == name]
         if not rs:
             continue
         t = _mean([r["seconds"] for r in rs])
@@ -267,11 +289,14 @@ def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: 
         rho, sd = _mean([r["spearman"] for r in rs]), _sd([r["spearman"] for r in rs])
         top = _mean([r["top5"] for r in rs])
         leak = _mean([r["leakage"] for r in rs])
+        refs = [ref for ref in map(reference, rs) if ref is not None]
+        full_t = _mean([ref["seconds"] for ref in refs])
+        full_m = _mean([ref["peak_rss_mb"] for ref in refs])
         rel_t = f"{t / full_t:.2f}×" if full_t == full_t else "n/a"
         rel_m = f"{mem / full_m:.2f}×" if full_m == full_m and full_m > 0 else "n/a"
         quality = f"{rho:.3f} ± {sd:.3f} | {top:.2f}" if rho == rho else "n/a (no full reference) | n/a"
         lines.append(
-            f"| {name} | {t:.1f} | {rel_t} | {mem:.0f} | {rel_m} | {fe:.0f} | {fe / n:.2f} "
+            f"| {name} | {len(rs)} | {t:.1f} | {rel_t} | {mem:.0f} | {rel_m} | {fe:.0f} | {fe / n:.2f} "
             f"| {rs[0]['hvps']} | {quality} | {'' if leak != leak else f'{leak:.4f}'} |"
         )
     fisher = [r for r in sel if r["variant"].startswith("Fisher")]
@@ -285,15 +310,14 @@ def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: 
 
 
 def read_rows(paths: list[str]) -> list[dict]:
-    """Rows of earlier runs' ``--csv`` files, numbers parsed; a (n, context, variant) row already read from an
-    earlier file is skipped (the same deterministic computation, e.g. "full" repeated as each run's reference)."""
+    """Rows of earlier runs' ``--csv`` files, numbers parsed, each tagged with ``run`` (its file's index)."""
     import csv
 
-    rows, seen = [], set()
-    for path in paths:
+    rows = []
+    for run, path in enumerate(paths):
         with open(path, newline="") as f:
             for raw in csv.DictReader(f):
-                row: dict = {}
+                row: dict = {"run": run}
                 for key, value in raw.items():
                     if key in ("n", "context", "hvps", "gradients"):
                         row[key] = int(value)
@@ -303,10 +327,7 @@ def read_rows(paths: list[str]) -> list[dict]:
                         row[key] = value
                     else:
                         row[key] = float(value) if value not in ("", "nan") else float("nan")
-                key = (row["n"], row["context"], row["variant"])
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(row)
+                rows.append(row)
     return rows
 
 
@@ -329,7 +350,8 @@ def append_results(report: list[str], args) -> None:
         f"### Run {stamp}",
         f"Machine: {machine()}; {args.threads} torch thread(s) per run, on a machine shared with other work.",
         f"Command: `python benchmarks/bench_variants.py {' '.join(sys.argv[1:])}`",
-        f"Model {args.model}, data {args.data} (`{args.field}` fields), probes m = {args.probes}, β = γ = 0.5, "
+        f"Model {args.model}, data {', '.join(Path(d).name for d in args.data)} (alternating; `{args.field}` fields "
+        f"of .jsonl files, lines of .txt files), probes m = {args.probes}, β = γ = 0.5, "
         f"sink = {hm.HEATConfig().sink}, info_batch_size = {hm.HEATConfig().info_batch_size}, "
         f"hvp_mode = {hm.HEATConfig().hvp_mode}. "
         "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = "
@@ -349,7 +371,8 @@ def append_results(report: list[str], args) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--data", nargs="+", default=DEFAULT_DATA,
+                   help="prompt files (.jsonl with --field, .json, or .txt one per line); contexts alternate")
     p.add_argument("--field", default="prompt")
     p.add_argument("--lengths", type=int, nargs="+", default=[64])
     p.add_argument("--prompts", type=int, default=2, help="contexts per length <= 64")

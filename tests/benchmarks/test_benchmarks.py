@@ -92,4 +92,4 @@ def test_bench_variants_tiny_and_summarize(tmp_path):
     assert names == ["full", "Fisher(4)", "LS(2)"]  # full first, then the order the runs wrote
     assert "n = 12: 2 contexts" in out  # the full rows of both runs
     full = table[1].split("|")
-    assert full[3].strip() == "1.00×" and full[9].strip() == "1.000 ± 0.000"
+    assert full[2].strip() == "2" and full[4].strip() == "1.00×" and full[10].strip() == "1.000 ± 0.000"

@@ -26,14 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import (  # noqa: E402
-    csv_row,
-    kernel_bench_main,
-    peak_extra_cuda_mib,
-    peak_first_and_steady,
-    subprocess_peak_mib,
-    time_call,
-)
+import _common as common  # noqa: E402
+from _common import csv_row  # noqa: E402
 
 import heat_kernels  # noqa: E402
 from heat_kernels import _ext  # noqa: E402
@@ -61,7 +55,7 @@ def mem_case(case: dict) -> None:
     """Child process of the CPU memory measurement: print the peak extra memory of one call."""
     call = make_call(case["backend"], *make_inputs(case["n"], case["m"]))
     tiny = make_call(case["backend"], *make_inputs(8, case["m"], seed=1))
-    print(json.dumps(peak_first_and_steady(call, tiny)))
+    print(json.dumps(common.peak_first_and_steady(call, tiny)))
 
 
 def run_cpu(ns: list[int], probes: list[int], threads: list[int], rows: list[str], ratios: list[str]) -> None:
@@ -70,13 +64,13 @@ def run_cpu(ns: list[int], probes: list[int], threads: list[int], rows: list[str
     for m in probes:
         for n in ns:
             inputs = make_inputs(n, m)
-            mem = {b: subprocess_peak_mib(__file__, {"n": n, "m": m, "backend": b}) for b in backends}
+            mem = {b: common.subprocess_peak_mib(__file__, {"n": n, "m": m, "backend": b}) for b in backends}
             for th in threads:
                 torch.set_num_threads(th)
                 t = {}
                 for backend in backends:
                     name = "reference" if backend == "torch" else backend
-                    t[name] = time_call(make_call(backend, *inputs))
+                    t[name] = common.time_call(make_call(backend, *inputs))
                     rows.append(csv_row("block_norm", "cpu", name, "fp32", n, K, D, m, th, t[name] * 1e3,
                                         mem[backend]["steady"], mem[backend]["first_call"]))  # fmt: skip
                 if "cpp" in t:
@@ -99,8 +93,8 @@ def run_gpu(ns: list[int], probes: list[int], rows: list[str], ratios: list[str]
                 for backend in backends:
                     call = make_call(backend, w, coef, r)
                     name = "reference" if backend == "torch" else backend
-                    times[name] = time_call(call, cuda=True, max_reps=50)
-                    mem = peak_extra_cuda_mib(call)
+                    times[name] = common.time_call(call, cuda=True, max_reps=50)
+                    mem = common.peak_extra_cuda_mib(call)
                     gbs, tfl = nbytes / times[name] / 1e9, flops / times[name] / 1e12
                     rows.append(csv_row("block_norm", "cuda", name, dname, n, K, D, m, None, times[name] * 1e3,
                                         mem, None, gbs, tfl))  # fmt: skip
@@ -116,7 +110,7 @@ def main() -> None:
     parser.add_argument("--gpu-n", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--probes", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
-    kernel_bench_main(
+    common.kernel_bench_main(
         parser,
         CSV_HEADER,
         mem_case,

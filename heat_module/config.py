@@ -23,6 +23,7 @@ _CURVATURES = ("exact", "fisher", "lowrank")
 _MASKS = ("zero", "mean", "token")
 _ABLATIONS = ("full", "transition", "curvature", "information", "no_gate", "uniform_gate")
 _SINKS = ("keep", "first", "auto")
+HVP_MODES = ("forward_over_reverse", "reverse_over_reverse")
 _AGGREGATIONS = ("mean", "max", "sum")
 _BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 
@@ -107,7 +108,7 @@ class HEATConfig:
         _choice("sink", self.sink, _SINKS)
         _choice("aggregation", self.aggregation, _AGGREGATIONS)
         _choice("backend", self.backend, _BACKENDS)
-        _choice("hvp_mode", self.hvp_mode, ("forward_over_reverse", "reverse_over_reverse"))
+        _choice("hvp_mode", self.hvp_mode, HVP_MODES)
         for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import grad, jvp, vmap
 
 from heat_module.capture import LayerCapture, PrefixKV
 from heat_module.forward import position_ids_from_mask
 from heat_module.information import can_share_prefix, chunks
-from heat_module.objective import target_logprob_fn
+from heat_module.objective import batched_hvp, check_hvp_mode, target_logprob_fn
 
 
 def rademacher(m: int, n: int, d: int, seed: int = 0, device: str | torch.device = "cpu",
@@ -93,8 +92,7 @@ def curvature_exact(
     Returns:
         (n,) fp32 S_i (0 on padding and on positions not asked for).
     """
-    if mode not in ("forward_over_reverse", "reverse_over_reverse"):
-        raise ValueError(f"Expected mode 'forward_over_reverse' or 'reverse_over_reverse', got {mode!r}")
+    check_hvp_mode(mode)
     _, n, d = inputs_embeds.shape
     m = probes.shape[0]
     device = inputs_embeds.device
@@ -123,18 +121,8 @@ def curvature_exact(
         rows = torch.arange(c, device=device).repeat_interleave(m)
         ks = torch.arange(m, device=device).repeat(c)
         tangents[torch.arange(c * m, device=device), 0, rows] = probes[ks, rows + i0].to(x_all.dtype)
-        primal = x_all[:, i0:i1]
-
-        def hvp(t: torch.Tensor, primal=primal, g_run=g_run) -> torch.Tensor:
-            return jvp(grad(g_run), (primal,), (t,))[1]
-
         with torch.enable_grad():
-            if mode == "forward_over_reverse":
-                hv = vmap(hvp)(tangents)  # (c·m, 1, c, d)
-            else:
-                xr = primal.clone().requires_grad_(True)
-                (gx,) = torch.autograd.grad(g_run(xr), xr, create_graph=True)
-                (hv,) = torch.autograd.grad(gx, xr, grad_outputs=tangents, is_grads_batched=True)
+            hv = batched_hvp(g_run, x_all[:, i0:i1], mode)(tangents)  # (c·m, 1, c, d)
         blocks = hv[torch.arange(c * m, device=device), 0, rows]  # (c·m, d): (H Π_i r_k)_i
         norms = blocks.abs().sum(-1).float().view(c, m).mean(-1)
         out[torch.tensor(run, device=device)] = norms

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import grad, jvp, vmap
 
 from heat_kernels import block_norm
-from heat_module.objective import target_logprob_fn
+from heat_module.objective import batched_hvp, target_logprob_fn
 
 
 def hvp_fn(
@@ -42,29 +41,11 @@ def hvp_fn(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``hvp(V (c, n, d)) -> (c, n, d) H V`` at X = ``inputs_embeds`` (1, n, d), full-support directions.
 
-    ``mode="forward_over_reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, vmapped over chunks of
-    ``chunk_size``. ``mode="reverse_over_reverse"``: ∇g is built once with ``create_graph`` and every chunk is one
-    batched second backward through that retained graph (``is_grads_batched``); same values.
+    Chunks of ``chunk_size`` directions go through :func:`heat_module.objective.batched_hvp` (``mode``:
+    forward-over-reverse, or reverse-over-reverse through one retained ∇g graph; same values).
     """
-    if mode not in ("forward_over_reverse", "reverse_over_reverse"):
-        raise ValueError(f"Expected mode 'forward_over_reverse' or 'reverse_over_reverse', got {mode!r}")
-    g = target_logprob_fn(model, target, attention_mask, position_ids)
     primal = inputs_embeds.detach()
-    state: dict[str, torch.Tensor] = {}
-
-    def one(t: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(g), (primal,), (t,))[1]
-
-    def chunk_hvp(t: torch.Tensor) -> torch.Tensor:  # t: (c, 1, n, d)
-        if mode == "forward_over_reverse":
-            return vmap(one)(t)
-        if "gx" not in state:
-            xr = primal.clone().requires_grad_(True)
-            (gx,) = torch.autograd.grad(g(xr), xr, create_graph=True)
-            state["x"], state["gx"] = xr, gx
-        (hv,) = torch.autograd.grad(state["gx"], state["x"], grad_outputs=t, is_grads_batched=True,
-                                    retain_graph=True)
-        return hv
+    chunk_hvp = batched_hvp(target_logprob_fn(model, target, attention_mask, position_ids), primal, mode)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         out = []

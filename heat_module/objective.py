@@ -1,6 +1,7 @@
 """g(X) = log softmax(logits_p(X))_y — the function HEAT differentiates (paper eq. 1–2; DESIGN.md "Notation").
 
-Also the first-order term ‖∇_{x_i} g‖₁ of HEAT+FO (appendix Table 19), which the gradient baselines share.
+Also the first-order term ‖∇_{x_i} g‖₁ of HEAT+FO (appendix Table 19), which the gradient baselines share, and the
+batched Hessian-vector products of g that the exact (eq. 3) and low-rank curvature estimators share.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.func import grad, jvp, vmap
 
 from heat_module.capture import PrefixKV, eager_attention_mode, prefix_cache
+from heat_module.config import HVP_MODES
 from heat_module.forward import next_token_logits, position_ids_from_mask
 
 
@@ -31,6 +34,39 @@ def target_logprob_fn(
         return torch.log_softmax(logits, -1)[0, target]
 
     return g
+
+
+def check_hvp_mode(mode: str) -> None:
+    if mode not in HVP_MODES:
+        raise ValueError(f"Expected mode 'forward_over_reverse' or 'reverse_over_reverse', got {mode!r}")
+
+
+def batched_hvp(
+    g: Callable[[torch.Tensor], torch.Tensor], primal: torch.Tensor, mode: str = "forward_over_reverse"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``hvp(T (c, *primal.shape)) -> (c, *primal.shape)``: ∇²g(primal) t for each of c tangents; call it with
+    autograd enabled.
+
+    ``mode="forward_over_reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, vmapped over the tangents.
+    ``mode="reverse_over_reverse"``: ∇g is built with ``create_graph`` on the first call and kept; every call is one
+    batched second backward through it (``is_grads_batched``). Same values.
+    """
+    check_hvp_mode(mode)
+    primal = primal.detach()
+    if mode == "forward_over_reverse":
+        return vmap(lambda t: jvp(grad(g), (primal,), (t,))[1])
+    graph: list[torch.Tensor] = []  # [x, ∇g(x)] once built
+
+    def hvp(t: torch.Tensor) -> torch.Tensor:
+        if not graph:
+            x = primal.clone().requires_grad_(True)
+            (gx,) = torch.autograd.grad(g(x), x, create_graph=True)
+            graph.extend([x, gx])
+        x, gx = graph
+        (hv,) = torch.autograd.grad(gx, x, grad_outputs=t, is_grads_batched=True, retain_graph=True)
+        return hv
+
+    return hvp
 
 
 def gradient(

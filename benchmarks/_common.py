@@ -42,11 +42,11 @@ def prompt_ids(tokenizer, n: int):
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """The resident set size now (MiB), NaN where /proc/self/status has no VmRSS."""
+    try:
+        return status_kib("VmRSS") / 1024
+    except KeyError:
+        return float("nan")
 
 
 def peak_rss_mb() -> float:

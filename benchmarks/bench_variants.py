@@ -25,10 +25,9 @@ computed once per context. Timings are noisy on a shared machine: compare ratios
 
 Usage:
     python benchmarks/bench_variants.py --quick                      # CI-sized (n = 24, 2 prompts, small ranks)
-    python benchmarks/bench_variants.py --lengths 256 64 --prompts 2 --prompts-long 1 \
-        --variants-long full LS WIN Fisher --append                   # the committed run (~75 min here)
-    python benchmarks/bench_variants.py --lengths 64 --prompts 20 --variants full LS WIN Fisher \
-        --time-budget 1500 --append                                    # more contexts for the cheap variants
+    python benchmarks/bench_variants.py --lengths 64 --prompts 21 --variants full LS WIN Fisher --csv a.csv
+    python benchmarks/bench_variants.py --lengths 64 --prompts 21 --variants full LR LR+WIN --csv b.csv
+    python benchmarks/bench_variants.py --summarize a.csv b.csv --append   # one table from both runs
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import machine, status_kib, sync, write_csv  # noqa: E402
+from _common import machine, rss_mb, status_kib, sync, write_csv  # noqa: E402
 
 import heat_module as hm  # noqa: E402
 
@@ -73,7 +72,7 @@ def read_prompts(path: str, field: str) -> list[str]:
 def mixed_contexts(tokenizer, sources: list[list[str]], n: int, count: int) -> list[torch.Tensor]:
     """``count`` contexts of exactly n tokens that alternate between the prompt lists of several data files:
     context j comes from file j mod F, as context j // F of :func:`contexts` over that file's prompts."""
-    per_file = [contexts(tokenizer, prompts, n, -(-count // len(sources)) if k < count else 0)
+    per_file = [contexts(tokenizer, prompts, n, len(range(k, count, len(sources))))
                 for k, prompts in enumerate(sources)]
     return [per_file[j % len(sources)][j // len(sources)] for j in range(count)]
 
@@ -126,7 +125,7 @@ def reset_peak(device: str = "cpu") -> float:
             f.write("5")
     except OSError:
         pass
-    return status_kib("VmRSS") / 1024
+    return rss_mb()
 
 
 def peak_mb(device: str = "cpu") -> float:
@@ -151,10 +150,8 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
 
 def unit_costs(model, n: int, chunk: int, device: str = "cpu") -> dict:
     """Measured seconds of one forward (eager, as HEAT's objective), one gradient and one HVP (vmapped chunk)."""
-    from torch.func import grad, jvp, vmap
-
     from heat_module.forward import embed
-    from heat_module.objective import target_logprob_fn
+    from heat_module.objective import batched_hvp, target_logprob_fn
 
     ids = torch.randint(100, 10000, (1, n), generator=torch.Generator().manual_seed(0)).to(device)
     x = embed(model, ids).detach()
@@ -175,7 +172,7 @@ def unit_costs(model, n: int, chunk: int, device: str = "cpu") -> dict:
     tangents = torch.randn(chunk, 1, n, x.shape[-1], generator=torch.Generator().manual_seed(1)).to(device)
     t0 = time.perf_counter()
     with torch.enable_grad():
-        vmap(lambda t: jvp(grad(g), (x,), (t,))[1])(tangents)
+        batched_hvp(g, x)(tangents)
     sync(device)
     hvp = (time.perf_counter() - t0) / chunk
     return {"forward_s": fwd, "gradient_s": grd, "hvp_s": hvp, "gradient_fe": grd / fwd, "hvp_fe": hvp / fwd}

@@ -292,12 +292,9 @@ def gate_options(keep: torch.Tensor, auto_sinks: Sequence[int]) -> dict[str, tor
     ``auto-median`` (a proposal evaluated here, not in ``transition.py``) gives the flagged positions the median M of
     the other positions instead of 0, so a sink position that carries content can still be attributed.
     """
+    from heat_module.transition import renormalise
+
     n = keep.numel()
-
-    def renorm(m: torch.Tensor) -> torch.Tensor:
-        total = m.sum()
-        return m / total if total > 0 else torch.full_like(m, 1.0 / n)
-
     flagged = sorted({int(i) for i in auto_sinks})
     first, auto, median = keep.clone(), keep.clone(), keep.clone()
     first[0] = 0.0
@@ -305,7 +302,8 @@ def gate_options(keep: torch.Tensor, auto_sinks: Sequence[int]) -> dict[str, tor
     others = [i for i in range(n) if i not in set(flagged)]
     if flagged and others:
         median[flagged] = keep[others].median()
-    return {"keep": renorm(keep), "first": renorm(first), "auto": renorm(auto), "auto-median": renorm(median)}
+    return {"keep": renormalise(keep), "first": renormalise(first), "auto": renormalise(auto),
+            "auto-median": renormalise(median)}
 
 
 def sink_transitions(captures: Sequence, attention_mask: torch.Tensor | None = None) -> tuple[dict, dict]:

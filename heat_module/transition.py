@@ -91,6 +91,15 @@ def sink_positions(phi_mass: torch.Tensor, norm_mass: torch.Tensor, valid: torch
     return (alpha >= threshold) & (nu < ratio) & valid
 
 
+def renormalise(m: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., n) non-negative M scaled to sum to one over the last dim; uniform over ``valid`` (bool (..., n),
+    default all) where nothing is left, e.g. after every position was dropped as a sink."""
+    if valid is None:
+        valid = torch.ones_like(m, dtype=torch.bool)
+    z = m.sum(-1, keepdim=True)
+    return torch.where(z > 0, m / z.clamp_min(1e-30), valid.float() / valid.sum(-1, keepdim=True).clamp_min(1))
+
+
 def transition_from_captures(
     captures: Sequence[LayerCapture],
     attention_mask: torch.Tensor | None = None,
@@ -143,9 +152,7 @@ def transition_from_captures(
         sinks = sink_positions(phi_mass, norm_mass, valid)
     elif sink != "keep":
         raise ValueError(f"Expected sink to be one of ['keep', 'first', 'auto'], got {sink!r}")
-    m = m.masked_fill(sinks, 0.0)
-    z = m.sum(-1, keepdim=True)
-    m = torch.where(z > 0, m / z.clamp_min(1e-30), valid.float() / valid.sum(-1, keepdim=True).clamp_min(1))
+    m = renormalise(m.masked_fill(sinks, 0.0), valid)
     if return_parts:
         return m, {"raw": raw, "sinks": sinks, "phi_mass": phi_mass, "norm_mass": norm_mass}
     return m

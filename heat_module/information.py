@@ -9,6 +9,7 @@ positions i0..n-1 are recomputed — about half the work of the naive loop befor
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from heat_module.capture import LayerCapture, PrefixKV, prefix_cache
 from heat_module.forward import embed, next_token_logits, position_ids_from_mask
 
-_MEAN_CACHE: dict[int, torch.Tensor] = {}
+_MEAN_CACHE: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}  # id(weight) -> (weight, its state, mean)
 
 
 def mask_vector(model: nn.Module, kind: str = "zero", token_id: int | None = None) -> torch.Tensor:
@@ -26,15 +27,19 @@ def mask_vector(model: nn.Module, kind: str = "zero", token_id: int | None = Non
     if kind == "zero":
         return torch.zeros(weight.shape[1], dtype=weight.dtype, device=weight.device)
     if kind == "mean":
-        key = id(weight)
-        if key not in _MEAN_CACHE:
+        # keyed by id, so also check that it is still the same tensor with the same data (ids are reused after a
+        # free; in-place updates bump _version; .to()/.double() on a module swap the data behind the same object)
+        state = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        cached = _MEAN_CACHE.get(id(weight))
+        if cached is None or cached[0]() is not weight or cached[1] != state:
             with torch.no_grad():
                 total = torch.zeros(weight.shape[1], dtype=torch.float64, device=weight.device)
                 for start in range(0, weight.shape[0], 8192):  # through the module: Gemma scales embeddings
                     ids = torch.arange(start, min(start + 8192, weight.shape[0]), device=weight.device)
                     total += embed(model, ids[None])[0].double().sum(0)
-                _MEAN_CACHE[key] = (total / weight.shape[0]).to(weight.dtype)
-        return _MEAN_CACHE[key]
+            cached = (weakref.ref(weight), state, (total / weight.shape[0]).to(weight.dtype))
+            _MEAN_CACHE[id(weight)] = cached
+        return cached[2]
     if kind == "token":
         if token_id is None or not 0 <= int(token_id) < weight.shape[0]:
             raise ValueError(f"Expected mask_token_id in [0, {weight.shape[0]}), got {token_id!r}")

@@ -55,6 +55,23 @@ def test_mask_vectors():
         mask_vector(model, "token", token_id=10**6)
 
 
+def test_mean_mask_follows_the_weights():
+    """The cached mean embedding is recomputed when the weights change in place or are cast (a cache keyed by id
+    alone returned a stale mean, and a reused id made test_mask_vectors flaky)."""
+    from heat_module.testing import tiny_model
+
+    model = tiny_model("llama", seed=0)
+    weight = model.get_input_embeddings().weight
+    first = mask_vector(model, "mean")
+    with torch.no_grad():
+        weight.add_(1.0)
+    torch.testing.assert_close(mask_vector(model, "mean"), first + 1)
+    model.double()
+    mean = mask_vector(model, "mean")
+    assert mean.dtype == torch.float64
+    torch.testing.assert_close(mean, model.get_input_embeddings().weight.mean(0))
+
+
 def test_chunks_and_kl():
     assert chunks([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
     assert chunks([3, 4, 6], 5) == [[3, 4], [6]]

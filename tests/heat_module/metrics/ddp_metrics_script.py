@@ -90,6 +90,7 @@ def worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         if rank == 0:
             with open(out_file, "w") as f:
                 json.dump(result, f)
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -65,7 +65,7 @@ setup(
         "triton": ["triton>=3.0"],
         "baselines": ["captum>=0.7"],
     },
-    entry_points={"console_scripts": ["heat=heat_module.cli:main"]},
+    entry_points={"console_scripts": ["heat=heat_module.cli.main:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -7,7 +7,7 @@ case: each case gets its own process so one case's allocations cannot hide anoth
 
 Peak memory, kernel benchmarks (``subprocess_peak_mib`` + ``peak_first_and_steady``): VmHWM − VmRSS around one call
 in a fresh subprocess with glibc's mmap threshold fixed at 64 KiB and VmHWM reset through /proc/self/clear_refs
-(see ``bench_rollout.py``); on a GPU, ``max_memory_allocated`` − ``memory_allocated`` (``peak_extra_cuda_mib``).
+(see ``bench_rollout_phi.py``); on a GPU, ``max_memory_allocated`` − ``memory_allocated`` (``peak_extra_cuda_mib``).
 """
 
 from __future__ import annotations

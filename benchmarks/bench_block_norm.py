@@ -5,7 +5,8 @@ SmolLM2-135M: hidden size d = 576, K = 32 top tokens, m = 1 (default) and 10 pro
 n = 256, 1024, 2048 tokens, fp32. GPU (when CUDA is available): reference vs Triton vs the CUDA op, fp32 and bf16,
 with GB/s and TFLOP/s.
 
-Method: the same as ``bench_rollout.py`` (the helpers of ``_common.py``): median wall time after a warm-up per --threads
+Method: the same as ``bench_rollout_phi.py`` (the helpers of ``_common.py``): median wall time after a warm-up per
+--threads
 setting; CPU peak extra memory = peak RSS added by one call in a fresh subprocess (glibc mmap threshold fixed at
 64 KiB, /proc/self/clear_refs reset; "first call" after a tiny warm-up, "steady" after a same-size call); GPU memory
 = max_memory_allocated delta. FLOPs: 4·m·n·K·d per call (projections and outputs); bytes: w, r read once, s written.

@@ -24,9 +24,9 @@ def case(method: str, n: int, probes: int, tokens: int, chunk: int) -> dict:
     import torch
 
     import heat_module as hm
-    from heat_module.capture import capture, install
-    from heat_module.curvature import curvature_exact, rademacher
-    from heat_module.forward import embed, next_token_logits
+    from heat_module.heat.curvature import curvature_exact, rademacher
+    from heat_module.lm.capture import capture, install
+    from heat_module.lm.forward import embed, next_token_logits
 
     model, tok = hm.load_model("smollm2")
     install(model)
@@ -59,8 +59,8 @@ def _naive_one(model, x, y, probes, i):
     """curvature_naive restricted to position i (same code path: forward, grad(create_graph), grad)."""
     import torch
 
-    from heat_module.forward import position_ids_from_mask
-    from heat_module.objective import target_logprob_fn
+    from heat_module.heat.objective import target_logprob_fn
+    from heat_module.lm.forward import position_ids_from_mask
 
     mask = torch.ones(1, x.shape[1], dtype=torch.long)
     g = target_logprob_fn(model, y, mask, position_ids_from_mask(mask))

@@ -22,9 +22,9 @@ def case(method: str, n: int, batch_size: int) -> dict:
     import torch
 
     import heat_module as hm
-    from heat_module.capture import capture, install
-    from heat_module.forward import embed, next_token_logits
-    from heat_module.information import information, information_naive
+    from heat_module.heat.information import information, information_naive
+    from heat_module.lm.capture import capture, install
+    from heat_module.lm.forward import embed, next_token_logits
 
     torch.manual_seed(0)
     model, tok = hm.load_model("smollm2")

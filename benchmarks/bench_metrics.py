@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, sync  # noqa: E402
 
-from heat_module.forward import make_forward_fn  # noqa: E402
+from heat_module.lm.forward import make_forward_fn  # noqa: E402
+from heat_module.lm.loading import load_model  # noqa: E402
 from heat_module.metrics import SoftFaithfulness  # noqa: E402
-from heat_module.models import load_model  # noqa: E402
 
 SUBJECTS = ["The old lighthouse", "Marie Curie", "The river Danube", "A young engineer", "The city council",
             "The museum in Lisbon", "My grandmother", "The red telescope", "The football team", "A small bakery"]

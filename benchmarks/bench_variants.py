@@ -6,7 +6,7 @@ of a data file (consecutive prompts concatenated until n tokens, then cut), for 
     full (exact HVPs) | LR(k) | LS(L) | WIN(W=n/4, 50 %) | LR+WIN | Fisher(K)
 
 and for each: wall time per example, peak memory, forward-pass equivalents (``result.cost``, the cost model of
-:mod:`heat_module.scalable`), HVP count, Spearman ρ and top-5 overlap of the scores against full HEAT on the same
+:mod:`heat_module.heat.cost`), HVP count, Spearman ρ and top-5 overlap of the scores against full HEAT on the same
 context, and the window-leakage proxy ε̂_M(W) for the windowed variants. It also measures, on the same machine, the
 seconds of one forward pass, one gradient and one vmapped HVP at each n, so the nominal FE weights (gradient = 2,
 HVP = 4) can be compared with measured ratios, and checks the target "full HEAT with Fisher curvature costs
@@ -64,7 +64,7 @@ HEADING = "## Scalable variants (issue 6)"
 
 # ---------------------------------------------------------------------------------------------------------- inputs
 def read_prompts(path: str, field: str) -> list[str]:
-    from heat_module.fit import read_texts
+    from heat_module.data.readers import read_texts
 
     return read_texts(path, field)
 
@@ -150,8 +150,8 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
 
 def unit_costs(model, n: int, chunk: int, device: str = "cpu") -> dict:
     """Measured seconds of one forward (eager, as HEAT's objective), one gradient and one HVP (vmapped chunk)."""
-    from heat_module.forward import embed
-    from heat_module.objective import batched_hvp, target_logprob_fn
+    from heat_module.heat.objective import batched_hvp, target_logprob_fn
+    from heat_module.lm.forward import embed
 
     ids = torch.randint(100, 10000, (1, n), generator=torch.Generator().manual_seed(0)).to(device)
     x = embed(model, ids).detach()
@@ -181,7 +181,7 @@ def unit_costs(model, n: int, chunk: int, device: str = "cpu") -> dict:
 # ---------------------------------------------------------------------------------------------------------- run
 def run(args) -> tuple[list[dict], list[str]]:
     torch.set_num_threads(args.threads)
-    from heat_module.capture import install
+    from heat_module.lm.capture import install
 
     model, tok = hm.load_model(args.model, device=args.device)
     install(model)  # the "heat" attention (eager path available for forward-mode AD)
@@ -351,7 +351,7 @@ def append_results(report: list[str], args) -> None:
         f"of .jsonl files, lines of .txt files), probes m = {args.probes}, β = γ = 0.5, "
         f"sink = {hm.HEATConfig().sink}, info_batch_size = {hm.HEATConfig().info_batch_size}, "
         f"hvp_mode = {hm.HEATConfig().hvp_mode}. "
-        "FE = forward-pass equivalents of the cost model in heat_module/scalable.py; memory = "
+        "FE = forward-pass equivalents of the cost model in heat_module/heat/cost.py; memory = "
         + ("peak torch.cuda.max_memory_allocated above the allocation before the variant."
            if args.device.startswith("cuda") else
            "peak RSS above the pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB)."),

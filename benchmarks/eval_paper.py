@@ -1,11 +1,13 @@
 """Reproduce the paper's evaluation (Tables 1, 2, 5, 7) on SmolLM2 with the code behind ``heat eval``.
 
-Same options as ``heat eval`` (``heat_module.evaluation.build_parser``), with defaults for this repository: the
+Same options as ``heat eval`` (``heat_module.cli.eval.build_parser``), with defaults for this repository: the
 cache and figures under ``benchmarks/eval_smollm2/``, the report at ``benchmarks/RESULTS-eval.md``, one torch
 thread (on a shared CPU, more threads are slower), and the discussion below inserted into the report
 (``--no-notes`` leaves it out — do that when you change the settings, since it describes the recorded run).
 Resumable: re-running skips finished (dataset, example, method) results, and a larger ``--limit`` extends the run.
-The recorded run::
+The data are the ``--longra``/``--tellmewhy``/``--wikibio``/``--curated`` files, or those under ``$HEAT_DATA_DIR``
+(a folder holding ReAGent's ``reagent/`` data and the curated ``heta/`` set; see ``heat_module.evaluation.config``).
+The recorded run (with ``HEAT_DATA_DIR`` exported)::
 
     PYTHONPATH=. nohup .venv/bin/python benchmarks/eval_paper.py --limit 10 --num-masks 5 --sweep-sinks first \\
         --methods attention_rollout last_layer_attention gradient_norm input_x_gradient integrated_gradients \\
@@ -23,7 +25,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from heat_module.evaluation import build_parser, config_from_args, run
+from heat_module.cli.eval import build_parser, config_from_args
+from heat_module.evaluation import run
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     if not args.no_notes:
         cfg.notes = NOTES
-    report = run(cfg, command="PYTHONPATH=. .venv/bin/python benchmarks/eval_paper.py " + shlex.join(argv))
+    report = run(cfg, command="PYTHONPATH=. .venv/bin/python benchmarks/eval_paper.py " + shlex.join(argv),
+                 machine=args.machine)
     print(f"Report written to {report}")
     return 0
 

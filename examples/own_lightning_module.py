@@ -24,7 +24,7 @@ import torch
 
 import heat_module as hm
 from heat_module.data import TextPromptsDataModule
-from heat_module.module import HEATPredictMixin
+from heat_module.lightning.module import HEATPredictMixin
 
 
 class MyLM(HEATPredictMixin, pl.LightningModule):

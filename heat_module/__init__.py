@@ -1,7 +1,8 @@
 """heat-attribution: HEAT (Hessian-enhanced attribution) for decoder-only language models.
 
-Public API (shared/DESIGN.md): ``load_model``, ``HEAT``, ``HEATConfig``, ``AttributionResult``, ``HEATModule``,
-``AttributionWriter``, ``attribute_batch``. Heavy modules (lightning, transformers) are imported lazily.
+Public API (README "Public API"): ``load_model``, ``HEAT``, ``HEATConfig``, ``AttributionResult``, ``Cost``,
+``HEATModule``, ``HEATPredictMixin``, ``AttributionWriter``, ``attribute_batch``, ``fit_weights``. Heavy modules
+(lightning, transformers) are imported lazily, on first access of the name.
 """
 
 from __future__ import annotations
@@ -9,21 +10,21 @@ from __future__ import annotations
 import importlib
 
 from heat_module.config import HEATConfig
-from heat_module.result import AttributionResult
+from heat_module.result import AttributionResult, Cost
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "heat_module.models",
-    "HEAT": "heat_module.heat",
-    "attribute_batch": "heat_module.heat",
-    "HEATPredictMixin": "heat_module.module",
-    "HEATModule": "heat_module.module",
-    "AttributionWriter": "heat_module.writer",
-    "fit_weights": "heat_module.fit",
+    "load_model": "heat_module.lm.loading",
+    "HEAT": "heat_module.heat.estimator",
+    "attribute_batch": "heat_module.heat.estimator",
+    "HEATPredictMixin": "heat_module.lightning.module",
+    "HEATModule": "heat_module.lightning.module",
+    "AttributionWriter": "heat_module.lightning.writer",
+    "fit_weights": "heat_module.heat.fit",
 }
 
-__all__ = ["HEATConfig", "AttributionResult", *_LAZY]
+__all__ = ["HEATConfig", "AttributionResult", "Cost", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -1,15 +1,17 @@
-"""Configuration of a HEAT run (paper eq. 5, Algorithm 1; shared/DESIGN.md).
+"""Configuration of a HEAT run (paper eq. 5, Algorithm 1; docs/design.md).
 
-One dataclass, every field documented and validated in ``__post_init__`` with "Expected X, got Y" errors.
+One dataclass, every field documented and validated in ``__post_init__`` with "Expected X, got Y" errors. Every
+choice is defined once, as a ``Literal`` type; the tuples of allowed values (``SINKS``, ``CURVATURES``, ...) come
+from it (``typing.get_args``), and every other module that lists choices imports them from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
+
+from heat_module.hashing import stable_hash
 
 Curvature = Literal["exact", "fisher", "lowrank"]
 MaskKind = Literal["zero", "mean", "token"]
@@ -19,13 +21,13 @@ Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
 HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
 
-_CURVATURES = ("exact", "fisher", "lowrank")
-_MASKS = ("zero", "mean", "token")
-_ABLATIONS = ("full", "transition", "curvature", "information", "no_gate", "uniform_gate")
-_SINKS = ("keep", "first", "auto")
-HVP_MODES = ("forward_over_reverse", "reverse_over_reverse")
-_AGGREGATIONS = ("mean", "max", "sum")
-_BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
+CURVATURES: tuple[str, ...] = get_args(Curvature)
+MASKS: tuple[str, ...] = get_args(MaskKind)
+ABLATIONS: tuple[str, ...] = get_args(Ablation)
+SINKS: tuple[str, ...] = get_args(Sink)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+HVP_MODES: tuple[str, ...] = get_args(HVPMode)
 
 
 @dataclass
@@ -53,17 +55,17 @@ class HEATConfig:
         info_batch_size: how many masked variants are run in one forward pass. ≥ 1.
         ablation: Table 5 ablations: ``"full"`` (eq. 5), ``"transition"`` (M only), ``"curvature"`` (S only),
             ``"information"`` (I only), ``"no_gate"`` (βS+γI), ``"uniform_gate"`` (M = 1/n).
-        sink: attention-sink handling of the gate M: ``"keep"`` (DESIGN.md's M), ``"first"`` (position 0 left
+        sink: attention-sink handling of the gate M: ``"keep"`` (docs/design.md's M), ``"first"`` (position 0 left
             out and M renormalised), ``"auto"`` (default: positions that take ≥ 20 % of the rollout's attention
             mass while moving less than half the average value norm are left out; see
-            :func:`heat_module.transition.sink_positions`). Why ``"auto"``: on SmolLM2 the first token takes
-            ~76 % of DESIGN.md's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
+            :func:`heat_module.heat.transition.sink_positions`). Why ``"auto"``: on SmolLM2 the first token takes
+            ~76 % of the paper's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
             benchmark of ``benchmarks/RESULTS-eval.md`` (``"first"`` and ``"auto"`` tie there), and ``"auto"``
             keeps position 0 on models or prompts where it is not a sink.
         window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
         stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
         window_leakage: HEAT-WIN: also report the window-leakage proxy ε̂_M(W) (Thm 4 eq. 12, Table 12) in
-            ``result.extra`` (one extra forward pass over the full context; see :mod:`heat_module.windowing`).
+            ``result.extra`` (one extra forward pass over the full context; see :mod:`heat_module.heat.windowing`).
         aggregation: sentence-level aggregation over target positions (eq. 23–24).
         backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
         seed: seed of the probe generator; results are deterministic for a fixed seed.
@@ -102,13 +104,13 @@ class HEATConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"Expected {name} to be a non-negative number, got {value!r}")
-        _choice("curvature", self.curvature, _CURVATURES)
-        _choice("mask", self.mask, _MASKS)
-        _choice("ablation", self.ablation, _ABLATIONS)
-        _choice("sink", self.sink, _SINKS)
-        _choice("aggregation", self.aggregation, _AGGREGATIONS)
-        _choice("backend", self.backend, _BACKENDS)
-        _choice("hvp_mode", self.hvp_mode, HVP_MODES)
+        check_choice("curvature", self.curvature, CURVATURES)
+        check_choice("mask", self.mask, MASKS)
+        check_choice("ablation", self.ablation, ABLATIONS)
+        check_choice("sink", self.sink, SINKS)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("hvp_mode", self.hvp_mode, HVP_MODES)
         for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:
@@ -147,14 +149,14 @@ class HEATConfig:
 
     def hash(self) -> str:
         """A short stable hash of every field (written next to each attribution by the writer)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+        return stable_hash(self.to_dict())
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Raise "Expected {name} to be one of [...], got ..." unless ``value`` is in ``allowed``."""
     if value not in allowed:
         raise ValueError(f"Expected {name} to be one of {list(allowed)}, got {value!r}")
 

@@ -1,11 +1,88 @@
-"""The result type every attribution method returns (HEAT and the baselines alike)."""
+"""The result type every attribution method returns (HEAT and the baselines alike), and its :class:`Cost`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from heat_module.viz import result_to_html, save_png
+
+_COUNTERS = ("forward_passes", "forward_equivalents", "hvps", "gradients")
+
+
+@dataclass
+class Cost:
+    """What one attribution spent (the cost model is :mod:`heat_module.heat.cost`).
+
+    Attributes:
+        forward_passes: forward passes of the model (any length).
+        forward_equivalents: compute in units of one forward pass over the full context (FE).
+        hvps: Hessian-vector products.
+        gradients: input-gradient backward passes.
+        seconds: wall time per component (``transition``, ``curvature``, ``information``, ...).
+        details: estimator-specific entries (``fisher_k``, ``fisher_mass``, ``lowrank_k``, ``curvature_layers``).
+
+    Serialised by :meth:`to_dict` as one flat dict (the counters, ``seconds``, then the details), the format of
+    ``AttributionResult.to_dict()["cost"]``; a cost that counted nothing serialises as ``{}`` (the baselines).
+    Read access by key (``cost["hvps"]``, ``cost.get("fisher_k")``) looks at that flat dict.
+    """
+
+    forward_passes: int = 0
+    forward_equivalents: float = 0.0
+    hvps: int = 0
+    gradients: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, other: Cost, scale: float = 1.0) -> Cost:
+        """Accumulate ``other`` in place and return self: counts and seconds (per key) summed,
+        ``forward_equivalents`` × ``scale`` (e.g. a window's FE are in units of its own length), numeric details
+        summed, other details kept from the first cost that had them."""
+        self.forward_passes += other.forward_passes
+        self.forward_equivalents += other.forward_equivalents * scale
+        self.hvps += other.hvps
+        self.gradients += other.gradients
+        for name, t in other.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + float(t)
+        for key, value in other.details.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.details[key] = self.details.get(key, 0) + value
+            else:
+                self.details.setdefault(key, value)
+        return self
+
+    def is_empty(self) -> bool:
+        """True when nothing was counted."""
+        return not (any(getattr(self, k) for k in _COUNTERS) or self.seconds or self.details)
+
+    def to_dict(self) -> dict:
+        """The flat JSON form (``{}`` for an empty cost)."""
+        if self.is_empty():
+            return {}
+        return {**{k: getattr(self, k) for k in _COUNTERS}, "seconds": dict(self.seconds), **self.details}
+
+    @classmethod
+    def from_dict(cls, data: dict | Cost | None) -> Cost:
+        """Inverse of :meth:`to_dict` (a :class:`Cost` is returned as is)."""
+        if isinstance(data, Cost):
+            return data
+        data = dict(data or {})
+        counters = {k: data.pop(k) for k in _COUNTERS if k in data}
+        seconds = dict(data.pop("seconds", {}) or {})
+        return cls(**counters, seconds=seconds, details=data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
 
 
 @dataclass
@@ -24,7 +101,7 @@ class AttributionResult:
         first_order: (n,) ‖∇_{x_i} g‖₁ when α > 0, else ``None``.
         method: the method's name (``"heat"``, ``"integrated_gradients"``, ...).
         config: the configuration that produced it, as a dict.
-        cost: forward passes, HVPs, gradients and wall time per component.
+        cost: forward passes, HVPs, gradients and wall time per component (:class:`Cost`).
         extra: method-specific extras (e.g. target ids of a sentence, window leakage).
     """
 
@@ -39,10 +116,11 @@ class AttributionResult:
     first_order: torch.Tensor | None = None
     method: str = "heat"
     config: dict = field(default_factory=dict)
-    cost: dict = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.cost = Cost.from_dict(self.cost)
         n = len(self.tokens)
         for name in ("token_ids", "scores", "transition", "curvature", "information", "first_order"):
             value = getattr(self, name)
@@ -84,7 +162,7 @@ class AttributionResult:
             "information": conv(self.information),
             "first_order": conv(self.first_order),
             "config": self.config,
-            "cost": self.cost,
+            "cost": self.cost.to_dict(),
             "extra": self.extra,
         }
 
@@ -109,14 +187,12 @@ class AttributionResult:
             first_order=conv(data.get("first_order")),
             method=data.get("method", "heat"),
             config=data.get("config", {}),
-            cost=data.get("cost", {}),
+            cost=Cost.from_dict(data.get("cost")),
             extra=data.get("extra", {}),
         )
 
     def to_html(self, title: str | None = None) -> str:
         """A self-contained HTML heatmap of the scores (see :mod:`heat_module.viz`)."""
-        from heat_module.viz import result_to_html
-
         return result_to_html(self, title=title)
 
     def save_html(self, path: str, title: str | None = None) -> None:
@@ -125,6 +201,4 @@ class AttributionResult:
 
     def save_png(self, path: str, title: str | None = None) -> None:
         """A PNG heatmap in the style of the paper's Figures 4–6 (see :mod:`heat_module.viz`)."""
-        from heat_module.viz import save_png
-
         save_png(self, path, title=title)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heat_module.lm.forward import next_token_logits
+
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
 
 _WORDS = tuple((
@@ -25,6 +27,7 @@ SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 def tiny_tokenizer():
     """A word-level fast tokenizer over ~130 words (vocabulary size :data:`TINY_VOCAB`)."""
+    # lazy imports here and below: transformers / tokenizers are heavy and only needed when a model is built
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -95,8 +98,6 @@ def grad_x_input_fn(model: nn.Module):
     ``attribute(inputs_embeds (B, n, d), attention_mask (B, n), target_ids (B,)) -> (B, n)``; it enables autograd
     itself, since torchmetrics' ``update`` runs without it.
     """
-    from heat_module.forward import next_token_logits
-
     def attribute(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = inputs_embeds.detach().requires_grad_(True)

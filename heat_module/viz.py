@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from heat_module.result import AttributionResult
+
+class Attribution(Protocol):
+    """What the pictures read from an :class:`heat_module.result.AttributionResult` (this module sits below it)."""
+
+    tokens: list[str]
+    target: str
+    method: str
+    scores: torch.Tensor
+    transition: torch.Tensor | None
+    curvature: torch.Tensor | None
+    information: torch.Tensor | None
+    first_order: torch.Tensor | None
+
+    def topk(self, k: int = 5) -> list[tuple[int, str, float]]: ...
 
 
 def _shares(values: torch.Tensor | None) -> list[float] | None:
@@ -24,7 +36,7 @@ def _show(token: str) -> str:
     return token.replace("\n", "⏎").replace("Ġ", " ") or "∅"
 
 
-def result_to_html(result: AttributionResult, title: str | None = None) -> str:
+def result_to_html(result: Attribution, title: str | None = None) -> str:
     """A self-contained HTML page: the context tokens shaded by score, one row per component, and a top-k table."""
     rows = [("Attr (eq. 5)", result.scores)]
     for name, label in (("transition", "M (gate)"), ("curvature", "S (Hessian)"), ("information", "I (KL)"),
@@ -60,9 +72,9 @@ def result_to_html(result: AttributionResult, title: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def save_png(result: AttributionResult, path: str, title: str | None = None, per_line: int = 14) -> None:
+def save_png(result: Attribution, path: str, title: str | None = None, per_line: int = 14) -> None:
     """A PNG token strip: each context token in a box shaded by its normalised score, the target at the end."""
-    import matplotlib
+    import matplotlib  # lazy: heavy optional dependency, only for PNGs
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

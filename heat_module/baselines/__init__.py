@@ -7,7 +7,7 @@ and ``attribute_batch(input_ids, attention_mask, target_ids)`` returning :class:
 ======================================  ====================================================================
 name                                    method
 ======================================  ====================================================================
-``heat``                                :class:`heat_module.heat.HEAT` (options = a ``config``)
+``heat``                                :class:`heat_module.heat.estimator.HEAT` (options = a ``config``)
 ``attention_rollout``                   Abnar & Zuidema 2020 rollout of 0.5·Ā + 0.5·I, row p
 ``last_layer_attention``                mean over heads of the last layer's attention row p
 ``gradient_norm``                       ‖∇_{x_i} g‖₂ (``norm=1`` for ‖·‖₁)
@@ -18,71 +18,15 @@ name                                    method
 ``captum_feature_ablation`` …           captum ``LLMAttribution`` / ``LLMGradientAttribution`` (optional extra)
 ``inseq``                               scores saved by inseq (e.g. ReAGent), looked up by token ids
 ======================================  ====================================================================
+
+Every method subclasses :class:`heat_module.attribution.base.Attributor` (``AttributionMethod`` is kept as an alias of
+it for code written against the old name); the registry functions are those of :mod:`heat_module.attribution.registry`.
 """
 
-from __future__ import annotations
+from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import available_methods, get_method, register
 
-import importlib
+#: The former name of :class:`heat_module.attribution.base.Attributor` (kept for compatibility).
+AttributionMethod = Attributor
 
-_REGISTRY: dict[str, str] = {
-    "heat": "heat_module.heat:HEAT",
-    "attention_rollout": "heat_module.baselines.attention_rollout:AttentionRollout",
-    "last_layer_attention": "heat_module.baselines.last_layer_attention:LastLayerAttention",
-    "gradient_norm": "heat_module.baselines.gradient_norm:GradientNorm",
-    "input_x_gradient": "heat_module.baselines.input_x_gradient:InputXGradient",
-    "integrated_gradients": "heat_module.baselines.integrated_gradients:IntegratedGradients",
-    "occlusion": "heat_module.baselines.occlusion:Occlusion",
-    "random": "heat_module.baselines.random_scores:RandomScores",
-    "captum_feature_ablation": "heat_module.baselines.captum_llm:CaptumFeatureAblation",
-    "captum_shapley_value_sampling": "heat_module.baselines.captum_llm:CaptumShapleyValueSampling",
-    "captum_lime": "heat_module.baselines.captum_llm:CaptumLime",
-    "captum_layer_integrated_gradients": "heat_module.baselines.captum_llm:CaptumLayerIntegratedGradients",
-    "inseq": "heat_module.baselines.inseq_import:InseqScores",
-}
-_ALIASES = {
-    "rollout": "attention_rollout",
-    "attention": "last_layer_attention",
-    "last_attention": "last_layer_attention",
-    "saliency": "gradient_norm",
-    "grad_norm": "gradient_norm",
-    "ixg": "input_x_gradient",
-    "ig": "integrated_gradients",
-    "loo": "occlusion",
-    "leave_one_out": "occlusion",
-}
-
-
-def available_methods() -> list[str]:
-    """The registered method names (aliases excluded)."""
-    return sorted(_REGISTRY)
-
-
-def register(name: str, target: str | type) -> None:
-    """Register a method class (or a ``"module:Class"`` path) under ``name``."""
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
-    if ":" not in target:
-        raise ValueError(f"Expected a class or a 'module:Class' path, got {target!r}")
-    _REGISTRY[name] = target
-
-
-def get_method(name: str) -> type:
-    """The method class registered under ``name`` (case-insensitive; ``-`` and ``_`` are equivalent).
-
-    Raises:
-        KeyError: naming the known methods when ``name`` is unknown.
-        ImportError: when the method's optional dependency (captum) is missing.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"Expected a method name string, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise KeyError(
-            f"Expected a method name in {available_methods()} (or an alias in {sorted(_ALIASES)}), got {name!r}"
-        )
-    module, _, attr = _REGISTRY[key].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-__all__ = ["available_methods", "get_method", "register"]
+__all__ = ["AttributionMethod", "Attributor", "available_methods", "get_method", "register"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heat_module.forward import next_token_logits
+from heat_module.lm.forward import next_token_logits
 
 
 def batch_gradient(

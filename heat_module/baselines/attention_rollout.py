@@ -6,7 +6,7 @@ rollout is the bottom-up product R = Â^{L-1} ··· Â^1 Â^0 and the score of 
 prediction position. Only row p is needed, so it is computed top-down as ρ ← ρ Â^l from ρ = e_p (vector–matrix
 products; equal to the matrix product by associativity). The target does not enter (attention is target-agnostic).
 
-Attention probabilities come from :func:`heat_module.capture.capture` (``weights=True``: the eager path records
+Attention probabilities come from :func:`heat_module.lm.capture.capture` (``weights=True``: the eager path records
 (B, H, n, n) per layer), so any architecture HEAT supports works; left padding is exact because real queries
 never attend to padded keys.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
-from heat_module.capture import capture, install
-from heat_module.forward import next_token_logits
+from heat_module.attribution.base import Attributor
+from heat_module.lm.capture import capture, install
+from heat_module.lm.forward import next_token_logits
 
 
 def attention_maps(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
@@ -48,7 +48,7 @@ def rollout_row(maps: list[torch.Tensor], b: int, start: int, residual: float = 
     return rho
 
 
-class AttentionRollout(AttributionMethod):
+class AttentionRollout(Attributor):
     """Attention rollout of the prediction position (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928).
 
     Options:

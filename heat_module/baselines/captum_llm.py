@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
 
 ALGORITHMS = ("feature_ablation", "shapley_value_sampling", "lime", "layer_integrated_gradients")
 
 
 def _require_captum():
     try:
-        import captum.attr as ca
+        import captum.attr as ca  # lazy: optional dependency (the [baselines] extra)
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "Expected captum to be installed for the captum baselines, got none; install the extra: "
@@ -56,7 +56,7 @@ def _token_input(ca, ids: torch.Tensor, tokenizer, baseline_token: int):
     return IdsTokenInput()
 
 
-class CaptumLLM(AttributionMethod):
+class CaptumLLM(Attributor):
     """One of captum's LLM attribution methods on the next-token log-probability.
 
     Options:

@@ -1,7 +1,7 @@
 """Gradient norm ("saliency", Simonyan et al. 2014; for text Li et al. 2016, "Visualizing and Understanding Neural
 Models in NLP", NAACL): score_i = ‖∇_{x_i} g‖_q with g = log P(y | X), q = 2 (default) or 1.
 
-The q = 1 variant equals HEAT+FO's first-order term (:func:`heat_module.objective.gradient_norms`).
+The q = 1 variant equals HEAT+FO's first-order term (:func:`heat_module.heat.objective.gradient_norms`).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
 from heat_module.baselines._grad import batch_gradient
 
 
-class GradientNorm(AttributionMethod):
+class GradientNorm(Attributor):
     """‖∇_{x_i} log P(y | X)‖_q per token (https://arxiv.org/abs/1312.6034, https://arxiv.org/abs/1506.01066).
 
     Options:

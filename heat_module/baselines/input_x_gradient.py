@@ -9,11 +9,11 @@ from typing import Any
 
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
 from heat_module.baselines._grad import batch_gradient
 
 
-class InputXGradient(AttributionMethod):
+class InputXGradient(Attributor):
     """Σ_d x_i ⊙ ∇_{x_i} log P(y | X) per token (https://arxiv.org/abs/1605.01713).
 
     Options:

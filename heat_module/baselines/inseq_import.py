@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
 from heat_module.result import AttributionResult
 
 
@@ -136,7 +136,7 @@ def load_inseq(path: str | Path, step: int = 0, reduce: str = "norm") -> list[At
     return results
 
 
-class InseqScores(AttributionMethod):
+class InseqScores(Attributor):
     """Scores precomputed by inseq (e.g. ReAGent, https://arxiv.org/abs/2402.00794), looked up by token ids.
 
     Options:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod, chunk_rows
+from heat_module.attribution.base import Attributor, chunk_rows
 from heat_module.baselines._grad import batch_gradient, batch_logprob
-from heat_module.information import mask_vector
+from heat_module.lm.forward import mask_vector
 
 QUADRATURES = ("gauss_legendre", "trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -46,7 +46,7 @@ def quadrature(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (k + offset) / steps, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
 
 
-class IntegratedGradients(AttributionMethod):
+class IntegratedGradients(Attributor):
     """Integrated gradients of log P(y | X) w.r.t. the input embeddings (https://arxiv.org/abs/1703.01365).
 
     Options:

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
 from heat_module.baselines.attention_rollout import attention_maps
-from heat_module.capture import install
+from heat_module.lm.capture import install
 
 
-class LastLayerAttention(AttributionMethod):
+class LastLayerAttention(Attributor):
     """Mean over heads of the last layer's attention row p (https://arxiv.org/abs/1902.10186).
 
     Options:

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod, chunk_rows
-from heat_module.forward import next_token_logits
-from heat_module.information import kl_divergence, mask_vector
+from heat_module.attribution.base import Attributor, chunk_rows
+from heat_module.heat.information import kl_divergence
+from heat_module.lm.forward import mask_vector, next_token_logits
 
 
-class Occlusion(AttributionMethod):
+class Occlusion(Attributor):
     """Leave-one-token-out occlusion of the input embeddings (https://arxiv.org/abs/1612.08220).
 
     Options:

@@ -6,23 +6,21 @@ same scores whatever the batch it is in.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from torch import nn
 
-from heat_module.baselines._base import AttributionMethod
+from heat_module.attribution.base import Attributor
+from heat_module.hashing import digest_seed
 
 
 def example_seed(seed: int, ids: torch.Tensor) -> int:
     """A 63-bit seed from ``seed`` and the (n,) token ids of one example."""
-    h = hashlib.sha256(int(seed).to_bytes(8, "little", signed=True))
-    h.update(ids.detach().cpu().to(torch.int64).numpy().tobytes())
-    return int.from_bytes(h.digest()[:8], "little") & (2**63 - 1)
+    return digest_seed(seed, ids.detach().cpu().to(torch.int64).numpy().tobytes())
 
 
-class RandomScores(AttributionMethod):
+class RandomScores(Attributor):
     """Seeded uniform random scores per token.
 
     Options:

@@ -1,19 +1,30 @@
-"""Lightning data modules for HEAT: tokenised, left-padded batches with gold annotations for the metrics.
+"""Data for HEAT in plain Python: the readers of each dataset, the :class:`Example` record and left-padding collation.
 
-- :class:`TextPromptsDataModule` — prompts from a list, a text file (one per line) or JSON lines.
-- :class:`LongRADataModule` — ReAGent's LongRA JSON lines (single-token targets; distractor span).
-- :class:`CuratedDataModule` — the NarrativeQA ⊕ SciQ curated set (gold = important support words,
+- :mod:`~heat_module.data.text_prompts` — prompts from a list, a text file (one per line) or JSON lines.
+- :mod:`~heat_module.data.longra` — ReAGent's LongRA JSON lines (single-token targets; distractor span).
+- :mod:`~heat_module.data.curated` — the NarrativeQA ⊕ SciQ curated set (gold = important support words,
   distractor = the narrative), and :func:`build_curated_examples` to make one from your own texts.
 
-The batch dict they produce is documented in :mod:`heat_module.data.collate`.
+The batch dict the collator produces is documented in :mod:`heat_module.data.collate`. The Lightning data modules
+(``HEATDataModule``, ``TextPromptsDataModule``, ``LongRADataModule``, ``CuratedDataModule``,
+``UnrepeatedShardSampler``) live in :mod:`heat_module.lightning.datamodules`; they stay importable from here
+(``from heat_module.data import CuratedDataModule``) through a lazy module attribute, so importing this package does
+not import Lightning.
 """
 
-from heat_module.data.base import DataError, HEATDataModule, UnrepeatedShardSampler, resolve_path, resolve_tokenizer
+from __future__ import annotations
+
+import importlib
+
 from heat_module.data.build_curated import build_curated_examples, save_curated_dataset
 from heat_module.data.collate import Example, LeftPadCollator, char_spans_to_tokens, continuation_ids
-from heat_module.data.curated import CuratedDataModule, curated_example
-from heat_module.data.longra import LongRADataModule
-from heat_module.data.text_prompts import TextPromptsDataModule
+from heat_module.data.curated import curated_example, read_curated
+from heat_module.data.longra import read_longra
+from heat_module.data.readers import DataError, read_texts, resolve_path, resolve_tokenizer
+from heat_module.data.text_prompts import read_text_prompts
+
+_LIGHTNING = ("CuratedDataModule", "HEATDataModule", "LongRADataModule", "TextPromptsDataModule",
+              "UnrepeatedShardSampler")
 
 __all__ = [
     "CuratedDataModule",
@@ -28,7 +39,17 @@ __all__ = [
     "char_spans_to_tokens",
     "continuation_ids",
     "curated_example",
+    "read_curated",
+    "read_longra",
+    "read_text_prompts",
+    "read_texts",
     "resolve_path",
     "resolve_tokenizer",
     "save_curated_dataset",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LIGHTNING:  # lazy: the Lightning data modules import lightning (a heavy optional-at-import dep)
+        return getattr(importlib.import_module("heat_module.lightning.datamodules"), name)
+    raise AttributeError(f"module 'heat_module.data' has no attribute {name!r}")

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from heat_module.data.base import DataError, parse_json_line, read_text, resolve_path
 from heat_module.data.curated import SEPARATOR, important_word_indices
+from heat_module.data.readers import DataError, parse_json_line, read_text, resolve_path
 
 _SUPPORT_KEYS = ("support", "question", "answer", "important_words")
 

@@ -32,8 +32,8 @@ import os
 import re
 from typing import Any
 
-from heat_module.data.base import DataError, HEATDataModule, read_text, resolve_path
 from heat_module.data.collate import Example, char_spans_to_tokens, continuation_ids
+from heat_module.data.readers import DataError, OnBad, raise_bad, read_text, resolve_path
 
 SEPARATOR = "<s>"
 _PUNCT = re.compile(r"^\W+|\W+$")
@@ -146,36 +146,25 @@ def load_curated_file(path: str | os.PathLike) -> tuple[Any, list]:
     return resolved, rows
 
 
-class CuratedDataModule(HEATDataModule):
-    """The curated NarrativeQA ⊕ SciQ set (module docstring) with gold and distractor token masks for DSA / F1.
+def read_curated(path: str | os.PathLike, tokenizer: Any, on_bad: OnBad = raise_bad,
+                 limit: int | None = None) -> list[Example]:
+    """Every usable example of a curated JSON file, in file order (at most ``limit``).
 
     Args:
-        path: the curated JSON file (default: the shared copy, relative to the working directory or the repo root).
-        tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
+        path: the curated JSON file (relative to the working directory or the repo root).
+        tokenizer: a fast tokenizer (character offsets).
+        on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
+        limit: stop after this many usable examples.
     """
-
-    def __init__(
-        self,
-        path: str | os.PathLike = "../shared/data/heta/heta_qa_dataset_100_unique.json",
-        tokenizer: object = "smollm2",
-        batch_size: int = 4,
-        limit: int | None = None,
-        num_workers: int = 0,
-        skip_bad_examples: bool = False,
-    ) -> None:
-        super().__init__(tokenizer, batch_size, limit, num_workers, skip_bad_examples)
-        self.path = path
-
-    def load_examples(self) -> list[Example]:
-        resolved, rows = load_curated_file(self.path)
-        examples = []
-        for k, raw in enumerate(rows):
-            label = f" (id {raw['id']!r})" if isinstance(raw, dict) and "id" in raw else ""
-            where = f"{resolved}: example {k}{label}"
-            try:
-                examples.append(curated_example(raw, self.tokenizer, where))
-            except DataError as e:
-                self.bad_example(where, str(e).removeprefix(f"{where}: "))
-            if self.limit is not None and len(examples) >= self.limit:
-                break
-        return examples
+    resolved, rows = load_curated_file(path)
+    examples = []
+    for k, raw in enumerate(rows):
+        label = f" (id {raw['id']!r})" if isinstance(raw, dict) and "id" in raw else ""
+        where = f"{resolved}: example {k}{label}"
+        try:
+            examples.append(curated_example(raw, tokenizer, where))
+        except DataError as e:
+            on_bad(where, str(e).removeprefix(f"{where}: "))
+        if limit is not None and len(examples) >= limit:
+            break
+    return examples

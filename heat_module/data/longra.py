@@ -20,74 +20,53 @@ the target may not be its prediction (HEAT still attributes the given target).
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_warn
-
-from heat_module.data.base import DataError, HEATDataModule, parse_json_line, read_text, resolve_path
 from heat_module.data.collate import Example, char_spans_to_tokens
+from heat_module.data.readers import DataError, OnBad, parse_json_line, raise_bad, read_text, resolve_path
 
 
-class LongRADataModule(HEATDataModule):
-    """LongRA JSON lines (module docstring).
+def read_longra(path: str | os.PathLike, tokenizer: Any,
+                on_bad: OnBad = raise_bad) -> tuple[list[Example], int, int]:
+    """The usable examples of a LongRA ``.jsonl`` file (module docstring), the number dropped for a multi-token
+    target, and the number of rows read.
 
     Args:
-        path: the ``.jsonl`` file.
-        tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
-
-    After ``setup``, ``num_dropped`` holds how many examples were dropped for a multi-token target.
+        on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
     """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        tokenizer: object = "smollm2",
-        batch_size: int = 4,
-        limit: int | None = None,
-        num_workers: int = 0,
-        skip_bad_examples: bool = False,
-    ) -> None:
-        super().__init__(tokenizer, batch_size, limit, num_workers, skip_bad_examples)
-        self.path = path
-        self.num_dropped = 0
-
-    def load_examples(self) -> list[Example]:
-        path = resolve_path(self.path)
-        examples: list[Example] = []
-        dropped = total = 0
-        for k, line in enumerate(read_text(path).split("\n")):
-            if not line.strip():
-                continue
-            where = f"{path}:{k + 1}"
-            row = parse_json_line(line, where)
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: Expected a JSON object, got {type(row).__name__}")
-            missing = [key for key in ("prompt", "target_text") if not isinstance(row.get(key), str)]
-            if missing:
-                raise DataError(f"{where}: Expected string fields 'prompt' and 'target_text', got keys {sorted(row)}")
-            total += 1
-            prompt, target = row["prompt"], row["target_text"]
-            if not prompt.strip():
-                self.bad_example(where, "Expected a non-empty prompt, got an empty string")
-                continue
-            t_ids = list(self.tokenizer(target, add_special_tokens=False)["input_ids"])
-            if len(t_ids) != 1:
-                dropped += 1
-                continue
-            enc = self.tokenizer(prompt, return_offsets_mapping=bool(getattr(self.tokenizer, "is_fast", False)))
-            distractor = None
-            span = _distractor_span(row, prompt)
-            if span is not None and "offset_mapping" in enc:
-                distractor = char_spans_to_tokens(enc["offset_mapping"], [span]) or None
-            meta = {"source": where, "target_text": target}
-            if "category" in row:
-                meta["category"] = row["category"]
-            examples.append(Example(id=str(row.get("id", k)), input_ids=list(enc["input_ids"]), target_id=int(t_ids[0]),
-                                    distractor=distractor, metadata=meta))
-        self.num_dropped = dropped
-        if dropped:
-            rank_zero_warn(f"LongRA {path}: dropped {dropped} of {total} examples whose target_text is not a single "
-                           f"token for this tokenizer ({total - dropped} kept)")
-        return examples
+    path = resolve_path(path)
+    examples: list[Example] = []
+    dropped = total = 0
+    for k, line in enumerate(read_text(path).split("\n")):
+        if not line.strip():
+            continue
+        where = f"{path}:{k + 1}"
+        row = parse_json_line(line, where)
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: Expected a JSON object, got {type(row).__name__}")
+        missing = [key for key in ("prompt", "target_text") if not isinstance(row.get(key), str)]
+        if missing:
+            raise DataError(f"{where}: Expected string fields 'prompt' and 'target_text', got keys {sorted(row)}")
+        total += 1
+        prompt, target = row["prompt"], row["target_text"]
+        if not prompt.strip():
+            on_bad(where, "Expected a non-empty prompt, got an empty string")
+            continue
+        t_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+        if len(t_ids) != 1:
+            dropped += 1
+            continue
+        enc = tokenizer(prompt, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)))
+        distractor = None
+        span = _distractor_span(row, prompt)
+        if span is not None and "offset_mapping" in enc:
+            distractor = char_spans_to_tokens(enc["offset_mapping"], [span]) or None
+        meta = {"source": where, "target_text": target}
+        if "category" in row:
+            meta["category"] = row["category"]
+        examples.append(Example(id=str(row.get("id", k)), input_ids=list(enc["input_ids"]), target_id=int(t_ids[0]),
+                                distractor=distractor, metadata=meta))
+    return examples, dropped, total
 
 
 def _distractor_span(row: dict, prompt: str) -> tuple[int, int] | None:

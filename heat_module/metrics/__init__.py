@@ -1,7 +1,7 @@
 """Attribution metrics as torchmetrics classes; functional forms in :mod:`heat_module.metrics.functional`.
 
-Definitions: shared/DESIGN.md, "Metrics". Model-based metrics take ``forward_fn =
-heat_module.forward.make_forward_fn(model)`` at construction, so they work with any model, and update with
+Definitions: docs/design.md, "Metrics". Model-based metrics take ``forward_fn =
+heat_module.lm.forward.make_forward_fn(model)`` at construction, so they work with any model, and update with
 ``(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,))``.
 Scores may come from any method; padding positions are ignored.
 

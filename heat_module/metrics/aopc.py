@@ -1,125 +1,17 @@
-"""AOPC comprehensiveness (ERASER, DeYoung et al. 2020), functional form and torchmetrics class.
-
-For each example with n real tokens ranked by score (ties: earlier position first) and target y,
-
-    AOPC = 1/|K| Σ_{k ∈ K} [ P(y | x) − P(y | x with its top-⌈k·n/100⌉ tokens' embeddings zeroed) ],
-
-K = {1, 5, 10, 20, 50} (percent; at least one token), then the mean over examples. Higher is better: removing the
-tokens a faithful method ranks first should lower the target's probability most. Removal zeroes the embedding
-(shared/DESIGN.md); padding is never touched. All removal copies of a batch go through ``forward_fn`` in chunks
-of ``batch_size`` rows.
-"""
+"""AOPC comprehensiveness as a torchmetrics class; the definition and the functional form are in
+:mod:`heat_module.metrics.functional.aopc`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from heat_module.metrics._common import (
-    Block,
-    ForwardFn,
-    SumCountMetric,
-    check_model_batch,
-    chunked_forward,
-    ranking,
-    topk_count,
-)
-
-AOPC_PERCENTS = (1, 5, 10, 20, 50)
-
-
-@dataclass(frozen=True)
-class _AOPCOptions:
-    """The options of :func:`aopc` (documented there), checked on construction."""
-
-    percents: Sequence[float] = AOPC_PERCENTS
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        percents = tuple(self.percents)
-        object.__setattr__(self, "percents", percents)
-        if not percents or any(not 0 < p <= 100 for p in percents):
-            raise ValueError(f"Expected percents in (0, 100], got {percents}")
-
-
-def _aopc_values(
-    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor,
-    forward_fn: ForwardFn, **options: Any,
-) -> torch.Tensor:
-    """(batch,) per-example AOPC.
-
-    Args:
-        scores: (batch, n) attribution scores (only their ranking matters).
-        inputs_embeds: (batch, n, d) left-padded embeddings.
-        attention_mask: (batch, n) or ``None``.
-        target_ids: (batch,) the target token ids y.
-        forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
-        options: the keyword options of :func:`aopc` (``percents``, ``batch_size``).
-    """
-    opts = _AOPCOptions(**options)
-    if target_ids is None:
-        raise ValueError("Expected target_ids of shape (batch,), got None")
-    real, mask = check_model_batch(scores, inputs_embeds, attention_mask, target_ids)
-    batch, n, _ = inputs_embeds.shape
-    scores = scores.to(inputs_embeds.device)
-
-    def blocks() -> Iterator[Block]:
-        for b in range(batch):
-            pos = real[b].nonzero().flatten()
-            order = pos[ranking(scores[b, pos])]
-            rows = [inputs_embeds[b]]
-            for pct in opts.percents:
-                row = inputs_embeds[b].clone()
-                row[order[: topk_count(pct, len(pos))]] = 0.0
-                rows.append(row)
-            y = int(target_ids[b])
-            yield torch.stack(rows), mask[b].expand(len(rows), n), lambda logp, y=y: logp[:, y].exp()
-
-    with torch.no_grad():
-        probs = chunked_forward(forward_fn, blocks(), opts.batch_size)  # each (1 + |K|,)
-    return torch.stack([(p[0] - p[1:]).mean() for p in probs]).float()
-
-
-def _aopc_update(
-    scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, target_ids: torch.Tensor,
-    forward_fn: ForwardFn, **options: Any,
-) -> tuple[torch.Tensor, int]:
-    """Running totals: (sum of per-example AOPC, number of examples); arguments as :func:`_aopc_values`."""
-    values = _aopc_values(scores, inputs_embeds, attention_mask, target_ids, forward_fn, **options)
-    return values.sum(), len(values)
-
-
-def _aopc_compute(total_aopc: torch.Tensor, total: torch.Tensor | int) -> torch.Tensor:
-    """Mean AOPC over examples."""
-    return total_aopc / total
-
-
-def aopc(
-    scores: torch.Tensor,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    target_ids: torch.Tensor,
-    forward_fn: ForwardFn,
-    percents: Sequence[float] = AOPC_PERCENTS,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Mean AOPC comprehensiveness of a batch (module docstring): a scalar tensor.
-
-    Args:
-        scores: (batch, n) attribution scores.
-        inputs_embeds: (batch, n, d) left-padded embeddings.
-        attention_mask: (batch, n) or ``None``.
-        target_ids: (batch,) target ids.
-        forward_fn: from ``heat_module.forward.make_forward_fn(model)``.
-        percents: the k values in percent (default 1, 5, 10, 20, 50).
-        batch_size: rows per forward call.
-    """
-    total_aopc, total = _aopc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn,
-                                     percents=percents, batch_size=batch_size)
-    return _aopc_compute(total_aopc, total)
+from heat_module.metrics.base import SumCountMetric
+from heat_module.metrics.functional.aopc import AOPC_PERCENTS, AOPCOptions, aopc_compute, aopc_update
+from heat_module.metrics.functional.common import ForwardFn
 
 
 class AOPC(SumCountMetric):
@@ -142,7 +34,7 @@ class AOPC(SumCountMetric):
     ) -> None:
         super().__init__(("aopc",), **kwargs)
         self.forward_fn = forward_fn
-        self.options = _AOPCOptions(percents, batch_size)
+        self.options = AOPCOptions(percents, batch_size)
 
     def update(
         self,
@@ -152,10 +44,10 @@ class AOPC(SumCountMetric):
         target_ids: torch.Tensor,
     ) -> None:
         """Add a batch (shapes as in :func:`aopc`)."""
-        total_aopc, count = _aopc_update(scores, inputs_embeds, attention_mask, target_ids, self.forward_fn,
+        total_aopc, count = aopc_update(scores, inputs_embeds, attention_mask, target_ids, self.forward_fn,
                                          **asdict(self.options))
         self.accumulate({"aopc": total_aopc}, count)
 
     def compute(self) -> torch.Tensor:
         """Mean AOPC over every example seen."""
-        return _aopc_compute(self.sum_aopc, self.total)
+        return aopc_compute(self.sum_aopc, self.total)

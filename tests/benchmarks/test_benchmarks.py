@@ -41,7 +41,7 @@ def ratio_lines(out: str) -> dict[str, float]:
 
 
 def test_bench_rollout_tiny():
-    out = run_script("bench_rollout.py", "--n", "64", "--layers", "2", "--loop-max-n", "64", "--threads", "1")
+    out = run_script("bench_rollout_phi.py", "--n", "64", "--layers", "2", "--loop-max-n", "64", "--threads", "1")
     assert out.startswith("# machine: ")
     ratios = ratio_lines(out)
     assert any(k.startswith("cpu_peak_mem_reference_over_sdpa_steady") for k in ratios)

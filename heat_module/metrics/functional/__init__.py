@@ -1,15 +1,20 @@
 """Functional forms of the metrics, ``torchmetrics.functional`` style: ``heat_module.metrics.functional.aopc(...)``.
 
-They live here rather than in ``heat_module.metrics`` because the functions share their names with the modules that
-define them (``aopc.py`` defines ``aopc``): exporting them from the package would shadow those modules.
+Each ``functional/<metric>.py`` holds the per-example values (``<metric>_values``), the running totals
+(``<metric>_update``), their reduction (``<metric>_compute``) and the public function; the Metric class in
+``heat_module.metrics.<metric>`` calls the same update / compute helpers. ``common`` holds what they share.
+
+The functions share their names with the modules that define them (``aopc.py`` defines ``aopc``), so after this
+package is imported ``heat_module.metrics.functional.aopc`` is the function: import helpers with
+``from heat_module.metrics.functional.aopc import aopc_update`` (which resolves the module), not as attributes.
 """
 
-from heat_module.metrics.aopc import aopc
-from heat_module.metrics.dsa import dsa
-from heat_module.metrics.f1_alignment import f1_alignment
-from heat_module.metrics.sensitivity import sensitivity
-from heat_module.metrics.soft_faithfulness import soft_faithfulness, soft_nc, soft_ns
-from heat_module.metrics.spearman import active_passive_robustness, spearman_rho
+from heat_module.metrics.functional.aopc import aopc
+from heat_module.metrics.functional.dsa import dsa
+from heat_module.metrics.functional.f1_alignment import f1_alignment
+from heat_module.metrics.functional.sensitivity import sensitivity
+from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness, soft_nc, soft_ns
+from heat_module.metrics.functional.spearman import active_passive_robustness, spearman_rho
 
 __all__ = [
     "active_passive_robustness",

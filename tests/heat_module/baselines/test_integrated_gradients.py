@@ -7,7 +7,7 @@ import torch
 
 from heat_module.baselines import get_method
 from heat_module.baselines.integrated_gradients import QUADRATURES, quadrature
-from heat_module.information import mask_vector
+from heat_module.lm.forward import mask_vector
 
 
 @pytest.mark.parametrize("method", QUADRATURES)

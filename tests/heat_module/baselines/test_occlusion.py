@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from heat_module.baselines import get_method
-from heat_module.information import information_naive, kl_divergence, mask_vector
+from heat_module.heat.information import information_naive, kl_divergence
+from heat_module.lm.forward import mask_vector
 
 
 def literal_occlusion(model, ids: torch.Tensor, measure: str, replacement: str):

@@ -82,7 +82,7 @@ def test_not_a_list_of_examples(tok, tmp_path):
 
 @pytest.mark.slow
 def test_shared_file_with_smollm2_tokenizer(smollm2):
-    from heat_module.data.base import resolve_path
+    from heat_module.data.readers import resolve_path
 
     try:
         resolve_path(SHARED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heat_module.forward import make_forward_fn
+from heat_module.lm.forward import make_forward_fn
 from heat_module.testing import TINY_VOCAB, tiny_model
 
 LENGTHS = (7, 5, 9)  # real tokens per example; the batch is left padded to max(LENGTHS)

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 
-from heat_module.forward import make_forward_fn, next_token_logits  # noqa: E402
+from heat_module.lm.forward import make_forward_fn, next_token_logits  # noqa: E402
 from heat_module.metrics import (  # noqa: E402
     AOPC,
     DSA,

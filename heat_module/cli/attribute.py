@@ -1,0 +1,61 @@
+"""``heat attribute``: attribute one text's next token from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from heat_module.config import CURVATURES, MASKS, SINKS, HEATConfig
+from heat_module.heat.estimator import HEAT
+from heat_module.lm.loading import load_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="heat attribute", description="HEAT attribution of a text's next token.")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local HF folder or a hub id")
+    p.add_argument("--text", required=True, help="the context to attribute")
+    p.add_argument("--target", default=None, help="target token (a single token string or an integer id)")
+    p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--gamma", type=float, default=0.5)
+    p.add_argument("--alpha", type=float, default=0.0)
+    p.add_argument("--curvature", default="exact", choices=list(CURVATURES))
+    p.add_argument("--probes", type=int, default=1)
+    p.add_argument("--mask", default="zero", choices=list(MASKS))
+    p.add_argument("--sink", default=None, choices=list(SINKS), help="attention-sink handling of M")
+    p.add_argument("--window", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--html", default=None, help="write an HTML heatmap to this path")
+    p.add_argument("--png", default=None, help="write a PNG heatmap to this path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``heat attribute``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    changes = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, curvature=args.curvature,
+                   probes=args.probes, mask=args.mask, window=args.window, seed=args.seed)
+    if args.sink is not None:
+        changes["sink"] = args.sink
+    try:
+        config = HEATConfig(**changes)
+        model, tokenizer = load_model(args.model)
+        target = int(args.target) if args.target is not None and args.target.lstrip("-").isdigit() else args.target
+        result = HEAT(model, tokenizer, config).attribute(args.text, target=target)
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+        print(f"heat attribute: error: {err}", file=sys.stderr)
+        return 2
+    if args.html:
+        result.save_html(args.html, title=args.text)
+    if args.png:
+        result.save_png(args.png)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"target: {result.target!r} (id {result.target_id})")
+        for rank, (i, tok, score) in enumerate(result.topk(args.topk), 1):
+            print(f"{rank:>2}. [{i:>3}] {tok!r:<16} {score:.5g}")
+    return 0

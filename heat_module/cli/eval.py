@@ -1,0 +1,76 @@
+"""``heat eval``: the paper's evaluation, methods × datasets with the paper's metrics (resumable).
+
+See :mod:`heat_module.evaluation`. Data paths are the ``--longra``/``--tellmewhy``/``--wikibio``/``--curated``
+options, or the files under ``$HEAT_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from heat_module.config import SINKS
+from heat_module.evaluation.config import DATA_DIR_ENV, DATASETS, EvalConfig, parse_methods
+from heat_module.evaluation.runner import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``heat eval`` options (``benchmarks/eval_paper.py`` adds its own defaults on top)."""
+    p = argparse.ArgumentParser(prog="heat eval", description="Reproduce the paper's evaluation (resumable).")
+    d = EvalConfig()
+    p.add_argument("--model", default=d.model, help="'smollm2' (offline default), an HF folder or id")
+    p.add_argument("--datasets", nargs="+", default=d.datasets, choices=DATASETS)
+    p.add_argument("--longra", default=None, help=f"glob of LongRA .jsonl files (default: under ${DATA_DIR_ENV})")
+    p.add_argument("--tellmewhy", default=None, help=f"TellMeWhy prompts file (default: under ${DATA_DIR_ENV})")
+    p.add_argument("--wikibio", default=None, help=f"WikiBio prompts file (default: under ${DATA_DIR_ENV})")
+    p.add_argument("--curated", default=None, help=f"curated JSON file (default: under ${DATA_DIR_ENV})")
+    p.add_argument("--limit", type=int, default=d.limit, help="examples per dataset")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--num-masks", type=int, default=d.num_masks)
+    p.add_argument("--bootstrap", type=int, default=d.bootstrap)
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="baselines as label or label=name:key=value,key=value (default: the paper's set)")
+    p.add_argument("--no-heat", action="store_true")
+    p.add_argument("--betas", nargs="+", type=float, default=d.betas)
+    p.add_argument("--sweep-sinks", nargs="*", default=d.sweep_sinks, choices=SINKS)
+    p.add_argument("--probes", type=int, default=d.probes)
+    p.add_argument("--fisher", action="store_true", help="also report HEAT with curvature='fisher' (extra rows)")
+    p.add_argument("--metric-batch-size", type=int, default=d.metric_batch_size)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out-dir", default=d.out_dir)
+    p.add_argument("--report", default=None)
+    p.add_argument("--machine", default=None, help="a description of the machine, written into the report")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="compute nothing: write the report from the cached examples that are complete")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """The :class:`EvalConfig` of parsed ``heat eval`` options."""
+    return EvalConfig(
+        model=args.model, datasets=list(args.datasets), longra=args.longra, tellmewhy=args.tellmewhy,
+        wikibio=args.wikibio, curated=args.curated, limit=args.limit, max_tokens=args.max_tokens, seed=args.seed,
+        num_masks=args.num_masks, bootstrap=args.bootstrap, baselines=parse_methods(args.methods),
+        heat=not args.no_heat, betas=list(args.betas), sweep_sinks=list(args.sweep_sinks), probes=args.probes,
+        fisher=args.fisher, metric_batch_size=args.metric_batch_size, threads=args.threads, out_dir=args.out_dir,
+        report=args.report, figures=not args.no_figures, progress=not args.no_progress, report_only=args.report_only,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``heat eval [--limit 20] [--out-dir DIR] ...`` (see :func:`build_parser`); resumable via the cache."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    report = run(cfg, command="heat eval " + shlex.join(argv), machine=args.machine)
+    print(f"Report written to {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Settings of one evaluation run (:class:`EvalConfig`), the datasets it knows, and the baselines it runs.
+
+Data paths come only from arguments (``EvalConfig(longra=...)``, ``heat eval --longra ...``) or from the environment
+variable ``HEAT_DATA_DIR``: a folder laid out as the shared data (``reagent/derived/longra_*.jsonl``,
+``reagent/data/benchmark/tellmewhy2.txt``, ``reagent/data/benchmark/wikitext.txt``,
+``heta/heta_qa_dataset_100_unique.json``). A dataset with neither raises an error naming both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heat_module.config import SINKS
+from heat_module.hashing import stable_hash
+
+DATA_DIR_ENV = "HEAT_DATA_DIR"
+#: where each dataset lies under ``$HEAT_DATA_DIR`` (LongRA: a glob)
+DATA_FILES = {
+    "longra": "reagent/derived/longra_*.jsonl",
+    "tellmewhy": "reagent/data/benchmark/tellmewhy2.txt",
+    "wikibio": "reagent/data/benchmark/wikitext.txt",
+    "curated": "heta/heta_qa_dataset_100_unique.json",
+}
+DATASETS = ("longra", "tellmewhy", "wikibio", "curated")
+DATASET_TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "curated": "Curated"}
+BENCHMARKS = ("longra", "tellmewhy", "wikibio")
+
+#: the baselines run by default: label -> (registry name, options)
+DEFAULT_BASELINES: dict[str, tuple[str, dict]] = {
+    "attention_rollout": ("attention_rollout", {}),
+    "last_layer_attention": ("last_layer_attention", {}),
+    "gradient_norm": ("gradient_norm", {"norm": 2}),
+    "input_x_gradient": ("input_x_gradient", {}),
+    "input_x_gradient_abs": ("input_x_gradient", {"absolute": True}),
+    "integrated_gradients": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre", "baseline": "zero"}),
+    "integrated_gradients_mean": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre",
+                                                           "baseline": "mean"}),
+    "occlusion": ("occlusion", {"measure": "prob"}),
+    "random": ("random", {}),
+}
+BASELINE_TITLES = {
+    "attention_rollout": "Attention rollout", "last_layer_attention": "Last-layer attention",
+    "gradient_norm": "Gradient norm (L2)", "input_x_gradient": "Input×Gradient", "input_x_gradient_abs":
+    "|Input×Gradient|", "integrated_gradients": "Integrated gradients (zero baseline)",
+    "integrated_gradients_mean": "Integrated gradients (mean-embedding baseline)", "occlusion": "Occlusion (ΔP)",
+    "random": "Random",
+}
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run.
+
+    Attributes:
+        model: ``"smollm2"`` (offline default), an HF folder / id; or a ``(model, tokenizer)`` pair.
+        datasets: which of :data:`DATASETS` to run.
+        longra: glob of LongRA JSON-lines files (merged, de-duplicated by context and target); ``None``: under
+            ``$HEAT_DATA_DIR`` (:meth:`data_path`).
+        tellmewhy, wikibio: ReAGent prompt files (one prompt per line); ``None``: under ``$HEAT_DATA_DIR``.
+        curated: the curated JSON file; ``None``: under ``$HEAT_DATA_DIR``.
+        limit: examples per dataset (taken in a seeded random order, so a larger limit extends a run). ≥ 1.
+        max_tokens: skip contexts longer than this many tokens (cost of exact HEAT grows with n). ≥ 2.
+        seed: seeds example order, metric masks, random scores, HEAT probes and the bootstrap.
+        num_masks: Soft-NC / Soft-NS Bernoulli masks per example. ≥ 1.
+        bootstrap: bootstrap resamples for the 95 % intervals. ≥ 10.
+        baselines: label -> (registry name, options) of the baselines to run.
+        heat: run HEAT (all sink options, the ablations and the sweep).
+        betas: β values of the Table 7 sweep (γ = 1 − β); 0.5 is the main HEAT row.
+        sweep_sinks: sinks whose sweep rows get the model-based metrics (Soft-NC/NS, AOPC); DSA/F1 (free) are
+            computed for every sink.
+        probes: Rademacher probes m of HEAT's exact curvature.
+        fisher: also report HEAT with ``curvature="fisher"`` (an extra, labelled row).
+        metric_batch_size: rows per forward pass of the model-based metrics.
+        threads: ``torch.set_num_threads`` (None: leave as is).
+        out_dir: where the cache, the report and the figures go.
+        report: the markdown report path (default ``out_dir/RESULTS-eval.md``).
+        figures: draw the three PNG heatmaps.
+        progress: show a tqdm progress bar.
+        report_only: compute nothing; write the report from what the cache holds for the selected examples.
+        notes: markdown inserted after the setup section of the report (a discussion written by a person).
+    """
+
+    model: Any = "smollm2"
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    longra: str | None = None
+    tellmewhy: str | None = None
+    wikibio: str | None = None
+    curated: str | None = None
+    limit: int = 20
+    max_tokens: int = 96
+    seed: int = 0
+    num_masks: int = 8
+    bootstrap: int = 1000
+    baselines: dict[str, tuple[str, dict]] = field(default_factory=lambda: dict(DEFAULT_BASELINES))
+    heat: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.5, 0.8, 1.0])
+    sweep_sinks: list[str] = field(default_factory=lambda: list(SINKS))
+    probes: int = 1
+    fisher: bool = False
+    metric_batch_size: int = 64
+    threads: int | None = None
+    out_dir: str = "eval_out"
+    report: str | None = None
+    figures: bool = True
+    progress: bool = True
+    report_only: bool = False
+    notes: str | None = None
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.datasets if d not in DATASETS]
+        if bad or not self.datasets:
+            raise ValueError(f"Expected datasets among {list(DATASETS)}, got {self.datasets!r}")
+        for name, low in (("limit", 1), ("max_tokens", 2), ("num_masks", 1), ("bootstrap", 10), ("probes", 1),
+                          ("metric_batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"Expected {name} to be an integer >= {low}, got {value!r}")
+        if any(not 0.0 <= float(b) <= 1.0 for b in self.betas):
+            raise ValueError(f"Expected betas in [0, 1], got {self.betas!r}")
+        bad = [s for s in self.sweep_sinks if s not in SINKS]
+        if bad:
+            raise ValueError(f"Expected sweep_sinks among {list(SINKS)}, got {self.sweep_sinks!r}")
+        for label, spec in self.baselines.items():
+            if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[1], dict)):
+                raise ValueError(f"Expected baseline {label!r} as (registry name, options dict), got {spec!r}")
+
+    def data_path(self, dataset: str) -> str:
+        """The file (LongRA: glob) of ``dataset``: the attribute if set, else under ``$HEAT_DATA_DIR``."""
+        if dataset not in DATASETS:
+            raise ValueError(f"Expected a dataset among {list(DATASETS)}, got {dataset!r}")
+        given = getattr(self, dataset)
+        if given:
+            return str(given)
+        root = os.environ.get(DATA_DIR_ENV)
+        if not root:
+            raise ValueError(
+                f"Expected the path of dataset {dataset!r} (EvalConfig({dataset}=...), heat eval --{dataset} ...) or "
+                f"the environment variable {DATA_DIR_ENV} (a folder holding {DATA_FILES[dataset]}), got neither"
+            )
+        return str(Path(root) / DATA_FILES[dataset])
+
+    @property
+    def report_path(self) -> Path:
+        return Path(self.report) if self.report else Path(self.out_dir) / "RESULTS-eval.md"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.out_dir) / "cache.jsonl"
+
+    def fingerprint(self) -> str:
+        """What makes cached results comparable: model, seed, metric settings, HEAT probes, context cap."""
+        model = self.model if isinstance(self.model, str) else type(self.model).__name__
+        return stable_hash({"model": model, "seed": self.seed, "num_masks": self.num_masks, "probes": self.probes,
+                            "max_tokens": self.max_tokens, "v": 1}, length=10)
+
+
+def parse_methods(specs: Sequence[str] | None) -> dict[str, tuple[str, dict]]:
+    """``["occlusion", "ig16=integrated_gradients:steps=16,baseline=mean"]`` -> baseline specs (``None``: the
+    default set). A bare label is a default baseline's label or a registry name without options."""
+    if specs is None:
+        return dict(DEFAULT_BASELINES)
+    out = {}
+    for spec in specs:
+        label, _, rest = spec.partition("=")
+        if not rest:
+            out[label] = DEFAULT_BASELINES.get(label, (label, {}))
+            continue
+        name, _, opts = rest.partition(":")
+        options = {}
+        for item in filter(None, opts.split(",")):
+            k, _, val = item.partition("=")
+            try:
+                options[k] = json.loads(val)
+            except json.JSONDecodeError:
+                options[k] = val
+        out[label] = (name, options)
+    return out

@@ -1,0 +1,292 @@
+"""The paper's evaluation (Tables 1, 2, 5, 7; §5.1 DSA) on any model: :class:`Evaluator` and :func:`run`.
+
+Methods × datasets, every metric from :mod:`heat_module.metrics`, seeded, with bootstrap 95 % intervals:
+
+- datasets: :mod:`heat_module.evaluation.datasets` (paths from :class:`EvalConfig` or ``$HEAT_DATA_DIR``).
+- metrics: Soft-NC / Soft-NS (ReAGent's definition; raw mean and ln(mean / mean of the metric's own random scores),
+  ReAGent's summary), AOPC (ERASER), DSA and F1 of the top-|gold| tokens (curated set), and on LongRA the share of
+  attribution mass on the distractor sentence ("distractor mass", lower is better).
+- methods: the baselines of the registry, and HEAT, whose components M, S, I are computed once per example and
+  recombined for every row (:mod:`heat_module.evaluation.variants`). Rows whose scores are equal up to a positive
+  factor share one metric evaluation (:func:`score_signature`).
+
+Resumable (:mod:`heat_module.evaluation.cache`): a re-run computes only what the cache lacks; raising ``limit``
+extends the run, because examples are taken in a fixed seeded order; a new HEAT row is recombined from the stored
+components without running HEAT again. Examples of the datasets are interleaved so a partial run covers all of them.
+The report (:mod:`heat_module.evaluation.report`) and the figures (:mod:`heat_module.evaluation.figures`) are
+rebuilt from the cache at the end of every run (``report_only`` rebuilds them without computing anything).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from heat_module.attribution.registry import get_method
+from heat_module.config import SINKS, HEATConfig
+from heat_module.evaluation.cache import Cache, rounded
+from heat_module.evaluation.config import EvalConfig
+from heat_module.evaluation.datasets import EvalExample, interleave, load_dataset, select_examples, usable
+from heat_module.evaluation.figures import draw_figures
+from heat_module.evaluation.report import write_report
+from heat_module.evaluation.stats import best_sink, summarize
+from heat_module.evaluation.variants import Variant, gate_options, recombine, sink_transitions, variants
+from heat_module.heat.combine import Components
+from heat_module.heat.estimator import HEAT
+from heat_module.lm.forward import embed, make_forward_fn, next_token_logits
+from heat_module.lm.loading import load_model
+from heat_module.metrics.functional import aopc, dsa, f1_alignment, soft_faithfulness
+from heat_module.result import Cost
+
+#: friendlier report names of the models ``load_model`` knows by a short name
+MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct"}
+
+
+class Scorer:
+    """The metrics of one example (model-based ones through ``forward_fn``)."""
+
+    def __init__(self, model: nn.Module, cfg: EvalConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.forward_fn = make_forward_fn(model)
+
+    def embeds(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n,) ids -> (1, n, d) embeddings, detached."""
+        with torch.no_grad():
+            return embed(self.model, ids[None]).detach()
+
+    def model_metrics(self, scores: torch.Tensor, x: torch.Tensor, target: int, random_baseline: bool = False
+                      ) -> dict[str, float]:
+        """Soft-NC, Soft-NS (and their random baseline if asked) and AOPC of (n,) scores on x (1, n, d)."""
+        cfg = self.cfg
+        s = scores[None].to(x.device).float()
+        soft = soft_faithfulness(s, x, None, self.forward_fn, ("nc", "ns"), "reagent", cfg.num_masks, cfg.seed,
+                                 cfg.metric_batch_size, random_baseline)
+        out = {k: float(v) for k, v in soft.items() if not k.endswith("log_ratio")}
+        out["aopc"] = float(aopc(s, x, None, torch.tensor([target], device=x.device), self.forward_fn,
+                                 batch_size=cfg.metric_batch_size))
+        return out
+
+    @staticmethod
+    def free_metrics(scores: torch.Tensor, example: EvalExample) -> dict[str, float]:
+        """The metrics without a model: DSA and F1 where the example has gold tokens, else the distractor mass."""
+        out: dict[str, float] = {}
+        s = scores[None].float()
+        if example.gold:
+            out["dsa"] = float(dsa(s, [example.gold], [example.distractor or []]))
+            out["f1"] = float(f1_alignment(s, [example.gold])["f1"])
+        elif example.distractor:
+            out["distractor_mass"] = -float(dsa(s, [[]], [example.distractor]))
+        return out
+
+
+def score_signature(scores: torch.Tensor) -> tuple:
+    """Scores up to a positive factor (every metric here is invariant to it: they normalise or rank), rounded.
+
+    Two variants with the same signature get the same metric values (the metric draws are per example), so they
+    are computed once — e.g. ``sink="auto"`` when it flags exactly position 0 equals ``sink="first"``, and the
+    uniform gate equals no gate up to the factor 1/n.
+    """
+    s = scores.detach().double().cpu()
+    top = float(s.abs().max())
+    return tuple(round(float(v), 6) for v in (s / top if top > 0 else s))
+
+
+class Evaluator:
+    """Runs the variants of :func:`heat_module.evaluation.variants.variants` on examples, writing each result to
+    the cache as it finishes.
+
+    Args:
+        cfg: the run's settings.
+        model, tokenizer: the model to evaluate (``None``: ``load_model(cfg.model)``).
+    """
+
+    def __init__(self, cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None) -> None:
+        self.cfg = cfg
+        if model is None:
+            model, tokenizer = load_model(cfg.model)
+        self.model, self.tokenizer = model, tokenizer
+        self.scorer = Scorer(model, cfg)
+        self.cache = Cache(cfg.cache_path, cfg.fingerprint())
+        self.variants = variants(cfg)
+        self._methods: dict[str, Any] = {}
+        self._heat: HEAT | None = None
+
+    def method(self, label: str) -> Any:
+        """The attributor of baseline row ``label`` (built once)."""
+        if label not in self._methods:
+            name, options = self.cfg.baselines[label]
+            options = dict(options)
+            if name == "random":
+                options.setdefault("seed", self.cfg.seed)
+            self._methods[label] = get_method(name)(self.model, self.tokenizer, **options)
+        return self._methods[label]
+
+    @property
+    def heat(self) -> HEAT:
+        """HEAT with the run's probes and seed (built once)."""
+        if self._heat is None:
+            self._heat = HEAT(self.model, self.tokenizer, HEATConfig(probes=self.cfg.probes, seed=self.cfg.seed))
+        return self._heat
+
+    def todo(self, example: EvalExample) -> list[Variant]:
+        """The rows of ``example`` the cache lacks."""
+        return [v for v in self.variants if not self.cache.has(Cache.key(example.dataset, example.id, v.key))]
+
+    def run_example(self, example: EvalExample) -> int:
+        """Compute every missing variant of one example; returns how many were computed."""
+        todo = self.todo(example)
+        need_ref = not self.cache.has(Cache.key(example.dataset, example.id, "__reference__"))
+        if not todo and not need_ref:
+            return 0
+        t_example = time.perf_counter()
+        ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(self.model.parameters()).device)
+        x = self.scorer.embeds(ids)
+        target = example.target_id
+        with torch.no_grad():
+            logits = next_token_logits(self.model, x)[0]
+        greedy = int(logits.argmax())
+        if target < 0:
+            target = greedy
+        base = {"dataset": example.dataset, "example": example.id, "n": int(ids.numel()), "target_id": target,
+                "greedy_match": target == greedy, "target_logprob": float(torch.log_softmax(logits, -1)[target])}
+        if need_ref:  # the metric's own random scores (ReAGent's ln-ratio denominator) + example facts
+            t0 = time.perf_counter()
+            ref = self.scorer.model_metrics(torch.ones_like(ids, dtype=torch.float32), x, target, random_baseline=True)
+            rec = {**base, "key": Cache.key(example.dataset, example.id, "__reference__"), "method": "__reference__",
+                   "metrics": {"soft_nc_random": ref["soft_nc_random"], "soft_ns_random": ref["soft_ns_random"],
+                               "soft_nc_uniform": ref["soft_nc"], "soft_ns_uniform": ref["soft_ns"],
+                               "aopc_uniform": ref["aopc"]},
+                   "tokens": self.heat.token_strings(ids) if self.tokenizer is not None else None,
+                   "gold": example.gold, "distractor": example.distractor, "seconds": time.perf_counter() - t0}
+            self.cache.add(rec)
+        scores: dict[str, torch.Tensor] = {}
+        attr_seconds: dict[str, float] = {}
+        extras: dict[str, dict] = {}
+        for v in todo:
+            if v.family == "baseline":
+                t0 = time.perf_counter()
+                res = self.method(v.key).attribute(ids, target=target)
+                scores[v.key] = res.scores.float()
+                attr_seconds[v.key] = time.perf_counter() - t0
+                extras[v.key] = {k: val for k, val in res.extra.items() if isinstance(val, (int, float))}
+        heat_todo = [v for v in todo if v.family != "baseline"]
+        comp_key = Cache.key(example.dataset, example.id, "__components__")
+        cached = self.cache.records.get(comp_key)
+        need_fisher = any(v.family == "extra" for v in heat_todo)
+        fisher = None
+        if heat_todo and cached is not None:  # recombine the stored M, S, I: no recomputation
+            t0 = time.perf_counter()
+            keep = torch.tensor(cached["transition"], dtype=torch.float32)
+            transitions = gate_options(keep, cached["auto_sinks"])
+            parts = Components(transitions["keep"], torch.tensor(cached["curvature"], dtype=torch.float32),
+                               torch.tensor(cached["information"], dtype=torch.float32), None)
+            if need_fisher:
+                _, captures = self.heat.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+                fisher = self.fisher_curvature(ids, target, captures)
+            shared, diag = time.perf_counter() - t0, {"components": "cached"}
+        elif heat_todo:
+            t0 = time.perf_counter()
+            heat = self.heat
+            logits_h, captures = heat.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+            transitions, diag = sink_transitions(captures)
+            parts = heat.components(ids, target, captures, logits_h[0], transition=transitions["keep"])
+            if need_fisher:
+                fisher = self.fisher_curvature(ids, target, captures)
+            shared = time.perf_counter() - t0
+            # M (sink kept, normalised), S, I: other gates can be scored later without HEAT
+            self.cache.add({**base, "key": comp_key, "method": "__components__",
+                            "transition": rounded(transitions["keep"]), "curvature": rounded(parts.curvature),
+                            "information": rounded(parts.information), "auto_sinks": diag["auto_sinks"]})
+        if heat_todo:
+            diag = {**diag, "components_seconds": dict(parts.cost.seconds)}
+            scores.update(recombine(parts, transitions, [v for v in heat_todo if v.family != "extra" or
+                                                         fisher is not None], fisher))
+            for v in heat_todo:
+                attr_seconds[v.key] = shared
+                extras[v.key] = dict(diag)
+        computed: dict[tuple, dict[str, float]] = {}  # identical scores up to a positive factor -> same metrics
+        for v in todo:
+            if v.key not in scores:
+                continue
+            t0 = time.perf_counter()
+            metrics = self.scorer.free_metrics(scores[v.key], example)
+            if v.model_metrics:
+                sig = score_signature(scores[v.key])
+                if sig not in computed:
+                    computed[sig] = self.scorer.model_metrics(scores[v.key], x, target)
+                metrics.update(computed[sig])
+            self.cache.add({**base, "key": Cache.key(example.dataset, example.id, v.key), "method": v.key,
+                            "metrics": metrics, "scores": rounded(scores[v.key]), "extra": extras.get(v.key, {}),
+                            "attr_seconds": attr_seconds[v.key], "metric_seconds": time.perf_counter() - t0})
+        self.cache.add({**base, "key": Cache.key(example.dataset, example.id, f"__time__{time.time():.0f}"),
+                        "method": "__time__", "seconds": time.perf_counter() - t_example, "computed": len(todo)})
+        return len(todo)
+
+    def fisher_curvature(self, ids: torch.Tensor, target: int, captures: list) -> torch.Tensor:
+        """(n,) S with ``curvature="fisher"`` (the run's HEAT settings otherwise)."""
+        heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature="fisher"))
+        s = heat.curvature(self.scorer.embeds(ids), target, captures, Cost())
+        return s.detach().float().cpu()
+
+
+def run(cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None, command: str | None = None,
+        machine: str | None = None) -> Path:
+    """Run (or resume) the evaluation and write the report; returns the report path.
+
+    Args:
+        cfg: the run's settings.
+        model, tokenizer: the model (``None``: ``cfg.model`` as a ``(model, tokenizer)`` pair, or loaded by name).
+        command: the command line recorded at the end of the report.
+        machine: a description of the machine for the report's setup section (``None``: not mentioned).
+    """
+    t_start = time.perf_counter()
+    data_paths = {d: cfg.data_path(d) for d in cfg.datasets}  # a missing path fails before the model loads
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if model is None and isinstance(cfg.model, tuple):
+        model, tokenizer = cfg.model
+    ev = Evaluator(cfg, model, tokenizer)
+    groups, n_usable, greedy = [], {}, {}
+    for name in cfg.datasets:
+        all_examples = load_dataset(name, cfg, ev.tokenizer)
+        n_usable[name] = len(usable(all_examples, cfg.max_tokens))
+        groups.append(select_examples(all_examples, cfg.limit, cfg.max_tokens, cfg.seed))
+    examples = interleave(groups)
+    if cfg.report_only:  # every example that has started; rows missing on some are listed in the report
+        examples = [e for e in examples if ev.cache.has(Cache.key(e.dataset, e.id, "__reference__"))]
+    bar = None
+    if cfg.progress and not cfg.report_only:
+        bar = tqdm(total=len(examples), desc="heat eval", unit="example")
+    for e in examples:
+        if not cfg.report_only:
+            ev.run_example(e)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{e.dataset}/{e.id}")
+    if bar is not None:
+        bar.close()
+    rows = ev.variants
+    wanted = {(e.dataset, e.id) for e in examples}
+    records = [r for r in ev.cache.records.values() if (r["dataset"], r["example"]) in wanted]
+    for name in cfg.datasets:
+        refs = [r for r in records if r["dataset"] == name and r["method"] == "__reference__"]
+        greedy[name] = f"{sum(1 for r in refs if r.get('greedy_match'))}/{len(refs)}"
+    summary = summarize(records, cfg, rows)
+    sink, _ = best_sink(summary, cfg)
+    figure_sink = sink if sink in SINKS else "auto"  # a proposed option is not a HEATConfig choice
+    figures = (draw_figures(ev.model, ev.tokenizer, Path(cfg.out_dir), figure_sink, cfg.probes, cfg.seed)
+               if cfg.figures else [])
+    model_name = cfg.model if isinstance(cfg.model, str) else type(ev.model).__name__
+    param = next(ev.model.parameters())
+    meta = {"model_name": MODEL_NAMES.get(model_name, model_name), "dtype": str(param.dtype).removeprefix("torch."),
+            "device": param.device.type, "threads": torch.get_num_threads(), "machine": machine,
+            "usable": n_usable, "greedy_match": greedy, "data_paths": data_paths,
+            "wall_seconds": time.perf_counter() - t_start, "figures": figures, "figure_sink": figure_sink,
+            "command": command or "heat eval"}
+    write_report(summary, cfg, rows, cfg.report_path, meta)
+    return cfg.report_path

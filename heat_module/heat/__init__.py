@@ -1,0 +1,14 @@
+"""HEAT, the method: one file per equation of the paper (docs/paper.md lists which).
+
+``objective`` (g, eq. 1–2), ``transition`` (M), ``curvature`` (S, eq. 2–3, and the dispatch over ``fisher``,
+``lowrank``, ``layer_sampling``), ``information`` (I, eq. 4), ``combine`` (eq. 5, Table 5), ``cost`` (the FE cost
+model), ``estimator`` (class :class:`HEAT`), ``windowing`` (Algorithm 1), ``sentence`` (eq. 23–24), ``fit`` (Thm 3).
+
+This file only re-exports, so ``from heat_module.heat import HEAT`` keeps working; the modules of the package import
+each other by their full module path.
+"""
+
+from heat_module.heat.combine import Components, combine
+from heat_module.heat.estimator import HEAT, attribute_batch
+
+__all__ = ["HEAT", "Components", "attribute_batch", "combine"]

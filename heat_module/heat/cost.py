@@ -1,0 +1,50 @@
+"""The cost model every result's :class:`~heat_module.result.Cost` is counted in (docs/design.md "S", "Variants").
+
+Cost model — forward-pass equivalents (FE)
+------------------------------------------
+``result.cost.forward_equivalents`` counts compute in units of one forward pass of the model over the full context
+of n tokens (at the context lengths HEAT is used for, the linear layers dominate, so a pass over s tokens costs s/n;
+the attention part grows as s·(prefix + s), which this neglects). Per unit of work (parameters frozen throughout):
+
+- forward pass over s tokens: ``s/n``;
+- input-gradient backward pass: ``FE_BACKWARD = 1`` (one matmul per linear layer, like the forward: weights are frozen
+  so no weight gradients), so a gradient (forward + backward) is ``FE_GRADIENT = 2``;
+- Hessian-vector product (forward-over-reverse): ``FE_HVP = 4`` (the tangent forward and tangent backward double
+  the gradient's cost: Pearlmutter 1994; Griewank & Walther's "HVP ≤ 4–5 × function" bound) — times s/n when only
+  a suffix of s positions is recomputed on a frozen prefix cache;
+- HEAT-LS: every pass above only runs k of the L decoder layers: × k/L (plus one full forward to read h^{L-k}).
+
+These are nominal weights; ``benchmarks/bench_variants.py`` measures the actual seconds of a forward, a gradient and a
+vmapped HVP on the same machine and prints the measured ratios next to them. Counts of passes are kept too:
+``forward_passes``, ``hvps``, ``gradients``; ``seconds`` holds wall time per component. The exact FE of one
+estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecutive positions
+(:func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only n - i0 positions.
+"""
+
+from __future__ import annotations
+
+from heat_module.lm.capture import consecutive_runs
+
+FE_FORWARD = 1.0
+FE_BACKWARD = 1.0
+FE_GRADIENT = FE_FORWARD + FE_BACKWARD
+FE_HVP = 4.0
+
+
+def exact_fe(n: int, probes: int, chunk_size: int, share: bool) -> float:
+    """FE of :func:`heat_module.heat.curvature.curvature_exact`: n·m HVPs; a run from i0 recomputes n - i0 positions."""
+    total = 0.0
+    for run in consecutive_runs(list(range(n)), max(1, chunk_size // probes)):
+        start = run[0] if share else 0
+        total += len(run) * probes * FE_HVP * (n - start) / n
+    return total
+
+
+def information_fe(n: int, batch_size: int, share: bool) -> float:
+    """FE of :func:`heat_module.heat.information.information`: n masked forwards; a run starting at i0 recomputes
+    n - i0 positions."""
+    total = 0.0
+    for run in consecutive_runs(list(range(n)), max(1, batch_size)):
+        start = run[0] if share else 0
+        total += len(run) * FE_FORWARD * (n - start) / n
+    return total

@@ -1,0 +1,202 @@
+"""S — Hessian sensitivity (paper eq. 2–3; docs/design.md "S"), and the dispatch over its estimators.
+
+H = ∇²_X g with g(X) = log P(y | X) and S_i = (1/m) Σ_k ‖(H Π_i r_k)_i‖₁, r_k Rademacher on token i's block.
+
+``curvature_exact`` computes the block HVPs by forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``),
+vmapped over (token, probe) tangents in chunks. Tokens are processed in runs of consecutive positions [i0, i1): in a
+causal model nothing before i0 depends on x_{i0..}, so the run differentiates only w.r.t. X[i0:i1] and recomputes
+positions i0..n-1 on the frozen KV cache of the prefix (from the unperturbed forward) — half the work of a full
+recompute on average. ``curvature_naive`` is the authors'-code-style loop (one double backward per token and
+probe), kept as the reference and the benchmark baseline.
+
+:func:`estimate_curvature` is what :class:`heat_module.heat.estimator.HEAT` calls: the configured estimator
+(``exact`` here, ``fisher`` :mod:`heat_module.heat.fisher`, ``lowrank`` :mod:`heat_module.heat.lowrank`), each
+optionally w.r.t. the residual stream entering layer L-k (HEAT-LS, :mod:`heat_module.heat.layer_sampling`),
+counting its work into a :class:`~heat_module.result.Cost` (:mod:`heat_module.heat.cost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from heat_module.config import CURVATURES, HEATConfig
+from heat_module.heat.cost import FE_BACKWARD, FE_FORWARD, FE_HVP, exact_fe
+from heat_module.heat.fisher import curvature_fisher
+from heat_module.heat.layer_sampling import num_layers, residual_input, residual_stream, start_layer
+from heat_module.heat.lowrank import curvature_lowrank
+from heat_module.heat.objective import batched_hvp, check_hvp_mode, target_logprob_fn
+from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix, consecutive_runs
+from heat_module.lm.forward import position_ids_from_mask
+from heat_module.result import Cost
+
+
+def rademacher(m: int, n: int, d: int, seed: int = 0, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(m, n, d) Rademacher probes (±1) from a generator seeded with ``seed``."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    r = torch.randint(0, 2, (m, n, d), generator=gen, dtype=torch.int8) * 2 - 1
+    return r.to(device=device, dtype=dtype)
+
+
+def curvature_naive(
+    model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    target: int,
+    probes: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference: for every token i and probe k, a full forward, ∇g with ``create_graph`` and a second backward.
+
+    Args:
+        inputs_embeds: (1, n, d); probes: (m, n, d); attention_mask: (1, n).
+    Returns:
+        (n,) fp32 S_i (0 on padding).
+    """
+    _, n, _ = inputs_embeds.shape
+    m = probes.shape[0]
+    if attention_mask is None:
+        attention_mask = torch.ones(1, n, dtype=torch.long, device=inputs_embeds.device)
+    g = target_logprob_fn(model, target, attention_mask, position_ids_from_mask(attention_mask))
+    out = torch.zeros(n, dtype=torch.float32, device=inputs_embeds.device)
+    valid = attention_mask[0].bool()
+    with torch.enable_grad():
+        for i in range(n):
+            if not valid[i]:
+                continue
+            for k in range(m):
+                x = inputs_embeds.detach().clone().requires_grad_(True)
+                (gx,) = torch.autograd.grad(g(x), x, create_graph=True)
+                (hv,) = torch.autograd.grad((gx[0, i] * probes[k, i]).sum(), x)
+                out[i] += hv[0, i].abs().sum().float() / m
+    return out
+
+
+def curvature_exact(
+    model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    target: int,
+    probes: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    captures: Sequence[LayerCapture] | None = None,
+    chunk_size: int = 16,
+    positions: Sequence[int] | None = None,
+    mode: str = "forward_over_reverse",
+) -> torch.Tensor:
+    """Batched exact block HVPs (eq. 3) by forward-over-reverse (default) or reverse-over-reverse.
+
+    Args:
+        inputs_embeds: (1, n, d) one example (left padding allowed).
+        target: the target token id y.
+        probes: (m, n, d) probe vectors (Rademacher for eq. 3).
+        attention_mask: (1, n) 1 for real tokens.
+        captures: the unperturbed run's captures; their keys/values are the frozen prefix cache (``None``: every
+            run recomputes all n positions).
+        chunk_size: (token, probe) tangents per vmapped call.
+        positions: which positions to score (default every real token).
+        mode: ``"forward_over_reverse"`` (``vmap`` of ``jvp(grad(g))``: docs/design.md's choice) or
+            ``"reverse_over_reverse"`` (one ``grad`` with ``create_graph`` per run, then one batched second
+            backward over its tangents with ``is_grads_batched``; same numbers, often faster on CPU).
+    Returns:
+        (n,) fp32 S_i (0 on padding and on positions not asked for).
+    """
+    check_hvp_mode(mode)
+    _, n, d = inputs_embeds.shape
+    m = probes.shape[0]
+    device = inputs_embeds.device
+    if attention_mask is None:
+        attention_mask = torch.ones(1, n, dtype=torch.long, device=device)
+    valid = attention_mask[0].bool()
+    if positions is None:
+        positions = [i for i in range(n) if valid[i]]
+    share = captures is not None and can_share_prefix(captures)
+    full_pos = position_ids_from_mask(attention_mask)
+    x_all = inputs_embeds.detach()
+    out = torch.zeros(n, dtype=torch.float32, device=device)
+    tokens_per_run = max(1, chunk_size // m)
+    for run in consecutive_runs(positions, tokens_per_run):
+        i0, i1 = (run[0], run[-1] + 1)
+        start = i0 if share else 0
+        prefix = PrefixKV.from_captures(list(captures), start, attention_mask) if share and start > 0 else None
+        g_full = target_logprob_fn(model, target, attention_mask[:, start:], full_pos[:, start:], prefix)
+        head, tail = x_all[:, start:i0], x_all[:, i1:]
+
+        def g_run(xr: torch.Tensor, head=head, tail=tail, g_full=g_full) -> torch.Tensor:
+            return g_full(torch.cat([head, xr, tail], dim=1))
+
+        c = i1 - i0
+        tangents = torch.zeros(c * m, 1, c, d, dtype=x_all.dtype, device=device)
+        rows = torch.arange(c, device=device).repeat_interleave(m)
+        ks = torch.arange(m, device=device).repeat(c)
+        tangents[torch.arange(c * m, device=device), 0, rows] = probes[ks, rows + i0].to(x_all.dtype)
+        with torch.enable_grad():
+            hv = batched_hvp(g_run, x_all[:, i0:i1], mode)(tangents)  # (c·m, 1, c, d)
+        blocks = hv[torch.arange(c * m, device=device), 0, rows]  # (c·m, d): (H Π_i r_k)_i
+        norms = blocks.abs().sum(-1).float().view(c, m).mean(-1)
+        out[torch.tensor(run, device=device)] = norms
+    return out
+
+
+def estimate_curvature(
+    model: nn.Module,
+    config: HEATConfig,
+    inputs_embeds: torch.Tensor,
+    target: int,
+    captures: Sequence[LayerCapture],
+    probes: torch.Tensor,
+    cost: Cost,
+) -> torch.Tensor:
+    """(n,) fp32 S of one unpadded example with the estimator ``config`` selects (eq. 2–3 or a surrogate).
+
+    Args:
+        model: the causal LM (on the ``"heat"`` attention implementation).
+        config: ``curvature``, ``layers`` (HEAT-LS), ``probes``, chunk sizes, ``hvp_mode``, ``backend``, ``seed``.
+        inputs_embeds: (1, n, d) input embeddings X.
+        target: the target id y.
+        captures: the unperturbed run's captures (their keys/values are the frozen prefix cache of the exact mode).
+        probes: (m, n, d) Rademacher probes (eq. 3).
+        cost: updated in place (``hvps``, ``gradients``, ``forward_passes``, ``forward_equivalents``, details).
+    """
+    cfg = config
+    _, n, _ = inputs_embeds.shape
+    m = probes.shape[0]
+    z, caps, context, frac = inputs_embeds, list(captures), nullcontext(), 1.0
+    if cfg.layers is not None:
+        start = start_layer(model, cfg.layers)
+        z = residual_input(model, inputs_embeds, start)
+        caps = caps[start:]
+        context = residual_stream(model, start)
+        frac = cfg.layers / num_layers(model)
+        cost.forward_passes += 1
+        cost.forward_equivalents += FE_FORWARD
+        cost.details["curvature_layers"] = [start, num_layers(model)]
+    with context:
+        if cfg.curvature == "exact":
+            share = bool(caps) and can_share_prefix(caps)
+            s = curvature_exact(model, z, target, probes, None, caps if share else None, cfg.hvp_chunk_size,
+                                mode=cfg.hvp_mode)
+            cost.hvps += n * m
+            cost.forward_passes += n * m
+            cost.forward_equivalents += frac * exact_fe(n, m, cfg.hvp_chunk_size, share)
+            return s
+        if cfg.curvature == "fisher":
+            s, factors = curvature_fisher(model, z, probes, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size,
+                                          cfg.backend)
+            K = int(factors.u.shape[0])
+            cost.forward_passes += 1
+            cost.gradients += K
+            cost.forward_equivalents += frac * (FE_FORWARD + K * FE_BACKWARD)
+            cost.details["fisher_k"] = K
+            cost.details["fisher_mass"] = factors.mass
+            return s.float()
+        if cfg.curvature == "lowrank":
+            s, lr = curvature_lowrank(model, z, target, probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.seed,
+                                      cfg.backend, mode=cfg.hvp_mode)
+            cost.hvps += lr.hvps
+            cost.forward_equivalents += frac * lr.hvps * FE_HVP
+            cost.details["lowrank_k"] = int(lr.eigenvalues.numel())
+            return s.float()
+    raise ValueError(f"Expected curvature to be one of {list(CURVATURES)}, got {cfg.curvature!r}")

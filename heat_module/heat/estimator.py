@@ -1,0 +1,240 @@
+"""HEAT — Hessian-enhanced attribution (paper eq. 5, Algorithm 1): the estimator class.
+
+Attr_i = M[i]·(β·S_i + γ·I_i) (+ α·‖∇_{x_i} g‖₁ for HEAT+FO), with M the target-conditioned transition gate
+(:mod:`heat_module.heat.transition`), S the Hessian sensitivity (:mod:`heat_module.heat.curvature`) and I the KL
+information (:mod:`heat_module.heat.information`), combined by :mod:`heat_module.heat.combine`. Scores stay raw;
+normalising is the caller's or the metric's choice. HEAT-WIN (:mod:`heat_module.heat.windowing`) and the
+sentence-level extension (:mod:`heat_module.heat.sentence`) receive the estimator and call its public methods
+(:meth:`HEAT.forward_with_captures`, :meth:`HEAT.components`, :meth:`HEAT.result_from`).
+
+Pramanik et al., "Can Linear Attributions Explain Nonlinear LLMs?" (docs/paper.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from heat_module.attribution.base import Attributor, TargetIds, target_at
+from heat_module.config import HEATConfig
+from heat_module.heat.combine import Components, combine
+from heat_module.heat.cost import FE_GRADIENT, information_fe
+from heat_module.heat.curvature import estimate_curvature, rademacher
+from heat_module.heat.information import information
+from heat_module.heat.objective import gradient_norms
+from heat_module.heat.sentence import attribute_sentence
+from heat_module.heat.transition import transition_from_captures
+from heat_module.heat.windowing import attribute_windowed
+from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures
+from heat_module.lm.forward import embed, mask_vector, next_token_logits
+from heat_module.result import AttributionResult, Cost
+
+
+class HEAT(Attributor):
+    """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
+
+    Example:
+        >>> model, tok = load_model("smollm2")
+        >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
+        >>> res.topk(3)
+
+    The model is switched to the ``"heat"`` attention implementation (SDPA outside captures, so its outputs are
+    unchanged); its parameters are never differentiated.
+    """
+
+    name = "heat"
+
+    def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:
+        self.model = install(model)
+        self.tokenizer = tokenizer
+        self.config = config if config is not None else HEATConfig()
+        if not isinstance(self.config, HEATConfig):
+            raise TypeError(f"Expected config to be a HEATConfig, got {type(self.config).__name__}")
+
+    @classmethod
+    def from_options(cls, model: nn.Module, tokenizer: Any = None, config: HEATConfig | None = None,
+                     **options: Any) -> HEAT:
+        """HEAT for the registry: its options are the ``config``."""
+        if options:
+            raise ValueError(
+                f"Expected no method_options for method='heat' (use config=HEATConfig(...)), got {options}"
+            )
+        return cls(model, tokenizer, config)
+
+    def options(self) -> dict:
+        return self.config.to_dict()
+
+    # ------------------------------------------------------------------ core
+    def components(
+        self,
+        ids: torch.Tensor,
+        target: int,
+        captures: Sequence[LayerCapture],
+        logits: torch.Tensor,
+        transition: torch.Tensor | None = None,
+    ) -> Components:
+        """All components of one unpadded example.
+
+        Args:
+            ids: (n,) token ids.
+            target: the target id.
+            captures: the example's captures (batch of one, no padding).
+            logits: (V,) next-token logits of the unperturbed run.
+            transition: (n,) M if already computed (batched); else computed from ``captures``.
+        """
+        cfg = self.config
+        cost = Cost(forward_passes=1, forward_equivalents=1.0)
+        x = embed(self.model, ids[None]).detach()
+        n = ids.numel()
+        t0 = time.perf_counter()
+        if transition is None:
+            transition = transition_from_captures(
+                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend
+            )[0]
+        cost.seconds["transition"] = time.perf_counter() - t0
+        need_s = cfg.ablation in ("full", "curvature", "no_gate", "uniform_gate") and cfg.beta > 0 or (
+            cfg.ablation == "curvature")
+        need_i = cfg.ablation in ("full", "information", "no_gate", "uniform_gate") and cfg.gamma > 0 or (
+            cfg.ablation == "information")
+        curv = info = fo = None
+        if need_s:
+            t0 = time.perf_counter()
+            curv = self.curvature(x, target, captures, cost)
+            cost.seconds["curvature"] = time.perf_counter() - t0
+        if need_i:
+            t0 = time.perf_counter()
+            logp = torch.log_softmax(logits.float(), -1)
+            info = information(
+                self.model, x, captures, logp, None,
+                mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
+            )
+            cost.forward_passes += n
+            cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
+            cost.seconds["information"] = time.perf_counter() - t0
+        if cfg.alpha > 0:
+            t0 = time.perf_counter()
+            fo = gradient_norms(self.model, x, target)
+            cost.gradients += 1
+            cost.forward_equivalents += FE_GRADIENT
+            cost.seconds["first_order"] = time.perf_counter() - t0
+        parts = Components(transition.float(), curv, info, fo, cost)
+        if cfg.check_finite:
+            for name in ("transition", "curvature", "information", "first_order"):
+                value = getattr(parts, name)
+                if value is not None and not torch.isfinite(value).all():
+                    bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
+                    raise FloatingPointError(
+                        f"Expected finite values from the {name} component, got NaN/inf at token positions {bad[:10]} "
+                        "(try fp32 weights, or HEATConfig(check_finite=False) to inspect them)"
+                    )
+        return parts
+
+    def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost) -> torch.Tensor:
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated."""
+        cfg = self.config
+        n, d = x.shape[1], x.shape[2]
+        probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
+        return estimate_curvature(self.model, cfg, x, target, captures, probes, cost)
+
+    def forward_with_captures(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[LayerCapture]]:
+        """One no-grad forward of a (B, n) left-padded batch: next-token logits (B, V) and every layer's capture."""
+        with torch.no_grad(), capture() as captures:
+            logits = next_token_logits(self.model, embed(self.model, input_ids), attention_mask)
+        return logits, captures
+
+    def _attribute_batch(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
+    ) -> list[AttributionResult]:
+        cfg = self.config
+        if cfg.window is not None or cfg.extra.get("targets") is not None:
+            return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
+        t0 = time.perf_counter()
+        logits, captures = self.forward_with_captures(input_ids, attention_mask)
+        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend)
+        t_batch = time.perf_counter() - t0
+        results = []
+        for b in range(input_ids.shape[0]):
+            start = int((attention_mask[b] == 0).sum())
+            ids = input_ids[b, start:]
+            target = self.target_id(target_at(target_ids, b), logits[b])
+            parts = self.components(ids, target, slice_captures(captures, b, start), logits[b], m_all[b, start:])
+            parts.cost.seconds["batched_forward"] = t_batch / input_ids.shape[0]
+            results.append(self.result_from(ids, target, parts))
+        return results
+
+    def attribute(
+        self,
+        text_or_ids: str | Sequence[int] | torch.Tensor,
+        target: int | str | None = None,
+    ) -> AttributionResult:
+        """Attribute the next-token prediction after ``text_or_ids`` to its context tokens.
+
+        Args:
+            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids.
+            target: the target token (id or single-token string); ``None`` = the model's greedy next token.
+        Returns:
+            An :class:`AttributionResult` with (n,) scores and components.
+        """
+        ids = self.encode(text_or_ids)
+        if self.config.window is not None and self.config.window < ids.numel():
+            return attribute_windowed(self, ids, target)
+        logits, captures = self.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+        target_id = self.target_id(target, logits[0])
+        parts = self.components(ids, target_id, captures, logits[0])
+        return self.result_from(ids, target_id, parts)
+
+    def attribute_sentence(
+        self,
+        text_or_ids: str | Sequence[int] | torch.Tensor,
+        targets: str | Sequence[int] | torch.Tensor | None = None,
+        max_new_tokens: int = 8,
+        aggregation: str | None = None,
+        spans: Sequence[tuple[int, int]] | None = None,
+        target_spans: Sequence[tuple[int, int]] | None = None,
+    ) -> AttributionResult:
+        """Sentence-level HEAT (eq. 23–24): attribute targets y_1..y_m to the prompt tokens.
+
+        See :func:`heat_module.heat.sentence.attribute_sentence` (targets greedy or given; ``aggregation``
+        ``"mean"`` (eq. 23), ``"max"`` or ``"sum"``, default ``config.aggregation``; ``spans`` / ``target_spans`` for
+        eq. 24).
+        """
+        return attribute_sentence(self, text_or_ids, targets, max_new_tokens, aggregation, spans, target_spans)
+
+    def result_from(self, ids: torch.Tensor, target: int, parts: Components) -> AttributionResult:
+        """The :class:`AttributionResult` of (n,) ``ids`` and ``target``, with the scores :func:`combine` gives."""
+        scores = combine(parts, self.config)
+        return AttributionResult(
+            tokens=self.token_strings(ids),
+            token_ids=ids.detach().cpu(),
+            target=self.token_strings(torch.tensor([target]))[0],
+            target_id=target,
+            scores=scores.detach().cpu(),
+            transition=parts.transition.detach().cpu(),
+            curvature=None if parts.curvature is None else parts.curvature.detach().cpu(),
+            information=None if parts.information is None else parts.information.detach().cpu(),
+            first_order=None if parts.first_order is None else parts.first_order.detach().cpu(),
+            method="heat",
+            config=self.config.to_dict(),
+            cost=parts.cost,
+        )
+
+
+def attribute_batch(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    target_ids: torch.Tensor | None = None,
+    config: HEATConfig | None = None,
+    tokenizer: object | None = None,
+) -> list[AttributionResult]:
+    """Functional entry point: HEAT on a left-padded batch with any model (see :meth:`HEAT.attribute_batch`).
+
+    This is what a user's own LightningModule calls in its ``predict_step`` to add HEAT without subclassing.
+    """
+    return HEAT(model, tokenizer, config).attribute_batch(input_ids, attention_mask, target_ids)

@@ -1,0 +1,144 @@
+"""The Gauss–Newton/Fisher surrogate of S (paper §"Scalable curvature"; docs/design.md "S", ``fisher``).
+
+G = Σ_y P_y u_y u_yᵀ with u_y = ∇_X log P_y (P the next-token distribution at p), the Fisher information of the
+categorical output w.r.t. X (= −E_{y∼P}[∇²_X log P_y], the expected negative Hessian). Its diagonal blocks act as
+G_ii r = Σ_y P_y u_{y,i} (u_{y,i} · r), so S_i = (1/m) Σ_k ‖G_ii r_{k,i}‖₁ (eq. 3 with H → G) is exactly
+``heat_kernels.block_norm(w = u (n, K, d), coef = P_topk, r = probes)``.
+
+The sum runs over the K most probable tokens: K = ``fisher_topk``, or — when ``fisher_mass`` is set — the smallest K
+whose tokens cover that probability mass, capped at ``fisher_topk`` (the cap bounds memory: K gradients of size
+n·d). With K = V the surrogate is the exact Gauss–Newton/Fisher matrix. Note that G does not depend on the target y:
+the Fisher surrogate's S is the same for every target (target dependence then comes from M and I).
+
+All K gradients u_y come from ONE forward pass and one batched backward pass (``torch.func.vjp`` + ``vmap`` over K
+one-hot cotangents, in chunks): cost ≈ 1 forward + K input-gradient backward passes instead of n·m HVPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import vjp, vmap
+
+from heat_kernels import block_norm
+from heat_module.lm.capture import eager_attention_mode
+from heat_module.lm.forward import next_token_logits
+
+
+def logprobs_fn(
+    model: nn.Module, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, eager attention (double-backward capable)."""
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        with eager_attention_mode():
+            logits = next_token_logits(model, x, attention_mask, position_ids)
+        return torch.log_softmax(logits, -1)[0]
+
+    return f
+
+
+def select_tokens(probs: torch.Tensor, topk: int, mass: float | None = None) -> torch.Tensor:
+    """(K,) ids of the most probable tokens: the top ``topk``, or the fewest covering ``mass`` (at most ``topk``).
+
+    Args:
+        probs: (V,) next-token probabilities.
+    """
+    if probs.dim() != 1:
+        raise ValueError(f"Expected probs of shape (V,), got {tuple(probs.shape)}")
+    V = probs.shape[0]
+    k = min(int(topk), V)
+    values, ids = torch.sort(probs, descending=True)
+    if mass is not None:
+        covered = torch.cumsum(values.double(), 0)
+        reach = int(torch.searchsorted(covered, torch.tensor(float(mass), dtype=torch.float64)).item()) + 1
+        k = max(1, min(k, reach))
+    return ids[:k]
+
+
+@dataclass
+class FisherFactors:
+    """The factors of the truncated Fisher G = Σ_y P_y u_y u_yᵀ.
+
+    Attributes:
+        u: (K, n, d) the gradients u_y = ∇_X log P_y.
+        probs: (K,) P_y.
+        token_ids: (K,) the ids y.
+    """
+
+    u: torch.Tensor
+    probs: torch.Tensor
+    token_ids: torch.Tensor
+
+    @property
+    def mass(self) -> float:
+        return float(self.probs.sum())
+
+
+def fisher_factors(
+    model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    topk: int = 16,
+    mass: float | None = None,
+    chunk_size: int = 16,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> FisherFactors:
+    """One forward and one batched backward: the K gradients u_y of the most probable tokens.
+
+    Args:
+        inputs_embeds: (1, n, d) X (or the residual stream under
+            :func:`heat_module.heat.layer_sampling.residual_stream`).
+        topk, mass: which tokens (see :func:`select_tokens`).
+        chunk_size: cotangents per vmapped backward call.
+    Returns:
+        :class:`FisherFactors` with u (K, n, d) in the dtype of ``inputs_embeds``.
+    """
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
+        raise ValueError(f"Expected inputs_embeds of shape (1, n, d), got {tuple(inputs_embeds.shape)}")
+    f = logprobs_fn(model, attention_mask, position_ids)
+    x = inputs_embeds.detach()
+    with torch.enable_grad():
+        logp, pullback = vjp(f, x)
+        probs = logp.detach().exp()
+        ids = select_tokens(probs, topk, mass)
+        K, V = ids.numel(), logp.shape[0]
+        parts = []
+        for c0 in range(0, K, max(1, chunk_size)):
+            sel = ids[c0:c0 + chunk_size]
+            cot = torch.zeros(sel.numel(), V, dtype=logp.dtype, device=logp.device)
+            cot[torch.arange(sel.numel(), device=cot.device), sel] = 1.0
+            (u,) = vmap(pullback)(cot)  # (c, 1, n, d)
+            parts.append(u[:, 0].detach())
+    return FisherFactors(torch.cat(parts, 0), probs[ids], ids)
+
+
+def fisher_block_norms(factors: FisherFactors, probes: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """(n,) S_i = (1/m) Σ_k ‖Σ_y P_y u_{y,i} (u_{y,i} · r_{k,i})‖₁ through ``heat_kernels.block_norm``.
+
+    Args:
+        probes: (m, n, d).
+    """
+    w = factors.u.permute(1, 0, 2)  # (n, K, d)
+    return block_norm(w, factors.probs.to(w.dtype), probes.to(w.dtype), backend=backend)
+
+
+def curvature_fisher(
+    model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    probes: torch.Tensor,
+    topk: int = 16,
+    mass: float | None = None,
+    chunk_size: int = 16,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, FisherFactors]:
+    """(n,) fp32 Fisher-surrogate S and the factors used (K = ``factors.u.shape[0]``).
+
+    Args:
+        inputs_embeds: (1, n, d); probes: (m, n, d).
+    """
+    factors = fisher_factors(model, inputs_embeds, topk, mass, chunk_size)
+    return fisher_block_norms(factors, probes, backend), factors

@@ -1,0 +1,200 @@
+"""M — the target-conditioned transition gate (paper §Methodology "Semantic Flow"; docs/design.md "M").
+
+For layer l and query head h, with A^{l,h} the causal attention probabilities, the top-down rollout is
+ρ^{L-1} = e_p and ρ^{l-1} = 0.5·ρ^l + 0.5·mean_h(ρ^l A^{l,h}); Φ^{l,h} = ρ^l A^{l,h} is the mass entering p at
+the top from position i through head h of layer l, and
+
+    M[i] = Σ_{l,h} Φ^{l,h}[i] · ‖v^{l,h}_i W_O^{l,h}‖₁ / Z,    Σ_i M[i] = 1,
+
+with the value–output norm of Kobayashi et al. (2020). Φ comes from the ``rollout_phi`` op (flash-style, no n×n
+attention map is kept) unless the layer's mask is more than causal + padding (sliding window, soft-capping),
+where it falls back to the materialised attention from the captured mask.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from heat_kernels import rollout_phi
+from heat_module.config import SINKS
+from heat_module.lm.capture import LayerCapture, output_projection, repeat_kv
+
+_warned: set[str] = set()
+
+
+def value_output_norms(cap: LayerCapture) -> torch.Tensor:
+    """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
+    B, H, n, dh = cap.query.shape
+    w_o = output_projection(cap.module).detach()
+    w_o = w_o.reshape(H, dh, -1).to(cap.value.dtype)
+    v = repeat_kv(cap.value.detach(), H // cap.value.shape[1])  # (B, H, n, dh)
+    out = torch.empty(B, H, n, dtype=torch.float32, device=v.device)
+    for h in range(H):  # one head at a time keeps the (B, n, d) intermediate small
+        out[:, h] = torch.matmul(v[:, h], w_o[h]).abs().sum(-1).float()
+    return out
+
+
+def attention_probs(cap: LayerCapture) -> torch.Tensor:
+    """(B, H, n, n) fp32 attention probabilities recomputed from the capture (its exact mask included)."""
+    if cap.weights is not None:
+        return cap.weights.float()
+    H = cap.query.shape[1]
+    k = repeat_kv(cap.key.float(), H // cap.key.shape[1])
+    scores = torch.matmul(cap.query.float(), k.transpose(-1, -2)) * cap.scaling
+    if cap.softcap is not None:
+        scores = torch.tanh(scores / cap.softcap) * cap.softcap
+    if cap.mask is not None:
+        scores = scores + cap.mask.float()
+    return torch.softmax(scores, dim=-1)
+
+
+def _kernel_safe(cap: LayerCapture) -> bool:
+    n = cap.query.shape[2]
+    window = cap.sliding_window
+    return cap.softcap is None and (window is None or window >= n) and cap.weights is None
+
+
+def layer_phi(cap: LayerCapture, rho: torch.Tensor, key_padding_mask: torch.Tensor | None,
+              backend: str = "auto") -> torch.Tensor:
+    """(B, H, n) Φ^{l,h} = ρ^l A^{l,h} for one layer."""
+    if _kernel_safe(cap):
+        return rollout_phi(cap.query, cap.key, rho, key_padding_mask, cap.scaling, backend=backend)
+    if cap.weights is None and cap.name not in _warned:
+        _warned.add(cap.name)
+        warnings.warn(
+            f"{cap.name}: the attention mask is more than causal + padding (sliding window or soft-capping); "
+            "computing Φ from the materialised attention instead of the rollout_phi kernel",
+            stacklevel=2,
+        )
+    return torch.einsum("bj,bhji->bhi", rho.float(), attention_probs(cap))
+
+
+def sink_positions(phi_mass: torch.Tensor, norm_mass: torch.Tensor, valid: torch.Tensor,
+                   threshold: float = 0.2, ratio: float = 0.5) -> torch.Tensor:
+    """(B, n) bool: attention sinks for ``sink="auto"``.
+
+    Rule: position i is a sink when it takes at least ``threshold`` of the rollout's attention mass
+    (α_i = Σ_{l,h} Φ^{l,h}[i] / Σ_j Σ_{l,h} Φ^{l,h}[j]) while its mean value–output norm is below ``ratio`` times the
+    mean over the context (ν_i = mean_{l,h} N_i / mean_j mean_{l,h} N_j): much attention, little content moved.
+
+    Args:
+        phi_mass: (B, n) Σ_{l,h} Φ^{l,h}[i].
+        norm_mass: (B, n) mean_{l,h} N^{l,h}_i.
+        valid: (B, n) bool, real tokens.
+    """
+    alpha = phi_mass * valid / (phi_mass * valid).sum(-1, keepdim=True).clamp_min(1e-30)
+    counts = valid.sum(-1, keepdim=True).clamp_min(1)
+    nu = norm_mass / ((norm_mass * valid).sum(-1, keepdim=True) / counts).clamp_min(1e-30)
+    return (alpha >= threshold) & (nu < ratio) & valid
+
+
+def renormalise(m: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., n) non-negative M scaled to sum to one over the last dim; uniform over ``valid`` (bool (..., n),
+    default all) where nothing is left, e.g. after every position was dropped as a sink."""
+    if valid is None:
+        valid = torch.ones_like(m, dtype=torch.bool)
+    z = m.sum(-1, keepdim=True)
+    return torch.where(z > 0, m / z.clamp_min(1e-30), valid.float() / valid.sum(-1, keepdim=True).clamp_min(1))
+
+
+def transition_from_captures(
+    captures: Sequence[LayerCapture],
+    attention_mask: torch.Tensor | None = None,
+    layers: Sequence[int] | None = None,
+    sink: str = "keep",
+    backend: str = "auto",
+    return_parts: bool = False,
+):
+    """M (B, n) from one forward pass's captures (one per layer, bottom to top).
+
+    Args:
+        captures: the :class:`LayerCapture` of every layer, in execution order.
+        attention_mask: (B, n) 1 for real tokens (left padding 0); ``None`` = no padding.
+        layers: sum l only over these layers (ρ still passes through every layer above).
+        sink: ``"keep"``, ``"first"`` (first real token left out, M renormalised) or ``"auto"``
+            (:func:`sink_positions`).
+        backend: backend of the ``rollout_phi`` op.
+        return_parts: also return a dict with the raw (un-normalised, sink-kept) M and the sink mask.
+    Returns:
+        (B, n) fp32 M with Σ_i M[i] = 1 over real tokens, 0 on padding.
+    """
+    if not captures:
+        raise ValueError("Expected at least one captured attention layer, got none")
+    B, _, n, _ = captures[0].query.shape
+    device = captures[0].query.device
+    valid = (torch.ones(B, n, dtype=torch.bool, device=device) if attention_mask is None
+             else attention_mask.bool().to(device))
+    kpm = None if attention_mask is None else valid
+    chosen = set(range(len(captures))) if layers is None else {int(x) % len(captures) for x in layers}
+    rho = torch.zeros(B, n, dtype=torch.float32, device=device)
+    rho[:, n - 1] = 1.0
+    m = torch.zeros(B, n, dtype=torch.float32, device=device)
+    phi_mass = torch.zeros_like(m)
+    norm_mass = torch.zeros_like(m)
+    for cap in reversed(captures):
+        phi = layer_phi(cap, rho, kpm, backend)  # (B, H, n)
+        if cap.layer in chosen:
+            norms = value_output_norms(cap)
+            m += (phi * norms).sum(1)
+            phi_mass += phi.sum(1)
+            norm_mass += norms.mean(1)
+        rho = 0.5 * rho + 0.5 * phi.mean(1)
+    m = m * valid
+    raw = m.clone()
+    sinks = torch.zeros_like(valid)
+    if sink == "first":
+        first = valid.float().argmax(-1)
+        sinks[torch.arange(B, device=device), first] = True
+    elif sink == "auto":
+        sinks = sink_positions(phi_mass, norm_mass, valid)
+    elif sink != "keep":
+        raise ValueError(f"Expected sink to be one of {list(SINKS)}, got {sink!r}")
+    m = renormalise(m.masked_fill(sinks, 0.0), valid)
+    if return_parts:
+        return m, {"raw": raw, "sinks": sinks, "phi_mass": phi_mass, "norm_mass": norm_mass}
+    return m
+
+
+#: the sink options :func:`sink_options` returns: the ``HEATConfig`` choices plus the ``auto-median`` proposal
+GATE_OPTIONS: tuple[str, ...] = (*SINKS, "auto-median")
+
+
+def median_fill(m: torch.Tensor, sinks: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``auto-median`` rule (proposed by the evaluation, not yet a ``HEATConfig`` choice): (..., n) sink-kept M
+    with each row's flagged positions (bool ``sinks`` (..., n)) set to the median M of its other ``valid``
+    positions instead of 0, so a sink position that carries content can still be attributed; renormalised.
+    A row with no flagged position, or nothing else valid, keeps its M."""
+    if valid is None:
+        valid = torch.ones_like(m, dtype=torch.bool)
+    n = m.shape[-1]
+    out = m.clone().reshape(-1, n)
+    flat_m, flat_s, flat_v = m.reshape(-1, n), sinks.reshape(-1, n), valid.reshape(-1, n)
+    for r in range(out.shape[0]):
+        others = flat_v[r] & ~flat_s[r]
+        if flat_s[r].any() and others.any():
+            out[r, flat_s[r]] = flat_m[r, others].median()
+    return renormalise(out.reshape(m.shape), valid)
+
+
+def sink_options(m: torch.Tensor, auto_sinks: torch.Tensor, valid: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """M under every option of :data:`GATE_OPTIONS` from one rollout, as :func:`transition_from_captures` gives it.
+
+    Args:
+        m: (..., n) sink-kept M (``parts["raw"]`` of :func:`transition_from_captures`, or it normalised).
+        auto_sinks: (..., n) bool, the positions the ``auto`` rule flags (``parts["sinks"]`` with ``sink="auto"``).
+        valid: (..., n) bool real tokens (default all).
+    Returns:
+        ``{"keep", "first", "auto", "auto-median"}`` -> (..., n) M summing to one over ``valid``.
+    """
+    if valid is None:
+        valid = torch.ones_like(m, dtype=torch.bool)
+    m = m * valid
+    first = torch.zeros_like(valid)
+    first.scatter_(-1, valid.float().argmax(-1, keepdim=True), True)
+    return {"keep": renormalise(m, valid), "first": renormalise(m.masked_fill(first, 0.0), valid),
+            "auto": renormalise(m.masked_fill(auto_sinks, 0.0), valid),
+            "auto-median": median_fill(m, auto_sinks, valid)}

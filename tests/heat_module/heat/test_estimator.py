@@ -1,0 +1,133 @@
+"""HEAT end to end (eq. 5): combination, ablations, batching, determinism and bad input."""
+
+import json
+
+import pytest
+import torch
+
+import heat_module as hm
+from heat_module.heat import Components, combine
+from heat_module.heat.objective import gradient
+from heat_module.testing import TINY_VOCAB
+from tests.conftest import make_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_heat(tiny_tok):
+    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig(probes=2))
+
+
+TEXT = "the cat sat on the hat because it was warm and the dog ran"
+
+
+def test_attribute_combines_components(tiny_heat):
+    res = tiny_heat.attribute(TEXT)
+    n = len(res.tokens)
+    assert n == len(TEXT.split()) and res.scores.shape == (n,)
+    expected = res.transition * (0.5 * res.curvature + 0.5 * res.information)
+    torch.testing.assert_close(res.scores, expected)
+    assert abs(float(res.transition.sum()) - 1) < 1e-6
+    assert (res.curvature > 0).all() and (res.information >= 0).all()
+    assert res.cost["hvps"] == n * 2 and res.cost["forward_passes"] >= n + 1
+    json.dumps(res.to_dict())
+    assert hm.AttributionResult.from_dict(res.to_dict()).tokens == res.tokens
+
+
+@pytest.mark.parametrize("ablation", ["transition", "curvature", "information", "no_gate", "uniform_gate"])
+def test_ablations(ablation):
+    n = 4
+    parts = Components(torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([1.0, 2, 3, 4]),
+                       torch.tensor([4.0, 3, 2, 1]), torch.tensor([1.0, 1, 1, 1]))
+    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5, ablation=ablation)
+    inner = 0.25 * parts.curvature + 0.75 * parts.information
+    expected = {
+        "transition": parts.transition,
+        "curvature": parts.curvature,
+        "information": parts.information,
+        "no_gate": inner + 0.5,
+        "uniform_gate": inner / n + 0.5,
+    }[ablation]
+    torch.testing.assert_close(combine(parts, cfg), expected)
+    full = combine(parts, hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5))
+    torch.testing.assert_close(full, parts.transition * inner + 0.5)
+
+
+def test_first_order_term_is_gradient_norm(tiny_tok):
+    model = make_tiny("gpt2")
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(alpha=1.0, beta=0.0, gamma=0.0))
+    res = heat.attribute(TEXT)
+    x = model.get_input_embeddings()(res.token_ids[None])
+    _, grad = gradient(model, x, res.target_id)
+    torch.testing.assert_close(res.first_order, grad[0].abs().sum(-1).float())
+    torch.testing.assert_close(res.scores, res.first_order)
+    assert res.curvature is None and res.information is None
+
+
+def test_batch_equals_single(tiny_heat, tiny_tok):
+    texts = [TEXT, "a red bird sat in the tree", "my hat is stuck in the old"]
+    enc = tiny_tok(texts, return_tensors="pt", padding=True)
+    targets = torch.tensor([-1, 40, -1])
+    batch = tiny_heat.attribute_batch(enc["input_ids"], enc["attention_mask"], targets)
+    for text, target, res in zip(texts, targets.tolist(), batch):
+        single = tiny_heat.attribute(text, target=None if target < 0 else target)
+        assert res.tokens == single.tokens and res.target_id == single.target_id
+        for name in ("scores", "transition", "curvature", "information"):
+            torch.testing.assert_close(getattr(res, name), getattr(single, name), rtol=1e-5, atol=1e-7)
+    assert batch[1].target_id == 40
+
+
+def test_deterministic_under_seed(tiny_tok):
+    model = make_tiny("qwen2")
+    a = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=3)).attribute(TEXT)
+    b = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=3)).attribute(TEXT)
+    c = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=4)).attribute(TEXT)
+    assert torch.equal(a.scores, b.scores)
+    assert not torch.equal(a.curvature, c.curvature)
+
+
+def test_bad_input(tiny_heat, tiny_tok):
+    with pytest.raises(ValueError, match="non-empty text"):
+        tiny_heat.attribute("   ")
+    with pytest.raises(ValueError, match="target id"):
+        tiny_heat.attribute(TEXT, target=TINY_VOCAB + 5)
+    with pytest.raises(ValueError, match="exactly one token"):
+        tiny_heat.attribute(TEXT, target="cat dog")
+    with pytest.raises(ValueError, match="maximum positions"):
+        tiny_heat.attribute(torch.randint(4, TINY_VOCAB, (200,)))
+    with pytest.raises(ValueError, match="token ids in"):
+        tiny_heat.attribute([1, 2, 10**6])
+    with pytest.raises(ValueError, match="left padding"):
+        tiny_heat.attribute_batch(torch.ones(1, 4, dtype=torch.long), torch.tensor([[1, 1, 1, 0]]))
+    with pytest.raises(TypeError, match="HEATConfig"):
+        hm.HEAT(make_tiny("llama"), tiny_tok, {"beta": 1})
+
+
+def test_non_finite_component_is_named(tiny_tok):
+    model = make_tiny("llama")
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="component"):
+        hm.HEAT(model, tiny_tok, hm.HEATConfig()).attribute(TEXT)
+
+
+def test_outputs(tiny_heat, tmp_path):
+    res = tiny_heat.attribute(TEXT)
+    top = res.topk(3)
+    assert [t[2] for t in top] == sorted(res.scores.tolist(), reverse=True)[:3]
+    page = res.to_html()
+    assert "<html>" in page and "cat" in page and "Top tokens" in page
+    res.save_png(str(tmp_path / "x.png"))
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_real_model_attribution(smollm2):
+    model, tok = smollm2
+    heat = hm.HEAT(model, tok, hm.HEATConfig())
+    res = heat.attribute("The capital of France is")
+    assert res.target.strip() == "Paris"
+    for name in ("scores", "transition", "curvature", "information"):
+        value = getattr(res, name)
+        assert torch.isfinite(value).all() and (value >= 0).all(), name
+    assert abs(float(res.transition.sum()) - 1) < 1e-5
+    assert " France" in [t for _, t, _ in res.topk(3)] or " capital" in [t for _, t, _ in res.topk(3)]

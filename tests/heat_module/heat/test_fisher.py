@@ -1,0 +1,94 @@
+"""Fisher/Gauss–Newton surrogate of S against the full Jacobian of log P w.r.t. X (tiny models, float64)."""
+
+import pytest
+import torch
+
+import heat_module as hm
+from heat_module.heat.cost import information_fe
+from heat_module.heat.curvature import rademacher
+from heat_module.heat.fisher import curvature_fisher, fisher_factors, logprobs_fn, select_tokens
+from heat_module.lm.forward import embed
+from heat_module.testing import TINY_VOCAB
+from tests.conftest import make_tiny
+
+
+def setup(arch="llama", n=5, seed=0):
+    model = make_tiny(arch, hidden=16)
+    ids = torch.randint(4, TINY_VOCAB, (1, n), generator=torch.Generator().manual_seed(seed))
+    return model, ids, embed(model, ids).detach()
+
+
+def gauss_newton_reference(model, x, probes, keep=None):
+    """S_i from G = Jᵀ diag(P) J with J the full (V, n·d) Jacobian of log P (optionally over the tokens ``keep``)."""
+    n, d = x.shape[1:]
+    f = logprobs_fn(model)
+    J = torch.autograd.functional.jacobian(lambda flat: f(flat.view(1, n, d)), x.flatten())  # (V, n·d)
+    P = f(x).exp()
+    if keep is not None:
+        J, P = J[keep], P[keep]
+    G = (J.T * P) @ J
+    G = G.view(n, d, n, d)
+    m = probes.shape[0]
+    return torch.stack([
+        torch.stack([(G[i, :, i, :] @ probes[k, i]).abs().sum() for k in range(m)]).mean() for i in range(n)
+    ])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_full_vocabulary_equals_exact_gauss_newton(arch):
+    model, _, x = setup(arch)
+    n, d = x.shape[1:]
+    probes = rademacher(2, n, d, seed=3, dtype=x.dtype)
+    got, factors = curvature_fisher(model, x, probes, topk=TINY_VOCAB, chunk_size=64, backend="torch")
+    assert factors.u.shape == (TINY_VOCAB, n, d) and abs(factors.mass - 1) < 1e-6
+    torch.testing.assert_close(got.double(), gauss_newton_reference(model, x, probes), rtol=1e-5, atol=1e-8)
+
+
+def test_truncated_equals_truncated_sum():
+    model, _, x = setup("llama", seed=1)
+    n, d = x.shape[1:]
+    probes = rademacher(3, n, d, seed=5, dtype=x.dtype)
+    K = 7
+    got, factors = curvature_fisher(model, x, probes, topk=K, chunk_size=3, backend="torch")  # several chunks
+    top = torch.topk(logprobs_fn(model)(x), K).indices
+    assert sorted(factors.token_ids.tolist()) == sorted(top.tolist())
+    torch.testing.assert_close(got.double(), gauss_newton_reference(model, x, probes, keep=top), rtol=1e-5, atol=1e-8)
+    full, _ = curvature_fisher(model, x, probes, topk=TINY_VOCAB, backend="torch")
+    assert not torch.allclose(got, full)
+
+
+def test_gradients_are_per_token_gradients():
+    model, _, x = setup("qwen2")
+    factors = fisher_factors(model, x, topk=3)
+    f = logprobs_fn(model)
+    for y, u in zip(factors.token_ids.tolist(), factors.u):
+        xx = x.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(f(xx)[y], xx)
+        torch.testing.assert_close(u, ref[0])
+
+
+def test_mass_cutoff_selects_fewest_tokens():
+    probs = torch.tensor([0.1, 0.5, 0.05, 0.3, 0.05])
+    assert select_tokens(probs, 5).tolist() == [1, 3, 0, 2, 4]
+    assert select_tokens(probs, 5, mass=0.8).tolist() == [1, 3]
+    assert select_tokens(probs, 5, mass=0.81).tolist() == [1, 3, 0]
+    assert select_tokens(probs, 2, mass=0.99).tolist() == [1, 3]  # fisher_topk caps the count
+    assert select_tokens(probs, 5, mass=0.2).tolist() == [1]
+
+
+def test_heat_fisher_mode_and_cost(tiny_tok):
+    model = make_tiny("llama")
+    text = "the cat sat on the hat because it was"
+    cfg = hm.HEATConfig(curvature="fisher", fisher_topk=4, probes=2, info_batch_size=32)
+    res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
+    ids = res.token_ids[None]
+    x = embed(model, ids).detach()
+    n, d = x.shape[1:]
+    expected, _ = curvature_fisher(model, x, rademacher(2, n, d, seed=cfg.seed, dtype=x.dtype), topk=4,
+                                   backend="torch")
+    torch.testing.assert_close(res.curvature, expected.float(), rtol=1e-5, atol=1e-6)
+    assert res.cost["gradients"] == 4 and res.cost["hvps"] == 0 and res.cost["fisher_k"] == 4
+    # 1 unperturbed forward + (1 forward + 4 backward) + the prefix-shared masked forwards of I
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + information_fe(n, cfg.info_batch_size, True))
+    masked = hm.HEAT(model, tiny_tok, cfg.replace(fisher_mass=0.5, fisher_topk=50)).attribute(text)
+    assert 1 <= masked.cost["fisher_k"] <= 50 and masked.cost["fisher_mass"] >= 0.5

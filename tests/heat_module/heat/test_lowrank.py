@@ -1,0 +1,74 @@
+"""HEAT-LR (randomized eigendecomposition of H, Thm 4): exact at full rank, correct on a known operator."""
+
+import pytest
+import torch
+
+import heat_module as hm
+from heat_module.heat.lowrank import LowRank, lowrank_block_norms, randomized_eig
+from tests.conftest import make_tiny
+
+
+def test_full_rank_reproduces_exact_curvature(tiny_tok):
+    model = make_tiny("llama", hidden=16)  # d = 16
+    text = "the cat sat on the"  # n = 5 -> n·d = 80 (160 HVPs)
+    exact = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2)).attribute(text)
+    n, d = len(exact.tokens), model.config.hidden_size
+    lowrank = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, curvature="lowrank", rank=n * d,
+                                                     hvp_chunk_size=32)).attribute(text)
+    torch.testing.assert_close(lowrank.curvature, exact.curvature, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lowrank.scores, exact.scores, rtol=1e-6, atol=1e-9)
+    assert lowrank.cost["hvps"] == 2 * n * d and lowrank.cost["lowrank_k"] == n * d
+
+
+def test_low_rank_operator_recovered_and_truncated():
+    n, d, r = 4, 6, 5
+    gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(n * d, r, generator=gen, dtype=torch.float64))
+    lam = torch.tensor([9.0, -7.0, 3.0, -2.0, 0.5], dtype=torch.float64)
+    H = basis @ torch.diag(lam) @ basis.T
+    calls = []
+
+    def hvp(v):
+        calls.append(v.shape[0])
+        return (v.reshape(v.shape[0], -1) @ H).reshape(v.shape)
+
+    lr = randomized_eig(hvp, n, d, rank=r, oversample=3, dtype=torch.float64)
+    torch.testing.assert_close(lr.dense(), H, atol=1e-10, rtol=0)
+    torch.testing.assert_close(lr.eigenvalues, lam)  # ordered by |λ|
+    assert sum(calls) == lr.hvps == 2 * (r + 3)
+    top2 = randomized_eig(hvp, n, d, rank=2, oversample=3, dtype=torch.float64)
+    torch.testing.assert_close(top2.eigenvalues, lam[:2])
+    best = basis[:, :2] @ torch.diag(lam[:2]) @ basis[:, :2].T  # Eckart–Young best rank 2
+    torch.testing.assert_close(top2.dense(), best, atol=1e-10, rtol=0)
+    # block norms through heat_kernels.block_norm equal the dense block products U_i Λ U_iᵀ r_i
+    probes = torch.randint(0, 2, (3, n, d), generator=gen).double() * 2 - 1
+    Hk = top2.dense().view(n, d, n, d)
+    expected = torch.stack([torch.stack([(Hk[i, :, i] @ probes[k, i]).abs().sum() for k in range(3)]).mean()
+                            for i in range(n)])
+    torch.testing.assert_close(lowrank_block_norms(top2, probes, backend="torch").double(), expected)
+
+
+def test_rank_clipped_to_dimension():
+    H = torch.eye(6, dtype=torch.float64) * 2
+    lr = randomized_eig(lambda v: (v.reshape(v.shape[0], -1) @ H).reshape(v.shape), 2, 3, rank=50,
+                        dtype=torch.float64)
+    assert isinstance(lr, LowRank) and lr.u.shape == (6, 6) and lr.hvps == 12
+    torch.testing.assert_close(lr.dense(), H)
+
+
+@pytest.mark.parametrize("arch", ["gpt2"])
+def test_lowrank_deterministic_under_seed(arch, tiny_tok):
+    model = make_tiny(arch)
+    cfg = hm.HEATConfig(curvature="lowrank", rank=4, oversample=2, seed=3)
+    a = hm.HEAT(model, tiny_tok, cfg).attribute("a red bird sat in the tree")
+    b = hm.HEAT(model, tiny_tok, cfg).attribute("a red bird sat in the tree")
+    torch.testing.assert_close(a.curvature, b.curvature)
+    assert a.cost["hvps"] == 12
+
+
+def test_reverse_over_reverse_hvps_match(tiny_tok):
+    model = make_tiny("llama", hidden=16)
+    cfg = hm.HEATConfig(curvature="lowrank", rank=6, oversample=2, hvp_chunk_size=3)
+    a = hm.HEAT(model, tiny_tok, cfg).attribute("the cat sat on the")
+    b = hm.HEAT(model, tiny_tok, cfg.replace(hvp_mode="reverse_over_reverse")).attribute("the cat sat on the")
+    torch.testing.assert_close(a.curvature, b.curvature, rtol=1e-6, atol=1e-9)

@@ -1,0 +1,148 @@
+"""AttributionWriter: JSON-lines round trip, crash + resume without duplicates, errors shard, bad output dirs."""
+
+from __future__ import annotations
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import heat_module as hm
+from heat_module.data import TextPromptsDataModule
+from heat_module.lightning.module import HEATModule
+from heat_module.lightning.progress import HEATProgressBar
+from heat_module.lightning.writer import AttributionWriter, read_errors, read_predictions
+
+PROMPTS = ["the cat sat on the", "she ordered a pizza and cut it with a", "my red car", "a dog ran in the",
+           "the capital of france is"]
+CHEAP = hm.HEATConfig(beta=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from heat_module.testing import tiny_model, tiny_tokenizer
+
+    return tiny_model("llama", seed=0), tiny_tokenizer()
+
+
+def trainer(*callbacks, **kwargs) -> pl.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
+
+
+class Crash(pl.Callback):
+    """Simulates a crash right after the first batch was written."""
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        raise RuntimeError("simulated crash after batch 0")
+
+
+class CountingModule(HEATModule):
+    """Records the ids that reach HEAT."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attributed: list[str] = []
+
+    def predict_step(self, batch, batch_idx=0, dataloader_idx=0):
+        out = super().predict_step(batch, batch_idx, dataloader_idx)
+        self.attributed += [r.extra["id"] for r in out]
+        return out
+
+
+def test_lines_round_trip(tiny, tmp_path):
+    model, tok = tiny
+    data = TextPromptsDataModule(PROMPTS[:3], tokenizer=tok, batch_size=2)
+    batches = trainer(AttributionWriter(tmp_path)).predict(HEATModule(model, tok, CHEAP), datamodule=data)
+    results = [r for b in batches for r in b]
+    rows = read_predictions(tmp_path)
+    assert [row["id"] for row in rows] == ["0", "1", "2"]
+    for row, res in zip(rows, results):
+        assert row["config_hash"] == CHEAP.hash() and row["rank"] == 0
+        for key in ("tokens", "target", "scores", "transition", "curvature", "information"):
+            assert key in row
+        back = hm.AttributionResult.from_dict(row)
+        assert back.tokens == res.tokens and back.target_id == res.target_id and back.curvature is None
+        torch.testing.assert_close(back.scores, res.scores.float(), rtol=0, atol=0)
+        torch.testing.assert_close(back.information, res.information.float(), rtol=0, atol=0)
+        assert back.extra["id"] == row["id"]
+
+
+def test_crash_after_first_batch_then_resume_writes_every_id_once(tiny, tmp_path):
+    model, tok = tiny
+
+    def data():
+        return TextPromptsDataModule(PROMPTS, tokenizer=tok, batch_size=2)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer(AttributionWriter(tmp_path), Crash()).predict(HEATModule(model, tok, CHEAP), datamodule=data())
+    assert [r["id"] for r in read_predictions(tmp_path)] == ["0", "1"]  # batch 0 is on disk
+    module = CountingModule(model, tok, CHEAP)
+    writer = AttributionWriter(tmp_path)
+    trainer(writer, HEATProgressBar(), enable_progress_bar=True).predict(module, datamodule=data(),
+                                                                          return_predictions=False)
+    assert writer.done_ids == {"0", "1"}
+    assert module.attributed == ["2", "3", "4"]  # the finished examples cost no attribution
+    ids = [r["id"] for r in read_predictions(tmp_path)]
+    assert sorted(ids) == ["0", "1", "2", "3", "4"]
+    # a third run has nothing left to do
+    module = CountingModule(model, tok, CHEAP)
+    trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data(), return_predictions=False)
+    assert module.attributed == [] and len(read_predictions(tmp_path)) == 5
+
+
+def test_torn_last_line_is_cut_on_resume(tiny, tmp_path):
+    model, tok = tiny
+    good = {"id": "0", "config_hash": CHEAP.hash()}
+    (tmp_path / "predictions-rank0.jsonl").write_text(json.dumps(good) + "\n" + '{"id": "1", "scor')
+    module = CountingModule(model, tok, CHEAP)
+    writer = AttributionWriter(tmp_path)
+    with pytest.warns(UserWarning, match="torn last line"):
+        trainer(writer).predict(module, datamodule=TextPromptsDataModule(PROMPTS[:2], tokenizer=tok))
+    assert writer.done_ids == {"0"} and module.attributed == ["1"]
+    lines = (tmp_path / "predictions-rank0.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["0", "1"]
+
+
+def test_another_config_is_not_skipped(tiny, tmp_path):
+    model, tok = tiny
+    data = TextPromptsDataModule(PROMPTS[:1], tokenizer=tok)
+    trainer(AttributionWriter(tmp_path)).predict(HEATModule(model, tok, CHEAP), datamodule=data)
+    module = CountingModule(model, tok, hm.HEATConfig(beta=0.0, gamma=1.0))
+    with pytest.warns(UserWarning, match="1 predictions were written with another config"):
+        trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data)
+    assert module.attributed == ["0"]
+
+
+def test_bad_example_goes_to_the_errors_shard(tiny, tmp_path):
+    model, tok = tiny
+    prompts = [PROMPTS[0], " ".join(["the"] * 130), PROMPTS[2]]  # the tiny model has 128 positions
+    data = TextPromptsDataModule(prompts, tokenizer=tok, batch_size=2)
+    with pytest.raises(ValueError, match="at most 128 tokens"):
+        trainer(AttributionWriter(tmp_path / "strict")).predict(HEATModule(model, tok, CHEAP), datamodule=data)
+    module = HEATModule(model, tok, CHEAP, skip_bad_examples=True)
+    trainer(AttributionWriter(tmp_path / "skip")).predict(module, datamodule=data, return_predictions=False)
+    assert [r["id"] for r in read_predictions(tmp_path / "skip")] == ["0", "2"]
+    errors = read_errors(tmp_path / "skip")
+    assert [e["id"] for e in errors] == ["1"] and errors[0]["error_type"] == "ValueError"
+    assert "at most 128 tokens" in errors[0]["error"]
+
+
+def test_unwritable_output_dir_fails_at_setup(tiny, tmp_path):
+    model, tok = tiny
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    data = TextPromptsDataModule(PROMPTS[:1], tokenizer=tok)
+    module = CountingModule(model, tok, CHEAP)
+    with pytest.raises(PermissionError, match="Expected a writable output directory .*a_file/out"):
+        trainer(AttributionWriter(blocker / "out")).predict(module, datamodule=data)
+    with pytest.raises(NotADirectoryError, match="got a file"):
+        trainer(AttributionWriter(blocker)).predict(module, datamodule=data)
+    assert module.attributed == []
+
+
+def test_write_interval_must_be_batch(tmp_path):
+    with pytest.raises(ValueError, match="Expected write_interval='batch'"):
+        AttributionWriter(tmp_path, write_interval="epoch")

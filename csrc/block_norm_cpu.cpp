@@ -1,4 +1,4 @@
-// CPU kernel of heat_kernels::block_norm (DESIGN.md "S", the fisher/lowrank reduction).
+// CPU kernel of heat_kernels::block_norm (docs/design.md "S", the fisher/lowrank reduction).
 //
 // s[i] = (1/m) sum_k || sum_y coef[y] * w[i,y] * (w[i,y] . r[k,i]) ||_1
 //

@@ -1,4 +1,4 @@
-// CUDA kernel of heat_kernels::block_norm (DESIGN.md "S"); the Triton kernel in heat_kernels/block_norm.py is the
+// CUDA kernel of heat_kernels::block_norm (docs/design.md "S"); the Triton kernel in heat_kernels/block_norm.py is the
 // default GPU path, this is the `backend="cuda"` alternative.
 //
 // s[i] = (1/m) sum_k || sum_y coef[y] * w[i,y] * (w[i,y] . r[k,i]) ||_1

@@ -5,26 +5,37 @@
 
 #include <torch/extension.h>
 
+#include <cmath>
 #include <optional>
 
 namespace heat {
 
-// phi[b,h,i] = sum_j rho[b,j] * softmax_i(scaling * q[b,h,j] . k[b,h/(H/Hkv),i] + causal/padding mask), fp32 (B, H, n).
+// phi[b,h,i] = sum_j rho[b,j] * softmax_i(cap(scaling * q[b,h,j] . k[b,h/(H/Hkv),i]) + mask), fp32 (B, H, n); the
+// mask is causal + key padding + optional sliding window / chunks, cap the optional soft-capping (rollout_phi.py).
 at::Tensor rollout_phi_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rho,
-                           const std::optional<at::Tensor>& key_padding_mask, double scaling);
+                           const std::optional<at::Tensor>& key_padding_mask, double scaling,
+                           std::optional<int64_t> window, std::optional<double> softcap,
+                           std::optional<int64_t> chunk);
 
 // s[i] = (1/m) sum_k || sum_y coef[y] * w[i,y] * (w[i,y] . r[k,i]) ||_1, fp32 (n,).
 at::Tensor block_norm_cpu(const at::Tensor& w, const at::Tensor& coef, const at::Tensor& r);
 
 #ifdef HEAT_WITH_CUDA
 at::Tensor rollout_phi_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rho,
-                            const std::optional<at::Tensor>& key_padding_mask, double scaling);
+                            const std::optional<at::Tensor>& key_padding_mask, double scaling,
+                            std::optional<int64_t> window, std::optional<double> softcap,
+                            std::optional<int64_t> chunk);
 at::Tensor block_norm_cuda(const at::Tensor& w, const at::Tensor& coef, const at::Tensor& r);
 #endif
 
 // Shape and dtype checks shared by the CPU and CUDA paths (errors name what was expected and what came).
 inline void check_rollout_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rho,
-                                 const std::optional<at::Tensor>& key_padding_mask) {
+                                 const std::optional<at::Tensor>& key_padding_mask, std::optional<int64_t> window,
+                                 std::optional<double> softcap, std::optional<int64_t> chunk) {
+  TORCH_CHECK(!window.has_value() || *window >= 1, "rollout_phi: expected window >= 1 or None, got ", *window);
+  TORCH_CHECK(!chunk.has_value() || *chunk >= 1, "rollout_phi: expected chunk >= 1 or None, got ", *chunk);
+  TORCH_CHECK(!softcap.has_value() || (std::isfinite(*softcap) && *softcap > 0),
+              "rollout_phi: expected a finite softcap > 0 or None, got ", *softcap);
   TORCH_CHECK(q.dim() == 4, "rollout_phi: expected q of shape (B, H, n, d_h), got ", q.sizes());
   TORCH_CHECK(k.dim() == 4, "rollout_phi: expected k of shape (B, H_kv, n, d_h), got ", k.sizes());
   const auto B = q.size(0), H = q.size(1), n = q.size(2), d = q.size(3);

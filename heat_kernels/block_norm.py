@@ -1,4 +1,4 @@
-"""block_norm: s[i] = (1/m)·Σ_k ‖Σ_y coef_y·w[i,y]·(w[i,y]·r[k,i])‖₁ (DESIGN.md "S", eq. 2–3).
+"""block_norm: s[i] = (1/m)·Σ_k ‖Σ_y coef_y·w[i,y]·(w[i,y]·r[k,i])‖₁ (docs/design.md "S", eq. 2–3).
 
 The block-restricted HVP norm that ends the ``fisher`` (w = per-token gradients u_y, coef = P_y) and ``lowrank``
 (w = U_i, coef = Λ) curvature modes: for each token i, the L1 norm of its block of G·r_k with G_ii = Σ_y coef_y

@@ -1,20 +1,42 @@
-"""rollout_phi: Φ[b,h,i] = Σ_j ρ[b,j]·softmax_i(scaling·q_j·k_iᵀ + mask) (DESIGN.md "M").
+"""rollout_phi: Φ[b,h,i] = Σ_j ρ[b,j]·softmax_i(cap(scaling·q_j·k_iᵀ) + mask) (docs/design.md "M").
 
 Φ^{l,h} = ρ^l A^{l,h} is the rollout mass that enters the prediction position through key i of head h: the
 ρ-weighted column sums of the causal attention probabilities. The reference materialises the (B, H, n, n)
-attention; the kernels never do:
+attention; the kernels never do.
+
+Masks and scores, exactly as transformers' ``masking_utils`` builds them (``causal_mask_function``,
+``sliding_window_overlay``, ``chunked_overlay``, ``padding_mask_function``; Gemma-2 soft-capping in the eager
+attention). Query j may attend key i iff
+
+- causal: i ≤ j;
+- ``window`` (sliding window, Mistral / Gemma 2–3 / GPT-OSS): j − i < window, i.e. transformers'
+  ``kv_idx > q_idx - sliding_window``. The indices are the positions in the (padded) sequence, left padding
+  included, as transformers computes the window on cache positions. The window only depends on j − i, so for a
+  left-padded row this is the same window as for the unpadded sequence; padding *between* real tokens counts
+  toward the distance, as it does in transformers;
+- ``chunk`` (Llama-4 chunked attention): (j − p_b) // chunk == (i − p_b) // chunk, p_b the number of left-padding
+  positions of row b (transformers' ``chunked_overlay`` with ``left_padding_tokens``, the positions before the
+  first real key), so that the chunks start at each sequence's first real token;
+- key padding: key i is a real token.
+
+``softcap`` (Gemma 2): scores = softcap·tanh(scaling·q·kᵀ / softcap), before the mask.
+
+Kernels:
 
 - Triton (GPU; CPU only in the interpreter): pass 1 writes each query row's log-sum-exp with an online softmax
   over key tiles (flash-attention style); pass 2 gives each program a block of key columns i and loops over the
-  query rows j ≥ i, accumulating ρ_j·exp(s_ji − lse_j). Each program owns its columns: no atomics.
-- C++ (CPU, ``csrc/rollout_phi_cpu.cpp``): tiles of 64 query rows, one GEMM per tile against the keys it may see,
+  query rows j ≥ i, accumulating ρ_j·exp(s_ji − lse_j). Each program owns its columns: no atomics. With a window
+  or chunks both loops only visit the key / query tiles inside the band.
+- C++ (CPU, ``csrc/rollout_phi_cpu.cpp``): tiles of 64 query rows, one GEMM per tile against the keys it may see
+  (the band of the tile's rows with a window / chunks),
   exp(s − row max) in place, one GEMV with weights ρ_j / Σ_i exp(...) into Φ — one 64 × n fp32 tile per thread.
 - CUDA (``csrc/rollout_phi_cuda.cu``): the same two passes as the Triton kernel in plain CUDA.
 
 Precision: every path accumulates in fp32 and returns fp32 whatever the input dtype (fp32/fp16/bf16). On GPU
 fp16/bf16 scores use the tensor cores with fp32 accumulation and fp32 scores use IEEE fp32 (no TF32). Padding:
-``key_padding_mask`` (B, n) is True at real tokens; a query row that sees no real key (a left-padded row)
-contributes 0, like the reference's ``nan_to_num``. The ops have no autograd formula (Φ is not differentiated).
+``key_padding_mask`` (B, n) is True at real tokens; a query row that sees no real key (a left-padded row, or a
+row whose window / chunk holds only padding) contributes 0, like the reference's ``nan_to_num``. The ops have no
+autograd formula (Φ is not differentiated).
 
 File order: reference, Triton kernels, launcher, ``torch.library`` ops, dispatch.
 """
@@ -36,12 +58,49 @@ Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def left_padding(key_padding_mask: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+    """(B,) int64 number of positions before the first real key of each row (n for a row of padding only).
+
+    transformers' ``create_chunked_causal_mask``: ``(attention_mask.cumsum(-1) == 0).sum(-1)``.
+    """
+    if key_padding_mask is None:
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    return (key_padding_mask.long().cumsum(-1) == 0).sum(-1)
+
+
+def allowed_mask(
+    n: int,
+    key_padding_mask: torch.Tensor | None = None,
+    window: int | None = None,
+    chunk: int | None = None,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(B, 1, n, n) bool: query j (dim 2) may attend key i (dim 3); the masks of the module docstring."""
+    idx = torch.arange(n, device=device)
+    j, i = idx.view(1, 1, n, 1), idx.view(1, 1, 1, n)
+    allowed = (i <= j).expand(batch, 1, n, n)
+    if window is not None:
+        allowed = allowed & (j - i < window)
+    if chunk is not None:
+        pad = left_padding(key_padding_mask, batch, torch.device(device)).view(batch, 1, 1, 1)
+        allowed = allowed & (
+            torch.div(j - pad, chunk, rounding_mode="floor") == torch.div(i - pad, chunk, rounding_mode="floor")
+        )
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask.bool().view(batch, 1, 1, n)
+    return allowed
+
+
 def rollout_phi_ref(
     q: torch.Tensor,
     k: torch.Tensor,
     rho: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
     scaling: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Reference: materialises the (B, H, n, n) attention.
 
@@ -51,6 +110,9 @@ def rollout_phi_ref(
         rho: (B, n) rollout weights of the query positions.
         key_padding_mask: (B, n) bool, True where the key is a real token (left padding is False).
         scaling: softmax scale, default d_h ** -0.5.
+        window: sliding window (query j sees keys j - window < i <= j), None for none.
+        softcap: logit soft-capping, scores = softcap·tanh(scores / softcap), None for none.
+        chunk: chunked attention (chunks of ``chunk`` positions from the first real token), None for none.
     Returns:
         (B, H, n) fp32 Φ.
     """
@@ -61,10 +123,9 @@ def rollout_phi_ref(
     scaling = d**-0.5 if scaling is None else scaling
     kk = k.float().repeat_interleave(H // Hkv, dim=1)
     scores = torch.matmul(q.float(), kk.transpose(-1, -2)) * scaling
-    allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    allowed = allowed.view(1, 1, n, n)
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask.bool().view(B, 1, 1, n)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    allowed = allowed_mask(n, key_padding_mask, window, chunk, B, q.device)
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     return torch.einsum("bj,bhji->bhi", rho.float(), probs)
@@ -84,11 +145,53 @@ def _triton_kernels(interpret: bool):
     import triton.language as tl
 
     @triton.jit
+    def _tanh(x):
+        # libdevice.tanh has no interpreter implementation: an fp32 tanh within ~1.5 ulp from exp2, and for
+        # |x| < 0.55 (where (1 - e^{-2|x|}) / (1 + e^{-2|x|}) cancels) its Taylor series to x^15.
+        ax = tl.abs(x)
+        e = tl.exp2(ax * -2.8853900817779268)  # exp(-2|x|)
+        big = (1.0 - e) / (1.0 + e)
+        x2 = x * x
+        p = x2 * -1.4558343870513183e-03 + 3.5921280365724810e-03  # -929569/638512875, 21844/6081075
+        p = p * x2 - 8.8632355299021966e-03  # 1382/155925
+        p = p * x2 + 2.1869488536155203e-02  # 62/2835
+        p = p * x2 - 5.3968253968253971e-02  # 17/315
+        p = p * x2 + 1.3333333333333333e-01  # 2/15
+        p = p * x2 - 3.3333333333333333e-01
+        p = p * x2 + 1.0
+        return tl.where(ax < 0.55, p * x, tl.where(x < 0, -big, big))
+
+    @triton.jit
+    def _scores(q, kt, scale_log2, cap_in, cap_out, HAS_SOFTCAP: tl.constexpr, PRECISION: tl.constexpr):
+        # log2-domain scores: scaling·q·kᵀ·log2(e), or softcap·tanh(scaling·q·kᵀ / softcap)·log2(e).
+        s = tl.dot(q, kt, input_precision=PRECISION)
+        if HAS_SOFTCAP:
+            s = _tanh(s * cap_in) * cap_out
+        else:
+            s = s * scale_log2
+        return s
+
+    @triton.jit
+    def _band(offs_m, offs_n, n, window, chunk, shift, HAS_WINDOW: tl.constexpr, HAS_CHUNK: tl.constexpr):
+        # (BLOCK_M, BLOCK_N) query j = offs_m may attend key i = offs_n: causal, window, chunk (without padding).
+        ok = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < n)
+        if HAS_WINDOW:
+            ok = ok & (offs_m[:, None] - offs_n[None, :] < window)
+        if HAS_CHUNK:
+            ok = ok & ((offs_m[:, None] + shift) // chunk == (offs_n[None, :] + shift) // chunk)
+        return ok
+
+    # A @triton.jit function resolves the functions it calls among its module's globals (closures are not seen,
+    # in the interpreter either): publish the helpers there.
+    globals().update(_tanh=_tanh, _scores=_scores, _band=_band)
+
+    @triton.jit
     def _rollout_lse_kernel(
-        Q, K, MASK, LSE,
-        H, HKV, n, d, scale_log2,
+        Q, K, MASK, SHIFT, LSE,
+        H, HKV, n, d, scale_log2, cap_in, cap_out, window, chunk,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-        HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+        HAS_MASK: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CHUNK: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+        UPCAST: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
         # Program (query tile, b*H + h): log2-domain log-sum-exp of each query row over the keys it may see.
@@ -105,15 +208,24 @@ def _triton_kernels(interpret: bool):
             q = q.to(tl.float32)
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
+        # Key tiles in the band of this tile's rows: [lo, hi), lo the first key row pid_m * BLOCK_M may see.
         hi = tl.minimum((pid_m + 1) * BLOCK_M, n)
-        for start_n in range(0, hi, BLOCK_N):
+        lo = 0
+        shift = 0
+        if HAS_WINDOW:
+            lo = tl.maximum(lo, pid_m * BLOCK_M - window + 1)
+        if HAS_CHUNK:
+            shift = tl.load(SHIFT + b)
+            lo = tl.maximum(lo, ((pid_m * BLOCK_M + shift) // chunk) * chunk - shift)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kt_ptrs = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None]
             kt = tl.load(kt_ptrs, mask=(offs_n[None, :] < n) & (offs_d[:, None] < d), other=0.0)
             if UPCAST:
                 kt = kt.to(tl.float32)
-            s = tl.dot(q, kt, input_precision=PRECISION) * scale_log2
-            allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_m[:, None] < n)
+            s = _scores(q, kt, scale_log2, cap_in, cap_out, HAS_SOFTCAP, PRECISION)
+            allowed = _band(offs_m, offs_n, n, window, chunk, shift, HAS_WINDOW, HAS_CHUNK)
             if HAS_MASK:
                 key_real = tl.load(MASK + b * n + offs_n, mask=offs_n < n, other=0)
                 allowed = allowed & (key_real[None, :] != 0)
@@ -128,10 +240,11 @@ def _triton_kernels(interpret: bool):
 
     @triton.jit
     def _rollout_colsum_kernel(
-        Q, K, MASK, RHO, LSE, OUT,
-        H, HKV, n, d, scale_log2,
+        Q, K, MASK, SHIFT, RHO, LSE, OUT,
+        H, HKV, n, d, scale_log2, cap_in, cap_out, window, chunk,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
-        HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+        HAS_MASK: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CHUNK: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+        UPCAST: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
         # Program (key tile, b*H + h): Φ of its key columns i = Σ_{j ≥ i} ρ_j · exp2(s_ji − lse_j).
@@ -149,7 +262,17 @@ def _triton_kernels(interpret: bool):
         if HAS_MASK:
             key_ok = key_ok & (tl.load(MASK + b * n + offs_n, mask=offs_n < n, other=0) != 0)
         acc = tl.zeros([BLOCK_N], tl.float32)
-        for start_m in range(pid_n * BLOCK_N, n, BLOCK_M):
+        # Query rows in the band of this tile's columns: [pid_n * BLOCK_N, hi), hi past the last row that the
+        # tile's last column can reach.
+        last = pid_n * BLOCK_N + BLOCK_N - 1
+        hi = n
+        shift = 0
+        if HAS_WINDOW:
+            hi = tl.minimum(hi, last + window)
+        if HAS_CHUNK:
+            shift = tl.load(SHIFT + b)
+            hi = tl.minimum(hi, ((last + shift) // chunk + 1) * chunk - shift)
+        for start_m in range(pid_n * BLOCK_N, hi, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             q_ptrs = Q + b * stride_qb + (bh % H) * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :]
             q = tl.load(q_ptrs, mask=(offs_m[:, None] < n) & (offs_d[None, :] < d), other=0.0)
@@ -157,8 +280,8 @@ def _triton_kernels(interpret: bool):
                 q = q.to(tl.float32)
             lse = tl.load(LSE + bh * n + offs_m, mask=offs_m < n, other=float("inf"))
             rho = tl.load(RHO + b * n + offs_m, mask=offs_m < n, other=0.0)
-            s = tl.dot(q, kt, input_precision=PRECISION) * scale_log2
-            allowed = (offs_n[None, :] <= offs_m[:, None]) & key_ok[None, :] & (offs_m[:, None] < n)
+            s = _scores(q, kt, scale_log2, cap_in, cap_out, HAS_SOFTCAP, PRECISION)
+            allowed = _band(offs_m, offs_n, n, window, chunk, shift, HAS_WINDOW, HAS_CHUNK) & key_ok[None, :]
             p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
             acc += tl.sum(p * rho[:, None], 0)
         tl.store(OUT + bh * n + offs_n, acc, mask=offs_n < n)
@@ -169,7 +292,8 @@ def _triton_kernels(interpret: bool):
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
             for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 128, 8, 2)]
         ]
-        tune = triton.autotune(configs=configs, key=["n", "BLOCK_D", "UPCAST", "PRECISION"])
+        key = ["n", "BLOCK_D", "UPCAST", "PRECISION", "HAS_WINDOW", "HAS_CHUNK", "HAS_SOFTCAP"]
+        tune = triton.autotune(configs=configs, key=key)
         tuned = (tune(_rollout_lse_kernel), tune(_rollout_colsum_kernel))
     return _rollout_lse_kernel, _rollout_colsum_kernel, *tuned
 
@@ -189,6 +313,9 @@ def _rollout_phi_triton(
     rho: torch.Tensor,
     key_padding_mask: torch.Tensor | None,
     scaling: float,
+    window: int | None = None,
+    softcap: float | None = None,
+    chunk: int | None = None,
     block_m: int | None = None,
     block_n: int | None = None,
 ) -> torch.Tensor:
@@ -206,20 +333,32 @@ def _rollout_phi_triton(
     out = torch.empty(B, H, n, device=q.device, dtype=torch.float32)
     if B * H == 0 or n == 0:
         return out.zero_()
+    has_window = window is not None and window < n  # a window of n or more is the causal mask
+    has_chunk = chunk is not None and chunk < n  # chunks of n or more hold every real position
+    has_softcap = softcap is not None
+    # Chunk ids (i + shift) // chunk with shift = (-left padding) mod chunk ≥ 0: transformers' floor division
+    # (i - left padding) // chunk up to a constant, without negative operands.
+    shift = (-left_padding(key_padding_mask, B, q.device)).remainder(chunk).int() if has_chunk else rho32
     # fp32 operands (always in the interpreter, whose numpy dot has no bf16) use exact fp32 products ("ieee", not
     # TF32); fp16/bf16 operands go to the tensor cores with fp32 accumulation (the default precision setting).
     upcast = interpret or q.dtype == torch.float32
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2))
-    args = (H, Hkv, n, d, scaling * _LOG2E, *strides)
+    cap_in, cap_out = (scaling / softcap, softcap * _LOG2E) if has_softcap else (1.0, 1.0)
+    args = (H, Hkv, n, d, scaling * _LOG2E, cap_in, cap_out, window if has_window else n,
+            chunk if has_chunk else 1, *strides)  # fmt: skip
     precision = "ieee" if upcast else "tf32"
-    meta = dict(HAS_MASK=has_mask, UPCAST=upcast, PRECISION=precision, BLOCK_D=max(16, 1 << (d - 1).bit_length()))
+    meta = dict(
+        HAS_MASK=has_mask, HAS_WINDOW=has_window, HAS_CHUNK=has_chunk, HAS_SOFTCAP=has_softcap,
+        UPCAST=upcast, PRECISION=precision, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
+    )  # fmt: skip
     if lse_tuned is None or block_m is not None or block_n is not None:
         bm, bn = block_m or 64, block_n or 64
-        lse_kernel[(_cdiv(n, bm), B * H)](q, k, mask, lse, *args, **meta, BLOCK_M=bm, BLOCK_N=bn)
-        colsum_kernel[(_cdiv(n, bn), B * H)](q, k, mask, rho32, lse, out, *args, **meta, BLOCK_M=bm, BLOCK_N=bn)
+        lse_kernel[(_cdiv(n, bm), B * H)](q, k, mask, shift, lse, *args, **meta, BLOCK_M=bm, BLOCK_N=bn)
+        colsum_kernel[(_cdiv(n, bn), B * H)](q, k, mask, shift, rho32, lse, out, *args, **meta, BLOCK_M=bm,
+                                             BLOCK_N=bn)  # fmt: skip
     else:
-        lse_tuned[lambda c: (_cdiv(n, c["BLOCK_M"]), B * H)](q, k, mask, lse, *args, **meta)
-        colsum_tuned[lambda c: (_cdiv(n, c["BLOCK_N"]), B * H)](q, k, mask, rho32, lse, out, *args, **meta)
+        lse_tuned[lambda c: (_cdiv(n, c["BLOCK_M"]), B * H)](q, k, mask, shift, lse, *args, **meta)
+        colsum_tuned[lambda c: (_cdiv(n, c["BLOCK_N"]), B * H)](q, k, mask, shift, rho32, lse, out, *args, **meta)
     return out
 
 
@@ -228,23 +367,26 @@ def _rollout_phi_triton(
 # heat_kernels::rollout_phi_triton (the Triton launcher). Both return fp32 (B, H, n).
 # ----------------------------------------------------------------------------------------------------------------
 
-_SCHEMA = "(Tensor q, Tensor k, Tensor rho, Tensor? key_padding_mask, float scaling) -> Tensor"
+_SCHEMA = (
+    "(Tensor q, Tensor k, Tensor rho, Tensor? key_padding_mask, float scaling, int? window=None, "
+    "float? softcap=None, int? chunk=None) -> Tensor"
+)
 _lib = torch.library.Library("heat_kernels", "FRAGMENT")  # kept alive: dropping it would drop the definition
 _lib.define("rollout_phi" + _SCHEMA)
 
 
 @torch.library.register_fake("heat_kernels::rollout_phi")
-def _rollout_phi_fake(q, k, rho, key_padding_mask, scaling):
+def _rollout_phi_fake(q, k, rho, key_padding_mask, scaling, window=None, softcap=None, chunk=None):
     return q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 @torch.library.custom_op("heat_kernels::rollout_phi_triton", mutates_args=(), schema=_SCHEMA)
-def _rollout_phi_triton_op(q, k, rho, key_padding_mask, scaling):
-    return _rollout_phi_triton(q, k, rho, key_padding_mask, scaling)
+def _rollout_phi_triton_op(q, k, rho, key_padding_mask, scaling, window=None, softcap=None, chunk=None):
+    return _rollout_phi_triton(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)
 
 
 @_rollout_phi_triton_op.register_fake
-def _rollout_phi_triton_fake(q, k, rho, key_padding_mask, scaling):
+def _rollout_phi_triton_fake(q, k, rho, key_padding_mask, scaling, window=None, softcap=None, chunk=None):
     return q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
@@ -269,6 +411,14 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, rho: torch.Tensor, key_paddi
         )
 
 
+def _check_band(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected {name} to be None or an int >= 1, got {value!r}")
+    return int(value)
+
+
 def rollout_phi(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -276,8 +426,15 @@ def rollout_phi(
     key_padding_mask: torch.Tensor | None = None,
     scaling: float | None = None,
     backend: Backend = "auto",
+    *,
+    window: int | None = None,
+    softcap: float | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """Φ[b,h,i] = Σ_j ρ[b,j]·A[b,h,j,i], A the causal (and key-padded) attention probabilities, never materialised.
+    """Φ[b,h,i] = Σ_j ρ[b,j]·A[b,h,j,i], A the attention probabilities, never materialised (docs/design.md "M").
+
+    A is transformers' attention for the masks of the module docstring: causal, key padding, and optionally a
+    sliding window, chunks and Gemma-2 soft-capping.
 
     Args:
         q: (batch, heads, n, d_head) post-RoPE queries, fp32/fp16/bf16.
@@ -289,6 +446,11 @@ def rollout_phi(
         scaling: softmax scale, default d_head ** -0.5.
         backend: ``"auto"`` (CUDA → Triton, CPU → C++ op if built else reference), ``"torch"`` (reference),
             ``"cpp"`` (C++ op, CPU), ``"cuda"`` (CUDA op), ``"triton"`` (CUDA, or CPU with TRITON_INTERPRET=1).
+        window: sliding window: query j sees keys i with j - window < i <= j (positions in the padded sequence,
+            as transformers' ``sliding_window_overlay``; with left padding the same keys as unpadded). None: none.
+        softcap: scores = softcap·tanh(scaling·q·kᵀ / softcap) before the mask (Gemma 2). None: none.
+        chunk: chunked attention: query j sees keys i <= j with (j - p) // chunk == (i - p) // chunk, p the
+            row's left padding (transformers' ``chunked_overlay``, Llama 4). None: none.
     Returns:
         (batch, heads, n) fp32 Φ.
     """
@@ -296,12 +458,20 @@ def rollout_phi(
     scaling = q.shape[-1] ** -0.5 if scaling is None else float(scaling)
     if not math.isfinite(scaling):
         raise ValueError(f"Expected a finite scaling, got {scaling}")
+    window, chunk = _check_band("window", window), _check_band("chunk", chunk)
+    if softcap is not None:
+        softcap = float(softcap)
+        if not (math.isfinite(softcap) and softcap > 0):
+            raise ValueError(f"Expected softcap to be None or a finite float > 0, got {softcap}")
+    n = q.shape[2]
+    window = None if window is not None and window >= n else window  # no position is n or more apart
+    chunk = None if chunk is not None and chunk >= n else chunk  # one chunk holds every real position
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask.bool()
     resolved = _ext.resolve_backend("rollout_phi", backend, q.device.type)
     if resolved == "torch":
-        return rollout_phi_ref(q, k, rho, key_padding_mask, scaling)
+        return rollout_phi_ref(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)
     if resolved == "triton":
-        return torch.ops.heat_kernels.rollout_phi_triton(q, k, rho, key_padding_mask, scaling)
+        return torch.ops.heat_kernels.rollout_phi_triton(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)
     _ext.load()  # registers the C++/CUDA kernels of heat_kernels::rollout_phi
-    return torch.ops.heat_kernels.rollout_phi(q, k, rho, key_padding_mask, scaling)
+    return torch.ops.heat_kernels.rollout_phi(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)

@@ -8,6 +8,7 @@ and ``attribute_batch(input_ids, attention_mask, target_ids)`` returning :class:
 name                                    method
 ======================================  ====================================================================
 ``heat``                                :class:`heat_module.heat.HEAT` (options = a ``config``)
+``attnlrp``                             AttnLRP (Achtibat et al. 2024): x_i ⊙ modified ∇ of the target logit
 ``attention_rollout``                   Abnar & Zuidema 2020 rollout of 0.5·Ā + 0.5·I, row p
 ``last_layer_attention``                mean over heads of the last layer's attention row p
 ``gradient_norm``                       ‖∇_{x_i} g‖₂ (``norm=1`` for ‖·‖₁)
@@ -27,6 +28,7 @@ import importlib
 _REGISTRY: dict[str, str] = {
     "heat": "heat_module.heat:HEAT",
     "attention_rollout": "heat_module.baselines.attention_rollout:AttentionRollout",
+    "attnlrp": "heat_module.baselines.attnlrp:AttnLRP",
     "last_layer_attention": "heat_module.baselines.last_layer_attention:LastLayerAttention",
     "gradient_norm": "heat_module.baselines.gradient_norm:GradientNorm",
     "input_x_gradient": "heat_module.baselines.input_x_gradient:InputXGradient",

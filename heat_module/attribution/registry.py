@@ -16,6 +16,7 @@ from torch import nn
 
 _REGISTRY: dict[str, str] = {
     "heat": "heat_module.heat.estimator:HEAT",
+    "attnlrp": "heat_module.baselines.attnlrp:AttnLRP",
     "attention_rollout": "heat_module.baselines.attention_rollout:AttentionRollout",
     "last_layer_attention": "heat_module.baselines.last_layer_attention:LastLayerAttention",
     "gradient_norm": "heat_module.baselines.gradient_norm:GradientNorm",

@@ -8,6 +8,7 @@ and ``attribute_batch(input_ids, attention_mask, target_ids)`` returning :class:
 name                                    method
 ======================================  ====================================================================
 ``heat``                                :class:`heat_module.heat.estimator.HEAT` (options = a ``config``)
+``attnlrp``                             AttnLRP (Achtibat et al. 2024): x_i ⊙ modified ∇ of the target logit
 ``attention_rollout``                   Abnar & Zuidema 2020 rollout of 0.5·Ā + 0.5·I, row p
 ``last_layer_attention``                mean over heads of the last layer's attention row p
 ``gradient_norm``                       ‖∇_{x_i} g‖₂ (``norm=1`` for ‖·‖₁)

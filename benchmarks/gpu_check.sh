@@ -71,7 +71,8 @@ fi
 "$PY" -c "import jsonargparse, platformdirs, heat_module; print('jsonargparse', jsonargparse.__version__)" \
   || echo "MISSING PACKAGES: run make gpu-wheels here and carry .whl"
 BUILD_PID=""
-if ls heat_kernels/_C*.so >/dev/null 2>&1 && [ "$DEVICE" != cuda ]; then
+if ls heat_kernels/_C*.so >/dev/null 2>&1 && { [ "$DEVICE" != cuda ] || \
+    "$PY" -c "from heat_kernels import _ext; assert _ext.has_cuda()" 2>/dev/null; }; then  # a warm rerun keeps it
   echo "extension: using the existing $(ls heat_kernels/_C*.so)"
 else
   echo "extension: building in the background (log: $RESULTS/build.log)"

@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.heat-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean nvcc-check
+.PHONY: venv demo test lint bench clean nvcc-check gpu-wheels gpu-check gpu-check-dry
 
 venv: $(STAMP)
 
@@ -38,6 +38,28 @@ test: venv nvcc-check
 
 lint: venv
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples
+
+# ---- the GPU check (issue 16; benchmarks/gpu_check.sh says how the lent H200 runs it) -------------------------
+# The packages of setup.py (install_requires + test) that the H200 image lacks, as Python 3.12 manylinux wheels,
+# plus SmolLM2's tokenizer when the local .venv can load the model; carried to the device as .whl/ (git-ignored).
+GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 platformdirs==4.14.9
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+GPU_WHEELS_MAX_KIB ?= 16384
+
+gpu-wheels:
+	mkdir -p .whl && rm -f .whl/*.whl
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	-test -x $(PY) && $(PY) -c "import heat_module as hm; hm.load_model('smollm2')[1].save_pretrained('.whl/smollm2-tokenizer')"
+	@kib=$$(du -sk .whl | cut -f1); echo ".whl: $$kib KiB (the device tool carries at most 64 MiB in all)"; \
+		test $$kib -lt $(GPU_WHEELS_MAX_KIB) || { echo "Expected .whl under $(GPU_WHEELS_MAX_KIB) KiB, got $$kib"; exit 1; }
+
+gpu-check:  # on the GPU machine: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=560)
+	bash benchmarks/gpu_check.sh
+
+gpu-check-dry: venv  # the same driver on this CPU with tiny shapes (a few minutes)
+	OMP_NUM_THREADS=1 PYTHON=$(PY) bash benchmarks/gpu_check.sh --device cpu --tiny
 
 clean:
 	rm -rf build *.egg-info heat_kernels/_C*.so

@@ -195,6 +195,7 @@ def kernel_bench_main(
     import torch
 
     parser.add_argument("--mem-case", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-cpu", action="store_true", help="only the GPU cases (the GPU check, issue 16)")
     args = parser.parse_args()
     if args.mem_case:
         return mem_case(json.loads(args.mem_case))
@@ -205,7 +206,8 @@ def kernel_bench_main(
     rows = Rows()
     rows.append(header)
     ratios = ["ratio,n,threads,value,target"]
-    run_cpu(args, rows, ratios)
+    if not args.skip_cpu:
+        run_cpu(args, rows, ratios)
     if torch.cuda.is_available():
         run_gpu(args, rows, ratios)
     print()

@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2 (default) or an HF folder (the GPU check passes a random-weight SmolLM2 shape)")
     parser.add_argument("--ceiling-rows", type=int, default=None,
                         help="rows of the batching-ceiling measurement (default: --batch-size; 0 skips it)")
     parser.add_argument("--csv", type=str, default=None, help="append one result row to this CSV file")
@@ -125,7 +127,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer = load_model("smollm2", device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
     forward_fn = make_forward_fn(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = make_prompts(args.examples, tokenizer, args.min_tokens, args.max_tokens, args.seed)
@@ -139,7 +141,7 @@ def main() -> None:
         forward_fn(data[0][1][:1], data[0][2][:1])  # warm-up
 
     rows = args.examples * (2 + 2 * 2 * args.num_masks)
-    print(f"model SmolLM2-135M | {args.examples} examples, {args.min_tokens}-{args.max_tokens} tokens, "
+    print(f"model {args.model} | {args.examples} examples, {args.min_tokens}-{args.max_tokens} tokens, "
           f"num_masks={args.num_masks}, {rows} perturbed/reference rows, device {args.device} | {machine()}")
     ceiling_rows = args.batch_size if args.ceiling_rows is None else args.ceiling_rows
     ceiling = float("nan")

@@ -1,7 +1,7 @@
 """Build script for heat-attribution.
 
 The wheel is pure Python and ships the C++/CUDA sources (``csrc/*.cpp``, ``*.h``, ``*.cu``) as package data under
-``heat_kernels/csrc``; ``heat_kernels._ext`` compiles them on first use (cached per torch version and source hash)
+``heat_kernels/csrc``; ``heat_kernels.extension`` compiles them on first use (cached per torch version and source hash)
 when no prebuilt extension is present. So ``pip install .`` with build isolation (the default) needs no torch at
 build time and never pulls one: the build requirements are only setuptools and wheel.
 

@@ -31,7 +31,7 @@ import _common as common  # noqa: E402
 from _common import csv_row  # noqa: E402
 
 import heat_kernels  # noqa: E402
-from heat_kernels import _ext  # noqa: E402
+from heat_kernels import extension  # noqa: E402
 
 K, D = 32, 576  # fisher top-K, SmolLM2-135M hidden size
 CSV_HEADER = (
@@ -60,7 +60,7 @@ def mem_case(case: dict) -> None:
 
 
 def run_cpu(ns: list[int], probes: list[int], threads: list[int], rows: list[str], ratios: list[str]) -> None:
-    backends = ["torch", "cpp"] if _ext.available() else ["torch"]
+    backends = ["torch", "cpp"] if extension.available() else ["torch"]
     default_threads = torch.get_num_threads()
     for m in probes:
         for n in ns:
@@ -83,7 +83,7 @@ def run_cpu(ns: list[int], probes: list[int], threads: list[int], rows: list[str
 
 
 def run_gpu(ns: list[int], probes: list[int], rows: list[str], ratios: list[str]) -> None:
-    backends = ["torch", "triton"] + (["cuda"] if _ext.has_cuda() else [])
+    backends = ["torch", "triton"] + (["cuda"] if extension.has_cuda() else [])
     for dtype, dname in [(torch.float32, "fp32"), (torch.bfloat16, "bf16")]:
         for m in probes:
             for n in ns:

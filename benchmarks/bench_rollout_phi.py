@@ -52,7 +52,7 @@ from _common import (  # noqa: E402
 )
 
 import heat_kernels  # noqa: E402
-from heat_kernels import _ext  # noqa: E402
+from heat_kernels import extension  # noqa: E402
 
 B, H, HKV, D_HEAD, LAYERS = 1, 9, 3, 64, 30  # SmolLM2-135M
 CSV_HEADER = (
@@ -121,8 +121,8 @@ def mem_case(case: dict) -> None:
 
 
 def run_cpu(ns: list[int], threads: list[int], layers: int, loop_max_n: int, rows: list[str], ratios: list[str]):
-    backends = ["torch", "cpp"] if _ext.available() else ["torch"]
-    if not _ext.available():
+    backends = ["torch", "cpp"] if extension.available() else ["torch"]
+    if not extension.available():
         print("# heat_kernels._C is not built: only the reference runs", file=sys.stderr)
     default_threads = torch.get_num_threads()
     for n in ns:
@@ -160,7 +160,7 @@ def run_cpu(ns: list[int], threads: list[int], layers: int, loop_max_n: int, row
 
 
 def run_gpu(ns: list[int], rows: list[str], ratios: list[str]) -> None:
-    backends = ["torch", "triton"] + (["cuda"] if _ext.has_cuda() else [])
+    backends = ["torch", "triton"] + (["cuda"] if extension.has_cuda() else [])
     for dtype, dname in [(torch.float32, "fp32"), (torch.bfloat16, "bf16")]:
         for n in ns:
             q, k, v, rho = make_inputs(n, dtype, "cuda")
@@ -196,14 +196,14 @@ def main() -> None:
         run_cpu(a.n, a.threads, a.layers, a.loop_max_n, rows, ratios)
         variants = mask_variants(a.window, a.softcap)
         if variants:
-            backends = ["torch", "cpp"] if _ext.available() else ["torch"]
+            backends = ["torch", "cpp"] if extension.available() else ["torch"]
             run_masked("cpu", [(torch.float32, "fp32")], a.n, variants, backends, rows, ratios)
 
     def gpu(a, rows, ratios):
         run_gpu(a.gpu_n, rows, ratios)
         variants = mask_variants(a.window, a.softcap)
         if variants:
-            backends = ["torch", "triton"] + (["cuda"] if _ext.has_cuda() else [])
+            backends = ["torch", "triton"] + (["cuda"] if extension.has_cuda() else [])
             dtypes = [(torch.float32, "fp32"), (torch.bfloat16, "bf16")]
             run_masked("cuda", dtypes, a.gpu_n, variants, backends, rows, ratios)
 

@@ -70,7 +70,7 @@ CSV_NAME = "gpu_check.csv"
 FIELDS = ["step", "case", "metric", "value", "unit", "target", "verdict"]
 TEMPLATE = ROOT / "configs/gpu_template.yaml"
 # The entry point of `heat predict` (setup.py's console script); one edit if the layout moves it.
-CLI_MAIN = "heat_module.cli:main"
+CLI_MAIN = "heat_module.cli.main:main"
 
 H200 = {"hbm_GBps": 4800.0, "bf16_TFLOPs": 989.0, "fp32_TFLOPs": 67.0, "bf16_TFLOPs_measured_here": 790.0}
 A100_BF16_TFLOPS = 312.0
@@ -399,7 +399,7 @@ def step_kernels(args, rec: Recorder) -> None:
     import torch
 
     import heat_kernels
-    from heat_kernels import _ext
+    from heat_kernels import extension
 
     dev = args.device
     cuda = dev.startswith("cuda")
@@ -407,9 +407,9 @@ def step_kernels(args, rec: Recorder) -> None:
     peak = {"bf16": measured(Path(args.results), "rate", H200["bf16_TFLOPs_measured_here"]) * 1e12,
             "fp32": H200["fp32_TFLOPs"] * 1e12}
     if cuda:
-        backends = ["torch", "triton"] + (["cuda"] if _ext.has_cuda() else [])
+        backends = ["torch", "triton"] + (["cuda"] if extension.has_cuda() else [])
     else:
-        backends = ["torch"] + (["cpp"] if _ext.available() else [])
+        backends = ["torch"] + (["cpp"] if extension.available() else [])
     rec.add("backends", "list", " ".join(backends))
     dtypes = [("bf16", torch.bfloat16), ("fp32", torch.float32)] if cuda else [("fp32", torch.float32)]
     # rollout_phi at Llama-3-8B head shapes

@@ -27,7 +27,7 @@ WORK=${GPU_CHECK_WORKDIR:-/tmp/heat-gpu-check}
 BUDGET=${GPU_CHECK_BUDGET:-480}
 ONLY=${GPU_CHECK_ONLY:-}  # e.g. "kernels predict": run only these steps (a quick rerun on a still-warm machine)
 # the kernel benchmark scripts (the layout renames bench_rollout.py to bench_rollout_phi.py: edit here)
-ROLLOUT_BENCH=${ROLLOUT_BENCH:-bench_rollout.py}
+ROLLOUT_BENCH=${ROLLOUT_BENCH:-bench_rollout_phi.py}
 [ -f "benchmarks/$ROLLOUT_BENCH" ] || ROLLOUT_BENCH=bench_rollout_phi.py
 BLOCK_NORM_BENCH=bench_block_norm.py
 mkdir -p "$RESULTS" "$WORK"
@@ -72,7 +72,7 @@ fi
   || echo "MISSING PACKAGES: run make gpu-wheels here and carry .whl"
 BUILD_PID=""
 if ls heat_kernels/_C*.so >/dev/null 2>&1 && { [ "$DEVICE" != cuda ] || \
-    "$PY" -c "from heat_kernels import _ext; assert _ext.has_cuda()" 2>/dev/null; }; then  # a warm rerun keeps it
+    "$PY" -c "from heat_kernels import extension; assert extension.has_cuda()" 2>/dev/null; }; then  # a warm rerun keeps it
   echo "extension: using the existing $(ls heat_kernels/_C*.so)"
 else
   echo "extension: building in the background (log: $RESULTS/build.log)"

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from heat_kernels import _ext
+from heat_kernels import extension
 
 Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
 
@@ -105,7 +105,7 @@ def _pow2(x: int) -> int:
 
 def _block_norm_triton(w: torch.Tensor, coef: torch.Tensor, r: torch.Tensor, block_d: int | None = None):
     """Launch one program per token. ``block_d`` fixes the d-chunk (tests use a small one to exercise the loop)."""
-    interpret = _ext.triton_interpret()
+    interpret = extension.triton_interpret()
     kernel = _triton_kernel(interpret)
     n, K, d = w.shape
     m = r.shape[0]
@@ -186,10 +186,10 @@ def block_norm(
         (n,) fp32 s.
     """
     _check_inputs(w, coef, r)
-    resolved = _ext.resolve_backend("block_norm", backend, w.device.type)
+    resolved = extension.resolve_backend("block_norm", backend, w.device.type)
     if resolved == "torch":
         return block_norm_ref(w, coef, r)
     if resolved == "triton":
         return torch.ops.heat_kernels.block_norm_triton(w, coef, r)
-    _ext.load()  # registers the C++/CUDA kernels of heat_kernels::block_norm
+    extension.load()  # registers the C++/CUDA kernels of heat_kernels::block_norm
     return torch.ops.heat_kernels.block_norm(w, coef, r)

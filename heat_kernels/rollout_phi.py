@@ -49,7 +49,7 @@ from typing import Literal
 
 import torch
 
-from heat_kernels import _ext
+from heat_kernels import extension
 
 Backend = Literal["auto", "torch", "cpp", "cuda", "triton"]
 
@@ -320,7 +320,7 @@ def _rollout_phi_triton(
     block_n: int | None = None,
 ) -> torch.Tensor:
     """Launch the two Triton passes. ``block_m``/``block_n`` fix the tiles (interpreter tests use small ones)."""
-    interpret = _ext.triton_interpret()
+    interpret = extension.triton_interpret()
     lse_kernel, colsum_kernel, lse_tuned, colsum_tuned = _triton_kernels(interpret)
     B, H, n, d = q.shape
     Hkv = k.shape[1]
@@ -468,10 +468,10 @@ def rollout_phi(
     chunk = None if chunk is not None and chunk >= n else chunk  # one chunk holds every real position
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask.bool()
-    resolved = _ext.resolve_backend("rollout_phi", backend, q.device.type)
+    resolved = extension.resolve_backend("rollout_phi", backend, q.device.type)
     if resolved == "torch":
         return rollout_phi_ref(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)
     if resolved == "triton":
         return torch.ops.heat_kernels.rollout_phi_triton(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)
-    _ext.load()  # registers the C++/CUDA kernels of heat_kernels::rollout_phi
+    extension.load()  # registers the C++/CUDA kernels of heat_kernels::rollout_phi
     return torch.ops.heat_kernels.rollout_phi(q, k, rho, key_padding_mask, scaling, window, softcap, chunk)

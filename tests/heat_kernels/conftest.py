@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from heat_kernels import _ext
+from heat_kernels import extension
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -44,8 +44,8 @@ def cpp_ext():
     """The compiled extension; a missing build fails (a silent fallback would hide it) unless HEAT_NO_EXTENSION=1."""
     if os.environ.get("HEAT_NO_EXTENSION") == "1":
         pytest.skip("HEAT_NO_EXTENSION=1: the C++ extension is deliberately not built")
-    assert _ext.available(), "heat_kernels._C is not built: run `pip install --no-build-isolation -e .`"
-    return _ext.load()
+    assert extension.available(), "heat_kernels._C is not built: run `pip install --no-build-isolation -e .`"
+    return extension.load()
 
 
 def _max_err(out: torch.Tensor, gold: torch.Tensor) -> float:

@@ -55,9 +55,9 @@ def _resolve(target: str):
 
 
 def _main(jobs_path: str, out_path: str) -> None:
-    from heat_kernels import _ext
+    from heat_kernels import extension
 
-    assert _ext.triton_interpret(), "expected TRITON_INTERPRET=1 in the worker"
+    assert extension.triton_interpret(), "expected TRITON_INTERPRET=1 in the worker"
     results = {}
     for key, (target, args, kwargs) in torch.load(jobs_path).items():
         try:

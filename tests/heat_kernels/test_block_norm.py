@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import heat_kernels
-from heat_kernels import _ext
+from heat_kernels import extension
 from heat_kernels.block_norm import block_norm, block_norm_ref
 
 block_norm_mod = importlib.import_module("heat_kernels.block_norm")  # the package re-exports the function name
@@ -103,9 +103,9 @@ def test_opcheck_triton(triton_results):
 @pytest.mark.parametrize("shape", [(37, 5, 48, 3), (300, 16, 576, 1), (129, 32, 130, 10)], ids=_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_gpu_matches_reference(assert_close_to_gold, dtype, shape, backend):
-    if backend == "cuda" and not _ext.has_cuda():
+    if backend == "cuda" and not extension.has_cuda():
         pytest.skip("heat_kernels._C was built without CUDA kernels")
-    if backend == "triton" and not _ext.triton_available():
+    if backend == "triton" and not extension.triton_available():
         pytest.skip("triton is not installed")
     w, coef, r = _inputs(*shape, dtype, device="cuda")
     out = block_norm(w, coef, r, backend=backend)
@@ -127,7 +127,7 @@ def test_auto_uses_cpp_on_cpu(cpp_ext, monkeypatch):
         raise AssertionError("backend='auto' fell back to the reference although heat_kernels._C is built")
 
     monkeypatch.setattr(block_norm_mod, "block_norm_ref", _no_fallback)
-    assert _ext.resolve_backend("block_norm", "auto", "cpu") == "cpp"
+    assert extension.resolve_backend("block_norm", "auto", "cpu") == "cpp"
     torch.testing.assert_close(heat_kernels.block_norm(w, coef, r), expected, rtol=1e-5, atol=1e-4)
 
 

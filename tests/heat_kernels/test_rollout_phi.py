@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import heat_kernels
-from heat_kernels import _ext
+from heat_kernels import extension
 from heat_kernels.rollout_phi import rollout_phi, rollout_phi_ref
 
 rollout_mod = importlib.import_module("heat_kernels.rollout_phi")  # the package re-exports the function name
@@ -147,9 +147,9 @@ def test_opcheck_triton(triton_results):
 @pytest.mark.parametrize("shape", [(2, 6, 2, 37), (1, 9, 3, 257), (2, 4, 1, 1000)], ids=_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_gpu_matches_reference(assert_close_to_gold, dtype, shape, pad, backend):
-    if backend == "cuda" and not _ext.has_cuda():
+    if backend == "cuda" and not extension.has_cuda():
         pytest.skip("heat_kernels._C was built without CUDA kernels")
-    if backend == "triton" and not _ext.triton_available():
+    if backend == "triton" and not extension.triton_available():
         pytest.skip("triton is not installed")
     q, k, rho, mask = _inputs(*shape, 64, dtype, pad, device="cuda")
     out = rollout_phi(q, k, rho, mask, backend=backend)
@@ -171,7 +171,7 @@ def test_auto_uses_cpp_on_cpu(cpp_ext, monkeypatch):
         raise AssertionError("backend='auto' fell back to the reference although heat_kernels._C is built")
 
     monkeypatch.setattr(rollout_mod, "rollout_phi_ref", _no_fallback)
-    assert _ext.resolve_backend("rollout_phi", "auto", "cpu") == "cpp"
+    assert extension.resolve_backend("rollout_phi", "auto", "cpu") == "cpp"
     torch.testing.assert_close(heat_kernels.rollout_phi(q, k, rho, mask), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -350,9 +350,9 @@ def test_opcheck_triton_with_bands(triton_band_results):
 @pytest.mark.parametrize("shape", [(2, 6, 2, 37), (1, 9, 3, 257), (2, 4, 1, 1000)], ids=_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_gpu_matches_reference_with_bands(assert_close_to_gold, dtype, shape, pad, band, backend):
-    if backend == "cuda" and not _ext.has_cuda():
+    if backend == "cuda" and not extension.has_cuda():
         pytest.skip("heat_kernels._C was built without CUDA kernels")
-    if backend == "triton" and not _ext.triton_available():
+    if backend == "triton" and not extension.triton_available():
         pytest.skip("triton is not installed")
     q, k, rho, mask = _inputs(*shape, 64, dtype, pad, device="cuda")
     kw = BANDS[band]

@@ -116,11 +116,12 @@ def test_wheel_installs_into_a_venv_with_torch_and_heat_attribute_runs(tmp_path)
     # 5. the installed heat_kernels reports the first-use build and dispatches CPU tensors to the C++ op
     probe = (
         "import json, torch, heat_kernels\n"
-        "from heat_kernels import _ext\n"
+        "from heat_kernels import extension\n"
         "q, k, rho = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.rand(1, 5)\n"
         "err = (heat_kernels.rollout_phi(q, k, rho, None, None, backend='cpp')\n"
         "       - heat_kernels.rollout_phi_ref(q, k, rho, None, 8 ** -0.5)).abs().max().item()\n"
-        "print(json.dumps({**_ext.extension_info(), 'auto': _ext.resolve_backend('rollout_phi', 'auto', 'cpu'),\n"
+        "auto = extension.resolve_backend('rollout_phi', 'auto', 'cpu')\n"
+        "print(json.dumps({**extension.extension_info(), 'auto': auto,\n"
         "                  'file': heat_kernels.__file__, 'err': err}))\n"
     )
     info = json.loads(_run([py, "-c", probe], cwd=tmp_path, env=env).strip().splitlines()[-1])

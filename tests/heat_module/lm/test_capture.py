@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from heat_module.lm.capture import capture, check_supported, install, output_projection
+from heat_module.lm.capture import capture, check_supported, install
+from heat_module.lm.projection import output_projection
 from heat_module.testing import ARCHITECTURES, TINY_VOCAB, tiny_model
 
 

@@ -156,8 +156,15 @@ class HEATConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """A short stable hash of every field (written next to each attribution by the writer)."""
-        return stable_hash(self.to_dict())
+        """A short stable hash of every field (written next to each attribution by the writer).
+
+        ``first_order`` is left out when α = 0, where it has no effect: hashes written before the field existed stay
+        valid for those configurations, and an α > 0 row of the old (``"outside"``) form is never taken for eq. 22.
+        """
+        fields = self.to_dict()
+        if self.alpha == 0:
+            fields.pop("first_order")
+        return stable_hash(fields)
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)

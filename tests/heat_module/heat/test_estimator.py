@@ -65,6 +65,8 @@ def test_first_order_inside_the_gate_eq22_by_hand():
     # α = 0: both forms are eq. 5
     eq5 = hm.HEATConfig(beta=0.25, gamma=0.75)
     torch.testing.assert_close(combine(parts, eq5), combine(parts, eq5.replace(first_order="outside")))
+    assert eq5.hash() == eq5.replace(first_order="outside").hash()  # no effect at α = 0: hash unchanged
+    assert cfg.hash() != cfg.replace(first_order="outside").hash()
     with pytest.raises(ValueError, match="Expected first_order"):
         hm.HEATConfig(first_order="inside")
 

@@ -20,6 +20,7 @@ Sink = Literal["keep", "first", "auto"]
 Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
 HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
+FirstOrder = Literal["gated", "outside"]
 
 CURVATURES: tuple[str, ...] = get_args(Curvature)
 MASKS: tuple[str, ...] = get_args(MaskKind)
@@ -28,6 +29,7 @@ SINKS: tuple[str, ...] = get_args(Sink)
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 HVP_MODES: tuple[str, ...] = get_args(HVPMode)
+FIRST_ORDERS: tuple[str, ...] = get_args(FirstOrder)
 
 
 @dataclass
@@ -37,7 +39,11 @@ class HEATConfig:
     Attributes:
         beta: weight β of the curvature term S (eq. 5). Must be ≥ 0.
         gamma: weight γ of the information term I (eq. 5). Must be ≥ 0.
-        alpha: weight α of the optional first-order term ‖∇_{x_i} g‖₁ (HEAT+FO, appendix Table 19). ≥ 0.
+        alpha: weight α of the optional first-order term ‖∇_{x_i} g‖₁ (HEAT+FO, appendix eq. 22, Table 19). ≥ 0.
+        first_order: where the α term enters (see :func:`heat_module.heat.combine.combine`): ``"gated"`` (default,
+            the paper's eq. 22: Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + βS_i + γI_i)) or ``"outside"`` (the gate applied to
+            βS + γI only: Attr_i = M[i]·(βS_i + γI_i) + α‖∇_{x_i} g‖₁, this library's form before eq. 22 was
+            followed). Both equal eq. 5 when α = 0.
         curvature: how S is estimated: ``"exact"`` block HVPs (eq. 3), ``"fisher"`` Gauss–Newton/Fisher
             surrogate, ``"lowrank"`` randomized eigendecomposition (HEAT-LR, Thm 4).
         probes: m, the number of Rademacher probes per token block (eq. 3). ≥ 1.
@@ -75,6 +81,7 @@ class HEATConfig:
     beta: float = 0.5
     gamma: float = 0.5
     alpha: float = 0.0
+    first_order: FirstOrder = "gated"
     curvature: Curvature = "exact"
     probes: int = 1
     hvp_chunk_size: int = 8
@@ -111,6 +118,7 @@ class HEATConfig:
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_choice("backend", self.backend, BACKENDS)
         check_choice("hvp_mode", self.hvp_mode, HVP_MODES)
+        check_choice("first_order", self.first_order, FIRST_ORDERS)
         for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:
@@ -148,8 +156,15 @@ class HEATConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """A short stable hash of every field (written next to each attribution by the writer)."""
-        return stable_hash(self.to_dict())
+        """A short stable hash of every field (written next to each attribution by the writer).
+
+        ``first_order`` is left out when α = 0, where it has no effect: hashes written before the field existed stay
+        valid for those configurations, and an α > 0 row of the old (``"outside"``) form is never taken for eq. 22.
+        """
+        fields = self.to_dict()
+        if self.alpha == 0:
+            fields.pop("first_order")
+        return stable_hash(fields)
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)

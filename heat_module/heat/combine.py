@@ -1,4 +1,15 @@
-"""Eq. 5 and the Table 5 ablations: Attr_i = M[i]·(β S_i + γ I_i) (+ α ‖∇_{x_i} g‖₁ for HEAT+FO).
+"""Eq. 5 and the Table 5 ablations: Attr_i = M[i]·(β S_i + γ I_i), and HEAT+FO (appendix eq. 22).
+
+HEAT+FO adds the first-order term ‖∇_{x_i} g‖₁ with weight α, in one of two named forms
+(``HEATConfig.first_order``):
+
+- ``"gated"`` (default, the paper's eq. 22): Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + β S_i + γ I_i) — the gate scales the
+  gradient term like the others;
+- ``"outside"`` (kept for comparison with earlier runs of this library): Attr_i = M[i]·(β S_i + γ I_i) +
+  α‖∇_{x_i} g‖₁ — the gradient term ungated.
+
+With α = 0 both are eq. 5. The ablations of Table 5 act on the gate: ``"no_gate"`` drops M (both forms then give
+α‖∇g‖₁ + βS + γI), ``"uniform_gate"`` replaces M by 1/n.
 
 :class:`Components` holds the per-token parts of one example; :func:`combine` turns them into scores for a
 configuration, so the components can be computed once and recombined (e.g. for every ablation or sink option).
@@ -34,7 +45,10 @@ class Components:
 
 
 def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
-    """Eq. 5 and the Table 5 ablations: (n,) Attr from the components."""
+    """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations.
+
+    A component that is ``None`` counts as zero.
+    """
     n = parts.transition.shape[0]
     zero = torch.zeros(n, dtype=torch.float32, device=parts.transition.device)
     s = parts.curvature if parts.curvature is not None else zero
@@ -51,4 +65,6 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     if ablation == "no_gate":
         return inner + config.alpha * fo
     gate = torch.full_like(parts.transition, 1.0 / n) if ablation == "uniform_gate" else parts.transition
-    return gate * inner + config.alpha * fo
+    if config.first_order == "outside":
+        return gate * inner + config.alpha * fo
+    return gate * (config.alpha * fo + inner)  # eq. 22

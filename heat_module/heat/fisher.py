@@ -12,6 +12,9 @@ the Fisher surrogate's S is the same for every target (target dependence then co
 
 All K gradients u_y come from ONE forward pass and one batched backward pass (``torch.func.vjp`` + ``vmap`` over K
 one-hot cotangents, in chunks): cost ≈ 1 forward + K input-gradient backward passes instead of n·m HVPs.
+
+Precision: log P is taken in at least fp32 (a bf16 log-softmax rounds P_y), P_y is kept in fp32, and the products
+P_y u_{y,i}(u_{y,i} · r) and their sums run in at least fp32 even when u_y comes from a bf16/fp16 model.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from heat_module.lm.forward import next_token_logits
 def logprobs_fn(
     model: nn.Module, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, eager attention (double-backward capable)."""
+    """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, eager attention (double-backward capable);
+    in at least fp32 (bf16/fp16 logits are upcast before the log-softmax)."""
 
     def f(x: torch.Tensor) -> torch.Tensor:
         with eager_attention_mode():
             logits = next_token_logits(model, x, attention_mask, position_ids)
-        return torch.log_softmax(logits, -1)[0]
+        return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)[0]
 
     return f
 
@@ -64,8 +68,8 @@ class FisherFactors:
     """The factors of the truncated Fisher G = Σ_y P_y u_y u_yᵀ.
 
     Attributes:
-        u: (K, n, d) the gradients u_y = ∇_X log P_y.
-        probs: (K,) P_y.
+        u: (K, n, d) the gradients u_y = ∇_X log P_y (dtype of X).
+        probs: (K,) P_y (at least fp32).
         token_ids: (K,) the ids y.
     """
 
@@ -117,13 +121,15 @@ def fisher_factors(
 
 
 def fisher_block_norms(factors: FisherFactors, probes: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """(n,) S_i = (1/m) Σ_k ‖Σ_y P_y u_{y,i} (u_{y,i} · r_{k,i})‖₁ through ``heat_kernels.block_norm``.
+    """(n,) S_i = (1/m) Σ_k ‖Σ_y P_y u_{y,i} (u_{y,i} · r_{k,i})‖₁ through ``heat_kernels.block_norm``, in at least
+    fp32 (bf16/fp16 gradients are upcast; P_y is never rounded to the model dtype).
 
     Args:
         probes: (m, n, d).
     """
-    w = factors.u.permute(1, 0, 2)  # (n, K, d)
-    return block_norm(w, factors.probs.to(w.dtype), probes.to(w.dtype), backend=backend)
+    dtype = torch.promote_types(factors.u.dtype, torch.float32)
+    w = factors.u.permute(1, 0, 2).to(dtype)  # (n, K, d)
+    return block_norm(w, factors.probs.to(dtype), probes.to(dtype), backend=backend)
 
 
 def curvature_fisher(

@@ -16,6 +16,10 @@ Thm 4: |S_i − S̃_i| ≤ √d · τ_k with τ_k the Frobenius tail beyond rank
 orthonormal basis, so H_k = H and S is exact (the test's check).
 
 Cost: 2ℓ full-length HVPs (no prefix sharing: the probes have full support), independent of the probe count m.
+
+Precision: the HVPs run in the model's dtype, but for a bf16/fp16 model everything else — Ω, Y, Q, B, U, Λ and the
+probes' products U_i Λ U_iᵀ r — is kept in fp32 (:func:`compute_dtype`); a bf16 U would carry only ~3 significant
+digits into every S_i.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ from heat_kernels import block_norm
 from heat_module.heat.objective import batched_hvp, target_logprob_fn
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the factors are kept in: fp32 for bf16/fp16 (and fp32) inputs, fp64 stays fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def hvp_fn(
     model: nn.Module,
     inputs_embeds: torch.Tensor,
@@ -40,6 +49,8 @@ def hvp_fn(
     mode: str = "forward_over_reverse",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``hvp(V (c, n, d)) -> (c, n, d) H V`` at X = ``inputs_embeds`` (1, n, d), full-support directions.
+
+    The product is formed in the model's dtype and returned in the dtype of V (fp32 factors stay fp32).
 
     Chunks of ``chunk_size`` directions go through :func:`heat_module.heat.objective.batched_hvp` (``mode``:
     forward-over-reverse, or reverse-over-reverse through one retained ∇g graph; same values).
@@ -52,7 +63,7 @@ def hvp_fn(
         with torch.enable_grad():
             for c0 in range(0, v.shape[0], max(1, chunk_size)):
                 t = v[c0:c0 + chunk_size].to(primal.dtype)[:, None]  # (c, 1, n, d)
-                out.append(chunk_hvp(t)[:, 0].detach())
+                out.append(chunk_hvp(t)[:, 0].detach().to(v.dtype))
         return torch.cat(out, 0)
 
     return hvp
@@ -118,14 +129,15 @@ def randomized_eig(
 
 
 def lowrank_block_norms(lr: LowRank, probes: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """(n,) S_i = (1/m) Σ_k ‖U_i Λ U_iᵀ r_{k,i}‖₁ through ``heat_kernels.block_norm``.
+    """(n,) S_i = (1/m) Σ_k ‖U_i Λ U_iᵀ r_{k,i}‖₁ through ``heat_kernels.block_norm``, in at least fp32.
 
     Args:
         probes: (m, n, d).
     """
     _, n, d = probes.shape
-    w = lr.token_factors(n, d)
-    return block_norm(w, lr.eigenvalues.to(w.dtype), probes.to(w.dtype), backend=backend)
+    dtype = compute_dtype(lr.u.dtype)
+    w = lr.token_factors(n, d).to(dtype)
+    return block_norm(w, lr.eigenvalues.to(dtype), probes.to(dtype), backend=backend)
 
 
 def curvature_lowrank(
@@ -140,7 +152,7 @@ def curvature_lowrank(
     backend: str = "auto",
     mode: str = "forward_over_reverse",
 ) -> tuple[torch.Tensor, LowRank]:
-    """(n,) fp32 HEAT-LR S and the low-rank factorisation used.
+    """(n,) fp32 HEAT-LR S and the low-rank factorisation used (U, Λ in fp32 for a bf16/fp16 model).
 
     Args:
         inputs_embeds: (1, n, d) X (or h^{L-k} under :func:`heat_module.heat.layer_sampling.residual_stream`).
@@ -151,5 +163,5 @@ def curvature_lowrank(
         raise ValueError(f"Expected inputs_embeds of shape (1, n, d), got {tuple(inputs_embeds.shape)}")
     _, n, d = inputs_embeds.shape
     hvp = hvp_fn(model, inputs_embeds, target, chunk_size, mode=mode)
-    lr = randomized_eig(hvp, n, d, rank, oversample, seed, inputs_embeds.dtype, inputs_embeds.device)
+    lr = randomized_eig(hvp, n, d, rank, oversample, seed, compute_dtype(inputs_embeds.dtype), inputs_embeds.device)
     return lowrank_block_norms(lr, probes, backend), lr

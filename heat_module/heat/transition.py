@@ -20,16 +20,18 @@ import torch
 
 from heat_kernels import rollout_phi
 from heat_module.config import SINKS
-from heat_module.lm.capture import LayerCapture, output_projection, repeat_kv
+from heat_module.lm.capture import LayerCapture, repeat_kv
+from heat_module.lm.projection import output_projection
 
 _warned: set[str] = set()
 
 
 def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
-    B, H, n, dh = cap.query.shape
-    w_o = output_projection(cap.module).detach()
-    w_o = w_o.reshape(H, dh, -1).to(cap.value.dtype)
+    B, H, n, _ = cap.query.shape
+    dv = cap.value.shape[-1]  # the value head size (MLA: differs from the query's)
+    w_o = output_projection(cap.module, dv).detach()
+    w_o = w_o.reshape(H, dv, -1).to(cap.value.dtype)
     v = repeat_kv(cap.value.detach(), H // cap.value.shape[1])  # (B, H, n, dh)
     out = torch.empty(B, H, n, dtype=torch.float32, device=v.device)
     for h in range(H):  # one head at a time keeps the (B, n, d) intermediate small

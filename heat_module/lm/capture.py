@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from heat_module.lm.projection import output_projection  # noqa: F401  re-export (moved to lm/projection.py)
+
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
 
@@ -275,26 +277,6 @@ def eager_attention_mode(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _state.eager = prev
-
-
-def output_projection(module: nn.Module) -> torch.Tensor:
-    """(H·d_h, d) the output projection W_O of an attention module, as ``attn_out @ W_O``.
-
-    Looks for the projection under the names the architectures use (``o_proj``, ``out_proj``, ``dense``,
-    ``c_proj``); ``nn.Linear`` weights are transposed, GPT-2's ``Conv1D`` is already (in, out).
-    """
-    for attr in ("o_proj", "out_proj", "dense", "c_proj", "wo", "proj"):
-        proj = getattr(module, attr, None)
-        if proj is None:
-            continue
-        weight = proj.weight
-        if type(proj).__name__ == "Conv1D":
-            return weight
-        return weight.t()
-    raise TypeError(
-        f"Expected the attention module {type(module).__name__} to have an output projection named one of "
-        "o_proj/out_proj/dense/c_proj/wo, got none"
-    )
 
 
 def consecutive_runs(positions: Sequence[int], size: int) -> list[list[int]]:

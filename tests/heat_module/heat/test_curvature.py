@@ -9,6 +9,7 @@ from heat_module.lm.capture import capture
 from heat_module.lm.forward import embed, next_token_logits, position_ids_from_mask
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
+from tests.heat_module.heat.dense_reference import block_norms, dense_hessian, eager_copy, log_probs
 
 
 def setup(arch="llama", n=5, seed=0):
@@ -39,6 +40,21 @@ def test_same_probes_match_full_hessian(arch):
     ])
     got = curvature_exact(model, x, y, probes, captures=records, chunk_size=4)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_prefix", [True, False], ids=["prefix-kv", "full-recompute"])
+def test_exact_matches_dense_hessian_of_an_eager_copy(use_prefix):
+    """The independent check: S (eq. 3) equals S from the dense Hessian of g = log_softmax(model(inputs_embeds=X)
+    .logits[0, -1])[y] computed by torch.autograd.functional.hessian on an eager copy that never went through
+    ``install`` (transformers' own attention, not HEAT's eager path), with the same Rademacher probes."""
+    model, x, y, records = setup("llama")
+    ref = eager_copy(model)
+    assert y == int(log_probs(ref, x).argmax())
+    n, d = x.shape[1:]
+    probes = rademacher(3, n, d, seed=7, dtype=x.dtype)
+    expected = block_norms(dense_hessian(ref, x, y), probes)
+    got = curvature_exact(model, x, y, probes, captures=records if use_prefix else None, chunk_size=4)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-8)
 
 
 def test_many_probes_converge_to_expectation():

@@ -45,11 +45,30 @@ def test_ablations(ablation):
         "curvature": parts.curvature,
         "information": parts.information,
         "no_gate": inner + 0.5,
-        "uniform_gate": inner / n + 0.5,
+        "uniform_gate": (inner + 0.5) / n,  # eq. 22 with M = 1/n
     }[ablation]
     torch.testing.assert_close(combine(parts, cfg), expected)
-    full = combine(parts, hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5))
-    torch.testing.assert_close(full, parts.transition * inner + 0.5)
+
+
+def test_first_order_inside_the_gate_eq22_by_hand():
+    """HEAT+FO, appendix eq. 22: Attr_i = M[i]·(α‖∇g‖₁ + βS_i + γI_i), numbers worked by hand."""
+    parts = Components(torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([1.0, 2, 3, 4]),
+                       torch.tensor([4.0, 3, 2, 1]), torch.tensor([2.0, 0, 4, 8]))
+    # α = 0.5, β = 0.25, γ = 0.75: inner_i = 0.5·fo + 0.25·S + 0.75·I
+    #   i=0: 1 + 0.25 + 3 = 4.25;  i=1: 0 + 0.5 + 2.25 = 2.75;  i=2: 2 + 0.75 + 1.5 = 4.25;  i=3: 4 + 1 + 0.75 = 5.75
+    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5)
+    assert cfg.first_order == "gated"
+    torch.testing.assert_close(combine(parts, cfg), torch.tensor([0.4 * 4.25, 0.3 * 2.75, 0.2 * 4.25, 0.1 * 5.75]))
+    # the old form, by name: M·(βS + γI) + α‖∇g‖₁ = [0.4·3.25 + 1, 0.3·2.75 + 0, 0.2·2.25 + 2, 0.1·1.75 + 4]
+    outside = combine(parts, cfg.replace(first_order="outside"))
+    torch.testing.assert_close(outside, torch.tensor([2.3, 0.825, 2.45, 4.175]))
+    # α = 0: both forms are eq. 5
+    eq5 = hm.HEATConfig(beta=0.25, gamma=0.75)
+    torch.testing.assert_close(combine(parts, eq5), combine(parts, eq5.replace(first_order="outside")))
+    assert eq5.hash() == eq5.replace(first_order="outside").hash()  # no effect at α = 0: hash unchanged
+    assert cfg.hash() != cfg.replace(first_order="outside").hash()
+    with pytest.raises(ValueError, match="Expected first_order"):
+        hm.HEATConfig(first_order="inside")
 
 
 def test_first_order_term_is_gradient_norm(tiny_tok):
@@ -59,7 +78,7 @@ def test_first_order_term_is_gradient_norm(tiny_tok):
     x = model.get_input_embeddings()(res.token_ids[None])
     _, grad = gradient(model, x, res.target_id)
     torch.testing.assert_close(res.first_order, grad[0].abs().sum(-1).float())
-    torch.testing.assert_close(res.scores, res.first_order)
+    torch.testing.assert_close(res.scores, res.transition * res.first_order)  # eq. 22 with β = γ = 0
     assert res.curvature is None and res.information is None
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from heat_module.heat.transition import transition_from_captures
-from heat_module.lm.capture import capture, install, output_projection
+from heat_module.lm.capture import capture, install
+from heat_module.lm.projection import output_projection
 from heat_module.testing import ARCHITECTURES, TINY_VOCAB, tiny_model
 
 

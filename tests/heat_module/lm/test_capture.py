@@ -1,7 +1,10 @@
+import copy
+
 import pytest
 import torch
 
-from heat_module.lm.capture import capture, check_supported, install, output_projection
+from heat_module.lm.capture import capture, check_supported, install
+from heat_module.lm.projection import output_projection
 from heat_module.testing import ARCHITECTURES, TINY_VOCAB, tiny_model
 
 
@@ -33,14 +36,24 @@ def test_install_keeps_outputs_and_captures_every_layer(arch):
         model.config, "hidden_size") else model.config.n_embd)
 
 
-def test_weights_capture_is_probability():
-    model = install(tiny_model("llama"))
-    ids = torch.randint(4, TINY_VOCAB, (1, 7))
-    with torch.no_grad(), capture(weights=True) as records:
-        model(ids)
-    w = records[1].weights
-    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
-    assert w.triu(1).abs().max() == 0
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_weights_capture_equals_eager_output_attentions(arch):
+    """The captured probabilities equal transformers' own ``output_attentions=True`` of an eager copy that never
+    went through ``install`` (every layer; left padding in the batch; padded query rows left out)."""
+    ref = tiny_model(arch, attn_implementation="eager")
+    model = install(copy.deepcopy(ref))
+    ids = torch.randint(4, TINY_VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=mask, output_attentions=True).attentions
+        with capture(weights=True) as records:
+            model(ids, attention_mask=mask)
+    assert ref.config._attn_implementation == "eager" and len(records) == len(expected) == 2
+    for rec, att in zip(records, expected):
+        assert rec.weights.shape == att.shape == (2, 4, 7, 7)
+        torch.testing.assert_close(rec.weights[1], att[1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rec.weights[0, :, 2:], att[0, :, 2:], rtol=1e-5, atol=1e-6)
 
 
 def test_encoder_only_model_is_rejected():

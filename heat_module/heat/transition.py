@@ -31,8 +31,9 @@ def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     B, H, n, _ = cap.query.shape
     dv = cap.value.shape[-1]  # the value head size (MLA: differs from the query's)
     w_o = output_projection(cap.module, dv).detach()
-    w_o = w_o.reshape(H, dv, -1).to(cap.value.dtype)
-    v = repeat_kv(cap.value.detach(), H // cap.value.shape[1])  # (B, H, n, dh)
+    dtype = torch.promote_types(cap.value.dtype, torch.float32)  # fp32 products for bf16/fp16 models
+    w_o = w_o.reshape(H, dv, -1).to(dtype)
+    v = repeat_kv(cap.value.detach().to(dtype), H // cap.value.shape[1])  # (B, H, n, dv)
     out = torch.empty(B, H, n, dtype=torch.float32, device=v.device)
     for h in range(H):  # one head at a time keeps the (B, n, d) intermediate small
         out[:, h] = torch.matmul(v[:, h], w_o[h]).abs().sum(-1).float()

@@ -70,6 +70,9 @@ class HEATConfig:
         backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
         seed: seed of the probe generator; results are deterministic for a fixed seed.
         check_finite: raise (naming the component) when a component is NaN/inf instead of returning it.
+        progress: a tqdm progress bar over the HVP and masked-run chunks of :meth:`HEAT.attribute`: ``None`` (auto:
+            shown when the estimated work, n·m HVPs and n masked runs on a model of this size, exceeds a few
+            seconds; see :func:`heat_module.heat.progress.expected_seconds`), ``True`` (always), ``False`` (never).
     """
 
     beta: float = 0.5
@@ -97,6 +100,7 @@ class HEATConfig:
     backend: Backend = "auto"
     seed: int = 0
     check_finite: bool = True
+    progress: bool | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,6 +133,8 @@ class HEATConfig:
                 )
             if self.stride > self.window:
                 raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"Expected progress to be True, False or None (auto), got {self.progress!r}")
         if not isinstance(self.window_leakage, bool):
             raise ValueError(f"Expected window_leakage to be a bool, got {self.window_leakage!r}")
         if self.mask == "token" and self.mask_token_id is None:
@@ -148,8 +154,11 @@ class HEATConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """A short stable hash of every field (written next to each attribution by the writer)."""
-        return stable_hash(self.to_dict())
+        """A short stable hash of every field that changes the scores (written next to each attribution by the
+        writer); ``progress`` only changes what is printed, so it is left out (old hashes stay valid)."""
+        fields = self.to_dict()
+        fields.pop("progress")
+        return stable_hash(fields)
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)

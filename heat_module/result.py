@@ -224,8 +224,9 @@ class AttributionResult:
             level: ``"words"`` (maximal non-whitespace runs: as many as ``text.split()``), ``"sentences"``, or
                 token spans ``[(a, b), ...]`` (tokens outside every span stay on their own).
             reduce: ``"sum"`` (default: a word's score is the total of its pieces), ``"max"`` or ``"mean"``.
-            tokenizer: a fast tokenizer whose offsets place the tokens in the decoded text (default: the offsets
-                HEAT stored in ``extra["offsets"]``, else the lengths of the token strings).
+            tokenizer: a fast tokenizer whose offsets place the tokens in the decoded text (default: the lengths
+                of the token strings, right for byte-level BPE tokenizers whose pieces decode with their spaces;
+                pass the tokenizer for word-level or SentencePiece tokenizers whose pieces decode without them).
         Returns:
             A new result over the groups: ``tokens`` the merged strings, ``token_ids`` each group's first id,
             ``scores`` and every component reduced the same way; ``extra["level"]``, ``extra["reduce"]`` and
@@ -234,11 +235,7 @@ class AttributionResult:
         if isinstance(level, str):
             if level not in LEVELS:
                 raise ValueError(f"Expected level to be one of {list(LEVELS)} or token spans, got {level!r}")
-            stored = self.extra.get("offsets")
-            if tokenizer is None and stored is not None and len(stored) == len(self.tokens):
-                text, offsets = self.extra["text"], [tuple(o) for o in stored]
-            else:
-                text, offsets = token_offsets(self.tokens, self.token_ids.tolist(), tokenizer)
+            text, offsets = token_offsets(self.tokens, self.token_ids.tolist(), tokenizer)
             groups = (word_groups if level == "words" else sentence_groups)(text, offsets)
             pieces = [text[offsets[g[0]][0]:offsets[g[-1]][1]] for g in groups]
             name = level
@@ -266,8 +263,7 @@ class AttributionResult:
             method=self.method,
             config=dict(self.config),
             cost=self.cost,
-            extra={**{k: v for k, v in self.extra.items() if k != "offsets"}, "level": name, "reduce": reduce,
-                   "groups": groups},
+            extra={**self.extra, "level": name, "reduce": reduce, "groups": groups},
         )
 
     def to_inseq(self, path: str) -> None:

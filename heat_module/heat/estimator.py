@@ -33,7 +33,6 @@ from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures
 from heat_module.lm.forward import embed, mask_vector, next_token_logits
 from heat_module.result import AttributionResult, Cost, ResultList
-from heat_module.words import token_offsets
 
 
 class HEAT(Attributor):
@@ -269,12 +268,8 @@ class HEAT(Attributor):
     def result_from(self, ids: torch.Tensor, target: int, parts: Components) -> AttributionResult:
         """The :class:`AttributionResult` of (n,) ``ids`` and ``target``, with the scores :func:`combine` gives."""
         scores = combine(parts, self.config)
-        tokens = self.token_strings(ids)
-        extra = {}
-        if self.tokenizer is not None:  # where each token sits in the decoded text (for result.aggregate("words"))
-            extra["text"], extra["offsets"] = token_offsets(tokens, ids.tolist(), self.tokenizer)
         return AttributionResult(
-            tokens=tokens,
+            tokens=self.token_strings(ids),
             token_ids=ids.detach().cpu(),
             target=self.token_strings(torch.tensor([target]))[0],
             target_id=target,
@@ -286,7 +281,6 @@ class HEAT(Attributor):
             method="heat",
             config=self.config.to_dict(),
             cost=parts.cost,
-            extra=extra,
         )
 
 

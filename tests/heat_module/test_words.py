@@ -93,12 +93,12 @@ def test_sentences_and_spans(bpe):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_heat_result_keeps_offsets_for_words(bpe):
+def test_heat_result_to_words(bpe):
     model = install(tiny_model("llama", vocab_size=len(bpe)).double())
-    res = hm.HEAT(model, bpe, hm.HEATConfig(beta=0.0)).attribute(TEXT)
-    assert len(res.extra["offsets"]) == len(res)
-    words = res.aggregate("words")
-    assert len(words) == len(TEXT.split())
-    for k, g in enumerate(expected_words(bpe, TEXT, res.token_ids.tolist())):
-        torch.testing.assert_close(words.scores[k], res.scores[g].sum())
-    assert "offsets" not in words.extra
+    res = hm.HEAT(model, bpe, hm.HEATConfig(beta=0.0, progress=False)).attribute(TEXT)
+    groups = expected_words(bpe, TEXT, res.token_ids.tolist())
+    for words in (res.aggregate("words"), res.aggregate("words", tokenizer=bpe)):
+        assert len(words) == len(TEXT.split()) and words.extra["groups"] == groups
+        for k, g in enumerate(groups):
+            torch.testing.assert_close(words.scores[k], res.scores[g].sum())
+            torch.testing.assert_close(words.information[k], res.information[g].sum())

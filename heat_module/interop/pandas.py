@@ -7,7 +7,7 @@ from typing import Any
 
 PANDAS_MISSING = (
     "Expected pandas to be installed for to_dataframe()/results_to_dataframe(), got ImportError: "
-    "`pip install pandas` (or `pip install 'heat-attribution[pandas]'`)"
+    "`pip install pandas` (or `pip install 'heat-attribution[notebook]'`)"
 )
 
 COLUMNS = ("example", "position", "token", "token_id", "score", "transition", "curvature", "information",

@@ -114,10 +114,9 @@ class HEAT(Attributor):
         if need_s:
             t0 = time.perf_counter()
             bar.set_description("HEAT S (HVPs)")
-            hvps_before = cost.hvps
             curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update)
-            if cfg.curvature != "exact":
-                bar.update(cost.hvps - hvps_before or n * cfg.probes)
+            if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
+                bar.update(n * cfg.probes)
             cost.seconds["curvature"] = time.perf_counter() - t0
         if need_i:
             t0 = time.perf_counter()

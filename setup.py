@@ -109,6 +109,7 @@ setup(
         # compiled on first use when torch has CUDA and the CUDA toolkit (nvcc, CUDA_HOME) is installed
         "gpu": ["triton>=3.0"],
         "baselines": ["captum>=0.7"],
+        "notebook": ["pandas", "ipython"],  # result.to_dataframe() and show() in Jupyter
     },
     entry_points={"console_scripts": ["heat=heat_module.cli.main:main"]},
     ext_modules=ext_modules,

@@ -76,6 +76,9 @@ class HEATConfig:
         backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
         seed: seed of the probe generator; results are deterministic for a fixed seed.
         check_finite: raise (naming the component) when a component is NaN/inf instead of returning it.
+        progress: a tqdm progress bar over the HVP and masked-run chunks of :meth:`HEAT.attribute`: ``None`` (auto:
+            shown when the estimated work, n·m HVPs and n masked runs on a model of this size, exceeds a few
+            seconds; see :func:`heat_module.heat.progress.expected_seconds`), ``True`` (always), ``False`` (never).
     """
 
     beta: float = 0.5
@@ -104,6 +107,7 @@ class HEATConfig:
     backend: Backend = "auto"
     seed: int = 0
     check_finite: bool = True
+    progress: bool | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,6 +141,8 @@ class HEATConfig:
                 )
             if self.stride > self.window:
                 raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"Expected progress to be True, False or None (auto), got {self.progress!r}")
         if not isinstance(self.window_leakage, bool):
             raise ValueError(f"Expected window_leakage to be a bool, got {self.window_leakage!r}")
         if self.mask == "token" and self.mask_token_id is None:
@@ -156,12 +162,13 @@ class HEATConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """A short stable hash of every field (written next to each attribution by the writer).
-
-        ``first_order`` is left out when α = 0, where it has no effect: hashes written before the field existed stay
-        valid for those configurations, and an α > 0 row of the old (``"outside"``) form is never taken for eq. 22.
+        """A short stable hash of every field that changes the scores (written next to each attribution by the
+        writer). Left out, so that hashes written before these fields existed stay valid: ``progress`` (it only
+        changes what is printed), and ``first_order`` when α = 0, where it has no effect (an α > 0 row of the old
+        ``"outside"`` form is never taken for eq. 22).
         """
         fields = self.to_dict()
+        fields.pop("progress")
         if self.alpha == 0:
             fields.pop("first_order")
         return stable_hash(fields)

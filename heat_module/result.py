@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from heat_module.viz import result_to_html, save_png
+from heat_module.viz import ResultsTable, display_or_print, result_to_html, result_to_text, save_png
+from heat_module.words import LEVELS, reduce_groups, sentence_groups, span_groups, token_offsets, word_groups
 
 _COUNTERS = ("forward_passes", "forward_equivalents", "hvps", "gradients")
 
@@ -202,3 +203,103 @@ class AttributionResult:
     def save_png(self, path: str, title: str | None = None) -> None:
         """A PNG heatmap in the style of the paper's Figures 4–6 (see :mod:`heat_module.viz`)."""
         save_png(self, path, title=title)
+
+    def _repr_html_(self) -> str:
+        """What Jupyter shows: the heatmap with the target and the top tokens (the markup of :meth:`to_html`)."""
+        return self.to_html()
+
+    def show(self) -> None:
+        """Display the heatmap in Jupyter (IPython running), else print a plain-text table of the top tokens."""
+        display_or_print(self, result_to_text(self))
+
+    def aggregate(
+        self,
+        level: str | Sequence[tuple[int, int]] = "words",
+        reduce: str = "sum",
+        tokenizer: object | None = None,
+    ) -> AttributionResult:
+        """Merge the token scores into words, sentences or given token spans (the rule: :mod:`heat_module.words`).
+
+        Args:
+            level: ``"words"`` (maximal non-whitespace runs: as many as ``text.split()``), ``"sentences"``, or
+                token spans ``[(a, b), ...]`` (tokens outside every span stay on their own).
+            reduce: ``"sum"`` (default: a word's score is the total of its pieces), ``"max"`` or ``"mean"``.
+            tokenizer: a fast tokenizer whose offsets place the tokens in the decoded text (default: the lengths
+                of the token strings, right for byte-level BPE tokenizers whose pieces decode with their spaces;
+                pass the tokenizer for word-level or SentencePiece tokenizers whose pieces decode without them).
+        Returns:
+            A new result over the groups: ``tokens`` the merged strings, ``token_ids`` each group's first id,
+            ``scores`` and every component reduced the same way; ``extra["level"]``, ``extra["reduce"]`` and
+            ``extra["groups"]`` (the token indices of each group) say how.
+        """
+        if isinstance(level, str):
+            if level not in LEVELS:
+                raise ValueError(f"Expected level to be one of {list(LEVELS)} or token spans, got {level!r}")
+            text, offsets = token_offsets(self.tokens, self.token_ids.tolist(), tokenizer)
+            groups = (word_groups if level == "words" else sentence_groups)(text, offsets)
+            pieces = [text[offsets[g[0]][0]:offsets[g[-1]][1]] for g in groups]
+            name = level
+        else:
+            groups = span_groups(len(self.tokens), level)
+            pieces = ["".join(self.tokens[i] for i in g) for g in groups]
+            name = "spans"
+        groups = [g for g in groups if g]
+
+        def red(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else reduce_groups(t.float(), groups, reduce)
+
+        if len(pieces) != len(groups):
+            pieces = ["".join(self.tokens[i] for i in g) for g in groups]
+        return AttributionResult(
+            tokens=pieces,
+            token_ids=self.token_ids[[g[0] for g in groups]].clone(),
+            target=self.target,
+            target_id=self.target_id,
+            scores=red(self.scores),
+            transition=red(self.transition),
+            curvature=red(self.curvature),
+            information=red(self.information),
+            first_order=red(self.first_order),
+            method=self.method,
+            config=dict(self.config),
+            cost=self.cost,
+            extra={**self.extra, "level": name, "reduce": reduce, "groups": groups},
+        )
+
+    def to_inseq(self, path: str) -> None:
+        """Write inseq's saved JSON format (see :func:`heat_module.interop.inseq.save_inseq`)."""
+        from heat_module.interop.inseq import save_inseq  # lazy: interop is an optional leaf
+
+        save_inseq([self], path)
+
+    def to_dataframe(self):
+        """One row per context token (see :func:`heat_module.interop.pandas.results_to_dataframe`); needs pandas."""
+        from heat_module.interop.pandas import results_to_dataframe  # lazy: pandas is optional
+
+        return results_to_dataframe([self])
+
+
+class ResultList(list):
+    """A list of :class:`AttributionResult` (what :meth:`HEAT.attribute_batch` returns) that renders as one table
+    in Jupyter and exports as a whole; otherwise a plain ``list``."""
+
+    def table(self, title: str | None = None) -> ResultsTable:
+        return ResultsTable(self, title)
+
+    def _repr_html_(self) -> str:
+        return self.table().to_html()
+
+    def show(self) -> None:
+        """Display the table in Jupyter, else print one text table per result."""
+        table = self.table()
+        display_or_print(table, str(table))
+
+    def to_inseq(self, path: str) -> None:
+        from heat_module.interop.inseq import save_inseq  # lazy: interop is an optional leaf
+
+        save_inseq(list(self), path)
+
+    def to_dataframe(self):
+        from heat_module.interop.pandas import results_to_dataframe  # lazy: pandas is optional
+
+        return results_to_dataframe(list(self))

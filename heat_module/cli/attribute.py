@@ -16,7 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="heat attribute", description="HEAT attribution of a text's next token.")
     p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local HF folder or a hub id")
     p.add_argument("--text", required=True, help="the context to attribute")
-    p.add_argument("--target", default=None, help="target token (a single token string or an integer id)")
+    p.add_argument("--target", default=None,
+                   help="target token (a token string or an integer id); a text of several tokens is attributed at "
+                        "the sentence level (eq. 23)")
+    p.add_argument("--foil", default=None,
+                   help="contrast token (string or id): explain log P(target) - log P(foil)")
     p.add_argument("--beta", type=float, default=0.5)
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--alpha", type=float, default=0.0)
@@ -27,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--level", default="tokens", choices=["tokens", "words", "sentences"],
+                   help="show (and write) token scores, or scores merged into words / sentences")
+    p.add_argument("--reduce", default="sum", choices=["sum", "max", "mean"], help="how --level merges scores")
+    p.add_argument("--progress", default=None, choices=["auto", "on", "off"], help="progress bar (default auto)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--html", default=None, help="write an HTML heatmap to this path")
     p.add_argument("--png", default=None, help="write a PNG heatmap to this path")
@@ -40,11 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    probes=args.probes, mask=args.mask, window=args.window, seed=args.seed)
     if args.sink is not None:
         changes["sink"] = args.sink
+    if args.progress is not None:
+        changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         config = HEATConfig(**changes)
         model, tokenizer = load_model(args.model)
-        target = int(args.target) if args.target is not None and args.target.lstrip("-").isdigit() else args.target
-        result = HEAT(model, tokenizer, config).attribute(args.text, target=target)
+        target, foil = (int(v) if v is not None and v.lstrip("-").isdigit() else v for v in (args.target, args.foil))
+        result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)
+        if args.level != "tokens":
+            result = result.aggregate(args.level, reduce=args.reduce, tokenizer=tokenizer)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"heat attribute: error: {err}", file=sys.stderr)
         return 2
@@ -55,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(f"target: {result.target!r} (id {result.target_id})")
+        foil_note = f" rather than {result.extra['foil']!r}" if "foil" in result.extra else ""
+        print(f"target: {result.target!r} (id {result.target_id}){foil_note}")
         for rank, (i, tok, score) in enumerate(result.topk(args.topk), 1):
             print(f"{rank:>2}. [{i:>3}] {tok!r:<16} {score:.5g}")
     return 0

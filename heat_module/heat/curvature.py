@@ -17,7 +17,7 @@ counting its work into a :class:`~heat_module.result.Cost` (:mod:`heat_module.he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -85,6 +85,8 @@ def curvature_exact(
     chunk_size: int = 16,
     positions: Sequence[int] | None = None,
     mode: str = "forward_over_reverse",
+    foil: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Batched exact block HVPs (eq. 3) by forward-over-reverse (default) or reverse-over-reverse.
 
@@ -100,6 +102,8 @@ def curvature_exact(
         mode: ``"forward_over_reverse"`` (``vmap`` of ``jvp(grad(g))``: docs/design.md's choice) or
             ``"reverse_over_reverse"`` (one ``grad`` with ``create_graph`` per run, then one batched second
             backward over its tangents with ``is_grads_batched``; same numbers, often faster on CPU).
+        foil: contrastive g = log P(target) − log P(foil) (:func:`~heat_module.heat.objective.target_logprob_fn`).
+        progress: called with the number of HVPs after each run (a progress bar's ``update``).
     Returns:
         (n,) fp32 S_i (0 on padding and on positions not asked for).
     """
@@ -121,7 +125,7 @@ def curvature_exact(
         i0, i1 = (run[0], run[-1] + 1)
         start = i0 if share else 0
         prefix = PrefixKV.from_captures(list(captures), start, attention_mask) if share and start > 0 else None
-        g_full = target_logprob_fn(model, target, attention_mask[:, start:], full_pos[:, start:], prefix)
+        g_full = target_logprob_fn(model, target, attention_mask[:, start:], full_pos[:, start:], prefix, foil)
         head, tail = x_all[:, start:i0], x_all[:, i1:]
 
         def g_run(xr: torch.Tensor, head=head, tail=tail, g_full=g_full) -> torch.Tensor:
@@ -137,6 +141,8 @@ def curvature_exact(
         blocks = hv[torch.arange(c * m, device=device), 0, rows]  # (c·m, d): (H Π_i r_k)_i
         norms = blocks.abs().sum(-1).float().view(c, m).mean(-1)
         out[torch.tensor(run, device=device)] = norms
+        if progress is not None:
+            progress(c * m)
     return out
 
 
@@ -148,6 +154,8 @@ def estimate_curvature(
     captures: Sequence[LayerCapture],
     probes: torch.Tensor,
     cost: Cost,
+    foil: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """(n,) fp32 S of one unpadded example with the estimator ``config`` selects (eq. 2–3 or a surrogate).
 
@@ -159,8 +167,12 @@ def estimate_curvature(
         captures: the unperturbed run's captures (their keys/values are the frozen prefix cache of the exact mode).
         probes: (m, n, d) Rademacher probes (eq. 3).
         cost: updated in place (``hvps``, ``gradients``, ``forward_passes``, ``forward_equivalents``, details).
+        foil: contrastive S, of g = log P(target) − log P(foil) (``"exact"`` only).
+        progress: called with a number of HVPs done (exact: per run; other estimators: once at the end).
     """
     cfg = config
+    if foil is not None and cfg.curvature != "exact":
+        raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {cfg.curvature!r}")
     _, n, _ = inputs_embeds.shape
     m = probes.shape[0]
     z, caps, context, frac = inputs_embeds, list(captures), nullcontext(), 1.0
@@ -177,7 +189,7 @@ def estimate_curvature(
         if cfg.curvature == "exact":
             share = bool(caps) and can_share_prefix(caps)
             s = curvature_exact(model, z, target, probes, None, caps if share else None, cfg.hvp_chunk_size,
-                                mode=cfg.hvp_mode)
+                                mode=cfg.hvp_mode, foil=foil, progress=progress)
             cost.hvps += n * m
             cost.forward_passes += n * m
             cost.forward_equivalents += frac * exact_fe(n, m, cfg.hvp_chunk_size, share)

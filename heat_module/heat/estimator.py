@@ -26,12 +26,13 @@ from heat_module.heat.cost import FE_GRADIENT, information_fe
 from heat_module.heat.curvature import estimate_curvature, rademacher
 from heat_module.heat.information import information
 from heat_module.heat.objective import gradient_norms
+from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_bar
 from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures
 from heat_module.lm.forward import embed, mask_vector, next_token_logits
-from heat_module.result import AttributionResult, Cost
+from heat_module.result import AttributionResult, Cost, ResultList
 
 
 class HEAT(Attributor):
@@ -44,9 +45,14 @@ class HEAT(Attributor):
 
     The model is switched to the ``"heat"`` attention implementation (SDPA outside captures, so its outputs are
     unchanged); its parameters are never differentiated.
+
+    Attributes:
+        show_progress: ``config.progress`` in auto mode (``None``) is overridden by this when it is not ``None``
+            (the Lightning integration sets it to ``False``: Lightning's own bar is there).
     """
 
     name = "heat"
+    show_progress: bool | None = None
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:
         self.model = install(model)
@@ -76,6 +82,7 @@ class HEAT(Attributor):
         captures: Sequence[LayerCapture],
         logits: torch.Tensor,
         transition: torch.Tensor | None = None,
+        foil: int | None = None,
     ) -> Components:
         """All components of one unpadded example.
 
@@ -85,6 +92,7 @@ class HEAT(Attributor):
             captures: the example's captures (batch of one, no padding).
             logits: (V,) next-token logits of the unperturbed run.
             transition: (n,) M if already computed (batched); else computed from ``captures``.
+            foil: a foil id: S and I of the contrast log P(target) − log P(foil) (see :meth:`attribute`).
         """
         cfg = self.config
         cost = Cost(forward_passes=1, forward_equivalents=1.0)
@@ -101,23 +109,31 @@ class HEAT(Attributor):
         need_i = cfg.ablation in ("full", "information", "no_gate", "uniform_gate") and cfg.gamma > 0 or (
             cfg.ablation == "information")
         curv = info = fo = None
+        bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
+                           self.progress_enabled(n, need_s, need_i))
         if need_s:
             t0 = time.perf_counter()
-            curv = self.curvature(x, target, captures, cost)
+            bar.set_description("HEAT S (HVPs)")
+            curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update)
+            if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
+                bar.update(n * cfg.probes)
             cost.seconds["curvature"] = time.perf_counter() - t0
         if need_i:
             t0 = time.perf_counter()
-            logp = torch.log_softmax(logits.float(), -1)
+            bar.set_description("HEAT I (masked runs)")
+            logp = torch.log_softmax(logits.float() if foil is None else logits, -1)
             info = information(
                 self.model, x, captures, logp, None,
                 mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
+                contrast=None if foil is None else (target, foil), progress=bar.update,
             )
             cost.forward_passes += n
             cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
             cost.seconds["information"] = time.perf_counter() - t0
+        bar.close()
         if cfg.alpha > 0:
             t0 = time.perf_counter()
-            fo = gradient_norms(self.model, x, target)
+            fo = gradient_norms(self.model, x, target, foil=foil)
             cost.gradients += 1
             cost.forward_equivalents += FE_GRADIENT
             cost.seconds["first_order"] = time.perf_counter() - t0
@@ -133,12 +149,23 @@ class HEAT(Attributor):
                     )
         return parts
 
-    def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost) -> torch.Tensor:
-        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated."""
+    def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost,
+                  foil: int | None = None, progress: Any = None) -> torch.Tensor:
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated
+        (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
         cfg = self.config
         n, d = x.shape[1], x.shape[2]
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
-        return estimate_curvature(self.model, cfg, x, target, captures, probes, cost)
+        return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
+
+    def progress_enabled(self, n: int, hvps: bool = True, masked_runs: bool = True) -> bool:
+        """Whether this attribution shows a progress bar: ``config.progress`` if set, else ``show_progress`` if
+        set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`)."""
+        if self.config.progress is not None:
+            return self.config.progress
+        if self.show_progress is not None:
+            return self.show_progress
+        return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -172,22 +199,53 @@ class HEAT(Attributor):
         self,
         text_or_ids: str | Sequence[int] | torch.Tensor,
         target: int | str | None = None,
+        foil: int | str | None = None,
     ) -> AttributionResult:
         """Attribute the next-token prediction after ``text_or_ids`` to its context tokens.
 
         Args:
             text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids.
-            target: the target token (id or single-token string); ``None`` = the model's greedy next token.
+            target: the target token (id or string); ``None`` = the model's greedy next token. A text target of
+                several tokens (``" New York"``) is attributed at the sentence level (:meth:`attribute_sentence`,
+                eq. 23, aggregation ``config.aggregation``, named in ``result.extra["aggregation"]``).
+            foil: a contrast token (id or single-token string): explain g = log P(target) − log P(foil), "why
+                the target rather than the foil". S is the Hessian-block sensitivity (eq. 3) of that difference,
+                I_i = |Δ_i| with Δ_i the change of the same difference when x_i is masked (the KL of eq. 4 compares
+                whole distributions and has no contrastive form), M is unchanged. With foil = target every score
+                is 0. Needs ``curvature="exact"`` and no ``window``; ``result.extra`` records ``foil``,
+                ``foil_id`` and ``objective``.
         Returns:
             An :class:`AttributionResult` with (n,) scores and components.
         """
+        if isinstance(target, str) and self.tokenizer is not None:
+            pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if len(pieces) > 1:
+                if foil is not None:
+                    raise ValueError(f"Expected a single-token target with a foil, got {len(pieces)} tokens "
+                                     f"for {target!r}")
+                result = self.attribute_sentence(text_or_ids, pieces)
+                result.extra["multi_token_target"] = target
+                return result
         ids = self.encode(text_or_ids)
+        if foil is not None and self.config.window is not None:
+            raise ValueError(f"Expected window=None for a contrastive (foil) attribution, got {self.config.window}")
         if self.config.window is not None and self.config.window < ids.numel():
             return attribute_windowed(self, ids, target)
         logits, captures = self.forward_with_captures(ids[None], torch.ones_like(ids)[None])
         target_id = self.target_id(target, logits[0])
-        parts = self.components(ids, target_id, captures, logits[0])
-        return self.result_from(ids, target_id, parts)
+        foil_id = None if foil is None else self.target_id(foil, None)
+        parts = self.components(ids, target_id, captures, logits[0], foil=foil_id)
+        result = self.result_from(ids, target_id, parts)
+        if foil_id is not None:
+            result.extra.update(foil=self.token_strings(torch.tensor([foil_id]))[0], foil_id=foil_id,
+                                objective="log P(target) - log P(foil)")
+        return result
+
+    def attribute_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        target_ids: TargetIds = None) -> ResultList:
+        """:meth:`Attributor.attribute_batch`, returned as a :class:`~heat_module.result.ResultList` (a list that
+        renders as one table in Jupyter)."""
+        return ResultList(super().attribute_batch(input_ids, attention_mask, target_ids))
 
     def attribute_sentence(
         self,
@@ -232,7 +290,7 @@ def attribute_batch(
     target_ids: torch.Tensor | None = None,
     config: HEATConfig | None = None,
     tokenizer: object | None = None,
-) -> list[AttributionResult]:
+) -> ResultList:
     """Functional entry point: HEAT on a left-padded batch with any model (see :meth:`HEAT.attribute_batch`).
 
     This is what a user's own LightningModule calls in its ``predict_step`` to add HEAT without subclassing.

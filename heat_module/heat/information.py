@@ -11,7 +11,7 @@ is :func:`heat_module.lm.forward.mask_vector`; the runs and the prefix-sharing r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -67,6 +67,8 @@ def information(
     mask_value: torch.Tensor | None = None,
     batch_size: int = 32,
     positions: Sequence[int] | None = None,
+    contrast: tuple[int, int] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Batched I (eq. 4) reusing the unmasked run's KV cache for the shared prefix.
 
@@ -74,11 +76,15 @@ def information(
         inputs_embeds: (1, n, d) one example (left padding allowed).
         captures: the unmasked run's :class:`LayerCapture` list (its keys/values form the prefix cache); ``None``
             disables prefix sharing.
-        logp: (1, V) or (V,) log P of the unmasked run.
+        logp: (1, V) or (V,) log P of the unmasked run (in the model's precision for ``contrast``).
         attention_mask: (1, n) 1 for real tokens.
         mask_value: (d,) replacement vector (default zeros).
         batch_size: masked variants per forward pass.
         positions: which positions to score (default: every real token).
+        contrast: ``(target, foil)`` ids: I_i = |Δ_i|, Δ_i the change of log P(target) − log P(foil) when x_i is
+            masked (the KL compares whole distributions, so it has no contrastive form; this is the same difference
+            the contrastive S differentiates).
+        progress: called with the number of masked runs after each chunk (a progress bar's ``update``).
     Returns:
         (n,) fp32 I_i (0 on padding and on positions not asked for).
     """
@@ -93,6 +99,7 @@ def information(
         positions = [i for i in range(n) if valid[i]]
     share = captures is not None and can_share_prefix(captures)
     full_pos = position_ids_from_mask(attention_mask)
+    base = None if contrast is None else (logp.reshape(-1)[contrast[0]] - logp.reshape(-1)[contrast[1]])
     logp = logp.reshape(1, -1).float()
     out = torch.zeros(n, dtype=torch.float32, device=device)
     with torch.no_grad():
@@ -107,5 +114,12 @@ def information(
             prefix = PrefixKV.from_captures(list(captures), i0, attention_mask) if share and i0 > 0 else None
             with prefix_cache(prefix):
                 logits = next_token_logits(model, x, am, position_ids=pos)
-            out[torch.tensor(run, device=device)] = kl_divergence(logp, torch.log_softmax(logits, -1))
+            logq = torch.log_softmax(logits, -1)
+            if contrast is None:
+                out[torch.tensor(run, device=device)] = kl_divergence(logp, logq)
+            else:  # in the model's precision: Δ is a small difference of two log-probabilities
+                t, f = contrast
+                out[torch.tensor(run, device=device)] = ((logq[:, t] - logq[:, f]) - base).abs().float()
+            if progress is not None:
+                progress(c)
     return out

@@ -1,5 +1,8 @@
 """g(X) = log softmax(logits_p(X))_y — the function HEAT differentiates (paper eq. 1–2; docs/design.md "Notation").
 
+Contrastive attribution (a ``foil`` token f, "why y rather than f", as inseq's ``contrast_prob_diff``) differentiates
+g(X) = log P(y | X) − log P(f | X) instead (= logit_y − logit_f); with f = y it is identically 0.
+
 Also the first-order term ‖∇_{x_i} g‖₁ of HEAT+FO (appendix Table 19), which the gradient baselines share, and the
 batched Hessian-vector products of g that the exact (eq. 3) and low-rank curvature estimators share.
 """
@@ -23,15 +26,17 @@ def target_logprob_fn(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     prefix: PrefixKV | None = None,
+    foil: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function ``g(X) -> ()`` for one example: X (1, s, d) are the embeddings of the positions being
     recomputed (all n, or the suffix after a frozen ``prefix``). Attention runs in the eager path so that
-    forward-mode AD and double backward work."""
+    forward-mode AD and double backward work. With a ``foil`` id, g = log P(target) − log P(foil)."""
 
     def g(x: torch.Tensor) -> torch.Tensor:
         with eager_attention_mode(), prefix_cache(prefix):
             logits = next_token_logits(model, x, attention_mask, position_ids)
-        return torch.log_softmax(logits, -1)[0, target]
+        logp = torch.log_softmax(logits, -1)[0]
+        return logp[target] if foil is None else logp[target] - logp[foil]
 
     return g
 
@@ -70,23 +75,26 @@ def batched_hvp(
 
 
 def gradient(
-    model: nn.Module, inputs_embeds: torch.Tensor, target: int, attention_mask: torch.Tensor | None = None
+    model: nn.Module, inputs_embeds: torch.Tensor, target: int, attention_mask: torch.Tensor | None = None,
+    foil: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, n, d) X -> (g(X), ∇_X g (1, n, d)) with one backward pass."""
+    """(1, n, d) X -> (g(X), ∇_X g (1, n, d)) with one backward pass (g contrastive when ``foil`` is given)."""
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
     x = inputs_embeds.detach().requires_grad_(True)
     with torch.enable_grad():
-        value = target_logprob_fn(model, target, attention_mask, position_ids_from_mask(attention_mask))(x)
+        value = target_logprob_fn(model, target, attention_mask, position_ids_from_mask(attention_mask),
+                                  foil=foil)(x)
         (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
 
 
 def gradient_norms(
-    model: nn.Module, inputs_embeds: torch.Tensor, target: int, attention_mask: torch.Tensor | None = None
+    model: nn.Module, inputs_embeds: torch.Tensor, target: int, attention_mask: torch.Tensor | None = None,
+    foil: int | None = None,
 ) -> torch.Tensor:
     """(n,) ‖∇_{x_i} g‖₁, the α term of HEAT+FO (0 on padding)."""
-    _, grad = gradient(model, inputs_embeds, target, attention_mask)
+    _, grad = gradient(model, inputs_embeds, target, attention_mask, foil)
     norms = grad[0].abs().sum(-1).float()
     if attention_mask is not None:
         norms = norms * attention_mask[0].float()

@@ -62,8 +62,14 @@ class ExampleError:
 def get_attributor(method: str, model: nn.Module, tokenizer: Any, config: HEATConfig | None,
                    **options: Any) -> Any:
     """The attributor of ``method`` from the one registry (:func:`heat_module.attribution.registry.build`): HEAT
-    takes ``config``, a baseline its ``options``. Raises ``ValueError`` naming the known methods."""
-    return build(method, model, tokenizer, config, **options)
+    takes ``config``, a baseline its ``options``. Raises ``ValueError`` naming the known methods.
+
+    Under Lightning the per-example progress bars of HEAT are off in auto mode (``config.progress=None``):
+    ``trainer.predict`` shows its own bar; ``progress=True`` still shows them (``leave=False``, below it)."""
+    attributor = build(method, model, tokenizer, config, **options)
+    if hasattr(attributor, "show_progress"):
+        attributor.show_progress = False
+    return attributor
 
 
 # ---------------------------------------------------------------------------------------------- orchestration

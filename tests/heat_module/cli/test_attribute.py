@@ -19,3 +19,30 @@ def test_attribute_json(capsys, tmp_path):
 def test_bad_input_is_reported(capsys):
     assert attribute_command(["--text", "x", "--probes", "0"]) == 2
     assert "probes" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny llama and the tiny word-level tokenizer saved as an HF folder (what --model accepts)."""
+    from heat_module.testing import tiny_model, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_foil_level_and_progress_flags(capsys, tiny_folder):
+    text = "the cat sat on the old"
+    base = ["--model", tiny_folder, "--text", text, "--target", "hat", "--json", "--progress", "off"]
+    assert attribute_command(base + ["--foil", "hat"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert "HEAT" not in captured.err and data["extra"]["foil"] == "hat" and not any(data["scores"])
+    assert attribute_command(base + ["--foil", "tree", "--level", "words"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["extra"]["level"] == "words" and len(data["tokens"]) == len(text.split())
+    assert any(data["scores"]) and data["extra"]["foil"] == "tree"
+    assert attribute_command(base[:-3] + ["--foil", "tree"]) == 0
+    assert "rather than 'tree'" in capsys.readouterr().out

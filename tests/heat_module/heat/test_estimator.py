@@ -109,8 +109,8 @@ def test_bad_input(tiny_heat, tiny_tok):
         tiny_heat.attribute("   ")
     with pytest.raises(ValueError, match="target id"):
         tiny_heat.attribute(TEXT, target=TINY_VOCAB + 5)
-    with pytest.raises(ValueError, match="exactly one token"):
-        tiny_heat.attribute(TEXT, target="cat dog")
+    with pytest.raises(ValueError, match="exactly one token"):  # a multi-token target goes to the sentence path,
+        tiny_heat.attribute(TEXT, target="cat", foil="cat dog")  # a foil must be one token
     with pytest.raises(ValueError, match="maximum positions"):
         tiny_heat.attribute(torch.randint(4, TINY_VOCAB, (200,)))
     with pytest.raises(ValueError, match="token ids in"):

@@ -1,0 +1,100 @@
+"""Write results in inseq's saved format (Sarti et al. 2023, https://arxiv.org/abs/2302.13942), so inseq's viewers
+(``inseq.FeatureAttributionOutput.load(path).show()``) display HEAT, and our importer
+(:func:`heat_module.baselines.inseq_import.load_inseq`) reads it back.
+
+The format is what ``FeatureAttributionOutput.save(path)`` writes with its defaults (``use_primitives=False``:
+``inseq/data/attribution.py`` and ``inseq/utils/serialization.py``): every object is
+``{"__instance_type__": [module, class], "attributes": {...}}`` (the class's public fields, as
+``TensorWrapper.to_dict`` gives them); arrays are ``{"__ndarray__": nested list, "dtype", "shape"[, "Corder"]}``
+(``ndarray_compact=False``: plain lists); tokens are ``inseq.utils.typing.TokenWithId`` ``{"token", "id"}``; keys
+are sorted. One result becomes one decoder-only sequence: ``target`` = the n context tokens followed by the target
+token, ``source`` = the context, ``attr_pos_start`` = n, ``attr_pos_end`` = n + 1 and ``target_attributions`` of
+shape (n + 1, 1): rows 0..n-1 the scores, row n NaN (inseq's convention for a token that cannot explain itself).
+No model or tokenizer names are known here, so ``info`` holds the method and the texts only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+class Exportable(Protocol):
+    """What the exporter reads from an :class:`heat_module.result.AttributionResult`."""
+
+    tokens: list[str]
+    token_ids: torch.Tensor
+    target: str
+    target_id: int
+    scores: torch.Tensor
+    method: str
+
+
+def _instance(module: str, name: str, attributes: dict) -> dict:
+    return {"__instance_type__": [module, name], "attributes": attributes}
+
+
+def _token(token: str, token_id: int) -> dict:
+    return _instance("inseq.utils.typing", "TokenWithId", {"token": token, "id": int(token_id)})
+
+
+def _array(rows: list[list[float]]) -> dict:
+    """A 2-D float32 array as inseq's ``numpy_encode`` writes it with ``ndarray_compact=False``."""
+    return {"__ndarray__": rows, "dtype": "float32", "shape": [len(rows), len(rows[0]) if rows else 0],
+            "Corder": True}
+
+
+def inseq_sequence(result: Exportable) -> dict:
+    """One ``FeatureAttributionSequenceOutput`` (decoder-only: target-side attributions only)."""
+    n = len(result.tokens)
+    ids = [int(i) for i in result.token_ids.tolist()]
+    context = [_token(t, i) for t, i in zip(result.tokens, ids)]
+    rows = [[float(v) if math.isfinite(v) else float("nan")] for v in result.scores.detach().float().tolist()]
+    rows.append([float("nan")])
+    return _instance("inseq.data.attribution", "FeatureAttributionSequenceOutput", {
+        "attr_pos_end": n + 1,
+        "attr_pos_start": n,
+        "sequence_scores": None,
+        "source": context,
+        "source_attributions": None,
+        "step_scores": {},
+        "target": context + [_token(result.target, result.target_id)],
+        "target_attributions": _array(rows),
+    })
+
+
+def inseq_document(results: Sequence[Exportable], info: dict[str, Any] | None = None) -> dict:
+    """The ``FeatureAttributionOutput`` JSON object of ``results`` (before serialisation)."""
+    if not results:
+        raise ValueError("Expected at least one result to export, got none")
+    methods = sorted({r.method for r in results})
+    base = {
+        "attribute_target": True,
+        "attribution_method": methods[0] if len(methods) == 1 else ",".join(methods),
+        "exported_by": "heat_module.interop.inseq",
+        "input_texts": ["".join(r.tokens) for r in results],
+        "generated_texts": ["".join(r.tokens) + r.target for r in results],
+        "step_scores": [],
+    }
+    return _instance("inseq.data.attribution", "FeatureAttributionOutput", {
+        "info": {**base, **(info or {})},
+        "sequence_attributions": [inseq_sequence(r) for r in results],
+        "step_attributions": None,
+    })
+
+
+def save_inseq(results: Sequence[Exportable], path: str | Path, info: dict[str, Any] | None = None) -> None:
+    """Write ``results`` as one inseq JSON file (``inseq.FeatureAttributionOutput.load(path)`` reads it).
+
+    Args:
+        results: attribution results (one inseq sequence each).
+        path: the output file (``.json``).
+        info: extra entries of inseq's ``info`` dict (e.g. ``model_name``).
+    """
+    text = json.dumps(inseq_document(results, info), allow_nan=True, indent=4, sort_keys=True)
+    Path(path).write_text(text, encoding="utf-8")

@@ -1,0 +1,38 @@
+"""Results as a pandas DataFrame: one row per (result, context token), long format (pandas is optional)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+PANDAS_MISSING = (
+    "Expected pandas to be installed for to_dataframe()/results_to_dataframe(), got ImportError: "
+    "`pip install pandas` (or `pip install 'heat-attribution[notebook]'`)"
+)
+
+COLUMNS = ("example", "position", "token", "token_id", "score", "transition", "curvature", "information",
+           "first_order", "target", "target_id", "method")
+
+
+def results_to_dataframe(results: Sequence[Any]):
+    """A ``pandas.DataFrame`` with columns :data:`COLUMNS` (components missing from a result are NaN).
+
+    Args:
+        results: :class:`heat_module.result.AttributionResult` objects; ``example`` is the index in this list.
+    """
+    try:
+        import pandas as pd  # optional dependency
+    except ImportError as err:
+        raise ImportError(PANDAS_MISSING) from err
+    rows = []
+    for k, r in enumerate(results):
+        comps = {name: None if getattr(r, name) is None else getattr(r, name).float().tolist()
+                 for name in ("transition", "curvature", "information", "first_order")}
+        ids = r.token_ids.tolist()
+        scores = r.scores.float().tolist()
+        for i, tok in enumerate(r.tokens):
+            row = {"example": k, "position": i, "token": tok, "token_id": int(ids[i]), "score": scores[i]}
+            row.update({name: float("nan") if v is None else v[i] for name, v in comps.items()})
+            row.update({"target": r.target, "target_id": int(r.target_id), "method": r.method})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(COLUMNS))

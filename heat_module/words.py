@@ -1,0 +1,121 @@
+"""Merging token scores into words, sentences or given spans (what :meth:`AttributionResult.aggregate` does).
+
+The rule (documented once, here): every token is placed in the text by its character offsets — the tokenizer's
+``offset_mapping`` of the decoded context when a fast tokenizer re-encodes it to the same ids, else the running
+lengths of the decoded token strings (which concatenate to the decoded text). A **word** is a maximal run of
+non-whitespace characters (so the words are exactly ``text.split()``); a token belongs to the word that holds its
+first non-whitespace character, and a whitespace-only token (``"\\n"``, a lone space) joins the next word (the last
+word at the end). A **sentence** is a run of text ending in ``.``, ``!`` or ``?`` followed by whitespace (or the
+end of the text), assigned the same way. Given **spans** are token ranges ``[a, b)``; tokens outside every span
+stay on their own. Scores of a group are reduced by ``"sum"`` (the default: a word's attribution is the total of its
+pieces, so the total attribution is unchanged), ``"max"`` or ``"mean"``.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+Level = Literal["words", "sentences"]
+Reduce = Literal["sum", "max", "mean"]
+LEVELS: tuple[str, ...] = ("words", "sentences")
+REDUCES: tuple[str, ...] = ("sum", "max", "mean")
+
+_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|$)|$)", re.DOTALL)
+
+
+def token_offsets(tokens: Sequence[str], token_ids: Sequence[int] | None = None,
+                  tokenizer: object | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text and each token's ``(start, end)`` character offsets in it.
+
+    With a fast ``tokenizer`` whose re-encoding of ``tokenizer.decode(token_ids)`` gives the same ids, its
+    ``offset_mapping`` is used; otherwise the offsets are the running lengths of ``tokens``.
+    """
+    if tokenizer is not None and token_ids is not None:
+        ids = [int(i) for i in token_ids]
+        try:
+            text = tokenizer.decode(ids)
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+            enc = None
+        if enc is not None and list(enc["input_ids"]) == ids:
+            return text, [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    offsets, pos = [], 0
+    for tok in tokens:
+        offsets.append((pos, pos + len(tok)))
+        pos += len(tok)
+    return "".join(tokens), offsets
+
+
+def _assign(text: str, offsets: Sequence[tuple[int, int]], units: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Token indices per unit (character ranges ``units``) by the rule of the module docstring."""
+    groups: list[list[int]] = [[] for _ in units]
+    if not units:
+        return groups
+    starts = [u[0] for u in units]
+    pending: list[int] = []
+    for i, (a, b) in enumerate(offsets):
+        piece = text[a:b]
+        lead = len(piece) - len(piece.lstrip())
+        if not piece.strip():
+            pending.append(i)
+            continue
+        c = a + lead
+        k = max(bisect_right(starts, c) - 1, 0)
+        groups[k].extend(pending + [i])
+        pending = []
+    if pending:
+        groups[-1].extend(pending)
+    for g in groups:
+        g.sort()
+    return groups
+
+
+def word_groups(text: str, offsets: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Token indices of each word (a maximal non-whitespace run of ``text``), in order."""
+    return _assign(text, offsets, [m.span() for m in re.finditer(r"\S+", text)])
+
+
+def sentence_groups(text: str, offsets: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Token indices of each sentence (text up to ``.``/``!``/``?`` before whitespace or the end)."""
+    return _assign(text, offsets, [m.span() for m in _SENTENCE.finditer(text)])
+
+
+def span_groups(n: int, spans: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Token indices per group for token spans ``[a, b)`` (disjoint); uncovered tokens are groups of one."""
+    cover: dict[int, int] = {}
+    for a, b in spans:
+        a, b = int(a), int(b)
+        if not 0 <= a < b <= n:
+            raise ValueError(f"Expected spans [a, b) with 0 <= a < b <= {n}, got ({a}, {b})")
+        for i in range(a, b):
+            if i in cover:
+                raise ValueError(f"Expected disjoint spans, got token {i} in two spans")
+            cover[i] = a
+    groups, i = [], 0
+    while i < n:
+        if i in cover:
+            j = i
+            while j < n and cover.get(j) == cover[i]:
+                j += 1
+            groups.append(list(range(i, j)))
+            i = j
+        else:
+            groups.append([i])
+            i += 1
+    return groups
+
+
+def reduce_groups(values: torch.Tensor, groups: Sequence[Sequence[int]], reduce: str = "sum") -> torch.Tensor:
+    """(n,) token values -> (len(groups),) group values by ``reduce`` (``"sum"`` | ``"max"`` | ``"mean"``)."""
+    if reduce not in REDUCES:
+        raise ValueError(f"Expected reduce to be one of {list(REDUCES)}, got {reduce!r}")
+    out = []
+    for g in groups:
+        v = values[list(g)]
+        out.append(v.sum() if reduce == "sum" else v.max() if reduce == "max" else v.mean())
+    return torch.stack(out) if out else values.new_zeros(0)

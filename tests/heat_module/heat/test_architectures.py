@@ -3,16 +3,22 @@ computed without HEAT's code — the unmodified model (a deep copy never install
 ``output_attentions`` and value / output projections read from its weights — or the documented refusal."""
 
 import copy
+import dataclasses
 import warnings
 
 import pytest
 import torch
 
+from heat_module import HEAT, HEATConfig
+from heat_module.heat.curvature import curvature_exact, curvature_naive, estimate_curvature, rademacher
 from heat_module.heat.information import information, information_naive
+from heat_module.heat.layer_sampling import residual_input, residual_stream
 from heat_module.heat.objective import target_logprob_fn
 from heat_module.heat.transition import sink_positions, transition_from_captures
+from heat_module.lm.anatomy import mask_band
 from heat_module.lm.capture import can_share_prefix, capture, install
 from heat_module.lm.forward import embed, next_token_logits
+from heat_module.result import Cost
 from heat_module.testing import TINY_VOCAB, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -178,3 +184,58 @@ def test_sink_positions_by_hand():
     valid = torch.tensor([[True, True, True, True], [False, True, True, True]])
     expected = torch.tensor([[True, False, False, False], [False, False, False, True]])
     assert torch.equal(sink_positions(phi, norms, valid), expected)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_exact_curvature_with_prefix_cache_equals_naive(arch):
+    """Exact S (eq. 3) with the frozen prefix cache (window / chunks rebuilt; refused on hybrids) against the
+    per-token double backward through the unmodified eager model."""
+    model, reference = _models(arch)
+    ids = _ids(8)
+    x = embed(reference, ids)
+    _, caps = _captures(model, x)
+    probes = rademacher(2, 8, x.shape[-1], seed=1, dtype=x.dtype)
+    got = curvature_exact(model, x, 17, probes, captures=caps, chunk_size=4)
+    expected = curvature_naive(reference, x, 17, probes)
+    torch.testing.assert_close(got.double(), expected.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_layer_sampling_maps_decoder_layers_on_a_hybrid():
+    """HEAT-LS on LFM2 (conv, attention, conv): the captures at and above the start layer are chosen by decoder
+    layer, and S w.r.t. the residual stream equals the double backward through the unmodified model's layers."""
+    model, reference = _models("lfm2")
+    ids = _ids(7)
+    cfg = HEATConfig(layers=2, probes=1, hvp_chunk_size=4, beta=1.0, gamma=0.0, sink="keep", gate="attention_only")
+    heat = HEAT(model, config=cfg)
+    x = embed(model, ids)
+    _, caps = _captures(model, x)
+    probes = rademacher(1, 7, x.shape[-1], seed=cfg.seed, dtype=x.dtype)
+    got = estimate_curvature(model, cfg, x, 17, caps, probes, Cost())
+    start = 1
+    z = residual_input(reference, x, start)
+    with residual_stream(reference, start):
+        expected = curvature_naive(reference, z, 17, probes)
+    torch.testing.assert_close(got.double(), expected.double(), rtol=1e-4, atol=1e-6)
+    heat.close()
+
+
+def test_other_masks_warn_once_per_model_and_refuse_sharing():
+    """A mask that is neither causal, a window nor chunks (here: dilated) uses the materialised attention with ONE
+    warning per model (not per layer, not per call), and the prefix cache is refused."""
+    model, _ = _models("llama")
+    x = embed(model, _ids(9))
+    _, caps = _captures(model, x)
+    n = x.shape[1]
+    j, i = torch.arange(n)[:, None], torch.arange(n)[None]
+    dilated = (i <= j) & ((j - i) % 2 == 0)
+    additive = torch.zeros(1, 1, n, n, dtype=torch.float64).masked_fill(~dilated, torch.finfo(torch.float64).min)
+    odd = [dataclasses.replace(c, mask=additive, band=mask_band(additive)) for c in caps]
+    assert {c.band.kind for c in odd} == {"other"}
+    assert not can_share_prefix(odd)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = transition_from_captures(odd, sink="keep")
+        transition_from_captures(odd, sink="keep")
+    assert len([w for w in caught if "materialised" in str(w.message)]) == 1
+    # and the materialised attention uses the dilated mask: the rollout differs from the causal one
+    assert not torch.allclose(m, transition_from_captures(caps, sink="keep"))

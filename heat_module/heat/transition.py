@@ -50,8 +50,9 @@ def attention_probs(cap: LayerCapture) -> torch.Tensor:
     sinks included; with sinks the rows sum to less than one)."""
     if cap.weights is not None:
         return cap.weights.float()
-    scores = attention_scores(cap.query.float(), cap.key.float(), cap.mask, cap.scaling, cap.softcap)
-    return attention_softmax(scores.float(), cap.sinks)
+    # in the capture's dtype, at least fp32 (an fp64 mask's minimum would overflow to -inf in fp32)
+    scores = attention_scores(cap.query, cap.key, cap.mask, cap.scaling, cap.softcap)
+    return attention_softmax(scores, cap.sinks).float()
 
 
 def _kernel_safe(cap: LayerCapture) -> bool:

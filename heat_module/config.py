@@ -21,6 +21,7 @@ Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
 HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
 FirstOrder = Literal["gated", "outside"]
+Gate = Literal["full", "attention_only"]
 
 CURVATURES: tuple[str, ...] = get_args(Curvature)
 MASKS: tuple[str, ...] = get_args(MaskKind)
@@ -30,6 +31,7 @@ AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 HVP_MODES: tuple[str, ...] = get_args(HVPMode)
 FIRST_ORDERS: tuple[str, ...] = get_args(FirstOrder)
+GATES: tuple[str, ...] = get_args(Gate)
 
 
 @dataclass
@@ -68,6 +70,11 @@ class HEATConfig:
             ~76 % of the paper's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
             benchmark of ``benchmarks/RESULTS-eval.md`` (``"first"`` and ``"auto"`` tie there), and ``"auto"``
             keeps position 0 on models or prompts where it is not a sink.
+        gate: the gate M on hybrid decoders (convolution, state-space or linear-attention layers beside attention:
+            LFM2, Jamba, Qwen3-Next, ...): ``"full"`` (default) refuses them with an error naming the layer types,
+            since the rollout over attention ignores the other layers' token mixing; ``"attention_only"`` is the
+            attention-only gate: the rollout runs over the attention layers only (ρ passes the others unchanged), an
+            approximation the user opts in to. On attention-only decoders both are the same.
         window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
         stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
         window_leakage: HEAT-WIN: also report the window-leakage proxy ε̂_M(W) (Thm 4 eq. 12, Table 12) in
@@ -100,6 +107,7 @@ class HEATConfig:
     info_batch_size: int = 8
     ablation: Ablation = "full"
     sink: Sink = "auto"
+    gate: Gate = "full"
     window: int | None = None
     stride: int | None = None
     window_leakage: bool = False
@@ -119,6 +127,7 @@ class HEATConfig:
         check_choice("mask", self.mask, MASKS)
         check_choice("ablation", self.ablation, ABLATIONS)
         check_choice("sink", self.sink, SINKS)
+        check_choice("gate", self.gate, GATES)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_choice("backend", self.backend, BACKENDS)
         check_choice("hvp_mode", self.hvp_mode, HVP_MODES)

@@ -13,6 +13,14 @@ from torch import nn
 from heat_module.lm.forward import next_token_logits
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
+#: architectures with more than causal attention (issue 12): soft-capping and sliding windows (gemma2; gemma3's
+#: window is 4 here, smaller than most test contexts), learned sinks (gpt_oss, eager only), chunked attention
+#: (llama4 text model, chunks of 4), a hybrid with short convolutions (lfm2) and multi-head latent attention
+#: (deepseek_v3, value head size 6 ≠ query head size 12)
+EXTRA_ARCHITECTURES = ("gemma2", "gemma3_sliding", "gpt_oss", "llama4", "lfm2", "deepseek_v3")
+#: tiny window / chunk of the architectures above
+TINY_BAND = 4
+_EAGER_ONLY = ("gemma2", "gpt_oss")  # transformers refuses sdpa for them: tiny_model builds them eager
 
 _WORDS = tuple((
     "the a an of to in on and is was were it he she they we you i my your her his their this that "
@@ -44,6 +52,10 @@ def tiny_tokenizer():
 TINY_VOCAB = len(SPECIALS) + len(_WORDS) + 4
 
 
+def _alternating(layers: int) -> list[str]:
+    return [("sliding_attention", "full_attention")[i % 2] for i in range(layers)]
+
+
 def tiny_config(arch: str, vocab_size: int = TINY_VOCAB, layers: int = 2, hidden: int = 32, heads: int = 4,
                 kv_heads: int = 2, max_positions: int = 128):
     """A transformers config of ``arch`` with tiny dimensions (GQA where the architecture has it)."""
@@ -59,14 +71,47 @@ def tiny_config(arch: str, vocab_size: int = TINY_VOCAB, layers: int = 2, hidden
         cfg = tf.GPTNeoXConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                intermediate_size=2 * hidden, max_position_embeddings=max_positions,
                                rotary_pct=0.5, **common)
+    elif arch == "gemma2":
+        cfg = tf.Gemma2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                              num_key_value_heads=kv_heads, head_dim=hidden // heads, intermediate_size=2 * hidden,
+                              max_position_embeddings=max_positions, sliding_window=TINY_BAND,
+                              query_pre_attn_scalar=hidden // heads, attn_logit_softcapping=2.0,
+                              final_logit_softcapping=30.0,
+                              layer_types=_alternating(layers), **common)
+    elif arch == "gpt_oss":
+        cfg = tf.GptOssConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                              num_key_value_heads=kv_heads, head_dim=hidden // heads, intermediate_size=hidden,
+                              num_local_experts=4, num_experts_per_tok=2, sliding_window=TINY_BAND,
+                              max_position_embeddings=max_positions,
+                              layer_types=_alternating(layers), **common)
+    elif arch == "llama4":
+        cfg = tf.Llama4TextConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                  num_key_value_heads=kv_heads, head_dim=hidden // heads, intermediate_size=hidden,
+                                  intermediate_size_mlp=2 * hidden, num_local_experts=2, num_experts_per_tok=1,
+                                  attention_chunk_size=TINY_BAND, no_rope_layers=[1] * (layers - 1) + [0],
+                                  max_position_embeddings=max_positions, **common)
+    elif arch == "lfm2":
+        cfg = tf.Lfm2Config(hidden_size=hidden, num_hidden_layers=max(layers, 3), num_attention_heads=heads,
+                            num_key_value_heads=kv_heads, intermediate_size=2 * hidden, block_auto_adjust_ff_dim=False,
+                            max_position_embeddings=max_positions,
+                            layer_types=["conv", "full_attention", "conv"] + ["full_attention"] * (max(layers, 3) - 3),
+                            **common)
+    elif arch == "deepseek_v3":
+        cfg = tf.DeepseekV3Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                  num_key_value_heads=heads, intermediate_size=2 * hidden, moe_intermediate_size=hidden,
+                                  n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+                                  first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
+                                  qk_nope_head_dim=8, v_head_dim=6, max_position_embeddings=max_positions, **common)
     else:
         klass = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig,
-                 "gemma3": tf.Gemma3TextConfig, "phi3": tf.Phi3Config}.get(arch)
+                 "gemma3": tf.Gemma3TextConfig, "gemma3_sliding": tf.Gemma3TextConfig, "phi3": tf.Phi3Config}.get(arch)
         if klass is None:
-            raise ValueError(f"Expected arch to be one of {list(ARCHITECTURES)}, got {arch!r}")
+            raise ValueError(f"Expected arch to be one of {list(ARCHITECTURES + EXTRA_ARCHITECTURES)}, got {arch!r}")
         extra = {}
-        if arch == "gemma3":
+        if arch in ("gemma3", "gemma3_sliding"):
             extra = dict(head_dim=hidden // heads, sliding_window=64, query_pre_attn_scalar=hidden // heads)
+        if arch == "gemma3_sliding":
+            extra.update(sliding_window=TINY_BAND, layer_types=["sliding_attention", "full_attention"])
         if arch == "phi3":
             extra = dict(original_max_position_embeddings=max_positions)
         cfg = klass(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
@@ -76,12 +121,17 @@ def tiny_config(arch: str, vocab_size: int = TINY_VOCAB, layers: int = 2, hidden
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "sdpa", **kwargs) -> nn.Module:
-    """A randomly initialised tiny causal LM of ``arch`` (fp32, eval mode, no grad on parameters)."""
+    """A randomly initialised tiny causal LM of ``arch`` (fp32, eval mode, no grad on parameters); architectures
+    without sdpa support (gemma2, gpt_oss) are built with eager attention."""
     from transformers import AutoModelForCausalLM
 
     cfg = tiny_config(arch, **kwargs)
+    if arch in _EAGER_ONLY and attn_implementation == "sdpa":
+        attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
+    # experts as a loop ("eager"): the grouped-mm kernels of MoE layers refuse fp64
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32,
+                                             experts_implementation="eager")
     with torch.no_grad():  # random init of some archs is tiny; widen it so attention is not uniform
         for name, p in model.named_parameters():
             if p.dim() == 2 and "emb" not in name and "wte" not in name and "wpe" not in name:

@@ -179,7 +179,8 @@ def estimate_curvature(
     if cfg.layers is not None:
         start = start_layer(model, cfg.layers)
         z = residual_input(model, inputs_embeds, start)
-        caps = caps[start:]
+        caps = [c for c in caps if c.decoder_layer >= start] if all(
+            c.decoder_layer is not None for c in caps) else caps[start:]
         context = residual_stream(model, start)
         frac = cfg.layers / num_layers(model)
         cost.forward_passes += 1

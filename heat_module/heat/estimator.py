@@ -30,7 +30,7 @@ from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_b
 from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
-from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures
+from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
 from heat_module.lm.forward import embed, mask_vector, next_token_logits
 from heat_module.result import AttributionResult, Cost, ResultList
 
@@ -43,8 +43,10 @@ class HEAT(Attributor):
         >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
         >>> res.topk(3)
 
-    The model is switched to the ``"heat"`` attention implementation (SDPA outside captures, so its outputs are
-    unchanged); its parameters are never differentiated.
+    The model is switched to the ``"heat"`` attention implementation (:func:`heat_module.lm.capture.install`:
+    outside HEAT's own computations it calls the model's original attention with every argument, so the model's
+    outputs are unchanged); :meth:`close` (or leaving a ``with HEAT(...) as heat:`` block) restores the original
+    implementation once no other HEAT object uses the model. Its parameters are never differentiated.
 
     Attributes:
         show_progress: ``config.progress`` in auto mode (``None``) is overridden by this when it is not ``None``
@@ -55,11 +57,26 @@ class HEAT(Attributor):
     show_progress: bool | None = None
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:
+        config = config if config is not None else HEATConfig()
+        if not isinstance(config, HEATConfig):
+            raise TypeError(f"Expected config to be a HEATConfig, got {type(config).__name__}")
         self.model = install(model)
+        self._installed = True
         self.tokenizer = tokenizer
-        self.config = config if config is not None else HEATConfig()
-        if not isinstance(self.config, HEATConfig):
-            raise TypeError(f"Expected config to be a HEATConfig, got {type(self.config).__name__}")
+        self.config = config
+
+    def close(self) -> None:
+        """Undo this object's install: the last HEAT on the model restores its attention implementation
+        (idempotent; other HEAT objects on the same model keep working)."""
+        if getattr(self, "_installed", False):
+            self._installed = False
+            uninstall(self.model)
+
+    def __enter__(self) -> HEAT:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_options(cls, model: nn.Module, tokenizer: Any = None, config: HEATConfig | None = None,
@@ -101,7 +118,7 @@ class HEAT(Attributor):
         t0 = time.perf_counter()
         if transition is None:
             transition = transition_from_captures(
-                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend
+                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
             )[0]
         cost.seconds["transition"] = time.perf_counter() - t0
         need_s = cfg.ablation in ("full", "curvature", "no_gate", "uniform_gate") and cfg.beta > 0 or (
@@ -183,7 +200,8 @@ class HEAT(Attributor):
             return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self.forward_with_captures(input_ids, attention_mask)
-        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend)
+        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend,
+                                         gate=cfg.gate)
         t_batch = time.perf_counter() - t0
         results = []
         for b in range(input_ids.shape[0]):

@@ -22,7 +22,10 @@ for Llama-style models, embeddings + position embeddings for GPT-2 (an additive 
 identical to the exact S w.r.t. X).
 
 The decoder layers are found as the ``nn.ModuleList`` with ``num_hidden_layers`` entries at the usual places
-(``model.layers``, ``transformer.h``, ``gpt_neox.layers``, ...), else by searching the module tree.
+(``model.layers``, ``transformer.h``, ``gpt_neox.layers``, ...), else by searching the module tree
+(:mod:`heat_module.lm.anatomy`). The captures of the layers at and above ``start`` are chosen by the decoder layer
+that made them (``LayerCapture.decoder_layer``), not by their position in the list, so hybrids (whose
+convolution / state-space layers make no attention call) are sliced right; prefix sharing is refused on them.
 """
 
 from __future__ import annotations
@@ -33,41 +36,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from heat_module.lm.anatomy import decoder_layers, num_layers
 from heat_module.lm.forward import next_token_logits
 
-_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
-                "transformer.blocks", "model.language_model.layers", "language_model.model.layers")
-
-
-def num_layers(model: nn.Module) -> int:
-    """L, the number of decoder layers (``num_hidden_layers`` / ``n_layer`` of the config)."""
-    cfg = model.config
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int):
-            return value
-    text = getattr(cfg, "get_text_config", None)
-    if text is not None and text() is not cfg:
-        return int(text().num_hidden_layers)
-    raise TypeError(f"Expected the model config to have num_hidden_layers, got {type(cfg).__name__}")
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The ``nn.ModuleList`` of the L decoder layers, in execution order."""
-    L = num_layers(model)
-    for path in _LAYER_PATHS:
-        obj: object = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList) and len(obj) == L:
-            return obj
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == L and name.split(".")[-1] in ("layers", "h", "blocks"):
-            return module
-    raise TypeError(f"Expected {type(model).__name__} to hold its {L} decoder layers in an nn.ModuleList, got none")
-
+__all__ = ["check_start", "decoder_layers", "num_layers", "residual_input", "residual_stream", "start_layer"]
 
 def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
     if args:

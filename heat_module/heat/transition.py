@@ -7,24 +7,31 @@ the top from position i through head h of layer l, and
     M[i] = Σ_{l,h} Φ^{l,h}[i] · ‖v^{l,h}_i W_O^{l,h}‖₁ / Z,    Σ_i M[i] = 1,
 
 with the value–output norm of Kobayashi et al. (2020). Φ comes from the ``rollout_phi`` op (flash-style, no n×n
-attention map is kept) unless the layer's mask is more than causal + padding (sliding window, soft-capping),
-where it falls back to the materialised attention from the captured mask.
+attention map is kept) with the mask each layer really applies (causal, sliding window, chunks; classified from the
+captured mask, :func:`heat_module.lm.anatomy.mask_band`) and its soft-capping. Layers with learned sinks (GPT-OSS)
+use the materialised attention: the sink column takes softmax mass and is dropped, so the rows of A sum to less
+than one and ρ loses that mass. Any other mask also uses the materialised attention, with one warning per model.
+
+On a hybrid decoder (convolution / state-space / linear-attention layers beside attention) the rollout over
+attention does not describe the token mixing: M is refused unless ``gate="attention_only"`` (the attention-only
+gate: the rollout runs over the attention layers only and ρ passes the other layers unchanged).
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import torch
 
 from heat_kernels import rollout_phi
-from heat_module.config import SINKS
-from heat_module.lm.capture import LayerCapture, repeat_kv
+from heat_module.config import GATES, SINKS, check_choice
+from heat_module.lm.capture import LayerCapture, attention_scores, attention_softmax, repeat_kv
 from heat_module.lm.projection import output_projection
 
-_warned: set[str] = set()
-
+_warned: weakref.WeakSet = weakref.WeakSet()  # anatomies (one per model) already warned about
+_warned_names: set[str] = set()  # captures without an anatomy
 
 def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
@@ -41,37 +48,44 @@ def value_output_norms(cap: LayerCapture) -> torch.Tensor:
 
 
 def attention_probs(cap: LayerCapture) -> torch.Tensor:
-    """(B, H, n, n) fp32 attention probabilities recomputed from the capture (its exact mask included)."""
+    """(B, H, n, n) fp32 attention probabilities recomputed from the capture (its exact mask, soft-capping and
+    sinks included; with sinks the rows sum to less than one)."""
     if cap.weights is not None:
         return cap.weights.float()
-    H = cap.query.shape[1]
-    k = repeat_kv(cap.key.float(), H // cap.key.shape[1])
-    scores = torch.matmul(cap.query.float(), k.transpose(-1, -2)) * cap.scaling
-    if cap.softcap is not None:
-        scores = torch.tanh(scores / cap.softcap) * cap.softcap
-    if cap.mask is not None:
-        scores = scores + cap.mask.float()
-    return torch.softmax(scores, dim=-1)
+    # in the capture's dtype, at least fp32 (an fp64 mask's minimum would overflow to -inf in fp32)
+    scores = attention_scores(cap.query, cap.key, cap.mask, cap.scaling, cap.softcap)
+    return attention_softmax(scores, cap.sinks).float()
 
 
 def _kernel_safe(cap: LayerCapture) -> bool:
-    n = cap.query.shape[2]
-    window = cap.sliding_window
-    return cap.softcap is None and (window is None or window >= n) and cap.weights is None
+    return cap.band.kind != "other" and cap.sinks is None and cap.weights is None
+
+
+def _warn_once(cap: LayerCapture) -> None:
+    key = cap.anatomy
+    if key is not None:
+        if key in _warned:
+            return
+        _warned.add(key)
+    elif cap.name in _warned_names:
+        return
+    else:
+        _warned_names.add(cap.name)
+    warnings.warn(
+        f"{cap.name}: the attention mask is neither causal, a sliding window nor chunked (with padding); computing "
+        "Φ from the materialised attention instead of the rollout_phi kernel (warned once per model)",
+        stacklevel=3,
+    )
 
 
 def layer_phi(cap: LayerCapture, rho: torch.Tensor, key_padding_mask: torch.Tensor | None,
               backend: str = "auto") -> torch.Tensor:
     """(B, H, n) Φ^{l,h} = ρ^l A^{l,h} for one layer."""
     if _kernel_safe(cap):
-        return rollout_phi(cap.query, cap.key, rho, key_padding_mask, cap.scaling, backend=backend)
-    if cap.weights is None and cap.name not in _warned:
-        _warned.add(cap.name)
-        warnings.warn(
-            f"{cap.name}: the attention mask is more than causal + padding (sliding window or soft-capping); "
-            "computing Φ from the materialised attention instead of the rollout_phi kernel",
-            stacklevel=2,
-        )
+        return rollout_phi(cap.query, cap.key, rho, key_padding_mask, cap.scaling, backend=backend,
+                           window=cap.band.window, softcap=cap.softcap, chunk=cap.band.chunk)
+    if cap.weights is None and cap.sinks is None:
+        _warn_once(cap)
     return torch.einsum("bj,bhji->bhi", rho.float(), attention_probs(cap))
 
 
@@ -110,6 +124,7 @@ def transition_from_captures(
     sink: str = "keep",
     backend: str = "auto",
     return_parts: bool = False,
+    gate: str = "full",
 ):
     """M (B, n) from one forward pass's captures (one per layer, bottom to top).
 
@@ -121,11 +136,21 @@ def transition_from_captures(
             (:func:`sink_positions`).
         backend: backend of the ``rollout_phi`` op.
         return_parts: also return a dict with the raw (un-normalised, sink-kept) M and the sink mask.
+        gate: ``"full"`` (refused on hybrid decoders) or ``"attention_only"`` (the rollout over the attention
+            layers only; ρ passes the non-attention layers unchanged).
     Returns:
         (B, n) fp32 M with Σ_i M[i] = 1 over real tokens, 0 on padding.
     """
     if not captures:
         raise ValueError("Expected at least one captured attention layer, got none")
+    check_choice("gate", gate, GATES)
+    anatomy = captures[0].anatomy
+    if anatomy is not None and anatomy.hybrid and gate != "attention_only":
+        raise ValueError(
+            "Expected a decoder whose token mixing is all attention for the gate M, got a hybrid with "
+            f"{anatomy.describe()}; the rollout over attention ignores these layers. Use "
+            "HEATConfig(gate='attention_only') for the attention-only gate (documented there)"
+        )
     B, _, n, _ = captures[0].query.shape
     device = captures[0].query.device
     valid = (torch.ones(B, n, dtype=torch.bool, device=device) if attention_mask is None

@@ -132,7 +132,7 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
     positions = [torch.cat([torch.arange(a, b, device=ids.device), ids.new_tensor([n - 1])]) for a, b in bounds]
     batch = torch.stack([ids[pos] for pos in positions])  # (num_windows, W + 1): same length for all
     logits, captures = heat.forward_with_captures(batch, torch.ones_like(batch))
-    m_all = transition_from_captures(captures, None, cfg.rollout_layers, cfg.sink, cfg.backend)
+    m_all = transition_from_captures(captures, None, cfg.rollout_layers, cfg.sink, cfg.backend, gate=cfg.gate)
     cost.seconds["windows_forward"] = time.perf_counter() - t0
     parts = []
     for b, pos in enumerate(positions):
@@ -151,7 +151,8 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
     extra: dict = {"windows": [list(x) for x in bounds], "window": W, "stride": stride,
                    "coverage": nu.tolist()}
     if cfg.window_leakage:
-        m_full = transition_from_captures(full_caps, None, cfg.rollout_layers, cfg.sink, cfg.backend)[0].float().cpu()
+        m_full = transition_from_captures(full_caps, None, cfg.rollout_layers, cfg.sink, cfg.backend,
+                                        gate=cfg.gate)[0].float().cpu()
         delta = (m_full - m_bar).abs()
         extra["window_leakage"] = float(delta.max())
         extra["window_leakage_tv"] = float(0.5 * delta.sum())

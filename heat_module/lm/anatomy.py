@@ -1,0 +1,203 @@
+"""What a decoder is made of, classified once per model, and which mask each attention layer really applies.
+
+HEAT's shortcuts are exact only for some decoders (docs/design.md "I" and "S"):
+
+- prefix sharing (batched I, exact S) reuses the unmasked run's attention keys/values of positions [0, i0) as a
+  frozen cache. That holds everything a prefix passes on only when every token-mixing layer is an attention layer
+  (a short convolution, a state-space or linear-attention layer carries state the KV cache does not hold), and
+  only for masks whose prefix columns HEAT can rebuild (causal + padding, a sliding window, chunks);
+- the gate M (rollout over attention) describes the token mixing only when attention is all of it;
+- HEAT-LS slices the captures by decoder layer.
+
+:func:`model_anatomy` classifies the decoder layers once per model (:class:`ModelAnatomy`); :func:`mask_band`
+classifies one attention layer's captured additive mask (:class:`MaskBand`), read from the mask itself rather than
+from keyword arguments such as ``sliding_window`` (Llama 4 passes none for its chunks).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from heat_kernels.rollout_phi import allowed_mask
+
+_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
+                "transformer.blocks", "model.language_model.layers", "language_model.model.layers")
+#: class names of token-mixing modules that are not attention (LFM2 short convolutions, Mamba / SSM mixers,
+#: linear attention / gated delta nets of Qwen3-Next, RWKV, RetNet)
+_MIXER_NAMES = re.compile(r"Mamba|SSM|Ssm(?!lp)|ShortConv|LinearAttention|DeltaNet|RWKV|Rwkv|Retention|Hyena")
+_ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "attention", "global", "local")
+
+
+def num_layers(model: nn.Module) -> int:
+    """L, the number of decoder layers (``num_hidden_layers`` / ``n_layer`` of the config)."""
+    cfg = model.config
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int):
+            return value
+    text = getattr(cfg, "get_text_config", None)
+    if text is not None and text() is not cfg:
+        return int(text().num_hidden_layers)
+    raise TypeError(f"Expected the model config to have num_hidden_layers, got {type(cfg).__name__}")
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of the L decoder layers, in execution order."""
+    L = num_layers(model)
+    for path in _LAYER_PATHS:
+        obj: object = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList) and len(obj) == L:
+            return obj
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == L and name.split(".")[-1] in ("layers", "h", "blocks"):
+            return module
+    raise TypeError(f"Expected {type(model).__name__} to hold its {L} decoder layers in an nn.ModuleList, got none")
+
+
+@dataclass(eq=False)
+class ModelAnatomy:
+    """The decoder layers of one model.
+
+    Attributes:
+        num_layers: L.
+        layer_types: per decoder layer, ``"attention"`` or the type of its non-attention token mixer (the
+            config's ``layer_types`` entry such as ``"conv"`` / ``"linear_attention"``, else the mixer's class name).
+        owner: id of every module inside a decoder layer -> that layer's index (maps a capture to its layer).
+    """
+
+    num_layers: int
+    layer_types: tuple[str, ...]
+    owner: dict[int, int]
+
+    @property
+    def hybrid(self) -> bool:
+        """Some decoder layer mixes tokens by something other than attention."""
+        return any(t != "attention" for t in self.layer_types)
+
+    def non_attention(self) -> dict[int, str]:
+        """{decoder layer index: its token-mixer type} of the layers that mix tokens without attention."""
+        return {i: t for i, t in enumerate(self.layer_types) if t != "attention"}
+
+    def describe(self) -> str:
+        """A one-line description of the non-attention layers, for error messages."""
+        kinds: dict[str, list[int]] = {}
+        for i, t in self.non_attention().items():
+            kinds.setdefault(t, []).append(i)
+        return ", ".join(f"{t!r} at decoder layers {idx}" for t, idx in kinds.items())
+
+
+_ANATOMIES: weakref.WeakKeyDictionary[nn.Module, ModelAnatomy] = weakref.WeakKeyDictionary()
+
+
+def _mixer_type(layer: nn.Module) -> str | None:
+    for module in layer.modules():
+        name = type(module).__name__
+        if _MIXER_NAMES.search(name):
+            return name
+        if isinstance(module, nn.Conv1d) and module.kernel_size[0] > 1:
+            return name
+    return None
+
+
+def model_anatomy(model: nn.Module) -> ModelAnatomy:
+    """Classify ``model``'s decoder layers (cached per model).
+
+    A layer is non-attention when the config's ``layer_types`` entry is not an attention type, or when it holds a
+    token-mixing module that is not attention (a class whose name contains Mamba / SSM / ShortConv / LinearAttention /
+    DeltaNet / RWKV, or an ``nn.Conv1d`` with a kernel wider than 1).
+    """
+    cached = _ANATOMIES.get(model)
+    if cached is not None:
+        return cached
+    layers = decoder_layers(model)
+    cfg = model.config
+    text = getattr(cfg, "get_text_config", None)
+    cfg = text() if text is not None else cfg
+    declared = getattr(cfg, "layer_types", None)
+    types = []
+    owner: dict[int, int] = {}
+    for i, layer in enumerate(layers):
+        for module in layer.modules():
+            owner[id(module)] = i
+        kind = "attention"
+        if declared is not None and i < len(declared) and str(declared[i]) not in _ATTENTION_TYPES:
+            kind = str(declared[i])
+        else:
+            mixer = _mixer_type(layer)
+            if mixer is not None:
+                kind = mixer
+        types.append(kind)
+    anatomy = ModelAnatomy(num_layers=len(layers), layer_types=tuple(types), owner=owner)
+    _ANATOMIES[model] = anatomy
+    return anatomy
+
+
+@dataclass(frozen=True)
+class MaskBand:
+    """The mask one attention layer applies, besides key padding.
+
+    Attributes:
+        kind: ``"causal"``, ``"window"`` (query j sees keys j - window < i <= j), ``"chunk"`` (chunks of ``chunk``
+            positions from the first real token, Llama 4), or ``"other"`` (anything else: HEAT's kernels and prefix
+            cache do not rebuild it).
+        window: the sliding window, for ``"window"``.
+        chunk: the chunk size, for ``"chunk"``.
+    """
+
+    kind: str
+    window: int | None = None
+    chunk: int | None = None
+
+    @property
+    def shareable(self) -> bool:
+        """The prefix cache can rebuild this mask's prefix columns."""
+        return self.kind != "other"
+
+
+CAUSAL = MaskBand("causal")
+
+
+def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, q, k) additive float mask (0 attend, very negative masked) -> bool, True where attended."""
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
+
+
+def mask_band(mask: torch.Tensor | None) -> MaskBand:
+    """Classify a captured (B, 1, n, n) additive mask: causal, sliding window w, chunks of c, or other.
+
+    The keys' padding is read from the diagonal (a real token attends itself); only the rows of real query tokens
+    are compared. The window / chunk size is the largest number of keys a query row attends.
+    """
+    if mask is None:
+        return CAUSAL
+    B, _, q, k = mask.shape
+    if q != k:
+        return MaskBand("other")
+    allowed = allowed_from_additive(mask)[:, 0]  # (B, n, n)
+    valid = allowed.diagonal(dim1=-2, dim2=-1)  # (B, n)
+    rows = valid[:, :, None]
+    if not valid.any():
+        return CAUSAL
+
+    def same(candidate: torch.Tensor) -> bool:
+        return bool(((candidate[:, 0] == allowed) | ~rows).all())
+
+    if same(allowed_mask(q, valid, batch=B, device=mask.device)):
+        return CAUSAL
+    size = int((allowed & rows).sum(-1).max())
+    if same(allowed_mask(q, valid, window=size, batch=B, device=mask.device)):
+        return MaskBand("window", window=size)
+    if same(allowed_mask(q, valid, chunk=size, batch=B, device=mask.device)):
+        return MaskBand("chunk", chunk=size)
+    return MaskBand("other")

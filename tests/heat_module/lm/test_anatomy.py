@@ -1,0 +1,61 @@
+"""Model anatomy (hybrid layers) and the mask each attention layer really applies, read from the captured mask."""
+
+import pytest
+import torch
+
+from heat_module.lm.anatomy import MaskBand, mask_band, model_anatomy
+from heat_module.lm.capture import capture, install
+from heat_module.lm.forward import embed, next_token_logits
+from heat_module.testing import TINY_BAND, TINY_VOCAB, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    return torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[:, None]
+
+
+def test_mask_band_by_hand():
+    n = 6
+    j, i = torch.arange(n)[:, None], torch.arange(n)[None]
+    causal = i <= j
+    assert mask_band(_additive(causal[None])) == MaskBand("causal")
+    # window 2: query 3 sees keys 2, 3
+    assert mask_band(_additive((causal & (j - i < 2))[None])) == MaskBand("window", window=2)
+    # chunks of 2 after one left-padding position: real tokens 1..5, chunks {1,2}, {3,4}, {5}
+    real = torch.tensor([False, True, True, True, True, True])
+    chunk_id = (torch.arange(n) - 1).div(2, rounding_mode="floor")
+    chunked = causal & (chunk_id[:, None] == chunk_id[None]) & real[None]
+    chunked[0] = False  # the padded query row attends nothing
+    assert mask_band(_additive(chunked[None])) == MaskBand("chunk", chunk=2)
+    # a dilated mask is none of these
+    dilated = causal & ((j - i) % 2 == 0)
+    assert mask_band(_additive(dilated[None])).kind == "other"
+    # a window of n or more is the causal mask at this length
+    assert mask_band(_additive((causal & (j - i < n))[None])).kind == "causal"
+
+
+@pytest.mark.parametrize(("arch", "kinds"), [
+    ("gemma2", [("window", TINY_BAND, None), ("causal", None, None)]),
+    ("gemma3_sliding", [("window", TINY_BAND, None), ("causal", None, None)]),
+    ("gpt_oss", [("window", TINY_BAND, None), ("causal", None, None)]),
+    ("llama4", [("chunk", None, TINY_BAND), ("causal", None, None)]),
+    ("llama", [("causal", None, None), ("causal", None, None)]),
+])
+def test_captured_bands(arch, kinds):
+    model = install(tiny_model(arch).double())
+    ids = torch.randint(4, TINY_VOCAB, (2, 11), generator=torch.Generator().manual_seed(0))
+    am = torch.ones_like(ids)
+    am[0, :3] = 0
+    with torch.no_grad(), capture() as caps:
+        next_token_logits(model, embed(model, ids), am)
+    assert [(c.band.kind, c.band.window, c.band.chunk) for c in caps] == kinds
+    assert [c.decoder_layer for c in caps] == list(range(len(caps)))
+
+
+def test_hybrid_anatomy():
+    lfm2 = model_anatomy(tiny_model("lfm2"))
+    assert lfm2.hybrid and lfm2.non_attention() == {0: "conv", 2: "conv"}
+    assert "'conv' at decoder layers [0, 2]" in lfm2.describe()
+    for arch in ("llama", "gpt_oss", "deepseek_v3", "gpt2"):
+        assert not model_anatomy(tiny_model(arch)).hybrid, arch

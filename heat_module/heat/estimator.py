@@ -188,6 +188,11 @@ class HEAT(Attributor):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[LayerCapture]]:
         """One no-grad forward of a (B, n) left-padded batch: next-token logits (B, V) and every layer's capture."""
+        if not getattr(self, "_installed", False):
+            raise RuntimeError(
+                "Expected an open HEAT object, got one that was closed (heat.close() or the end of its with block); "
+                "create a new HEAT(model, ...) to attribute again"
+            )
         with torch.no_grad(), capture() as captures:
             logits = next_token_logits(self.model, embed(self.model, input_ids), attention_mask)
         return logits, captures

@@ -75,6 +75,8 @@ def test_two_heat_objects_on_one_model():
     torch.testing.assert_close(second.attribute(ids).scores, expected, rtol=0, atol=0)
     second.close()
     assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError, match="closed"):
+        first.attribute(ids)
 
 
 def test_unknown_attention_argument_raises_naming_it():

@@ -166,19 +166,11 @@ def median_seconds(fn, device: str, reps: int = 10) -> float:
 
 def peak_extra_mib(fn, device: str) -> float:
     """Peak device memory added by one call (after one warm-up), MiB; NaN on a CPU (see bench_rollout for RSS)."""
-    import torch
-
     if not device.startswith("cuda"):
         return float("nan")
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    out = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    del out
-    return (peak - before) / 2**20
+    import _common
+
+    return _common.peak_extra_cuda_mib(fn)
 
 
 def rel_err(a, b) -> float:

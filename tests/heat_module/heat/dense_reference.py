@@ -55,3 +55,27 @@ def fisher_reference(ref: nn.Module, x: torch.Tensor, probes: torch.Tensor, topk
             acc = sum(logp[y].exp().double() * u[i] * (u[i] @ r) for y, u in grads.items())
             out[i] += acc.abs().sum() / m
     return out
+
+
+def bf16_case(module, monkeypatch) -> tuple:
+    """A tiny fp32 llama, its bf16 copy, fp32 embeddings X (1, 5, 16), two Rademacher probes, and the dtypes that
+    ``module.block_norm`` receives (recorded into the returned list) — shared by the bf16 precision tests."""
+    from heat_kernels import block_norm
+    from heat_module.heat.curvature import rademacher
+    from heat_module.lm.forward import embed
+    from heat_module.testing import TINY_VOCAB
+    from tests.conftest import make_tiny
+
+    model = make_tiny("llama", double=False, hidden=16)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    ids = torch.randint(4, TINY_VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
+    x = embed(model, ids).detach()
+    probes = rademacher(2, x.shape[1], x.shape[2], seed=1)
+    seen: list[tuple[torch.dtype, ...]] = []
+
+    def recording_block_norm(w, coef, r, backend="auto"):
+        seen.append((w.dtype, coef.dtype, r.dtype))
+        return block_norm(w, coef, r, backend=backend)
+
+    monkeypatch.setattr(module, "block_norm", recording_block_norm)
+    return model, half, x, probes, seen

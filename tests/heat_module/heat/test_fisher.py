@@ -1,12 +1,10 @@
 """Fisher/Gauss–Newton surrogate of S against the full Jacobian of log P w.r.t. X (tiny models, float64)."""
 
-import copy
 
 import pytest
 import torch
 
 import heat_module as hm
-from heat_kernels import block_norm
 from heat_module.heat import fisher
 from heat_module.heat.cost import information_fe
 from heat_module.heat.curvature import rademacher
@@ -14,7 +12,7 @@ from heat_module.heat.fisher import curvature_fisher, fisher_factors, logprobs_f
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
-from tests.heat_module.heat.dense_reference import eager_copy, fisher_reference
+from tests.heat_module.heat.dense_reference import bf16_case, eager_copy, fisher_reference
 
 
 def setup(arch="llama", n=5, seed=0):
@@ -102,19 +100,7 @@ def test_heat_fisher_mode_and_cost(tiny_tok):
 def test_bf16_model_reduces_in_fp32(monkeypatch):
     """A bf16 copy of a tiny model: P_y and the products P_y u_{y,i}(u_{y,i}·r) are fp32 (never rounded to bf16), and
     S stays within 10 % of the fp32 model's S computed the same way (measured ≤ 5 %)."""
-    model = make_tiny("llama", double=False, hidden=16)
-    half = copy.deepcopy(model).to(torch.bfloat16)
-    ids = torch.randint(4, TINY_VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
-    x = embed(model, ids).detach()
-    n, d = x.shape[1:]
-    probes = rademacher(2, n, d, seed=1)
-    seen = []
-
-    def recording_block_norm(w, coef, r, backend="auto"):
-        seen.append((w.dtype, coef.dtype, r.dtype))
-        return block_norm(w, coef, r, backend=backend)
-
-    monkeypatch.setattr(fisher, "block_norm", recording_block_norm)
+    model, half, x, probes, seen = bf16_case(fisher, monkeypatch)
     full, ref = curvature_fisher(model, x, probes, topk=8)
     got, factors = curvature_fisher(half, x.bfloat16(), probes, topk=8)
     assert factors.u.dtype == torch.bfloat16 and factors.probs.dtype == torch.float32

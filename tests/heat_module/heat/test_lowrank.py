@@ -1,18 +1,16 @@
 """HEAT-LR (randomized eigendecomposition of H, Thm 4): exact at full rank, correct on a known operator."""
 
-import copy
 
 import torch
 
 import heat_module as hm
-from heat_kernels import block_norm
 from heat_module.heat import lowrank
 from heat_module.heat.curvature import rademacher
 from heat_module.heat.lowrank import LowRank, curvature_lowrank, lowrank_block_norms, randomized_eig
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
-from tests.heat_module.heat.dense_reference import block_norms, dense_hessian, eager_copy, log_probs
+from tests.heat_module.heat.dense_reference import bf16_case, block_norms, dense_hessian, eager_copy, log_probs
 
 
 def test_full_rank_reproduces_exact_curvature(tiny_tok):
@@ -84,19 +82,8 @@ def test_full_rank_equals_dense_hessian_of_an_eager_copy():
 def test_bf16_model_keeps_factors_in_fp32(monkeypatch):
     """A bf16 copy of a tiny model: U, Λ and the probes' products are fp32, and S stays within 10 % of the fp32
     model's S computed the same way (bf16 has 8 mantissa bits; measured ≤ 3 % here)."""
-    model = make_tiny("llama", double=False, hidden=16)
-    half = copy.deepcopy(model).to(torch.bfloat16)
-    ids = torch.randint(4, TINY_VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
-    x = embed(model, ids).detach()
+    model, half, x, probes, seen = bf16_case(lowrank, monkeypatch)
     n, d = x.shape[1:]
-    probes = rademacher(2, n, d, seed=1)
-    seen = []
-
-    def recording_block_norm(w, coef, r, backend="auto"):
-        seen.append((w.dtype, coef.dtype, r.dtype))
-        return block_norm(w, coef, r, backend=backend)
-
-    monkeypatch.setattr(lowrank, "block_norm", recording_block_norm)
     for rank in (n * d, 8):
         full, _ = curvature_lowrank(model, x, 7, probes, rank=rank, chunk_size=40)
         got, lr = curvature_lowrank(half, x.bfloat16(), 7, probes, rank=rank, chunk_size=40)

@@ -24,6 +24,7 @@ from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT, information_fe
 from heat_module.heat.curvature import estimate_curvature, rademacher
+from heat_module.heat.fisher_information import fisher_components
 from heat_module.heat.information import information
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.sentence import attribute_sentence
@@ -101,17 +102,25 @@ class HEAT(Attributor):
         need_i = cfg.ablation in ("full", "information", "no_gate", "uniform_gate") and cfg.gamma > 0 or (
             cfg.ablation == "information")
         curv = info = fo = None
+        mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
+        if need_i and cfg.information == "fisher":
+            # I from the Fisher factors; with Fisher S (on X, not HEAT-LS) S comes from the same factors
+            shared = need_s and cfg.curvature == "fisher" and cfg.layers is None
+            t0 = time.perf_counter()
+            probes = rademacher(cfg.probes, n, x.shape[-1], seed=cfg.seed, device=x.device, dtype=x.dtype)
+            s_shared, info = fisher_components(self.model, cfg, x, probes if shared else None, mask, cost)
+            cost.seconds["information"] = time.perf_counter() - t0
+            if shared:
+                curv, need_s = s_shared, False
+                cost.seconds["curvature"] = 0.0  # counted in "information": one shared forward + backward
         if need_s:
             t0 = time.perf_counter()
             curv = self.curvature(x, target, captures, cost)
             cost.seconds["curvature"] = time.perf_counter() - t0
-        if need_i:
+        if need_i and cfg.information == "exact":
             t0 = time.perf_counter()
             logp = torch.log_softmax(logits.float(), -1)
-            info = information(
-                self.model, x, captures, logp, None,
-                mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
-            )
+            info = information(self.model, x, captures, logp, None, mask, cfg.info_batch_size)
             cost.forward_passes += n
             cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
             cost.seconds["information"] = time.perf_counter() - t0

@@ -18,7 +18,10 @@ These are nominal weights; ``benchmarks/bench_variants.py`` measures the actual 
 vmapped HVP on the same machine and prints the measured ratios next to them. Counts of passes are kept too:
 ``forward_passes``, ``hvps``, ``gradients``; ``seconds`` holds wall time per component. The exact FE of one
 estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecutive positions
-(:func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only n - i0 positions.
+(:func:`hvp_runs`, :func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only
+n - i0 positions. Floors that follow: exact I costs at least Σ_i (n − i)/n = (n + 1)/2 FE, so HEAT with Fisher S
+and exact I costs at least (n + 1)/2 + 2 + K FE (the unperturbed forward, the Fisher forward and K backwards);
+Fisher S + Fisher I (:mod:`heat_module.heat.fisher_information`) costs 2 + K FE at any n.
 """
 
 from __future__ import annotations

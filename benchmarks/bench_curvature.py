@@ -1,11 +1,20 @@
-"""S exact (eq. 3) on SmolLM2: batched HVPs (forward-over-reverse and reverse-over-reverse) on the frozen prefix
-KV cache vs the authors'-code loop (one full forward + double backward per token and probe).
+"""S exact (eq. 3) on SmolLM2 against the authors' algorithm (VishalPramanik/HETA, ``heta/hessian_sensitivity.py``).
 
-The naive loop costs minutes per length on a CPU, so both methods score the same ``--tokens`` evenly spaced
-positions (default 8, spread over the whole context so the prefix saving is averaged honestly); times are for those
-positions, m probes each. Each (method, n) runs in its own process. Target: ≥ 4× faster at n = 64 with m = 10.
+The authors' algorithm, written out below as :func:`authors_algorithm`: ONE forward and ONE ``create_graph``
+gradient ∇g over all n tokens, then, for every token i and probe k, one double backward through that graph
+(``retain_graph``: the graph is reused) of (∇g · Π_i r_k), reading block i of the result. Ours:
+:func:`heat_module.heat.curvature.curvature_exact` (runs of tokens on the frozen prefix KV cache, (token, probe)
+tangents batched across the tokens of a run, ``hvp_mode="auto"``, chunks from the memory budget). Both use the
+same Rademacher probes, and the script asserts the same values (allclose) before printing the ratio.
 
-    python benchmarks/bench_curvature.py [--lengths 32 64 128] [--probes 10] [--tokens 8]
+Each (method, n, m) runs in its own process; for every configuration the two methods run back to back in
+alternating order (authors first on even rows, ours first on odd rows) to spread the drift of a shared machine.
+Each method gets a short warm-up (its first two tokens) before the timed call over all n tokens (or ``--tokens``
+evenly spaced ones where a configuration says so: the authors' cost at m = 10, n = 96 is ~30 min here).
+
+    python benchmarks/bench_curvature.py [--configs 48:1 48:10 96:1 96:10:12] [--csv out.csv]
+
+A config is n:m or n:m:tokens. One torch thread (``torch.set_num_threads(1)``) in every case.
 """
 
 from __future__ import annotations
@@ -14,13 +23,49 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout without installing
 import _common  # noqa: E402
 
 
-def case(method: str, n: int, probes: int, tokens: int, chunk: int) -> dict:
+def authors_algorithm(model, x, target, probes, positions):
+    """The authors' HVP loop (their ``HessianSensitivity.compute``) with given probes: one ``create_graph``
+    gradient over all n tokens, then one double backward per (token, probe) through it (``retain_graph``).
+
+    Args:
+        x: (1, n, d) embeddings; probes: (m, n, d); positions: the tokens i to score.
+    Returns:
+        (n,) S_i (0 where not scored).
+    """
+    import torch
+
+    from heat_module.heat.objective import target_logprob_fn
+    from heat_module.lm.forward import position_ids_from_mask
+
+    n = x.shape[1]
+    m = probes.shape[0]
+    mask = torch.ones(1, n, dtype=torch.long)
+    g = target_logprob_fn(model, target, mask, position_ids_from_mask(mask))
+    out = torch.zeros(n)
+    with torch.enable_grad():
+        emb = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(g(emb), emb, create_graph=True, retain_graph=True)
+        for i in positions:
+            acc = 0.0
+            for k in range(m):
+                r = torch.zeros_like(emb)
+                r[0, i, :] = probes[k, i]
+                (hvp,) = torch.autograd.grad((grad * r).sum(), emb, retain_graph=True)
+                acc += hvp[0, i, :].abs().sum().item()
+            out[i] = acc / m
+    return out
+
+
+def case(method: str, n: int, probes: int, tokens: int | None, out_path: str) -> dict:
+    import time
+
     import torch
 
     import heat_module as hm
@@ -28,81 +73,69 @@ def case(method: str, n: int, probes: int, tokens: int, chunk: int) -> dict:
     from heat_module.lm.capture import capture, install
     from heat_module.lm.forward import embed, next_token_logits
 
+    torch.set_num_threads(1)
     model, tok = hm.load_model("smollm2")
     install(model)
     x = embed(model, _common.prompt_ids(tok, n)[None]).detach()
     with torch.no_grad(), capture() as records:
         y = int(next_token_logits(model, x).argmax())
-    positions = sorted({round(i * (n - 1) / max(1, tokens - 1)) for i in range(tokens)})
+    positions = list(range(n)) if not tokens else sorted({round(i * (n - 1) / max(1, tokens - 1))
+                                                          for i in range(tokens)})
     r = rademacher(probes, n, x.shape[-1], seed=0)
-    if method == "naive":
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[positions] = True
-
-        def fn():  # the loop over the chosen positions only
-            sub = r * mask[None, :, None]
-            out = torch.zeros(n)
-            for i in positions:
-                keep = torch.zeros_like(sub)
-                keep[:, i] = sub[:, i]
-                out[i] = _naive_one(model, x, y, keep, i)
-            return out
+    if method == "authors":
+        def fn(pos):
+            return authors_algorithm(model, x, y, r, pos)
     else:
-        mode = {"batched": "forward_over_reverse", "batched_rev": "reverse_over_reverse"}[method]
-        fn = lambda: curvature_exact(model, x, y, r, captures=records, chunk_size=chunk, positions=positions,
-                                     mode=mode)
-    out = _common.timed(fn, warmup=method != "naive")
-    return {"component": "curvature", "method": method, "n": n, "probes": probes, "tokens": len(positions), **out}
-
-
-def _naive_one(model, x, y, probes, i):
-    """curvature_naive restricted to position i (same code path: forward, grad(create_graph), grad)."""
-    import torch
-
-    from heat_module.heat.objective import target_logprob_fn
-    from heat_module.lm.forward import position_ids_from_mask
-
-    mask = torch.ones(1, x.shape[1], dtype=torch.long)
-    g = target_logprob_fn(model, y, mask, position_ids_from_mask(mask))
-    total = 0.0
-    with torch.enable_grad():
-        for k in range(probes.shape[0]):
-            xx = x.detach().clone().requires_grad_(True)
-            (gx,) = torch.autograd.grad(g(xx), xx, create_graph=True)
-            (hv,) = torch.autograd.grad((gx[0, i] * probes[k, i]).sum(), xx)
-            total += float(hv[0, i].abs().sum()) / probes.shape[0]
-    return total
+        def fn(pos):
+            return curvature_exact(model, x, y, r, captures=records, positions=pos)
+    fn(positions[:2])  # warm-up
+    t0 = time.perf_counter()
+    s = fn(positions)
+    seconds = time.perf_counter() - t0
+    with open(out_path, "w") as f:
+        json.dump(s.tolist(), f)
+    return {"method": method, "n": n, "probes": probes, "tokens": len(positions), "seconds": seconds}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128])
-    p.add_argument("--probes", type=int, default=10)
-    p.add_argument("--tokens", type=int, default=8)
-    p.add_argument("--chunk", type=int, default=10)
+    p.add_argument("--configs", nargs="+", default=["48:1", "48:10", "96:1", "96:10:12"])
     p.add_argument("--csv", default=None)
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--probes", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        print(json.dumps(case(args.case, args.n, args.probes, args.tokens, args.chunk)))
+        print(json.dumps(case(args.case, args.n, args.probes, args.tokens or None, args.out)))
         return
-    print(f"# machine: {_common.machine()}; m = {args.probes} probes; {args.tokens} evenly spaced tokens per length")
+    import torch
+
+    print(f"# machine: {_common.machine()}; one torch thread per case; each case in its own process")
+    print("n,m,tokens,authors_s,ours_s,ratio,max_abs_diff,allclose", flush=True)
     rows = []
-    print("component,method,n,probes,tokens,seconds,peak_extra_mb")
-    for n in args.lengths:
-        for method in ("naive", "batched", "batched_rev"):
-            row = _common.run_case(__file__, ["--case", method, "--n", str(n), "--probes", str(args.probes),
-                                              "--tokens", str(args.tokens), "--chunk", str(args.chunk)])
-            rows.append(row)
-            print(f"curvature,{method},{n},{args.probes},{row['tokens']},{row['seconds']:.3f},"
-                  f"{row['peak_extra_mb']:.1f}", flush=True)
-    print("\nn,naive_s,fwd_rev_s,speedup,rev_rev_s,speedup,naive_peak_mb,fwd_rev_peak_mb,rev_rev_peak_mb")
-    for n in args.lengths:
-        a, b, c = [r for r in rows if r["n"] == n]
-        print(f"{n},{a['seconds']:.2f},{b['seconds']:.2f},{a['seconds'] / b['seconds']:.2f}x,{c['seconds']:.2f},"
-              f"{a['seconds'] / c['seconds']:.2f}x,{a['peak_extra_mb']:.0f},{b['peak_extra_mb']:.0f},"
-              f"{c['peak_extra_mb']:.0f}")
+    tmp = tempfile.mkdtemp()
+    for j, config in enumerate(args.configs):
+        n, m, *rest = (int(v) for v in config.split(":"))
+        tokens = rest[0] if rest else 0
+        order = ("authors", "ours") if j % 2 == 0 else ("ours", "authors")
+        res, vals = {}, {}
+        for method in order:
+            out = os.path.join(tmp, f"{method}-{n}-{m}.json")
+            res[method] = _common.run_case(__file__, ["--case", method, "--n", str(n), "--probes", str(m),
+                                                      "--tokens", str(tokens), "--out", out])
+            with open(out) as f:
+                vals[method] = torch.tensor(json.load(f))
+        diff = float((vals["authors"] - vals["ours"]).abs().max())
+        close = bool(torch.allclose(vals["ours"], vals["authors"], rtol=1e-3, atol=1e-5))
+        a, b = res["authors"]["seconds"], res["ours"]["seconds"]
+        row = {"n": n, "m": m, "tokens": res["ours"]["tokens"], "authors_s": a, "ours_s": b, "ratio": a / b,
+               "max_abs_diff": diff, "allclose": close}
+        rows.append(row)
+        print(f"{n},{m},{row['tokens']},{a:.1f},{b:.1f},{a / b:.2f}x,{diff:.2e},{close}", flush=True)
+        if not close:
+            raise AssertionError(f"Expected the same S from both algorithms at n={n}, m={m}, got max |diff| {diff}")
     if args.csv:
         _common.write_csv(args.csv, rows)
 

@@ -14,16 +14,18 @@ from typing import Literal, get_args
 from heat_module.hashing import stable_hash
 
 Curvature = Literal["exact", "fisher", "lowrank"]
+Information = Literal["exact", "fisher"]
 MaskKind = Literal["zero", "mean", "token"]
 Ablation = Literal["full", "transition", "curvature", "information", "no_gate", "uniform_gate"]
 Sink = Literal["keep", "first", "auto"]
 Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
-HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
+HVPMode = Literal["auto", "forward_over_reverse", "reverse_over_reverse"]
 FirstOrder = Literal["gated", "outside"]
 Gate = Literal["full", "attention_only"]
 
 CURVATURES: tuple[str, ...] = get_args(Curvature)
+INFORMATIONS: tuple[str, ...] = get_args(Information)
 MASKS: tuple[str, ...] = get_args(MaskKind)
 ABLATIONS: tuple[str, ...] = get_args(Ablation)
 SINKS: tuple[str, ...] = get_args(Sink)
@@ -48,10 +50,20 @@ class HEATConfig:
             followed). Both equal eq. 5 when α = 0.
         curvature: how S is estimated: ``"exact"`` block HVPs (eq. 3), ``"fisher"`` Gauss–Newton/Fisher
             surrogate, ``"lowrank"`` randomized eigendecomposition (HEAT-LR, Thm 4).
+        information: how I is computed: ``"exact"`` masked forward passes (eq. 4), or ``"fisher"``: the Fisher
+            quadratic form I_i ≈ ½ Σ_y P_y (u_{y,i}·(mask − x_i))² over the ``fisher_topk`` most probable tokens
+            (:mod:`heat_module.heat.fisher_information`; with ``curvature="fisher"`` S and I share one forward and one
+            K-cotangent backward, so the cost does not grow with n).
         probes: m, the number of Rademacher probes per token block (eq. 3). ≥ 1.
-        hvp_chunk_size: how many (token, probe) HVPs are vmapped at once (memory/speed trade-off). ≥ 1.
-        hvp_mode: how the exact HVPs are formed: ``"forward_over_reverse"`` (``jvp`` of ``grad``, vmapped) or
-            ``"reverse_over_reverse"`` (batched double backward); identical values.
+        hvp_chunk_size: how many (token, probe) HVPs are vmapped at once when ``hvp_memory_mb`` is ``None``, and
+            the chunk of the Fisher / low-rank batched passes (memory/speed trade-off). ≥ 1.
+        hvp_mode: how the exact HVPs are formed: ``"forward_over_reverse"`` (``jvp`` of ``grad``, vmapped),
+            ``"reverse_over_reverse"`` (one ``create_graph`` gradient per run, batched double backwards) or
+            ``"auto"`` (default: reverse-over-reverse on the CPU, where it measured faster; forward-over-reverse on
+            other devices — see :func:`heat_module.heat.objective.resolve_hvp_mode`); identical values.
+        hvp_memory_mb: activation budget (MB) of one batched exact-HVP call; the (token, probe) tangents per call
+            follow from it and the recomputed length (:func:`heat_module.heat.curvature.hvp_chunk`). ``None``: use
+            ``hvp_chunk_size`` instead. > 0.
         fisher_topk: K, the number of most probable next tokens summed in the Fisher surrogate. ≥ 1.
         fisher_mass: if set, the Fisher sum stops once the kept tokens cover this probability mass (0, 1].
         rank: k for ``"lowrank"``. ≥ 1.
@@ -93,9 +105,11 @@ class HEATConfig:
     alpha: float = 0.0
     first_order: FirstOrder = "gated"
     curvature: Curvature = "exact"
+    information: Information = "exact"
     probes: int = 1
     hvp_chunk_size: int = 8
-    hvp_mode: HVPMode = "forward_over_reverse"
+    hvp_mode: HVPMode = "auto"
+    hvp_memory_mb: float | None = 2048.0
     fisher_topk: int = 16
     fisher_mass: float | None = None
     rank: int = 16
@@ -124,6 +138,7 @@ class HEATConfig:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"Expected {name} to be a non-negative number, got {value!r}")
         check_choice("curvature", self.curvature, CURVATURES)
+        check_choice("information", self.information, INFORMATIONS)
         check_choice("mask", self.mask, MASKS)
         check_choice("ablation", self.ablation, ABLATIONS)
         check_choice("sink", self.sink, SINKS)
@@ -136,6 +151,10 @@ class HEATConfig:
             _positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:
             raise ValueError(f"Expected oversample to be an integer >= 0, got {self.oversample!r}")
+        if self.hvp_memory_mb is not None and not (
+                isinstance(self.hvp_memory_mb, (int, float)) and not isinstance(self.hvp_memory_mb, bool)
+                and self.hvp_memory_mb > 0):
+            raise ValueError(f"Expected hvp_memory_mb to be a positive number or None, got {self.hvp_memory_mb!r}")
         if self.fisher_mass is not None and not (0.0 < float(self.fisher_mass) <= 1.0):
             raise ValueError(f"Expected fisher_mass in (0, 1] or None, got {self.fisher_mass!r}")
         for name in ("layers", "window"):
@@ -184,6 +203,38 @@ class HEATConfig:
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> HEATConfig:
+        """A named configuration (any field can still be overridden through ``changes``).
+
+        Measured on SmolLM2-135M, one torch thread of a shared 2-core Intel Xeon, ReAGent contexts
+        (``benchmarks/RESULTS.md``, issue 13; seconds ±30 % from the other work on the machine; FE = forward-pass
+        equivalents of ``result.cost``):
+
+        - ``"default"``: ``HEATConfig()`` — exact S (m = 1, batched reverse-over-reverse HVPs on the prefix cache)
+          and exact I: 61 s and 194 FE per example at n = 64 (701 FE at n = 256). The reference of the figures below.
+        - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
+          code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
+          β = γ = 0.5, and the gate M as written (``sink="keep"``: no attention-sink handling). 1404 FE at n = 64;
+          its S alone took 225 s at n = 48 (2.0× faster than the authors' own algorithm, same values).
+        - ``"fisher"``: Fisher S (K = 16) + exact I, the cheapest variant whose I is eq. 4 itself: 20 s, 54 FE at
+          n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"default"``: Spearman ρ 0.946, top-5 0.86.
+        - ``"fast"``: Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent backward, 18 FE at any n
+          (7.5 s at n = 64). Scores vs ``"default"``: ρ 0.945, top-5 0.92 at n = 64 (as close as ``"fisher"``:
+          the gate M carries most of the ranking on SmolLM2; ρ 0.973 vs ``"fisher"`` at n = 256, 21.5 s); but its I
+          alone ranks tokens like the exact I only at ρ ≈ 0.56 (n = 64) and 0.34 (n = 256): use it for the HEAT
+          scores, not as a stand-in for eq. 4's I.
+        """
+        presets = {
+            "default": {},
+            "paper": {"probes": 10, "sink": "keep"},
+            "fast": {"curvature": "fisher", "information": "fisher"},
+            "fisher": {"curvature": "fisher"},
+        }
+        if name not in presets:
+            raise ValueError(f"Expected preset to be one of {sorted(presets)}, got {name!r}")
+        return cls(**{**presets[name], **changes})
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -9,7 +9,7 @@ the attention part grows as s·(prefix + s), which this neglects). Per unit of w
 - forward pass over s tokens: ``s/n``;
 - input-gradient backward pass: ``FE_BACKWARD = 1`` (one matmul per linear layer, like the forward: weights are frozen
   so no weight gradients), so a gradient (forward + backward) is ``FE_GRADIENT = 2``;
-- Hessian-vector product (forward-over-reverse): ``FE_HVP = 4`` (the tangent forward and tangent backward double
+- Hessian-vector product (either mode): ``FE_HVP = 4`` (the tangent forward and tangent backward double
   the gradient's cost: Pearlmutter 1994; Griewank & Walther's "HVP ≤ 4–5 × function" bound) — times s/n when only
   a suffix of s positions is recomputed on a frozen prefix cache;
 - HEAT-LS: every pass above only runs k of the L decoder layers: × k/L (plus one full forward to read h^{L-k}).
@@ -18,10 +18,15 @@ These are nominal weights; ``benchmarks/bench_variants.py`` measures the actual 
 vmapped HVP on the same machine and prints the measured ratios next to them. Counts of passes are kept too:
 ``forward_passes``, ``hvps``, ``gradients``; ``seconds`` holds wall time per component. The exact FE of one
 estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecutive positions
-(:func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only n - i0 positions.
+(:func:`hvp_runs`, :func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only
+n - i0 positions. Floors that follow: exact I costs at least Σ_i (n − i)/n = (n + 1)/2 FE, so HEAT with Fisher S
+and exact I costs at least (n + 1)/2 + 2 + K FE (the unperturbed forward, the Fisher forward and K backwards);
+Fisher S + Fisher I (:mod:`heat_module.heat.fisher_information`) costs 2 + K FE at any n.
 """
 
 from __future__ import annotations
+
+import math
 
 from heat_module.lm.capture import consecutive_runs
 
@@ -31,12 +36,40 @@ FE_GRADIENT = FE_FORWARD + FE_BACKWARD
 FE_HVP = 4.0
 
 
-def exact_fe(n: int, probes: int, chunk_size: int, share: bool) -> float:
-    """FE of :func:`heat_module.heat.curvature.curvature_exact`: n·m HVPs; a run from i0 recomputes n - i0 positions."""
+def hvp_runs(positions: list[int], probes: int, n: int, share: bool, graph_cost: float = 2.0) -> list[list[int]]:
+    """The runs of :func:`heat_module.heat.curvature.curvature_exact`: lists of positions whose (token, probe)
+    tangents share one recomputation of positions [run[0], n) (and, reverse-over-reverse, one ``create_graph``
+    gradient).
+
+    With prefix sharing a run of c tokens starting at i0 (suffix s = n − i0) costs (a + c·m)·s HVP-units for c·m
+    HVPs against m·(c·s − c(c−1)/2) if every token had its own suffix and no per-run overhead: the excess per token,
+    a·s/c + m·(c−1)/2, is smallest at c = √(2·a·s/m) (a = ``graph_cost``: the per-run gradient in HVP units, ≈ 2
+    measured on SmolLM2, CPU). Without sharing every run recomputes all n positions, so there is one run.
+    """
+    positions = sorted(positions)
+    if not positions:
+        return []
+    if not share:
+        return [positions]
+    runs: list[list[int]] = []
+    k = 0
+    while k < len(positions):
+        i0 = positions[k]
+        c = max(1, round(math.sqrt(2.0 * graph_cost * (n - i0) / max(1, probes))))
+        run = [p for p in positions[k:] if p < i0 + c]
+        runs.append(run)
+        k += len(run)
+    return runs
+
+
+def exact_fe(n: int, probes: int, chunk_size: int | None = None, share: bool = True) -> float:
+    """FE of :func:`heat_module.heat.curvature.curvature_exact` over all n positions: n·m HVPs and one gradient per
+    run (:func:`hvp_runs`); a run from i0 recomputes n − i0 positions. ``chunk_size`` (tangents per batched call) only
+    changes memory, not work; it is accepted for callers that pass it."""
     total = 0.0
-    for run in consecutive_runs(list(range(n)), max(1, chunk_size // probes)):
+    for run in hvp_runs(list(range(n)), probes, n, share):
         start = run[0] if share else 0
-        total += len(run) * probes * FE_HVP * (n - start) / n
+        total += (len(run) * probes * FE_HVP + FE_GRADIENT) * (n - start) / n
     return total
 
 

@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from heat_module.config import CURVATURES, HEATConfig
-from heat_module.heat.cost import FE_BACKWARD, FE_FORWARD, FE_HVP, exact_fe
+from heat_module.heat.cost import FE_BACKWARD, FE_FORWARD, FE_HVP, exact_fe, hvp_runs
 from heat_module.heat.fisher import curvature_fisher
 from heat_module.heat.layer_sampling import num_layers, residual_input, residual_stream, start_layer
 from heat_module.heat.lowrank import curvature_lowrank
-from heat_module.heat.objective import batched_hvp, check_hvp_mode, target_logprob_fn
-from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix, consecutive_runs
+from heat_module.heat.objective import batched_hvp, resolve_hvp_mode, target_logprob_fn
+from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix
 from heat_module.lm.forward import position_ids_from_mask
 from heat_module.result import Cost
 
@@ -75,6 +75,22 @@ def curvature_naive(
     return out
 
 
+def hvp_chunk(model: nn.Module, suffix: int, memory_mb: float | None, chunk_size: int | None,
+              itemsize: int = 4) -> int:
+    """Tangents per batched HVP call over ``suffix`` recomputed positions: ``chunk_size`` if given, else as many
+    as fit in ``memory_mb``, at ~16 activation tensors of width (hidden + intermediate) per layer and position per
+    tangent (measured on SmolLM2: ≈ 200 MB per tangent at 48 positions)."""
+    if chunk_size is not None:
+        return max(1, int(chunk_size))
+    cfg = getattr(model, "config", None)
+    hidden = int(getattr(cfg, "hidden_size", 1024) or 1024)
+    inter = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
+    layers = int(getattr(cfg, "num_hidden_layers", 12) or 12)
+    per_tangent = 16 * suffix * layers * (hidden + inter) * itemsize
+    budget = (memory_mb if memory_mb is not None else 2048.0) * 2**20
+    return max(1, int(budget // max(1, per_tangent)))
+
+
 def curvature_exact(
     model: nn.Module,
     inputs_embeds: torch.Tensor,
@@ -82,13 +98,18 @@ def curvature_exact(
     probes: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     captures: Sequence[LayerCapture] | None = None,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     positions: Sequence[int] | None = None,
-    mode: str = "forward_over_reverse",
+    mode: str = "auto",
+    memory_mb: float | None = None,
     foil: int | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
-    """Batched exact block HVPs (eq. 3) by forward-over-reverse (default) or reverse-over-reverse.
+    """Batched exact block HVPs (eq. 3), (token, probe) tangents batched across tokens.
+
+    Positions are grouped into runs (:func:`heat_module.heat.cost.hvp_runs`: c ≈ √(2·a·(n − i0)/m) tokens from i0,
+    balancing the recompute of positions i0..i−1 against the per-run gradient); each run recomputes positions
+    i0..n−1 on the frozen prefix KV cache and all its c·m tangents go through one HVP function in chunks.
 
     Args:
         inputs_embeds: (1, n, d) one example (left padding allowed).
@@ -97,20 +118,21 @@ def curvature_exact(
         attention_mask: (1, n) 1 for real tokens.
         captures: the unperturbed run's captures; their keys/values are the frozen prefix cache (``None``: every
             run recomputes all n positions).
-        chunk_size: (token, probe) tangents per vmapped call.
+        chunk_size: (token, probe) tangents per batched call; ``None``: from ``memory_mb`` (:func:`hvp_chunk`).
         positions: which positions to score (default every real token).
-        mode: ``"forward_over_reverse"`` (``vmap`` of ``jvp(grad(g))``: docs/design.md's choice) or
-            ``"reverse_over_reverse"`` (one ``grad`` with ``create_graph`` per run, then one batched second
-            backward over its tangents with ``is_grads_batched``; same numbers, often faster on CPU).
+        mode: ``"forward_over_reverse"`` (``vmap`` of ``jvp(grad(g))``), ``"reverse_over_reverse"`` (one ``grad``
+            with ``create_graph`` per run, then batched second backwards over its tangents with ``is_grads_batched``)
+            or ``"auto"`` (:func:`resolve_hvp_mode`). Same numbers.
+        memory_mb: activation budget of one batched call when ``chunk_size`` is ``None`` (default 2048).
         foil: contrastive g = log P(target) − log P(foil) (:func:`~heat_module.heat.objective.target_logprob_fn`).
         progress: called with the number of HVPs after each run (a progress bar's ``update``).
     Returns:
         (n,) fp32 S_i (0 on padding and on positions not asked for).
     """
-    check_hvp_mode(mode)
     _, n, d = inputs_embeds.shape
     m = probes.shape[0]
     device = inputs_embeds.device
+    mode = resolve_hvp_mode(mode, device)
     if attention_mask is None:
         attention_mask = torch.ones(1, n, dtype=torch.long, device=device)
     valid = attention_mask[0].bool()
@@ -120,8 +142,7 @@ def curvature_exact(
     full_pos = position_ids_from_mask(attention_mask)
     x_all = inputs_embeds.detach()
     out = torch.zeros(n, dtype=torch.float32, device=device)
-    tokens_per_run = max(1, chunk_size // m)
-    for run in consecutive_runs(positions, tokens_per_run):
+    for run in hvp_runs(list(positions), m, n, share):
         i0, i1 = (run[0], run[-1] + 1)
         start = i0 if share else 0
         prefix = PrefixKV.from_captures(list(captures), start, attention_mask) if share and start > 0 else None
@@ -131,18 +152,22 @@ def curvature_exact(
         def g_run(xr: torch.Tensor, head=head, tail=tail, g_full=g_full) -> torch.Tensor:
             return g_full(torch.cat([head, xr, tail], dim=1))
 
-        c = i1 - i0
-        tangents = torch.zeros(c * m, 1, c, d, dtype=x_all.dtype, device=device)
-        rows = torch.arange(c, device=device).repeat_interleave(m)
-        ks = torch.arange(m, device=device).repeat(c)
-        tangents[torch.arange(c * m, device=device), 0, rows] = probes[ks, rows + i0].to(x_all.dtype)
+        rows = torch.tensor(run, device=device).repeat_interleave(m) - i0  # tangent t -> its token (run-relative)
+        ks = torch.arange(m, device=device).repeat(len(run))
+        chunk = hvp_chunk(model, n - start, memory_mb, chunk_size, x_all.element_size())
         with torch.enable_grad():
-            hv = batched_hvp(g_run, x_all[:, i0:i1], mode)(tangents)  # (c·m, 1, c, d)
-        blocks = hv[torch.arange(c * m, device=device), 0, rows]  # (c·m, d): (H Π_i r_k)_i
-        norms = blocks.abs().sum(-1).float().view(c, m).mean(-1)
-        out[torch.tensor(run, device=device)] = norms
+            hvp = batched_hvp(g_run, x_all[:, i0:i1], mode)
+            norms = []
+            for c0 in range(0, rows.numel(), chunk):
+                r, k = rows[c0:c0 + chunk], ks[c0:c0 + chunk]
+                t = torch.arange(r.numel(), device=device)
+                tangents = torch.zeros(r.numel(), 1, i1 - i0, d, dtype=x_all.dtype, device=device)
+                tangents[t, 0, r] = probes[k, r + i0].to(x_all.dtype)
+                hv = hvp(tangents)  # (chunk, 1, i1 - i0, d)
+                norms.append(hv[t, 0, r].abs().sum(-1).float())  # ‖(H Π_i r_k)_i‖₁
+        out[torch.tensor(run, device=device)] = torch.cat(norms).view(len(run), m).mean(-1)
         if progress is not None:
-            progress(c * m)
+            progress(len(run) * m)
     return out
 
 
@@ -189,9 +214,12 @@ def estimate_curvature(
     with context:
         if cfg.curvature == "exact":
             share = bool(caps) and can_share_prefix(caps)
-            s = curvature_exact(model, z, target, probes, None, caps if share else None, cfg.hvp_chunk_size,
-                                mode=cfg.hvp_mode, foil=foil, progress=progress)
+            s = curvature_exact(model, z, target, probes, None, caps if share else None,
+                                None if cfg.hvp_memory_mb is not None else cfg.hvp_chunk_size, mode=cfg.hvp_mode,
+                                memory_mb=cfg.hvp_memory_mb, foil=foil, progress=progress)
+            runs = len(hvp_runs(list(range(n)), m, n, share))
             cost.hvps += n * m
+            cost.gradients += runs
             cost.forward_passes += n * m
             cost.forward_equivalents += frac * exact_fe(n, m, cfg.hvp_chunk_size, share)
             return s

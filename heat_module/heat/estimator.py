@@ -24,6 +24,7 @@ from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT, information_fe
 from heat_module.heat.curvature import estimate_curvature, rademacher
+from heat_module.heat.fisher_information import fisher_components
 from heat_module.heat.information import information
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_bar
@@ -128,6 +129,21 @@ class HEAT(Attributor):
         curv = info = fo = None
         bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
                            self.progress_enabled(n, need_s, need_i))
+        mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
+        if need_i and cfg.information == "fisher":
+            if foil is not None:
+                raise ValueError("Expected information='exact' for a contrastive (foil) attribution, got 'fisher'")
+            # I from the Fisher factors; with Fisher S (on X, not HEAT-LS) S comes from the same factors
+            shared = need_s and cfg.curvature == "fisher" and cfg.layers is None
+            t0 = time.perf_counter()
+            probes = rademacher(cfg.probes, n, x.shape[-1], seed=cfg.seed, device=x.device, dtype=x.dtype)
+            s_shared, info = fisher_components(self.model, cfg, x, probes if shared else None, mask, cost)
+            cost.seconds["information"] = time.perf_counter() - t0
+            bar.update(n)
+            if shared:
+                curv, need_s = s_shared, False
+                cost.seconds["curvature"] = 0.0  # counted in "information": one shared forward + backward
+                bar.update(n * cfg.probes)
         if need_s:
             t0 = time.perf_counter()
             bar.set_description("HEAT S (HVPs)")
@@ -135,13 +151,12 @@ class HEAT(Attributor):
             if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
                 bar.update(n * cfg.probes)
             cost.seconds["curvature"] = time.perf_counter() - t0
-        if need_i:
+        if need_i and cfg.information == "exact":
             t0 = time.perf_counter()
             bar.set_description("HEAT I (masked runs)")
             logp = torch.log_softmax(logits.float() if foil is None else logits, -1)
             info = information(
-                self.model, x, captures, logp, None,
-                mask_vector(self.model, cfg.mask, cfg.mask_token_id), cfg.info_batch_size,
+                self.model, x, captures, logp, None, mask, cfg.info_batch_size,
                 contrast=None if foil is None else (target, foil), progress=bar.update,
             )
             cost.forward_passes += n

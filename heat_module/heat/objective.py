@@ -46,17 +46,28 @@ def check_hvp_mode(mode: str) -> None:
     check_choice("mode", mode, HVP_MODES)
 
 
+def resolve_hvp_mode(mode: str, device: str | torch.device = "cpu") -> str:
+    """``"auto"`` -> the faster mode measured for this device (``benchmarks/RESULTS.md``, "Exact S at its floor"):
+    reverse-over-reverse on the CPU (a batched double backward through one ``create_graph`` gradient per run was
+    ~1.5–3× faster per HVP than ``vmap(jvp(grad))`` on SmolLM2 at n = 48–96), forward-over-reverse elsewhere
+    (docs/design.md's choice; not measured on a GPU here)."""
+    check_hvp_mode(mode)
+    if mode != "auto":
+        return mode
+    return "reverse_over_reverse" if torch.device(device).type == "cpu" else "forward_over_reverse"
+
+
 def batched_hvp(
     g: Callable[[torch.Tensor], torch.Tensor], primal: torch.Tensor, mode: str = "forward_over_reverse"
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``hvp(T (c, *primal.shape)) -> (c, *primal.shape)``: ∇²g(primal) t for each of c tangents; call it with
-    autograd enabled.
+    autograd enabled. ``mode="auto"``: :func:`resolve_hvp_mode`.
 
     ``mode="forward_over_reverse"``: ``torch.func.jvp`` of ``torch.func.grad``, vmapped over the tangents.
     ``mode="reverse_over_reverse"``: ∇g is built with ``create_graph`` on the first call and kept; every call is one
     batched second backward through it (``is_grads_batched``). Same values.
     """
-    check_hvp_mode(mode)
+    mode = resolve_hvp_mode(mode, primal.device)
     primal = primal.detach()
     if mode == "forward_over_reverse":
         return vmap(lambda t: jvp(grad(g), (primal,), (t,))[1])

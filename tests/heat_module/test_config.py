@@ -35,3 +35,17 @@ def test_defaults_and_hash():
     assert cfg.hash() == HEATConfig().hash()
     assert cfg.hash() != cfg.replace(beta=0.25).hash()
     assert HEATConfig(window=10).effective_stride == 5
+
+
+def test_presets():
+    assert HEATConfig.preset("default") == HEATConfig()
+    fast = HEATConfig.preset("fast")
+    assert (fast.curvature, fast.information) == ("fisher", "fisher")
+    paper = HEATConfig.preset("paper", seed=3)
+    assert (paper.curvature, paper.information, paper.probes) == ("exact", "exact", 10)
+    assert (paper.sink, paper.seed) == ("keep", 3)
+    assert HEATConfig.preset("fisher").information == "exact"
+    with pytest.raises(ValueError, match="Expected preset to be one of"):
+        HEATConfig.preset("fastest")
+    with pytest.raises(ValueError, match="Expected hvp_memory_mb"):
+        HEATConfig(hvp_memory_mb=0)

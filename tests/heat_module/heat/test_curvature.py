@@ -99,3 +99,25 @@ def test_rademacher_is_seeded_and_signed():
     a, b = rademacher(2, 3, 4, seed=5), rademacher(2, 3, 4, seed=5)
     assert torch.equal(a, b) and set(a.unique().tolist()) == {-1.0, 1.0}
     assert not torch.equal(a, rademacher(2, 3, 4, seed=6))
+
+
+@pytest.mark.parametrize("mode", ["auto", "forward_over_reverse", "reverse_over_reverse"])
+def test_runs_across_tokens_equal_per_token_runs_and_naive_loop(mode):
+    """Tangents batched across the tokens of a run (hvp_runs) = one run per token (the old batching at m·1 chunks)
+    = the double-backward loop; several chunk sizes, including the memory-budget chunk."""
+    from heat_module.heat.cost import hvp_runs
+
+    n = 9
+    model, x, y, records = setup("llama", n=n, seed=6)
+    probes = rademacher(2, n, x.shape[-1], seed=2, dtype=x.dtype)
+    runs = hvp_runs(list(range(n)), 2, n, share=True)
+    assert sorted(p for r in runs for p in r) == list(range(n)) and max(len(r) for r in runs) > 1
+    per_token = torch.stack([
+        curvature_exact(model, x, y, probes, captures=records, chunk_size=2, positions=[i], mode=mode)[i]
+        for i in range(n)
+    ])
+    ref = curvature_naive(model, x, y, probes)
+    torch.testing.assert_close(per_token, ref, rtol=1e-6, atol=1e-6)
+    for chunk in (1, 3, None):
+        got = curvature_exact(model, x, y, probes, captures=records, chunk_size=chunk, mode=mode, memory_mb=0.05)
+        torch.testing.assert_close(got, per_token, rtol=1e-6, atol=1e-6)

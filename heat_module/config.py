@@ -16,7 +16,8 @@ from heat_module.hashing import stable_hash
 Curvature = Literal["exact", "fisher", "lowrank"]
 MaskKind = Literal["zero", "mean", "token"]
 Ablation = Literal["full", "transition", "curvature", "information", "no_gate", "uniform_gate"]
-Sink = Literal["keep", "first", "auto"]
+Sink = Literal["keep", "first", "auto", "auto-median"]
+Normalize = Literal["none", "sum", "rank"]
 Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
 HVPMode = Literal["forward_over_reverse", "reverse_over_reverse"]
@@ -28,6 +29,7 @@ SINKS: tuple[str, ...] = get_args(Sink)
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 HVP_MODES: tuple[str, ...] = get_args(HVPMode)
+NORMALIZES: tuple[str, ...] = get_args(Normalize)
 
 
 @dataclass
@@ -61,7 +63,13 @@ class HEATConfig:
             :func:`heat_module.heat.transition.sink_positions`). Why ``"auto"``: on SmolLM2 the first token takes
             ~76 % of the paper's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
             benchmark of ``benchmarks/RESULTS-eval.md`` (``"first"`` and ``"auto"`` tie there), and ``"auto"``
-            keeps position 0 on models or prompts where it is not a sink.
+            keeps position 0 on models or prompts where it is not a sink. ``"auto-median"``: the positions ``"auto"``
+            flags get the median M of the other positions instead of 0
+            (:func:`heat_module.heat.transition.median_fill`), so a sink that carries content stays attributable.
+        normalize: how S and I are put on one scale before β and γ weigh them (eq. 5 is ``"none"``):
+            ``"none"`` (the paper's eq. 5 as written: on SmolLM2 S is ~10³× I, so βS + γI ranks as S for any
+            β > 0), ``"sum"`` (S and I each divided by its sum over the context) or ``"rank"`` (each replaced by its
+            normalised rank in [1/n, 1], ties averaged); see :func:`heat_module.heat.combine.normalize_component`.
         window: HEAT-WIN window size W in context tokens (Algorithm 1); ``None`` disables windowing.
         stride: HEAT-WIN stride s; ``None`` means W // 2 (50 % overlap).
         window_leakage: HEAT-WIN: also report the window-leakage proxy ε̂_M(W) (Thm 4 eq. 12, Table 12) in
@@ -90,6 +98,7 @@ class HEATConfig:
     info_batch_size: int = 8
     ablation: Ablation = "full"
     sink: Sink = "auto"
+    normalize: Normalize = "none"
     window: int | None = None
     stride: int | None = None
     window_leakage: bool = False
@@ -108,6 +117,7 @@ class HEATConfig:
         check_choice("mask", self.mask, MASKS)
         check_choice("ablation", self.ablation, ABLATIONS)
         check_choice("sink", self.sink, SINKS)
+        check_choice("normalize", self.normalize, NORMALIZES)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_choice("backend", self.backend, BACKENDS)
         check_choice("hvp_mode", self.hvp_mode, HVP_MODES)
@@ -153,6 +163,25 @@ class HEATConfig:
 
     def replace(self, **changes) -> HEATConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> HEATConfig:
+        """A named configuration (fields in ``changes`` override it): one of :data:`PRESETS`.
+
+        - ``"default"``: ``HEATConfig()``.
+        - ``"paper"``: the paper's eq. 5 as written with its M: exact curvature, β = γ = 0.5, no normalisation,
+          the attention sink kept in M (``sink="keep"``, docs/design.md's M).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Expected a preset among {list(PRESETS)}, got {name!r}")
+        return cls(**{**PRESETS[name], **changes})
+
+
+#: the fields of each named configuration of :meth:`HEATConfig.preset`
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "paper": {"curvature": "exact", "beta": 0.5, "gamma": 0.5, "alpha": 0.0, "normalize": "none", "sink": "keep"},
+}
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -112,6 +112,26 @@ def paired(table: dict, dataset: str, a: str, b: str, metric: str, resamples: in
     return cell(diffs, resamples), len(diffs)
 
 
+def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
+    """The compact table: each row's per-benchmark means of Soft-NC, Soft-NS, ABPC averaged over the benchmarks
+    (each benchmark weighs the same), its DSA/F1 on the alignment sets, and its cost relative to AttnLRP."""
+    out = ["## Summary (means of the per-benchmark means; cost on the benchmarks)", "",
+           "| method | Soft-NC | Soft-NS | ABPC | DSA curated | F1 curated | DSA LAMBADA | F1 LAMBADA | × AttnLRP |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in ROWS:
+        cells = []
+        for m in RULE_METRICS:
+            per = [np.mean([v[m] for v in table[(d, r)].values() if m in v]) for d in BENCHMARKS if table.get((d, r))]
+            cells.append(f"{np.mean(per):.3f}" if len(per) == len(BENCHMARKS) else "–")
+        for d in ALIGNMENT:
+            for m in ALIGN_METRICS:
+                vals = [v[m] for v in table.get((d, r), {}).values() if m in v]
+                cells.append(f"{np.mean(vals):.3f}" if vals else "–")
+        ratio = seconds[r] / seconds["attnlrp"] if seconds.get("attnlrp") else math.nan
+        out.append(f"| {ROWS[r][0]} | " + " | ".join(cells) + f" | {ratio:.1f} |")
+    return out + [""]
+
+
 def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes: str = "",
                         records: Iterable[dict] | None = None) -> Path:
     """Write the markdown report of what the cache holds to ``path``; returns it."""
@@ -142,6 +162,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     lines += ["", (f"**Rule applied:** winner `{outcome['winner']}` ({ROWS[outcome['winner']][0]})."
                    if outcome["applicable"] else
                    f"**Rule not applied** ({outcome['reason']}); best so far: `{outcome['winner']}`."), ""]
+    lines += summary_lines(table, outcome["seconds"])
     for group, metrics in ((BENCHMARKS, BENCH_METRICS), (ALIGNMENT, ALIGN_METRICS)):
         for d in group:
             rows = [r for r in ROWS if table.get((d, r))]

@@ -17,7 +17,8 @@ Curvature = Literal["exact", "fisher", "lowrank"]
 Information = Literal["exact", "fisher"]
 MaskKind = Literal["zero", "mean", "token"]
 Ablation = Literal["full", "transition", "curvature", "information", "no_gate", "uniform_gate"]
-Sink = Literal["keep", "first", "auto"]
+Sink = Literal["keep", "first", "auto", "auto-median"]
+Normalize = Literal["none", "sum", "rank"]
 Aggregation = Literal["mean", "max", "sum"]
 Backend = Literal["auto", "torch", "cpp", "triton", "cuda"]
 HVPMode = Literal["auto", "forward_over_reverse", "reverse_over_reverse"]
@@ -34,6 +35,7 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 HVP_MODES: tuple[str, ...] = get_args(HVPMode)
 FIRST_ORDERS: tuple[str, ...] = get_args(FirstOrder)
 GATES: tuple[str, ...] = get_args(Gate)
+NORMALIZES: tuple[str, ...] = get_args(Normalize)
 
 
 @dataclass
@@ -81,7 +83,13 @@ class HEATConfig:
             :func:`heat_module.heat.transition.sink_positions`). Why ``"auto"``: on SmolLM2 the first token takes
             ~76 % of the paper's M and Attr collapses onto it; leaving the sink out raised Soft-NC on every
             benchmark of ``benchmarks/RESULTS-eval.md`` (``"first"`` and ``"auto"`` tie there), and ``"auto"``
-            keeps position 0 on models or prompts where it is not a sink.
+            keeps position 0 on models or prompts where it is not a sink. ``"auto-median"``: the positions ``"auto"``
+            flags get the median M of the other positions instead of 0
+            (:func:`heat_module.heat.transition.median_fill`), so a sink that carries content stays attributable.
+        normalize: how S and I are put on one scale before β and γ weigh them (eq. 5 is ``"none"``):
+            ``"none"`` (the paper's eq. 5 as written: on SmolLM2 S is ~10³× I, so βS + γI ranks as S for any
+            β > 0), ``"sum"`` (S and I each divided by its sum over the context) or ``"rank"`` (each replaced by its
+            normalised rank in [1/n, 1], ties averaged); see :func:`heat_module.heat.combine.normalize_component`.
         gate: the gate M on hybrid decoders (convolution, state-space or linear-attention layers beside attention:
             LFM2, Jamba, Qwen3-Next, ...): ``"full"`` (default) refuses them with an error naming the layer types,
             since the rollout over attention ignores the other layers' token mixing; ``"attention_only"`` is the
@@ -122,6 +130,7 @@ class HEATConfig:
     ablation: Ablation = "full"
     sink: Sink = "auto"
     gate: Gate = "full"
+    normalize: Normalize = "none"
     window: int | None = None
     stride: int | None = None
     window_leakage: bool = False
@@ -143,6 +152,7 @@ class HEATConfig:
         check_choice("ablation", self.ablation, ABLATIONS)
         check_choice("sink", self.sink, SINKS)
         check_choice("gate", self.gate, GATES)
+        check_choice("normalize", self.normalize, NORMALIZES)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         check_choice("backend", self.backend, BACKENDS)
         check_choice("hvp_mode", self.hvp_mode, HVP_MODES)
@@ -206,7 +216,7 @@ class HEATConfig:
 
     @classmethod
     def preset(cls, name: str, **changes) -> HEATConfig:
-        """A named configuration (any field can still be overridden through ``changes``).
+        """A named configuration (fields in ``changes`` override it): one of :data:`PRESETS`.
 
         Measured on SmolLM2-135M, one torch thread of a shared 2-core Intel Xeon, ReAGent contexts
         (``benchmarks/RESULTS.md``, issue 13; seconds ±30 % from the other work on the machine; FE = forward-pass
@@ -216,7 +226,8 @@ class HEATConfig:
           and exact I: 61 s and 194 FE per example at n = 64 (701 FE at n = 256). The reference of the figures below.
         - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
-          β = γ = 0.5, and the gate M as written (``sink="keep"``: no attention-sink handling). 1404 FE at n = 64;
+          β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink
+          handling). 1404 FE at n = 64;
           its S alone took 225 s at n = 48 (2.0× faster than the authors' own algorithm, same values).
         - ``"fisher"``: Fisher S (K = 16) + exact I, the cheapest variant whose I is eq. 4 itself: 20 s, 54 FE at
           n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"default"``: Spearman ρ 0.946, top-5 0.86.
@@ -226,15 +237,19 @@ class HEATConfig:
           alone ranks tokens like the exact I only at ρ ≈ 0.56 (n = 64) and 0.34 (n = 256): use it for the HEAT
           scores, not as a stand-in for eq. 4's I.
         """
-        presets = {
-            "default": {},
-            "paper": {"probes": 10, "sink": "keep"},
-            "fast": {"curvature": "fisher", "information": "fisher"},
-            "fisher": {"curvature": "fisher"},
-        }
-        if name not in presets:
-            raise ValueError(f"Expected preset to be one of {sorted(presets)}, got {name!r}")
-        return cls(**{**presets[name], **changes})
+        if name not in PRESETS:
+            raise ValueError(f"Expected a preset among {list(PRESETS)}, got {name!r}")
+        return cls(**{**PRESETS[name], **changes})
+
+
+#: the fields of each named configuration of :meth:`HEATConfig.preset`
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "paper": {"curvature": "exact", "probes": 10, "beta": 0.5, "gamma": 0.5, "alpha": 0.0, "normalize": "none",
+              "sink": "keep"},
+    "fisher": {"curvature": "fisher"},
+    "fast": {"curvature": "fisher", "information": "fisher"},
+}
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -29,6 +29,7 @@ _REGISTRY: dict[str, str] = {
     "captum_lime": "heat_module.baselines.captum_llm:CaptumLime",
     "captum_layer_integrated_gradients": "heat_module.baselines.captum_llm:CaptumLayerIntegratedGradients",
     "inseq": "heat_module.baselines.inseq_import:InseqScores",
+    "gated": "heat_module.baselines.gated:Gated",
 }
 _ALIASES = {
     "rollout": "attention_rollout",
@@ -82,11 +83,15 @@ def get_method(name: str) -> type:
 def build(name: str, model: nn.Module, tokenizer: Any = None, config: Any = None, **options: Any) -> Any:
     """The method registered under ``name``, built for ``model``: ``Class.from_options(model, tokenizer, config,
     **options)`` for an :class:`~heat_module.attribution.base.Attributor`, else ``target(model, tokenizer,
-    **options)``.
+    **options)``. ``"gated:<name>"`` builds :class:`heat_module.baselines.gated.Gated` (M · scores) around the
+    method ``<name>``.
 
     Raises:
         ValueError: when ``name`` is unknown (the message lists the known methods).
     """
+    if isinstance(name, str) and name.strip().lower().startswith("gated:"):  # "gated:attnlrp" = M · AttnLRP
+        options = {**options, "method": name.strip().split(":", 1)[1]}
+        name = "gated"
     try:
         target = get_method(name)
     except KeyError as e:

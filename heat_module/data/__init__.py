@@ -4,6 +4,7 @@
 - :mod:`~heat_module.data.longra` — ReAGent's LongRA JSON lines (single-token targets; distractor span).
 - :mod:`~heat_module.data.curated` — the NarrativeQA ⊕ SciQ curated set (gold = important support words,
   distractor = the narrative), and :func:`build_curated_examples` to make one from your own texts.
+- :mod:`~heat_module.data.lambada` — ReAGent's annotated LAMBADA (gold = the human rationale tokens).
 
 The batch dict the collator produces is documented in :mod:`heat_module.data.collate`. The Lightning data modules
 (``HEATDataModule``, ``TextPromptsDataModule``, ``LongRADataModule``, ``CuratedDataModule``,
@@ -19,6 +20,7 @@ import importlib
 from heat_module.data.build_curated import build_curated_examples, save_curated_dataset
 from heat_module.data.collate import Example, LeftPadCollator, char_spans_to_tokens, continuation_ids
 from heat_module.data.curated import curated_example, read_curated
+from heat_module.data.lambada import load_annotated_lambada
 from heat_module.data.longra import read_longra
 from heat_module.data.readers import DataError, read_texts, resolve_path, resolve_tokenizer
 from heat_module.data.text_prompts import read_text_prompts
@@ -39,6 +41,7 @@ __all__ = [
     "char_spans_to_tokens",
     "continuation_ids",
     "curated_example",
+    "load_annotated_lambada",
     "read_curated",
     "read_longra",
     "read_text_prompts",

@@ -44,8 +44,34 @@ class Components:
     cost: Cost = field(default_factory=Cost)
 
 
+def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
+    """One component (S or I), (n,), put on a scale-free footing before β and γ weigh it (``HEATConfig.normalize``).
+
+    - ``"none"``: unchanged (eq. 5 as written).
+    - ``"sum"``: values / Σ_i values (non-negative components; all zero stays zero).
+    - ``"rank"``: the normalised rank r_i / n in [1/n, 1] (the smallest value gets 1/n, the largest 1; tied values
+      share the mean of their ranks).
+
+    Example: S = (4, 1, 0), I = (0.01, 0.03, 0.02) → ``"sum"``: (0.8, 0.2, 0) and (1/6, 1/2, 1/3);
+    ``"rank"``: (1, 2/3, 1/3) and (1/3, 1, 2/3).
+    """
+    if mode == "none":
+        return values
+    v = values.float()
+    if mode == "sum":
+        z = v.sum()
+        return v / z if float(z) != 0.0 else torch.zeros_like(v)
+    if mode == "rank":
+        n = v.shape[-1]
+        less = (v[None, :] < v[:, None]).sum(-1).float()  # how many values are smaller
+        equal = (v[None, :] == v[:, None]).sum(-1).float()
+        return (less + (equal + 1.0) / 2.0) / n  # mean rank of the tie group, 1-based, over n
+    raise ValueError(f"Expected normalize to be one of ['none', 'sum', 'rank'], got {mode!r}")
+
+
 def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
-    """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations.
+    """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations,
+    with S and I first normalised as ``config.normalize`` says (:func:`normalize_component`).
 
     A component that is ``None`` counts as zero.
     """
@@ -53,6 +79,8 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     zero = torch.zeros(n, dtype=torch.float32, device=parts.transition.device)
     s = parts.curvature if parts.curvature is not None else zero
     info = parts.information if parts.information is not None else zero
+    mode = getattr(config, "normalize", "none")
+    s, info = normalize_component(s, mode), normalize_component(info, mode)
     fo = parts.first_order if parts.first_order is not None else zero
     inner = config.beta * s + config.gamma * info
     ablation = config.ablation

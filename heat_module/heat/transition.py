@@ -132,8 +132,9 @@ def transition_from_captures(
         captures: the :class:`LayerCapture` of every layer, in execution order.
         attention_mask: (B, n) 1 for real tokens (left padding 0); ``None`` = no padding.
         layers: sum l only over these layers (ρ still passes through every layer above).
-        sink: ``"keep"``, ``"first"`` (first real token left out, M renormalised) or ``"auto"``
-            (:func:`sink_positions`).
+        sink: ``"keep"``, ``"first"`` (first real token left out, M renormalised), ``"auto"``
+            (:func:`sink_positions`) or ``"auto-median"`` (the ``"auto"`` positions get the median M of the others,
+            :func:`median_fill`).
         backend: backend of the ``rollout_phi`` op.
         return_parts: also return a dict with the raw (un-normalised, sink-kept) M and the sink mask.
         gate: ``"full"`` (refused on hybrid decoders) or ``"attention_only"`` (the rollout over the attention
@@ -176,22 +177,25 @@ def transition_from_captures(
     if sink == "first":
         first = valid.float().argmax(-1)
         sinks[torch.arange(B, device=device), first] = True
-    elif sink == "auto":
+    elif sink in ("auto", "auto-median"):
         sinks = sink_positions(phi_mass, norm_mass, valid)
     elif sink != "keep":
         raise ValueError(f"Expected sink to be one of {list(SINKS)}, got {sink!r}")
-    m = renormalise(m.masked_fill(sinks, 0.0), valid)
+    if sink == "auto-median":
+        m = median_fill(m, sinks, valid)
+    else:
+        m = renormalise(m.masked_fill(sinks, 0.0), valid)
     if return_parts:
         return m, {"raw": raw, "sinks": sinks, "phi_mass": phi_mass, "norm_mass": norm_mass}
     return m
 
 
-#: the sink options :func:`sink_options` returns: the ``HEATConfig`` choices plus the ``auto-median`` proposal
-GATE_OPTIONS: tuple[str, ...] = (*SINKS, "auto-median")
+#: the sink options :func:`sink_options` returns (the ``HEATConfig`` choices, ``auto-median`` included)
+GATE_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys((*SINKS, "auto-median")))
 
 
 def median_fill(m: torch.Tensor, sinks: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The ``auto-median`` rule (proposed by the evaluation, not yet a ``HEATConfig`` choice): (..., n) sink-kept M
+    """The ``auto-median`` rule (``HEATConfig(sink="auto-median")``): (..., n) sink-kept M
     with each row's flagged positions (bool ``sinks`` (..., n)) set to the median M of its other ``valid``
     positions instead of 0, so a sink position that carries content can still be attributed; renormalised.
     A row with no flagged position, or nothing else valid, keeps its M."""

@@ -7,7 +7,11 @@ Scores may come from any method; padding positions are ignored.
 
 - Soft-NC / Soft-NS with a random baseline and ln(method / random): ``SoftNC``, ``SoftNS``, ``SoftFaithfulness``
   (both at once; functional ``soft_nc``, ``soft_ns``, ``soft_faithfulness``). Higher is better.
+- Soft-NC / Soft-NS on ranks or at a fixed entropy (``scores_transform="rank"|"entropy"``): correctness apart
+  from concentration.
 - AOPC comprehensiveness: ``AOPC`` (``aopc``). Higher is better.
+- ABPC, the area between the deletion and insertion curves of P(y) (AttnLRP's faithfulness): ``ABPC`` (``abpc``).
+  Higher is better; rank-based, so peaked scores gain nothing.
 - DSA: ``DSA`` (``dsa``). Higher is better.
 - F1 / Span-F1 alignment: ``F1Alignment`` (``f1_alignment``). Higher is better.
 - Sensitivity under embedding noise: ``Sensitivity`` (``sensitivity``). Lower is better.
@@ -15,6 +19,7 @@ Scores may come from any method; padding positions are ignored.
 """
 
 from heat_module.metrics import functional
+from heat_module.metrics.abpc import ABPC
 from heat_module.metrics.aopc import AOPC
 from heat_module.metrics.dsa import DSA
 from heat_module.metrics.f1_alignment import F1Alignment
@@ -23,6 +28,7 @@ from heat_module.metrics.soft_faithfulness import SoftFaithfulness, SoftNC, Soft
 from heat_module.metrics.spearman import ActivePassiveRobustness
 
 __all__ = [
+    "ABPC",
     "AOPC",
     "DSA",
     "ActivePassiveRobustness",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from heat_module.metrics.base import SumCountMetric
-from heat_module.metrics.functional.common import ForwardFn, check_batch
+from heat_module.metrics.functional.common import ForwardFn, ScoresTransform, check_batch
 from heat_module.metrics.functional.soft_faithfulness import (
     SoftDefinition,
     SoftKind,
@@ -32,6 +32,9 @@ class SoftFaithfulness(SumCountMetric):
         seed: seed of the per-example generators.
         batch_size: rows per forward call.
         random_baseline: also score random scores and report ``soft_<kind>_random`` and ``_log_ratio``.
+        scores_transform: ``"none"`` (ReAGent's definition), ``"rank"`` (normalised ranks) or ``"entropy"`` (the
+            scores' order at entropy ``entropy_fraction``·ln n): reports correctness apart from concentration.
+        entropy_fraction: see ``scores_transform``.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ...).
 
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
@@ -51,9 +54,12 @@ class SoftFaithfulness(SumCountMetric):
         seed: int = 0,
         batch_size: int = 64,
         random_baseline: bool = True,
+        scores_transform: ScoresTransform = "none",
+        entropy_fraction: float = 0.8,
         **kwargs: Any,
     ) -> None:
-        options = SoftOptions(kinds, definition, num_masks, seed, batch_size, random_baseline)
+        options = SoftOptions(kinds, definition, num_masks, seed, batch_size, random_baseline, scores_transform,
+                              entropy_fraction)
         super().__init__(options.state_keys, **kwargs)
         self.forward_fn = forward_fn
         self.options = options
@@ -79,8 +85,8 @@ class SoftFaithfulness(SumCountMetric):
 class SoftNC(SoftFaithfulness):
     """Soft normalised comprehensiveness alone: :class:`SoftFaithfulness` with ``kinds=("nc",)``.
 
-    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``Metric``
-    options) by keyword.
+    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
+    ``scores_transform``, ``entropy_fraction``, ``Metric`` options) by keyword.
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
@@ -90,8 +96,8 @@ class SoftNC(SoftFaithfulness):
 class SoftNS(SoftFaithfulness):
     """Soft normalised sufficiency alone: :class:`SoftFaithfulness` with ``kinds=("ns",)``.
 
-    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``Metric``
-    options) by keyword.
+    Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
+    ``scores_transform``, ``entropy_fraction``, ``Metric`` options) by keyword.
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:

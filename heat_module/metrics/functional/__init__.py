@@ -9,6 +9,7 @@ package is imported ``heat_module.metrics.functional.aopc`` is the function: imp
 ``from heat_module.metrics.functional.aopc import aopc_update`` (which resolves the module), not as attributes.
 """
 
+from heat_module.metrics.functional.abpc import abpc
 from heat_module.metrics.functional.aopc import aopc
 from heat_module.metrics.functional.dsa import dsa
 from heat_module.metrics.functional.f1_alignment import f1_alignment
@@ -17,6 +18,7 @@ from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness, 
 from heat_module.metrics.functional.spearman import active_passive_robustness, spearman_rho
 
 __all__ = [
+    "abpc",
     "active_passive_robustness",
     "aopc",
     "dsa",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal, get_args
 
 import torch
 
@@ -102,6 +103,64 @@ def normalize_scores(scores: torch.Tensor) -> torch.Tensor:
     if total <= 0:
         return torch.full_like(s, 1.0 / s.numel())
     return s / total
+
+
+ScoresTransform = Literal["none", "rank", "entropy"]
+SCORES_TRANSFORMS: tuple[str, ...] = get_args(ScoresTransform)
+
+
+def rank_scores(scores: torch.Tensor) -> torch.Tensor:
+    """(n,) scores -> (n,) fp32 normalised ranks summing to one: r_i / Σ_j r_j with r_i the 1-based rank of s_i
+    from the lowest (tied values share the mean of their ranks). Only the ordering of the scores is kept, so every
+    method gets the same concentration (a linear ramp): a metric on these scores measures correctness, not
+    peakedness."""
+    v = scores.float()
+    less = (v[None, :] < v[:, None]).sum(-1).float()
+    equal = (v[None, :] == v[:, None]).sum(-1).float()
+    r = less + (equal + 1.0) / 2.0
+    return r / r.sum()
+
+
+def entropy_scores(scores: torch.Tensor, fraction: float = 0.8, iters: int = 60) -> torch.Tensor:
+    """(n,) scores -> (n,) fp32 distribution with entropy ``fraction``·ln n and the same order as the scores.
+
+    p(t) = softmax(t·z) with z the scores standardised to mean 0 and unit standard deviation; t ≥ 0 is found by
+    bisection so that H(p(t)) = fraction·ln n (H decreases monotonically in t from ln n at t = 0). Constant scores
+    (no order) give the uniform distribution. Every method then has the same concentration.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected fraction in (0, 1], got {fraction}")
+    v = scores.double()
+    n = v.numel()
+    sd = v.std(unbiased=False) if n > 1 else v.new_tensor(0.0)
+    if n < 2 or float(sd) == 0.0:
+        return torch.full((n,), 1.0 / max(n, 1), dtype=torch.float32, device=scores.device)
+    z = (v - v.mean()) / sd
+    goal = fraction * math.log(n)
+
+    def entropy(t: float) -> float:
+        logp = torch.log_softmax(t * z, 0)
+        return float(-(logp.exp() * logp).sum())
+
+    lo, hi = 0.0, 1.0
+    while entropy(hi) > goal and hi < 1e6:
+        hi *= 2.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if entropy(mid) > goal else (lo, mid)
+    return torch.softmax(0.5 * (lo + hi) * z, 0).float()
+
+
+def transform_scores(scores: torch.Tensor, transform: str = "none", fraction: float = 0.8) -> torch.Tensor:
+    """(n,) scores -> (n,) fp32 summing to one: ``"none"`` :func:`normalize_scores` (clip at 0, sum one),
+    ``"rank"`` :func:`rank_scores`, ``"entropy"`` :func:`entropy_scores` (entropy ``fraction``·ln n)."""
+    if transform == "none":
+        return normalize_scores(scores)
+    if transform == "rank":
+        return rank_scores(scores)
+    if transform == "entropy":
+        return entropy_scores(scores, fraction)
+    raise ValueError(f"Expected scores_transform to be one of {list(SCORES_TRANSFORMS)}, got {transform!r}")
 
 
 def normalize_batch(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,12 @@ scores r ~ U[0, 1)^n from the per-example generator, normalised to sum one. ``co
 the two have opposite signs). The heta NS is ≤ 0 by construction, so there both means are negative and a better
 method gives a log ratio below 0: read it with the sign flipped.
 
+``scores_transform`` separates concentration from correctness (issue 15): a score vector with all its mass on one
+token removes that token whole and so gains on Soft-NC/NS by being peaked. With ``"rank"`` the scores are replaced
+by their normalised ranks (r_i / Σ r, a linear ramp: only the order counts), with ``"entropy"`` by the distribution
+of the same order with entropy ``entropy_fraction``·ln n (:func:`heat_module.metrics.functional.common.
+entropy_scores`); the random baseline's scores get the same transform. ``"none"`` is ReAGent's definition.
+
 Perturbed copies of the whole batch are pushed through ``forward_fn`` in chunks of ``batch_size`` rows: two
 reference rows per example (original, all zeroed; one for heta) in a first pass, then all masked copies.
 """
@@ -45,15 +51,17 @@ import torch
 from heat_module.heat.information import kl_divergence
 from heat_module.metrics.functional.common import (
     EPS,
+    SCORES_TRANSFORMS,
     Block,
     ForwardFn,
+    ScoresTransform,
     check_model_batch,
     chunked_forward,
     example_generator,
     hellinger_sq,
-    normalize_scores,
     ranking,
     topk_count,
+    transform_scores,
 )
 
 SoftKind = Literal["nc", "ns"]
@@ -71,8 +79,16 @@ class SoftOptions:
     seed: int = 0
     batch_size: int = 64
     random_baseline: bool = True
+    scores_transform: ScoresTransform = "none"
+    entropy_fraction: float = 0.8
 
     def __post_init__(self) -> None:
+        if self.scores_transform not in SCORES_TRANSFORMS:
+            raise ValueError(
+                f"Expected scores_transform to be one of {list(SCORES_TRANSFORMS)}, got {self.scores_transform!r}"
+            )
+        if not 0.0 < float(self.entropy_fraction) <= 1.0:
+            raise ValueError(f"Expected entropy_fraction in (0, 1], got {self.entropy_fraction!r}")
         kinds = tuple(self.kinds)
         object.__setattr__(self, "kinds", kinds)
         if not kinds or any(k not in ("nc", "ns") for k in kinds) or len(set(kinds)) != len(kinds):
@@ -147,7 +163,7 @@ def soft_faithfulness_values(
                 for variant in variants:
                     for kind in opts.kinds:
                         if opts.definition == "reagent":
-                            s = normalize_scores(raw[variant])
+                            s = transform_scores(raw[variant], opts.scores_transform, opts.entropy_fraction)
                             keep_prob = s if kind == "ns" else 1.0 - s
                             x = inputs_embeds[b].expand(opts.num_masks, n, d).clone()
                             x[:, real[b]] = x_real * (u < keep_prob[None, :, None])
@@ -233,6 +249,8 @@ def soft_faithfulness(
     seed: int = 0,
     batch_size: int = 64,
     random_baseline: bool = True,
+    scores_transform: ScoresTransform = "none",
+    entropy_fraction: float = 0.8,
 ) -> dict[str, torch.Tensor]:
     """Soft-NC and/or Soft-NS of a batch (module docstring), sharing the reference forwards.
 
@@ -247,12 +265,15 @@ def soft_faithfulness(
         seed: seed of the per-example generators.
         batch_size: rows per forward call.
         random_baseline: also score random scores of each example and report the log ratio.
+        scores_transform: ``"none"`` (ReAGent), ``"rank"`` or ``"entropy"`` (module docstring).
+        entropy_fraction: the entropy of ``"entropy"`` scores as a fraction of ln n.
     Returns:
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
     """
     sums, total = soft_faithfulness_update(
         scores, inputs_embeds, attention_mask, forward_fn, kinds=kinds, definition=definition, num_masks=num_masks,
-        seed=seed, batch_size=batch_size, random_baseline=random_baseline,
+        seed=seed, batch_size=batch_size, random_baseline=random_baseline, scores_transform=scores_transform,
+        entropy_fraction=entropy_fraction,
     )
     return soft_faithfulness_compute(sums, total, kinds, random_baseline)
 

@@ -1,0 +1,382 @@
+"""Is HEAT worth choosing? HEAT's configurations against AttnLRP, occlusion-KL and the gate on cheap methods (issue 15).
+
+Per example, the components are computed once and cached (:func:`components`): the gate M (one captured forward;
+``sink="auto"``), I (eq. 4, zero mask: the same quantity as occlusion with ``measure="kl"``), AttnLRP's relevance,
+S with the Fisher curvature and — in a later, separate stage, because it costs most — S with the exact curvature.
+Every row of :data:`ROWS` is a function of them (:func:`row_scores`), and its seconds per example are the sum of
+the seconds of the components it needs (:func:`row_seconds`).
+
+Metrics (:func:`model_metrics`, :func:`free_metrics`): Soft-NC / Soft-NS as ReAGent defines them and on ranks
+(``scores_transform="rank"``: correctness apart from concentration), each over ``len(seeds)`` mask seeds (one mask
+per seed); ABPC (area between the deletion and insertion curves of P(y), rank-based); on the sets with gold
+tokens (the curated set, annotated LAMBADA) DSA and F1 of the top-|gold| tokens.
+
+The default follows the evidence by :data:`RULE`, fixed before the run (:func:`apply_rule`).
+
+Resumable: a JSON-lines cache under ``out_dir`` keyed by (dataset, example, what); a re-run computes only what is
+missing. Data paths come only from arguments or ``$HEAT_DATA_DIR`` (:class:`ChoiceConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from heat_module.baselines.attnlrp import AttnLRP
+from heat_module.config import HEATConfig
+from heat_module.data.lambada import load_annotated_lambada
+from heat_module.evaluation.config import DATA_DIR_ENV, DATA_FILES, EvalConfig
+from heat_module.evaluation.datasets import EvalExample, from_data_module, load_dataset, select_examples
+from heat_module.evaluation.variants import sink_transitions
+from heat_module.heat.combine import Components, combine
+from heat_module.heat.estimator import HEAT
+from heat_module.heat.information import information
+from heat_module.lm.forward import embed, make_forward_fn, mask_vector
+from heat_module.lm.loading import load_model
+from heat_module.metrics.functional import abpc, dsa, f1_alignment, soft_faithfulness
+from heat_module.result import Cost
+
+CHOICE_DATASETS = ("longra", "tellmewhy", "wikibio", "curated", "lambada")
+BENCHMARKS = ("longra", "tellmewhy", "wikibio")
+ALIGNMENT = ("curated", "lambada")
+LAMBADA_FILE = "reagent/data/annotated_lambada.json"
+TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "curated": "Curated",
+          "lambada": "LAMBADA (annotated)"}
+
+#: row -> (title, components it needs, how to build it). Components: M (gate), I, A (AttnLRP), SF (Fisher S),
+#: SE (exact S). HEAT rows are ``combine`` of (M, S, I) under the HEATConfig given.
+ROWS: dict[str, tuple[str, tuple[str, ...], dict]] = {
+    "attnlrp": ("AttnLRP", ("A",), {}),
+    "occlusion_kl": ("Occlusion-KL (= I, HEATConfig(ablation='information'))", ("I",), {}),
+    "m_i": ("M·I (HEATConfig(beta=0))", ("M", "I"), {"beta": 0.0}),
+    "m_attnlrp": ("M·AttnLRP (gated:attnlrp)", ("M", "A"), {}),
+    "random": ("Random", (), {}),
+    "heat_fisher": ("HEAT, Fisher S, normalize=none", ("M", "I", "SF"), {"curvature": "fisher"}),
+    "heat_fisher_sum": ("HEAT, Fisher S, normalize=sum", ("M", "I", "SF"), {"curvature": "fisher", "normalize": "sum"}),
+    "heat_fisher_rank": ("HEAT, Fisher S, normalize=rank", ("M", "I", "SF"),
+                         {"curvature": "fisher", "normalize": "rank"}),
+    "heat_exact": ("HEAT default (exact S, normalize=none, eq. 5)", ("M", "I", "SE"), {}),
+    "heat_exact_sum": ("HEAT, exact S, normalize=sum", ("M", "I", "SE"), {"normalize": "sum"}),
+    "heat_exact_rank": ("HEAT, exact S, normalize=rank", ("M", "I", "SE"), {"normalize": "rank"}),
+}
+CHEAP_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" not in need)
+EXACT_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" in need)
+#: the HEAT configurations the rule chooses among (gate on, eq. 5's structure; β = 0 included)
+CANDIDATES = ("heat_exact", "heat_exact_sum", "heat_exact_rank", "heat_fisher", "heat_fisher_sum",
+              "heat_fisher_rank", "m_i")
+#: the paired differences reported: default HEAT minus each of these
+COMPARED = ("attnlrp", "occlusion_kl", "m_i", "m_attnlrp")
+RULE_METRICS = ("soft_nc", "soft_ns", "abpc")
+MAX_COST_RATIO = 20.0
+MIN_EXAMPLES = 15
+
+RULE = f"""**Decision rule (fixed before the run).** `HEATConfig()` becomes the HEAT configuration with the best mean
+rank over (Soft-NC, Soft-NS, ABPC) × (LongRA, TellMeWhy, WikiBio) — 9 ranks, 1 = best, each a rank of the
+configurations' means on one benchmark — among the candidates {', '.join(f'`{c}`' for c in CANDIDATES)}
+(the gate on and eq. 5's structure; `m_i` is β = 0) whose mean seconds per example over the benchmark examples is at
+most {MAX_COST_RATIO:g}× AttnLRP's. Ties go to the cheaper one. The rule is applied only when every candidate has the
+three metrics on at least {MIN_EXAMPLES} examples of each benchmark; otherwise the default stays and the evidence is
+reported. `HEATConfig.preset("paper")` keeps eq. 5 with its M whatever the outcome."""
+
+
+@dataclass
+class ChoiceConfig:
+    """Settings of one run.
+
+    Attributes:
+        model: ``"smollm2"`` or an HF folder / id, or a ``(model, tokenizer)`` pair.
+        datasets: which of :data:`CHOICE_DATASETS`.
+        paths: dataset -> file (LongRA: glob); missing ones come from ``$HEAT_DATA_DIR``.
+        limits: dataset -> examples (seeded random order, prefix-stable); a dataset not listed: all.
+        exact_limits: dataset -> examples that also get the exact S (the first ones of ``limits``); not listed: 0.
+        max_tokens: contexts longer than this are skipped.
+        seeds: the mask seeds of Soft-NC/NS (one Bernoulli mask per seed).
+        rank_seeds: the mask seeds of Soft-NC/NS on ranks (``scores_transform="rank"``).
+        abpc_steps: T of ABPC (2 (T − 1) forward rows per example and row).
+        bootstrap: resamples of the 95 % intervals.
+        metric_batch_size: rows per forward of the metrics.
+        out_dir: cache and report folder.
+        threads: ``torch.set_num_threads`` (None: leave).
+        cache_name: this process's cache file in ``out_dir`` (``cache*.jsonl``; every such file is read).
+        wait_for_components: ``"exact"`` stage: wait up to this many seconds per example for another process (the
+            ``"cheap"`` stage running at the same time) to store its components, instead of computing them twice.
+        start: skip the first ``start`` examples of the interleaved order (a second process can then work on a
+            later part of the same order at the same time; both append to their own cache files).
+    """
+
+    model: Any = "smollm2"
+    datasets: list[str] = field(default_factory=lambda: list(CHOICE_DATASETS))
+    paths: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=lambda: {"longra": 50, "curated": 50})
+    exact_limits: dict[str, int] = field(default_factory=dict)
+    max_tokens: int = 96
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rank_seeds: tuple[int, ...] = (0,)
+    abpc_steps: int = 4
+    bootstrap: int = 1000
+    metric_batch_size: int = 32
+    out_dir: str = "choice_out"
+    threads: int | None = None
+    cache_name: str = "cache.jsonl"
+    wait_for_components: float = 0.0
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.datasets if d not in CHOICE_DATASETS]
+        if bad or not self.datasets:
+            raise ValueError(f"Expected datasets among {list(CHOICE_DATASETS)}, got {self.datasets!r}")
+        if not self.seeds:
+            raise ValueError(f"Expected at least one mask seed, got {self.seeds!r}")
+
+    def path(self, dataset: str) -> str:
+        """The data file of ``dataset``: ``paths[dataset]`` or under ``$HEAT_DATA_DIR`` (error naming both)."""
+        if dataset in self.paths:
+            return str(self.paths[dataset])
+        root = os.environ.get(DATA_DIR_ENV)
+        rel = LAMBADA_FILE if dataset == "lambada" else DATA_FILES[dataset]
+        if not root:
+            raise ValueError(f"Expected the path of dataset {dataset!r} (paths={{{dataset!r}: ...}}) or the "
+                             f"environment variable {DATA_DIR_ENV} (a folder holding {rel}), got neither")
+        return str(Path(root) / rel)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.out_dir) / self.cache_name
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def load_examples(cfg: ChoiceConfig, tokenizer: Any) -> dict[str, list[EvalExample]]:
+    """dataset -> its selected examples (``limits``; seeded order, prefix-stable)."""
+    ev = EvalConfig(model="smollm2", **{d: cfg.path(d) for d in cfg.datasets if d != "lambada"})
+    out = {}
+    for d in cfg.datasets:
+        if d == "lambada":
+            examples = from_data_module("lambada", load_annotated_lambada(cfg.path(d), tokenizer))
+        else:
+            examples = load_dataset(d, ev, tokenizer)
+        out[d] = select_examples(examples, cfg.limits.get(d, len(examples)), cfg.max_tokens, 0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ cache
+class JsonCache:
+    """JSON lines keyed by ``key``, read from every ``cache*.jsonl`` of a folder (so processes running different
+    stages at once each append to their own file and see the others' lines after :meth:`refresh`); the last line of
+    a key wins; a line cut by an interrupted run is skipped.
+
+    Args:
+        path: the file this process appends to (its folder holds the others).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read every cache file of the folder (this process's own lines are already in memory)."""
+        if not self.path.parent.exists():
+            return
+        for file in sorted(self.path.parent.glob("cache*.jsonl")):
+            for line in file.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.records.setdefault(rec["key"], rec)
+
+    def add(self, rec: dict) -> None:
+        self.records[rec["key"]] = rec
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def _key(example: EvalExample, what: str) -> str:
+    return f"{example.dataset}/{example.id}/{what}"
+
+
+def _floats(t: torch.Tensor) -> list[float]:
+    return [float(f"{v:.7g}") for v in t.detach().float().cpu().tolist()]
+
+
+# ------------------------------------------------------------------------------------------------------ components
+def components(model: nn.Module, tokenizer: Any, example: EvalExample, exact: bool = False) -> dict:
+    """The cached components of one example: ``M`` (sink ``auto``), ``I``, ``A`` (AttnLRP), ``SF`` (Fisher S) —
+    or with ``exact`` only ``SE`` (exact S) — and the seconds each took (``seconds``; ``fwd`` is the captured
+    forward that M, I and S share)."""
+    ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(model.parameters()).device)
+    heat = HEAT(model, tokenizer, HEATConfig(curvature="exact" if exact else "fisher"))
+    sec: dict[str, float] = {}
+    t0 = time.perf_counter()
+    logits, caps = heat.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+    sec["fwd"] = time.perf_counter() - t0
+    target = example.target_id if example.target_id >= 0 else int(logits[0].argmax())
+    x = embed(model, ids[None]).detach()
+    rec: dict[str, Any] = {"target": target}
+    if exact:
+        t0 = time.perf_counter()
+        rec["SE"] = _floats(heat.curvature(x, target, caps, Cost()))
+        sec["SE"] = time.perf_counter() - t0
+        rec["seconds"] = sec
+        return rec
+    logp = torch.log_softmax(logits[0].float(), -1)
+    rec.update(greedy=int(logits[0].argmax()), target_logprob=float(logp[target]))
+    t0 = time.perf_counter()
+    transitions, diag = sink_transitions(caps)
+    rec["M"], rec["auto_sinks"] = _floats(transitions["auto"]), diag["auto_sinks"]
+    sec["M"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec["I"] = _floats(information(model, x, caps, logp, None, mask_vector(model, "zero"), 8))
+    sec["I"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec["SF"] = _floats(heat.curvature(x, target, caps, Cost()))
+    sec["SF"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec["A"] = _floats(AttnLRP(model, tokenizer).attribute(ids, target=target).scores)
+    sec["A"] = time.perf_counter() - t0
+    rec["seconds"] = sec
+    return rec
+
+
+def row_scores(row: str, comp: dict, seed: int = 0) -> torch.Tensor:
+    """(n,) scores of ``row`` from an example's components (``comp`` holds ``M``, ``I``, ``A``, ``SF``, ``SE``)."""
+    _, need, cfg = ROWS[row]
+    t = {k: torch.tensor(comp[k], dtype=torch.float32) for k in ("M", "I", "A", "SF", "SE") if k in comp}
+    if row == "random":
+        g = torch.Generator().manual_seed(seed * 1_000_003 + len(comp["M"]) * 7919 + int(comp.get("target", 0)))
+        return torch.rand(len(comp["M"]), generator=g)
+    if row == "attnlrp":
+        return t["A"]
+    if row == "occlusion_kl":
+        return t["I"]
+    if row == "m_attnlrp":
+        return t["M"] * t["A"]
+    s = t.get("SE") if "SE" in need else t.get("SF")
+    return combine(Components(t["M"], s, t["I"], None), HEATConfig(**{k: v for k, v in cfg.items()
+                                                                       if k != "curvature"}))
+
+
+def row_seconds(row: str, comp: dict) -> float:
+    """Seconds per example of ``row``: the seconds of the components it needs (+ the shared captured forward for
+    M, I, S)."""
+    _, need, _ = ROWS[row]
+    sec = comp["seconds"]
+    total = sum(sec.get(k, math.nan) for k in need)
+    if any(k in need for k in ("M", "I", "SF", "SE")):
+        total += sec.get("fwd", 0.0)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+class MemoForward:
+    """``forward_fn`` that memoises the last call's logits by input: the metrics' reference rows (original and all
+    zeroed) are the same for every row and seed of an example, so they are run once."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.fn = make_forward_fn(model)
+        self.memo: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.memo is not None and self.memo[0].shape == x.shape and torch.equal(self.memo[0], x):
+            return self.memo[2]
+        out = self.fn(x, mask)
+        if x.shape[0] <= 2:
+            self.memo = (x.clone(), mask, out)
+        return out
+
+
+def model_metrics(forward: MemoForward, scores: torch.Tensor, x: torch.Tensor, target: int, cfg: ChoiceConfig
+                  ) -> dict[str, Any]:
+    """Soft-NC / Soft-NS (``none`` and ``rank``, per seed and their mean) and ABPC of (n,) scores on x (1, n, d)."""
+    s = scores[None].float()
+    out: dict[str, Any] = {}
+    for transform, suffix, seeds in (("none", "", cfg.seeds), ("rank", "_rank", cfg.rank_seeds)):
+        per = {"nc": [], "ns": []}
+        for seed in seeds:
+            v = soft_faithfulness(s, x, None, forward, ("nc", "ns"), "reagent", 1, seed, cfg.metric_batch_size,
+                                  False, scores_transform=transform)
+            per["nc"].append(float(v["soft_nc"]))
+            per["ns"].append(float(v["soft_ns"]))
+        for kind in ("nc", "ns"):
+            out[f"soft_{kind}{suffix}"] = float(np.mean(per[kind]))
+            out[f"soft_{kind}{suffix}_seeds"] = per[kind]
+    out["abpc"] = float(abpc(s, x, None, torch.tensor([target]), forward, steps=cfg.abpc_steps,
+                             batch_size=cfg.metric_batch_size))
+    return out
+
+
+def free_metrics(scores: torch.Tensor, example: EvalExample) -> dict[str, float]:
+    """DSA and F1 of the top-|gold| tokens (examples with gold tokens)."""
+    s = scores[None].float()
+    return {"dsa": float(dsa(s, [example.gold], [example.distractor or []])),
+            "f1": float(f1_alignment(s, [example.gold])["f1"])}
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None = None, tokenizer: Any = None,
+               log: Any = print) -> JsonCache:
+    """Compute what the cache lacks for one stage: ``"cheap"`` (components without exact S, and the metrics of
+    :data:`CHEAP_ROWS`) or ``"exact"`` (exact S and the metrics of :data:`EXACT_ROWS` on the first
+    ``exact_limits[d]`` examples). Examples of the datasets are interleaved, so a partial run covers all."""
+    if stage not in ("cheap", "exact"):
+        raise ValueError(f"Expected stage 'cheap' or 'exact', got {stage!r}")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if model is None:
+        model, tokenizer = cfg.model if isinstance(cfg.model, tuple) else load_model(cfg.model)
+    cache = JsonCache(cfg.cache_path)
+    groups = load_examples(cfg, tokenizer)
+    if stage == "exact":
+        groups = {d: g[: cfg.exact_limits.get(d, 0)] for d, g in groups.items()}
+    order = [g[k] for k in range(max((len(g) for g in groups.values()), default=0)) for g in groups.values()
+             if k < len(g)]
+    order = order[cfg.start:]
+    forward = MemoForward(model)
+    rows = CHEAP_ROWS if stage == "cheap" else EXACT_ROWS
+    for i, e in enumerate(order):
+        t_example = time.perf_counter()
+        cache.refresh()
+        ckey = _key(e, "components")
+        waited = 0.0
+        while stage == "exact" and ckey not in cache.records and waited < cfg.wait_for_components:
+            time.sleep(10.0)
+            waited += 10.0
+            cache.refresh()
+        if ckey not in cache.records:
+            cache.add({"key": ckey, "n": len(e.input_ids), **components(model, tokenizer, e)})
+        comp = dict(cache.records[ckey])
+        if stage == "exact":
+            ekey = _key(e, "exact")
+            if ekey not in cache.records:
+                cache.add({"key": ekey, **components(model, tokenizer, e, exact=True)})
+            exact = cache.records[ekey]
+            comp["SE"] = exact["SE"]
+            comp["seconds"] = {**comp["seconds"], "SE": exact["seconds"]["SE"]}
+        ids = torch.tensor(e.input_ids, dtype=torch.long, device=next(model.parameters()).device)
+        with torch.no_grad():
+            x = embed(model, ids[None]).detach()
+        done = 0
+        for row in rows:
+            mkey = _key(e, f"metrics/{row}")
+            if mkey in cache.records:
+                continue
+            scores = row_scores(row, comp)
+            t0 = time.perf_counter()
+            metrics = (model_metrics(forward, scores, x, comp["target"], cfg) if e.dataset in BENCHMARKS
+                       else free_metrics(scores, e))
+            cache.add({"key": mkey, "dataset": e.dataset, "example": e.id, "row": row, "metrics": metrics,
+                       "seconds": row_seconds(row, comp), "metric_seconds": time.perf_counter() - t0})
+            done += 1
+        log(f"[{stage}] {i + 1}/{len(order)} {e.dataset}/{e.id} n={len(e.input_ids)} rows={done} "
+            f"{time.perf_counter() - t_example:.1f}s")
+    return cache

@@ -1,0 +1,221 @@
+"""The report of :mod:`heat_module.evaluation.choice`: per-dataset tables with bootstrap 95 % intervals, paired
+differences of the default HEAT against the methods that matter, seconds per example, and the decision rule's outcome
+(:func:`apply_rule`)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heat_module.evaluation.choice import (
+    ALIGNMENT,
+    BENCHMARKS,
+    CANDIDATES,
+    COMPARED,
+    MAX_COST_RATIO,
+    MIN_EXAMPLES,
+    ROWS,
+    RULE,
+    RULE_METRICS,
+    TITLES,
+    ChoiceConfig,
+    JsonCache,
+)
+from heat_module.evaluation.stats import bootstrap_ci
+
+BENCH_METRICS = ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")
+ALIGN_METRICS = ("dsa", "f1")
+METRIC_TITLES = {"soft_nc": "Soft-NC", "soft_ns": "Soft-NS", "abpc": "ABPC", "soft_nc_rank": "Soft-NC (ranks)",
+                 "soft_ns_rank": "Soft-NS (ranks)", "dsa": "DSA", "f1": "F1"}
+
+
+def metric_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """(dataset, row) -> example id -> metric -> value (plus ``seconds``)."""
+    out: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+    for r in records:
+        if "/metrics/" not in r["key"]:
+            continue
+        vals = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+        vals["seconds"] = r["seconds"]
+        out[(r["dataset"], r["row"])][r["example"]] = vals
+    return out
+
+
+def cell(values: list[float], resamples: int, seed: int = 0) -> tuple[float, float, float]:
+    return bootstrap_ci(values, resamples, seed) if values else (math.nan, math.nan, math.nan)
+
+
+def fmt(ci: tuple[float, float, float]) -> str:
+    est, lo, hi = ci
+    if not math.isfinite(est):
+        return "–"
+    return f"{est:.3f} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else f"{est:.3f}"
+
+
+def seconds_per_row(table: dict, datasets: Iterable[str]) -> dict[str, float]:
+    """Mean seconds per example of each row over the examples of ``datasets``."""
+    out = {}
+    for row in ROWS:
+        vals = [v["seconds"] for d in datasets for v in table.get((d, row), {}).values()
+                if math.isfinite(v.get("seconds", math.nan))]
+        out[row] = float(np.mean(vals)) if vals else math.nan
+    return out
+
+
+def apply_rule(table: dict, resamples: int = 0) -> dict[str, Any]:
+    """The outcome of :data:`heat_module.evaluation.choice.RULE` on the metric table.
+
+    Returns:
+        ``{"applicable": bool, "reason": str, "eligible": [...], "mean_rank": {row: float}, "winner": row | None,
+        "cost_ratio": {row: float}, "counts": {row: {dataset: n}}}``.
+    """
+    sec = seconds_per_row(table, BENCHMARKS)
+    base = sec["attnlrp"]
+    ratio = {r: sec[r] / base if base and math.isfinite(base) else math.nan for r in CANDIDATES}
+    eligible = [r for r in CANDIDATES if math.isfinite(ratio[r]) and ratio[r] <= MAX_COST_RATIO]
+    counts = {r: {d: sum(1 for v in table.get((d, r), {}).values() if all(m in v for m in RULE_METRICS))
+                  for d in BENCHMARKS} for r in CANDIDATES}
+    short = {r: c for r, c in counts.items() if r in eligible and min(c.values()) < MIN_EXAMPLES}
+    ranks: dict[str, list[float]] = {r: [] for r in eligible}
+    for d in BENCHMARKS:
+        for m in RULE_METRICS:
+            means = {r: float(np.mean([v[m] for v in table.get((d, r), {}).values() if m in v]))
+                     for r in eligible if table.get((d, r))}
+            order = sorted(means, key=lambda r: -means[r])
+            for r in eligible:
+                if r in means:  # average ranks for ties
+                    tied = [i + 1 for i, q in enumerate(order) if means[q] == means[r]]
+                    ranks[r].append(float(np.mean(tied)))
+    mean_rank = {r: float(np.mean(v)) if v else math.nan for r, v in ranks.items()}
+    finite = [r for r in eligible if math.isfinite(mean_rank[r])]
+    winner = min(finite, key=lambda r: (mean_rank[r], sec[r])) if finite else None
+    applicable = not short and winner is not None and all(len(ranks[r]) == 9 for r in eligible)
+    if applicable:
+        reason = f"every eligible candidate has ≥ {MIN_EXAMPLES} examples on each benchmark"
+    else:
+        missing = ", ".join(f"`{r}` ({', '.join(f'{TITLES[d]} {n}' for d, n in c.items())})" for r, c in short.items())
+        reason = f"not enough examples: {missing}" if missing else "no eligible candidate with all nine ranks"
+    return {"applicable": applicable, "reason": reason, "eligible": eligible, "mean_rank": mean_rank,
+            "winner": winner, "cost_ratio": ratio, "counts": counts, "seconds": sec}
+
+
+def paired(table: dict, dataset: str, a: str, b: str, metric: str, resamples: int) -> tuple[tuple, int]:
+    """Mean of (a − b) over the examples both rows have, with its bootstrap interval, and the count."""
+    xa, xb = table.get((dataset, a), {}), table.get((dataset, b), {})
+    common = sorted(set(xa) & set(xb))
+    diffs = [xa[e][metric] - xb[e][metric] for e in common if metric in xa[e] and metric in xb[e]]
+    return cell(diffs, resamples), len(diffs)
+
+
+def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
+    """The compact table: each row's per-benchmark means of Soft-NC, Soft-NS, ABPC averaged over the benchmarks
+    (each benchmark weighs the same), its DSA/F1 on the alignment sets, and its cost relative to AttnLRP."""
+    out = ["## Summary (means of the per-benchmark means; cost on the benchmarks)", "",
+           "| method | Soft-NC | Soft-NS | ABPC | DSA curated | F1 curated | DSA LAMBADA | F1 LAMBADA | × AttnLRP |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in ROWS:
+        cells = []
+        for m in RULE_METRICS:
+            per = [np.mean([v[m] for v in table[(d, r)].values() if m in v]) for d in BENCHMARKS if table.get((d, r))]
+            cells.append(f"{np.mean(per):.3f}" if len(per) == len(BENCHMARKS) else "–")
+        for d in ALIGNMENT:
+            for m in ALIGN_METRICS:
+                vals = [v[m] for v in table.get((d, r), {}).values() if m in v]
+                cells.append(f"{np.mean(vals):.3f}" if vals else "–")
+        ratio = seconds[r] / seconds["attnlrp"] if seconds.get("attnlrp") else math.nan
+        out.append(f"| {ROWS[r][0]} | " + " | ".join(cells) + f" | {ratio:.1f} |")
+    return out + [""]
+
+
+def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes: str = "",
+                        records: Iterable[dict] | None = None) -> Path:
+    """Write the markdown report of what the cache holds to ``path``; returns it."""
+    if records is None:
+        records = JsonCache(cfg.cache_path).records.values()
+    records = list(records)
+    table = metric_table(records)
+    R = cfg.bootstrap
+    lines = ["# Is HEAT worth choosing? (issue 15)", "",
+             "HEAT's configurations against AttnLRP, occlusion-KL and the gate M applied to cheap methods "
+             "(`heat_module/evaluation/choice.py`, `benchmarks/eval_choice.py`). Means over examples with "
+             f"percentile bootstrap 95 % intervals ({R} resamples) in brackets; n = examples.", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines += ["## Decision rule", "", RULE, ""]
+    outcome = apply_rule(table)
+    lines += ["## Outcome of the rule", ""]
+    lines += ["| candidate | mean rank (9 = 3 metrics × 3 benchmarks) | s/example (benchmarks) | × AttnLRP | "
+              "n (LongRA, TellMeWhy, WikiBio) |", "|---|---|---|---|---|"]
+    for r in CANDIDATES:
+        mr = outcome["mean_rank"].get(r, math.nan)
+        c = outcome["counts"][r]
+        lines.append(f"| `{r}` {ROWS[r][0]} | {mr:.2f} | {outcome['seconds'][r]:.2f} | "
+                     f"{outcome['cost_ratio'][r]:.1f} | {c['longra']}, {c['tellmewhy']}, {c['wikibio']} |"
+                     if math.isfinite(mr) else
+                     f"| `{r}` {ROWS[r][0]} | – (not eligible or no data) | {outcome['seconds'][r]:.2f} | "
+                     f"{outcome['cost_ratio'][r]:.1f} | {c['longra']}, {c['tellmewhy']}, {c['wikibio']} |")
+    lines += ["", (f"**Rule applied:** winner `{outcome['winner']}` ({ROWS[outcome['winner']][0]})."
+                   if outcome["applicable"] else
+                   f"**Rule not applied** ({outcome['reason']}); best so far: `{outcome['winner']}`."), ""]
+    lines += summary_lines(table, outcome["seconds"])
+    for group, metrics in ((BENCHMARKS, BENCH_METRICS), (ALIGNMENT, ALIGN_METRICS)):
+        for d in group:
+            rows = [r for r in ROWS if table.get((d, r))]
+            if not rows:
+                continue
+            lines += [f"## {TITLES[d]}", "",
+                      "| method | n | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " | s/example |",
+                      "|---|---|" + "---|" * (len(metrics) + 1)]
+            for r in rows:
+                vals = table[(d, r)]
+                cells = [fmt(cell([v[m] for v in vals.values() if m in v], R)) for m in metrics]
+                secs = np.mean([v["seconds"] for v in vals.values()])
+                lines.append(f"| {ROWS[r][0]} | {len(vals)} | " + " | ".join(cells) + f" | {secs:.2f} |")
+            lines.append("")
+    lines += ["## Paired differences: default HEAT (exact S, eq. 5) minus each method", "",
+              "Same examples for both (n); an interval that excludes 0 is a difference the data resolve.", ""]
+    for group, metrics in ((BENCHMARKS, ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")),
+                           (ALIGNMENT, ALIGN_METRICS)):
+        for d in group:
+            if not table.get((d, "heat_exact")):
+                continue
+            lines += [f"**{TITLES[d]}**", "", "| HEAT default − | n | " + " | ".join(METRIC_TITLES[m] for m in metrics)
+                      + " |", "|---|---|" + "---|" * len(metrics)]
+            for b in COMPARED:
+                cells, n = [], 0
+                for m in metrics:
+                    ci, n = paired(table, d, "heat_exact", b, m, R)
+                    cells.append(fmt(ci))
+                lines.append(f"| {ROWS[b][0]} | {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+    sec_all = seconds_per_row(table, BENCHMARKS + ALIGNMENT)
+    lines += ["## Seconds per example (attribution only, 1 torch thread, shared 2-core CPU)", "",
+              "| method | s/example (all datasets) | × AttnLRP |", "|---|---|---|"]
+    for r in ROWS:
+        ratio = sec_all[r] / sec_all["attnlrp"] if sec_all["attnlrp"] else math.nan
+        lines.append(f"| {ROWS[r][0]} | {sec_all[r]:.2f} | {ratio:.1f} |")
+    lines += ["", "## Configurations compared", ""]
+    for r, (title, need, conf) in ROWS.items():
+        how = {"attnlrp": "`build('attnlrp', model)` (one forward, one backward; relevance of the target logit)",
+               "occlusion_kl": "`build('occlusion', model, measure='kl')` ≡ I of eq. 4 (zero mask; computed with "
+                               "HEAT's prefix-shared `information`)",
+               "m_attnlrp": "`build('gated:attnlrp', model)` (M with `sink='auto'` × AttnLRP)",
+               "random": "seeded U[0, 1) scores"}.get(r)
+        if how is None:
+            fields = ", ".join(f"{k}={v!r}" for k, v in conf.items())
+            how = f"`HEAT(model, tok, HEATConfig({fields}))`"
+        lines.append(f"- `{r}` — {title}: {how}; components {', '.join(need) or '–'}.")
+    lines += ["", f"Run settings: model {cfg.model if isinstance(cfg.model, str) else 'given'}, contexts ≤ "
+              f"{cfg.max_tokens} tokens, Soft-NC/NS mask seeds {list(cfg.seeds)} (one mask each), rank-transformed "
+              f"Soft-NC/NS seeds {list(cfg.rank_seeds)}, ABPC T = {cfg.abpc_steps}.", ""]
+    if command:
+        lines += ["Report command:", "", f"    {command}", ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,93 @@
+"""The issue-15 comparison end to end on a tiny model: two examples per dataset from the fixtures in
+tests/fixtures/, both stages, the report, resuming, and the decision rule on a hand-made table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import heat_module.evaluation.choice as choice
+from heat_module.config import HEATConfig
+from heat_module.evaluation.choice import CANDIDATES, ROWS, ChoiceConfig, row_scores, run_choice
+from heat_module.evaluation.choice_report import apply_rule, write_choice_report
+from heat_module.heat.combine import Components, combine
+from heat_module.testing import tiny_model, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+PATHS = {"longra": str(FIXTURES / "longra.jsonl"), "tellmewhy": str(FIXTURES / "prompts.txt"),
+         "wikibio": str(FIXTURES / "prompts.txt"), "curated": str(FIXTURES / "curated.json"),
+         "lambada": str(FIXTURES / "annotated_lambada.json")}
+
+
+def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):
+    model, tok = tiny_model("llama", seed=0), tiny_tokenizer()
+    limits = {d: 2 for d in PATHS}
+    cfg = ChoiceConfig(model=(model, tok), paths=PATHS, limits=limits, exact_limits=limits, seeds=(0, 1),
+                       abpc_steps=3, bootstrap=20, out_dir=str(tmp_path / "out"))
+    run_choice(cfg, "cheap", model, tok, log=lambda m: None)
+    run_choice(cfg, "exact", model, tok, log=lambda m: None)
+    recs = [json.loads(line) for line in cfg.cache_path.read_text().splitlines()]
+    metrics = [r for r in recs if "/metrics/" in r["key"]]
+    for d in PATHS:
+        examples = {r["example"] for r in metrics if r["dataset"] == d}
+        assert len(examples) == 2, d
+        rows = {r["row"] for r in metrics if r["dataset"] == d}
+        assert rows == set(ROWS), d
+    bench = next(r for r in metrics if r["dataset"] == "longra" and r["row"] == "heat_exact")
+    assert {"soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank"} <= set(bench["metrics"])
+    assert len(bench["metrics"]["soft_nc_seeds"]) == 2
+    align = next(r for r in metrics if r["dataset"] == "lambada" and r["row"] == "m_attnlrp")
+    assert set(align["metrics"]) == {"dsa", "f1"}
+    assert all(r["seconds"] > 0 for r in metrics if r["row"] != "random")
+
+    report = write_choice_report(cfg, tmp_path / "REPORT.md", command="eval_choice.py --stage report")
+    text = report.read_text()
+    for part in ("Decision rule", "Outcome of the rule", "Rule not applied", "## LongRA", "## LAMBADA (annotated)",
+                 "Paired differences", "Seconds per example", "Configurations compared", "eval_choice.py"):
+        assert part in text, part
+
+    # resume: nothing is recomputed
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(choice, "components", boom)
+    monkeypatch.setattr(choice, "model_metrics", boom)
+    monkeypatch.setattr(choice, "free_metrics", boom)
+    n = len(cfg.cache_path.read_text().splitlines())
+    run_choice(cfg, "cheap", model, tok, log=lambda m: None)
+    run_choice(cfg, "exact", model, tok, log=lambda m: None)
+    assert len(cfg.cache_path.read_text().splitlines()) == n
+
+
+def test_rows_from_components_by_hand():
+    comp = {"M": [0.5, 0.25, 0.25], "I": [0.01, 0.03, 0.02], "A": [1.0, -2.0, 3.0], "SF": [4.0, 1.0, 0.0],
+            "SE": [40.0, 10.0, 0.0], "target": 1}
+    assert torch.allclose(row_scores("m_attnlrp", comp), torch.tensor([0.5, -0.5, 0.75]))
+    assert torch.allclose(row_scores("m_i", comp), torch.tensor([0.0025, 0.00375, 0.0025]))
+    want = combine(Components(torch.tensor(comp["M"]), torch.tensor(comp["SF"]), torch.tensor(comp["I"]), None),
+                   HEATConfig(normalize="sum"))
+    assert torch.allclose(row_scores("heat_fisher_sum", comp), want)
+    assert torch.allclose(row_scores("heat_exact_rank", comp),
+                          torch.tensor([0.5, 0.25, 0.25]) * 0.5 * torch.tensor([1 + 1 / 3, 2 / 3 + 1, 1 / 3 + 2 / 3]))
+
+
+def test_rule_picks_the_best_mean_rank_among_affordable_candidates():
+    def rows(values: dict[str, float], seconds: dict[str, float], n: int = 15):
+        table = {}
+        for d in ("longra", "tellmewhy", "wikibio"):
+            for r, v in values.items():
+                table[(d, r)] = {str(k): {"soft_nc": v, "soft_ns": v, "abpc": v, "seconds": seconds[r]}
+                                 for k in range(n)}
+        return table
+
+    values = {r: 0.1 for r in CANDIDATES} | {"attnlrp": 0.0, "heat_fisher_sum": 0.3, "heat_exact_rank": 0.5}
+    seconds = {r: 2.0 for r in CANDIDATES} | {"attnlrp": 1.0, "heat_exact_rank": 30.0}
+    out = apply_rule(rows(values, seconds))
+    assert out["applicable"] and out["winner"] == "heat_fisher_sum"  # heat_exact_rank is better but costs 30×
+    assert "heat_exact_rank" not in out["eligible"] and out["mean_rank"]["heat_fisher_sum"] == 1.0
+    short = apply_rule(rows(values, seconds, n=3))
+    assert not short["applicable"] and "not enough examples" in short["reason"]

@@ -1,0 +1,62 @@
+"""``HEATConfig(normalize=...)``: S and I put on one scale before β and γ weigh them, checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heat_module.config import HEATConfig
+from heat_module.heat.combine import Components, combine, normalize_component
+
+M = torch.tensor([0.5, 0.25, 0.25])
+S = torch.tensor([4.0, 1.0, 0.0])
+INFO = torch.tensor([0.01, 0.03, 0.02])
+
+
+def test_normalize_component_by_hand():
+    assert torch.equal(normalize_component(S, "none"), S)
+    assert torch.allclose(normalize_component(S, "sum"), torch.tensor([0.8, 0.2, 0.0]))
+    assert torch.allclose(normalize_component(INFO, "sum"), torch.tensor([1 / 6, 1 / 2, 1 / 3]))
+    assert torch.allclose(normalize_component(S, "rank"), torch.tensor([1.0, 2 / 3, 1 / 3]))
+    assert torch.allclose(normalize_component(INFO, "rank"), torch.tensor([1 / 3, 1.0, 2 / 3]))
+    assert torch.allclose(normalize_component(torch.tensor([2.0, 2.0, 5.0]), "rank"), torch.tensor([0.5, 0.5, 1.0]))
+    assert torch.equal(normalize_component(torch.zeros(3), "sum"), torch.zeros(3))
+    with pytest.raises(ValueError, match="normalize"):
+        normalize_component(S, "max")
+
+
+@pytest.mark.parametrize("mode, want", [
+    # eq. 5 as written: M·(0.5 S + 0.5 I)
+    ("none", [0.5 * (2.0 + 0.005), 0.25 * (0.5 + 0.015), 0.25 * (0.0 + 0.01)]),
+    # M·(0.5·S/ΣS + 0.5·I/ΣI) = M·(0.5·(0.8, 0.2, 0) + 0.5·(1/6, 1/2, 1/3))
+    ("sum", [0.5 * (0.4 + 1 / 12), 0.25 * (0.1 + 0.25), 0.25 * (0.0 + 1 / 6)]),
+    # M·(0.5·(1, 2/3, 1/3) + 0.5·(1/3, 1, 2/3))
+    ("rank", [0.5 * (0.5 + 1 / 6), 0.25 * (1 / 3 + 0.5), 0.25 * (1 / 6 + 1 / 3)]),
+])
+def test_combine_weighs_the_normalised_components(mode, want):
+    got = combine(Components(M, S, INFO, None), HEATConfig(normalize=mode))
+    assert torch.allclose(got, torch.tensor(want), atol=1e-7)
+
+
+def test_beta_trades_s_against_i_only_when_normalised():
+    """With S ≫ I every β > 0 ranks as S under eq. 5; normalised, a small β lets I decide."""
+    parts = Components(torch.full((3,), 1 / 3), S * 1000, INFO, None)
+    for beta in (0.1, 0.5):
+        raw = combine(parts, HEATConfig(beta=beta, gamma=1 - beta))
+        assert torch.equal(torch.argsort(raw), torch.argsort(S))
+    small = combine(parts, HEATConfig(beta=0.1, gamma=0.9, normalize="sum"))
+    assert int(small.argmax()) == int(INFO.argmax())
+
+
+def test_config_choices_and_presets():
+    assert HEATConfig().normalize == "none"
+    with pytest.raises(ValueError, match="Expected normalize to be one of"):
+        HEATConfig(normalize="l2")
+    paper = HEATConfig.preset("paper")
+    assert (paper.curvature, paper.beta, paper.gamma, paper.normalize, paper.sink) == ("exact", 0.5, 0.5, "none",
+                                                                                        "keep")
+    assert HEATConfig.preset("default") == HEATConfig()
+    assert HEATConfig.preset("paper", probes=4).probes == 4
+    with pytest.raises(ValueError, match="Expected a preset"):
+        HEATConfig.preset("fast")
+    assert HEATConfig(sink="auto-median").sink == "auto-median"

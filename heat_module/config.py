@@ -238,7 +238,7 @@ class HEATConfig:
           scores, not as a stand-in for eq. 4's I.
         """
         if name not in PRESETS:
-            raise ValueError(f"Expected a preset among {list(PRESETS)}, got {name!r}")
+            raise ValueError(f"Expected preset to be one of {list(PRESETS)}, got {name!r}")
         return cls(**{**PRESETS[name], **changes})
 
 

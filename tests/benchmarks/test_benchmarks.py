@@ -71,8 +71,8 @@ def test_bench_metrics_tiny(tmp_path):
 def test_bench_information_and_curvature_tiny():
     out = run_script("bench_information.py", "--lengths", "8", "--batch-size", "4")
     assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,", out, re.M)
-    out = run_script("bench_curvature.py", "--lengths", "8", "--probes", "1", "--tokens", "2", "--chunk", "2")
-    assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.]+,[0-9.]+x,", out, re.M)
+    out = run_script("bench_curvature.py", "--configs", "8:1:2")  # n = 8, m = 1, 2 tokens; asserts equal values
+    assert re.search(r"^8,1,2,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.e+-]+,True$", out, re.M), out[-2000:]
 
 
 @pytest.mark.slow

@@ -73,14 +73,15 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations,
     with S and I first normalised as ``config.normalize`` says (:func:`normalize_component`).
 
-    A component that is ``None`` counts as zero.
+    A component that is ``None`` counts as zero (under every ``normalize``).
     """
     n = parts.transition.shape[0]
     zero = torch.zeros(n, dtype=torch.float32, device=parts.transition.device)
-    s = parts.curvature if parts.curvature is not None else zero
-    info = parts.information if parts.information is not None else zero
-    mode = getattr(config, "normalize", "none")
-    s, info = normalize_component(s, mode), normalize_component(info, mode)
+
+    def term(values: torch.Tensor | None) -> torch.Tensor:  # normalised; absent = 0 (also under "rank")
+        return zero if values is None else normalize_component(values, config.normalize)
+
+    s, info = term(parts.curvature), term(parts.information)
     fo = parts.first_order if parts.first_order is not None else zero
     inner = config.beta * s + config.gamma * info
     ablation = config.ablation

@@ -60,3 +60,11 @@ def test_config_choices_and_presets():
     with pytest.raises(ValueError, match="Expected preset to be one of"):
         HEATConfig.preset("fastest")
     assert HEATConfig(sink="auto-median").sink == "auto-median"
+
+
+@pytest.mark.parametrize("mode", ["none", "sum", "rank"])
+def test_absent_component_counts_as_zero_under_every_normalize(mode):
+    """A component that was not computed adds nothing, also under "rank" (whose rank of an all-zero vector is not 0)."""
+    with_zero_i = combine(Components(M, S, None, None), HEATConfig(normalize=mode))
+    want = M * 0.5 * normalize_component(S, mode)
+    assert torch.allclose(with_zero_i, want, atol=1e-7)

@@ -86,7 +86,8 @@ class HEATConfig:
             keeps position 0 on models or prompts where it is not a sink. ``"auto-median"``: the positions ``"auto"``
             flags get the median M of the other positions instead of 0
             (:func:`heat_module.heat.transition.median_fill`), so a sink that carries content stays attributable.
-        normalize: how S and I are put on one scale before β and γ weigh them (eq. 5 is ``"none"``):
+        normalize: how S and I (and the α term ‖∇_{x_i} g‖₁ of HEAT+FO) are put on one scale before β and γ (α)
+            weigh them (eq. 5 is ``"none"``):
             ``"none"`` (the paper's eq. 5 as written: on SmolLM2 S is ~10³× I, so βS + γI ranks as S for any
             β > 0), ``"sum"`` (S and I each divided by its sum over the context) or ``"rank"`` (each replaced by its
             normalised rank in [1/n, 1], ties averaged); see :func:`heat_module.heat.combine.normalize_component`.

@@ -8,7 +8,8 @@ HEAT+FO adds the first-order term ‖∇_{x_i} g‖₁ with weight α, in one of
 - ``"outside"`` (kept for comparison with earlier runs of this library): Attr_i = M[i]·(β S_i + γ I_i) +
   α‖∇_{x_i} g‖₁ — the gradient term ungated.
 
-With α = 0 both are eq. 5. The ablations of Table 5 act on the gate: ``"no_gate"`` drops M (both forms then give
+With α = 0 both are eq. 5. Under ``HEATConfig.normalize`` the gradient term is normalised like S and I. The
+ablations of Table 5 act on the gate: ``"no_gate"`` drops M (both forms then give
 α‖∇g‖₁ + βS + γI), ``"uniform_gate"`` replaces M by 1/n.
 
 :class:`Components` holds the per-token parts of one example; :func:`combine` turns them into scores for a
@@ -45,7 +46,8 @@ class Components:
 
 
 def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
-    """One component (S or I), (n,), put on a scale-free footing before β and γ weigh it (``HEATConfig.normalize``).
+    """One component (S, I or ‖∇_{x_i} g‖₁), (n,), put on a scale-free footing before its weight applies
+    (``HEATConfig.normalize``).
 
     - ``"none"``: unchanged (eq. 5 as written).
     - ``"sum"``: values / Σ_i values (non-negative components; all zero stays zero).
@@ -71,7 +73,9 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
 
 def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations,
-    with S and I first normalised as ``config.normalize`` says (:func:`normalize_component`).
+    with S, I and the first-order term ‖∇_{x_i} g‖₁ each first normalised as ``config.normalize`` says
+    (:func:`normalize_component`), so that α, β and γ weigh terms on one scale (a raw gradient norm beside
+    normalised S and I would let the gradient's magnitude, not α, decide how much it counts).
 
     A component that is ``None`` counts as zero (under every ``normalize``).
     """
@@ -81,8 +85,7 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     def term(values: torch.Tensor | None) -> torch.Tensor:  # normalised; absent = 0 (also under "rank")
         return zero if values is None else normalize_component(values, config.normalize)
 
-    s, info = term(parts.curvature), term(parts.information)
-    fo = parts.first_order if parts.first_order is not None else zero
+    s, info, fo = term(parts.curvature), term(parts.information), term(parts.first_order)
     inner = config.beta * s + config.gamma * info
     ablation = config.ablation
     if ablation == "transition":

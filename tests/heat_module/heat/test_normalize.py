@@ -68,3 +68,17 @@ def test_absent_component_counts_as_zero_under_every_normalize(mode):
     with_zero_i = combine(Components(M, S, None, None), HEATConfig(normalize=mode))
     want = M * 0.5 * normalize_component(S, mode)
     assert torch.allclose(with_zero_i, want, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["sum", "rank"])
+@pytest.mark.parametrize("first_order", ["gated", "outside"])
+def test_first_order_term_is_normalised_like_s_and_i(mode, first_order):
+    """Under normalize the α term ‖∇g‖₁ is on the scale of S and I: its raw magnitude does not change the scores."""
+    grad_norms = torch.tensor([2.0, 30.0, 7.0])
+    cfg = HEATConfig(alpha=0.5, normalize=mode, first_order=first_order)
+    got = combine(Components(M, S, INFO, grad_norms), cfg)
+    assert torch.allclose(got, combine(Components(M, S, INFO, grad_norms * 1000), cfg), atol=1e-7)
+    fo, inner = normalize_component(grad_norms, mode), 0.5 * normalize_component(S, mode) + 0.5 * normalize_component(
+        INFO, mode)
+    want = M * (0.5 * fo + inner) if first_order == "gated" else M * inner + 0.5 * fo
+    assert torch.allclose(got, want, atol=1e-7)

@@ -19,13 +19,12 @@ touched. Deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from heat_module.metrics.functional.common import Block, ForwardFn, check_model_batch, chunked_forward, ranking
+from heat_module.metrics.functional.common import ForwardFn, ranked_removal_probs
 
 
 @dataclass(frozen=True)
@@ -60,28 +59,12 @@ def abpc_values(
         options: the keyword options of :func:`abpc` (``steps``, ``batch_size``).
     """
     opts = ABPCOptions(**options)
-    if target_ids is None:
-        raise ValueError("Expected target_ids of shape (batch,), got None")
-    real, mask = check_model_batch(scores, inputs_embeds, attention_mask, target_ids)
-    batch, n, _ = inputs_embeds.shape
-    scores = scores.to(inputs_embeds.device)
 
-    def blocks() -> Iterator[Block]:
-        for b in range(batch):
-            pos = real[b].nonzero().flatten()
-            order = pos[ranking(scores[b, pos])]
-            rows = []
-            for k in abpc_counts(len(pos), opts.steps):
-                deleted = inputs_embeds[b].clone()
-                deleted[order[:k]] = 0.0
-                inserted = inputs_embeds[b].clone()
-                inserted[order[k:]] = 0.0
-                rows += [inserted, deleted]
-            y = int(target_ids[b])
-            yield torch.stack(rows), mask[b].expand(len(rows), n), lambda logp, y=y: logp[:, y].exp()
+    def removals(n_real: int) -> list[slice]:  # per k_j: inserted (all but the top k_j zeroed), deleted (top k_j)
+        return [cut for k in abpc_counts(n_real, opts.steps) for cut in (slice(k, None), slice(0, k))]
 
-    with torch.no_grad():
-        probs = chunked_forward(forward_fn, blocks(), opts.batch_size)  # each (2 (T − 1),): I_1, D_1, I_2, ...
+    probs = ranked_removal_probs(scores, inputs_embeds, attention_mask, target_ids, forward_fn, removals,
+                                 opts.batch_size)  # each (2 (T − 1),): I_1, D_1, I_2, ...
     return torch.stack([(p[0::2] - p[1::2]).sum() / opts.steps for p in probs]).float()
 
 

@@ -12,20 +12,13 @@ of ``batch_size`` rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from heat_module.metrics.functional.common import (
-    Block,
-    ForwardFn,
-    check_model_batch,
-    chunked_forward,
-    ranking,
-    topk_count,
-)
+from heat_module.metrics.functional.common import ForwardFn, ranked_removal_probs, topk_count
 
 AOPC_PERCENTS = (1, 5, 10, 20, 50)
 
@@ -59,26 +52,12 @@ def aopc_values(
         options: the keyword options of :func:`aopc` (``percents``, ``batch_size``).
     """
     opts = AOPCOptions(**options)
-    if target_ids is None:
-        raise ValueError("Expected target_ids of shape (batch,), got None")
-    real, mask = check_model_batch(scores, inputs_embeds, attention_mask, target_ids)
-    batch, n, _ = inputs_embeds.shape
-    scores = scores.to(inputs_embeds.device)
 
-    def blocks() -> Iterator[Block]:
-        for b in range(batch):
-            pos = real[b].nonzero().flatten()
-            order = pos[ranking(scores[b, pos])]
-            rows = [inputs_embeds[b]]
-            for pct in opts.percents:
-                row = inputs_embeds[b].clone()
-                row[order[: topk_count(pct, len(pos))]] = 0.0
-                rows.append(row)
-            y = int(target_ids[b])
-            yield torch.stack(rows), mask[b].expand(len(rows), n), lambda logp, y=y: logp[:, y].exp()
+    def removals(n_real: int) -> list[slice]:  # x itself, then x without its top k for each k in K
+        return [slice(0, 0)] + [slice(0, topk_count(pct, n_real)) for pct in opts.percents]
 
-    with torch.no_grad():
-        probs = chunked_forward(forward_fn, blocks(), opts.batch_size)  # each (1 + |K|,)
+    probs = ranked_removal_probs(scores, inputs_embeds, attention_mask, target_ids, forward_fn, removals,
+                                 opts.batch_size)  # each (1 + |K|,)
     return torch.stack([(p[0] - p[1:]).mean() for p in probs]).float()
 
 

@@ -1,5 +1,6 @@
-"""Helpers the functional metrics share: input checks, score normalisation, per-example generators, distances, and
-the chunked forward that pushes many perturbed copies of a batch through the model in few calls. (The base class of
+"""Helpers the functional metrics share: input checks, score normalisation, per-example generators, distances, the
+chunked forward that pushes many perturbed copies of a batch through the model in few calls, and P(y) of copies with
+tokens removed in score-rank order (AOPC, ABPC). (The base class of
 the metric classes is :class:`heat_module.metrics.base.SumCountMetric`.)
 
 Conventions (docs/design.md, "Metrics"):
@@ -322,3 +323,48 @@ def chunked_apply(
     if buf_id:
         flush(len(buf_id))
     return results  # type: ignore[return-value]
+
+
+def ranked_removal_probs(
+    scores: torch.Tensor,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    target_ids: torch.Tensor,
+    forward_fn: ForwardFn,
+    removals: Callable[[int], Sequence[slice]],
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """P(y) on copies of each example with tokens removed in score-rank order (AOPC, ABPC).
+
+    Each example's real tokens are ranked by score (:func:`ranking`); copy j zeroes the embeddings of the ranked
+    tokens ``order[removals(n_real)[j]]`` (``slice(0, k)``: the top k; ``slice(k, None)``: all but the top k;
+    ``slice(0, 0)``: none). Padding is never touched. All copies go through :func:`chunked_forward`.
+
+    Args:
+        scores, inputs_embeds, attention_mask, target_ids: (batch, n) scores, (batch, n, d) left-padded embeddings,
+            (batch, n) mask or ``None``, (batch,) target ids y.
+        forward_fn, batch_size: as :func:`chunked_forward`.
+        removals: ``removals(n_real)`` -> one slice of the ranking per copy.
+    Returns:
+        Per example, (copies,) fp32 P(y | copy) in the order of ``removals``.
+    """
+    if target_ids is None:
+        raise ValueError("Expected target_ids of shape (batch,), got None")
+    real, mask = check_model_batch(scores, inputs_embeds, attention_mask, target_ids)
+    batch, n, _ = inputs_embeds.shape
+    scores = scores.to(inputs_embeds.device)
+
+    def blocks() -> Iterator[Block]:
+        for b in range(batch):
+            pos = real[b].nonzero().flatten()
+            order = pos[ranking(scores[b, pos])]
+            rows = []
+            for removed in removals(len(pos)):
+                row = inputs_embeds[b].clone()
+                row[order[removed]] = 0.0
+                rows.append(row)
+            y = int(target_ids[b])
+            yield torch.stack(rows), mask[b].expand(len(rows), n), lambda logp, y=y: logp[:, y].exp()
+
+    with torch.no_grad():
+        return chunked_forward(forward_fn, blocks(), batch_size)

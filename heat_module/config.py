@@ -164,9 +164,13 @@ class HEATConfig:
             raise ValueError(f"Expected oversample to be an integer >= 0, got {self.oversample!r}")
         if self.hvp_memory_mb is not None and not (
                 isinstance(self.hvp_memory_mb, (int, float)) and not isinstance(self.hvp_memory_mb, bool)
-                and self.hvp_memory_mb > 0):
-            raise ValueError(f"Expected hvp_memory_mb to be a positive number or None, got {self.hvp_memory_mb!r}")
-        if self.fisher_mass is not None and not (0.0 < float(self.fisher_mass) <= 1.0):
+                and 0 < self.hvp_memory_mb < float("inf")):
+            raise ValueError(
+                f"Expected hvp_memory_mb to be a positive finite number or None, got {self.hvp_memory_mb!r}"
+            )
+        if self.fisher_mass is not None and not (
+                isinstance(self.fisher_mass, (int, float)) and not isinstance(self.fisher_mass, bool)
+                and 0.0 < self.fisher_mass <= 1.0):
             raise ValueError(f"Expected fisher_mass in (0, 1] or None, got {self.fisher_mass!r}")
         for name in ("layers", "window"):
             value = getattr(self, name)
@@ -201,10 +205,11 @@ class HEATConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """A short stable hash of every field that changes the scores (written next to each attribution by the
-        writer). Left out, so that hashes written before these fields existed stay valid: ``progress`` (it only
-        changes what is printed), and ``first_order`` when α = 0, where it has no effect (an α > 0 row of the old
-        ``"outside"`` form is never taken for eq. 22).
+        """A short stable hash of the fields (written next to each attribution by the writer). Left out, as they
+        cannot change the scores: ``progress`` (it only changes what is printed), and ``first_order`` when α = 0,
+        where it has no effect (so eq.-5 rows hash alike under both forms, while an α > 0 row of the ``"outside"``
+        form is never taken for eq. 22). Fields that change only speed or memory (``hvp_chunk_size``,
+        ``hvp_memory_mb``, ``hvp_mode``, ``info_batch_size``, ``backend``) stay in: they may change the last bits.
         """
         fields = self.to_dict()
         fields.pop("progress")

@@ -163,7 +163,7 @@ class HEAT(Attributor):
             cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
             cost.seconds["information"] = time.perf_counter() - t0
         bar.close()
-        if cfg.alpha > 0:
+        if cfg.alpha > 0 and cfg.ablation not in ("transition", "curvature", "information"):  # else combine drops it
             t0 = time.perf_counter()
             fo = gradient_norms(self.model, x, target, foil=foil)
             cost.gradients += 1

@@ -82,6 +82,14 @@ def test_first_order_term_is_gradient_norm(tiny_tok):
     assert res.curvature is None and res.information is None
 
 
+@pytest.mark.parametrize("ablation", ["transition", "curvature", "information"])
+def test_single_component_ablation_spends_no_gradient_on_the_alpha_term(tiny_tok, ablation):
+    """These ablations return one component; combine drops α‖∇g‖₁, so it is not computed."""
+    model = make_tiny("gpt2")
+    res = hm.HEAT(model, tiny_tok, hm.HEATConfig(alpha=1.0, ablation=ablation, progress=False)).attribute(TEXT)
+    assert res.first_order is None and "first_order" not in res.cost.seconds
+
+
 def test_batch_equals_single(tiny_heat, tiny_tok):
     texts = [TEXT, "a red bird sat in the tree", "my hat is stuck in the old"]
     enc = tiny_tok(texts, return_tensors="pt", padding=True)

@@ -52,7 +52,8 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
     - ``"none"``: unchanged (eq. 5 as written).
     - ``"sum"``: values / Σ_i values (non-negative components; all zero stays zero).
     - ``"rank"``: the normalised rank r_i / n in [1/n, 1] (the smallest value gets 1/n, the largest 1; tied values
-      share the mean of their ranks).
+      share the mean of their ranks). A constant component carries no order and gives zeros (like ``"sum"`` on
+      an all-zero one), so e.g. foil = target still gives all-zero scores.
 
     Example: S = (4, 1, 0), I = (0.01, 0.03, 0.02) → ``"sum"``: (0.8, 0.2, 0) and (1/6, 1/2, 1/3);
     ``"rank"``: (1, 2/3, 1/3) and (1/3, 1, 2/3).
@@ -65,6 +66,8 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
         return v / z if float(z) != 0.0 else torch.zeros_like(v)
     if mode == "rank":
         n = v.shape[-1]
+        if bool((v == v[..., :1]).all()):
+            return torch.zeros_like(v)
         less = (v[None, :] < v[:, None]).sum(-1).float()  # how many values are smaller
         equal = (v[None, :] == v[:, None]).sum(-1).float()
         return (less + (equal + 1.0) / 2.0) / n  # mean rank of the tie group, 1-based, over n

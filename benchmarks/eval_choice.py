@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", type=float, default=0.0,
                    help="exact stage: seconds to wait per example for the cheap stage's components")
     p.add_argument("--start", type=int, default=0, help="skip the first START examples of the interleaved order")
+    p.add_argument("--stop", type=int, default=None, help="end of this process's part of the order (exclusive)")
     p.add_argument("--no-notes", action="store_true", help="leave the recorded run's discussion out of the report")
     p.add_argument("--cache-name", default="cache.jsonl", help="this process's cache file (cache*.jsonl)")
     p.add_argument("--threads", type=int, default=1)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ChoiceConfig(model=args.model, datasets=list(args.datasets), paths=_pairs(args.path),
                        limits=_pairs(args.limits), exact_limits=_pairs(args.exact_limits), max_tokens=args.max_tokens,
                        abpc_steps=args.abpc_steps, out_dir=args.out_dir, threads=args.threads,
-                       cache_name=args.cache_name, wait_for_components=args.wait, start=args.start)
+                       cache_name=args.cache_name, wait_for_components=args.wait, start=args.start,
+                       stop=args.stop)
     if args.stage != "report":
         run_choice(cfg, args.stage, log=lambda m: print(m, flush=True))
     else:

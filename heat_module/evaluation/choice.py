@@ -111,6 +111,7 @@ class ChoiceConfig:
             ``"cheap"`` stage running at the same time) to store its components, instead of computing them twice.
         start: skip the first ``start`` examples of the interleaved order (a second process can then work on a
             later part of the same order at the same time; both append to their own cache files).
+        stop: end of this process's part of the interleaved order (exclusive; None: to the end).
     """
 
     model: Any = "smollm2"
@@ -129,6 +130,7 @@ class ChoiceConfig:
     cache_name: str = "cache.jsonl"
     wait_for_components: float = 0.0
     start: int = 0
+    stop: int | None = None
 
     def __post_init__(self) -> None:
         bad = [d for d in self.datasets if d not in CHOICE_DATASETS]
@@ -340,7 +342,7 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
         groups = {d: g[: cfg.exact_limits.get(d, 0)] for d, g in groups.items()}
     order = [g[k] for k in range(max((len(g) for g in groups.values()), default=0)) for g in groups.values()
              if k < len(g)]
-    order = order[cfg.start:]
+    order = order[cfg.start:cfg.stop]
     forward = MemoForward(model)
     rows = CHEAP_ROWS if stage == "cheap" else EXACT_ROWS
     for i, e in enumerate(order):

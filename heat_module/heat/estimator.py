@@ -190,13 +190,16 @@ class HEAT(Attributor):
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
         return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
 
-    def progress_enabled(self, n: int, hvps: bool = True, masked_runs: bool = True) -> bool:
+    def progress_enabled(self, n: int, need_s: bool = True, need_i: bool = True) -> bool:
         """Whether this attribution shows a progress bar: ``config.progress`` if set, else ``show_progress`` if
-        set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`)."""
+        set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`; only the exact S and the
+        exact I grow with n — the Fisher and low-rank surrogates cost a fixed number of passes)."""
         if self.config.progress is not None:
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
+        hvps = need_s and self.config.curvature == "exact"
+        masked_runs = need_i and self.config.information == "exact"
         return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(

@@ -43,7 +43,8 @@ def next_token_logits(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, n, d) embeddings -> (B, V) fp32 logits of the next token after the last position."""
+    """(B, n, d) embeddings -> (B, V) logits of the next token after the last position: fp32 for half-precision
+    models (so log-softmax and KL do not round), fp64 kept for fp64 models (the exactness tests compare at 1e-10)."""
     if attention_mask is None:
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
     if position_ids is None:
@@ -55,7 +56,8 @@ def next_token_logits(
         use_cache=False,
         logits_to_keep=1,
     )
-    return out.logits[:, -1].float()
+    logits = out.logits[:, -1]
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def make_forward_fn(model: nn.Module) -> ForwardFn:

@@ -132,6 +132,29 @@ def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
     return out + [""]
 
 
+def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int, title: str) -> list[str]:
+    """Markdown of the paired differences ``ref`` − each of ``compared`` per dataset (benchmarks: the soft and rank
+    metrics; alignment sets: DSA and F1), with bootstrap intervals over the examples both have."""
+    lines = [f"## Paired differences: {title} minus each method", "",
+             "Same examples for both (n); an interval that excludes 0 is a difference the data resolve.", ""]
+    for group, metrics in ((BENCHMARKS, ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")),
+                           (ALIGNMENT, ALIGN_METRICS)):
+        for d in group:
+            if not table.get((d, ref)):
+                continue
+            lines += [f"**{TITLES[d]}**", "", f"| {ROWS[ref][0]} − | n | "
+                      + " | ".join(METRIC_TITLES[m] for m in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+            for b in compared:
+                cells, n = [], 0
+                for m in metrics:
+                    ci, k = paired(table, d, ref, b, m, resamples)
+                    cells.append(fmt(ci))
+                    n = max(n, k)
+                lines.append(f"| {ROWS[b][0]} | {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
 def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes: str = "",
                         records: Iterable[dict] | None = None) -> Path:
     """Write the markdown report of what the cache holds to ``path``; returns it."""
@@ -177,22 +200,10 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
                 secs = np.mean([v["seconds"] for v in vals.values()])
                 lines.append(f"| {ROWS[r][0]} | {len(vals)} | " + " | ".join(cells) + f" | {secs:.2f} |")
             lines.append("")
-    lines += ["## Paired differences: default HEAT (exact S, eq. 5) minus each method", "",
-              "Same examples for both (n); an interval that excludes 0 is a difference the data resolve.", ""]
-    for group, metrics in ((BENCHMARKS, ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")),
-                           (ALIGNMENT, ALIGN_METRICS)):
-        for d in group:
-            if not table.get((d, "heat_exact")):
-                continue
-            lines += [f"**{TITLES[d]}**", "", "| HEAT default − | n | " + " | ".join(METRIC_TITLES[m] for m in metrics)
-                      + " |", "|---|---|" + "---|" * len(metrics)]
-            for b in COMPARED:
-                cells, n = [], 0
-                for m in metrics:
-                    ci, n = paired(table, d, "heat_exact", b, m, R)
-                    cells.append(fmt(ci))
-                lines.append(f"| {ROWS[b][0]} | {n} | " + " | ".join(cells) + " |")
-            lines.append("")
+    lines += paired_lines(table, "heat_exact", COMPARED, R, "HEAT eq. 5 (exact S; the default before the rule)")
+    if outcome["applicable"] and outcome["winner"] != "heat_exact":
+        others = tuple(r for r in ("heat_exact",) + COMPARED if r != outcome["winner"])
+        lines += paired_lines(table, outcome["winner"], others, R, f"the rule's winner `{outcome['winner']}`")
     sec_all = seconds_per_row(table, BENCHMARKS + ALIGNMENT)
     lines += ["## Seconds per example (attribution only, 1 torch thread, shared 2-core CPU)", "",
               "| method | s/example (all datasets) | × AttnLRP |", "|---|---|---|"]

@@ -91,3 +91,16 @@ def test_rule_picks_the_best_mean_rank_among_affordable_candidates():
     assert "heat_exact_rank" not in out["eligible"] and out["mean_rank"]["heat_fisher_sum"] == 1.0
     short = apply_rule(rows(values, seconds, n=3))
     assert not short["applicable"] and "not enough examples" in short["reason"]
+
+
+def test_paired_lines_by_hand():
+    from heat_module.evaluation.choice_report import paired_lines
+
+    # m_i beats attnlrp by exactly 0.25 on Soft-NC on the 4 examples both have (a 5th only m_i has is left out)
+    table = {("longra", "m_i"): {str(k): {"soft_nc": 0.5 + k, "seconds": 1.0} for k in range(5)},
+             ("longra", "attnlrp"): {str(k): {"soft_nc": 0.25 + k, "seconds": 1.0} for k in range(4)}}
+    text = "\n".join(paired_lines(table, "m_i", ("attnlrp",), 50, "the winner"))
+    assert "## Paired differences: the winner minus each method" in text
+    row = next(line for line in text.splitlines() if line.startswith("| AttnLRP |"))
+    assert row.split("|")[2].strip() == "4" and row.split("|")[3].strip().startswith("0.250 [0.250, 0.250]")
+    assert "TellMeWhy" not in text  # no rows there: no table

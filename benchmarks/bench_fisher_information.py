@@ -4,8 +4,9 @@ For every context of exactly n tokens (ReAGent prompts, built like ``bench_varia
 WikiText alternating; ``--data-root`` or ``HEAT_SHARED_DATA`` points at ``shared/data/reagent``), three HEAT runs:
 
 - fast: ``HEATConfig.preset("fast")`` (Fisher S + Fisher I: one forward + one K-cotangent backward);
-- fisher_s: Fisher S + exact I (its ``information`` is the exact I of eq. 4);
-- exact: exact S (m = 1) + exact I (``HEATConfig()``), only at the lengths in ``--exact-lengths``.
+- fisher_s: Fisher S + exact I (``HEATConfig.preset("fisher")``; its ``information`` is the exact I of eq. 4);
+- exact: exact S (m = 1) + exact I (``HEATConfig.preset("exact")``, ``HEATConfig()`` before issue 15), only at the
+  lengths in ``--exact-lengths``.
 
 Printed: seconds and FE (``result.cost.forward_equivalents``) per example, Spearman ρ and top-5 overlap of the fast
 path's I against exact I, and of each variant's scores against exact HEAT (or against Fisher-S HEAT where exact
@@ -58,8 +59,8 @@ def main() -> None:
     model, tok = hm.load_model("smollm2")
     sources = [read_prompts(f, "prompt") for f in data_files(os.path.join(args.data_root, "reagent"))]
     fast = hm.HEATConfig.preset("fast").replace(fisher_topk=args.fisher_topk)
-    fisher_s = hm.HEATConfig(curvature="fisher", fisher_topk=args.fisher_topk)
-    exact = hm.HEATConfig()
+    fisher_s = hm.HEATConfig.preset("fisher", fisher_topk=args.fisher_topk)
+    exact = hm.HEATConfig.preset("exact")
     print(f"# machine: {machine()}; one torch thread; K = {args.fisher_topk}")
     rows = []
     print("n,context,variant,seconds,fe,rho_I,top5_I,rho_vs_ref,top5_vs_ref,ref", flush=True)

@@ -95,7 +95,7 @@ def contexts(tokenizer, prompts: list[str], n: int, count: int) -> list[torch.Te
 def variants(n: int, args) -> dict[str, tuple[str, hm.HEATConfig]]:
     """name -> (family, config) of the six variants at context length n."""
     chunk = args.chunk if n <= 64 else args.chunk_long
-    base = hm.HEATConfig(probes=args.probes, hvp_chunk_size=chunk, seed=0)
+    base = hm.HEATConfig.preset("exact", probes=args.probes, hvp_chunk_size=chunk, seed=0)  # eq. 5, exact S
     w = max(2, n // 4)
     lowrank = dict(curvature="lowrank", rank=args.rank, oversample=args.oversample)
     return {

@@ -345,7 +345,7 @@ def step_equality(args, rec: Recorder) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = args.device
-    cfg = hm.HEATConfig(probes=1, seed=0, hvp_chunk_size=16, info_batch_size=16)
+    cfg = hm.HEATConfig.preset("exact", seed=0, hvp_chunk_size=16, info_batch_size=16)  # eq. 5 with exact S, m = 1
     # (a) GPU vs CPU, tiny fp32 model, same weights
     cpu_model = build_model("tiny-llama", torch.float32, "cpu", seed=3)
     dev_model = copy.deepcopy(cpu_model).to(dev)
@@ -472,11 +472,12 @@ def _bench_call(rec, case, backend, call, dev, flops, nbytes, bw, peak, sdpa_mem
 def throughput_variants(n: int, tiny: bool, hvp_chunk: int, info_batch: int) -> dict:
     import heat_module as hm
 
-    base = hm.HEATConfig(probes=1, seed=0, hvp_chunk_size=hvp_chunk, info_batch_size=info_batch)
+    # "full": eq. 5 with exact S, m = 1 (HEATConfig.preset("exact")); "M*I": HEATConfig() (no S, so no HVP chunk)
+    base = hm.HEATConfig.preset("exact", seed=0, hvp_chunk_size=hvp_chunk, info_batch_size=info_batch)
     w = max(2, n // 4)
     rank = 8 if tiny else 64
     return {  # the target (full HEAT, exact and Fisher S) first after the cheap M·I
-        "M*I": base.replace(beta=0.0, gamma=1.0),
+        "M*I": hm.HEATConfig(seed=0, info_batch_size=info_batch),
         "Fisher": base.replace(curvature="fisher", fisher_topk=4 if tiny else 16),
         "full": base,
         f"LR({rank})+WIN({w})": base.replace(curvature="lowrank", rank=rank, oversample=4 if tiny else 8, window=w),

@@ -1,5 +1,9 @@
 """Configuration of a HEAT run (paper eq. 5, Algorithm 1; docs/design.md).
 
+``HEATConfig()`` is M·I (eq. 5 with β = 0, γ = 1: the gate times the KL information), chosen by issue 15's pre-fixed
+rule (``benchmarks/RESULTS-choice.md``); eq. 5 with the Hessian term S is ``HEATConfig.preset("exact")`` (the default
+before issue 15), ``"paper"`` or ``"fisher"``.
+
 One dataclass, every field documented and validated in ``__post_init__`` with "Expected X, got Y" errors. Every
 choice is defined once, as a ``Literal`` type; the tuples of allowed values (``SINKS``, ``CURVATURES``, ...) come
 from it (``typing.get_args``), and every other module that lists choices imports them from here.
@@ -8,6 +12,7 @@ from it (``typing.get_args``), and every other module that lists choices imports
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -42,9 +47,20 @@ NORMALIZES: tuple[str, ...] = get_args(Normalize)
 class HEATConfig:
     """Hyper-parameters of HEAT.
 
+    ``HEATConfig()`` is M·I (eq. 5 with β = 0): Attr_i = M[i]·I_i, the gate times the KL of masking x_i (in nats,
+    γ = 1), chosen by issue 15's pre-fixed rule (best mean rank over Soft-NC, Soft-NS and ABPC on LongRA, TellMeWhy
+    and WikiBio among the configurations costing ≤ 20× AttnLRP; see ``benchmarks/RESULTS-choice.md``). It runs one
+    captured forward and n masked runs on the prefix cache, no HVPs. Eq. 5 with the Hessian term S:
+    ``HEATConfig.preset("exact")`` (exact S, β = γ = 0.5: the default before issue 15), ``"paper"`` or ``"fisher"``.
+    At β = 0 the S-only fields (``curvature``, ``probes``, ``hvp_*``, ``fisher_*``, ``rank``, ``oversample``,
+    ``layers``) have no effect; setting one warns (:func:`s_only_changes`).
+
     Attributes:
-        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0.
-        gamma: weight γ of the information term I (eq. 5). Must be ≥ 0.
+        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0. Default 0: S is not computed (M·I, issue 15);
+            eq. 5 as the paper writes it has β = 0.5 (``HEATConfig.preset("exact")`` / ``"paper"`` / ``"fisher"``).
+        gamma: weight γ of the information term I (eq. 5). Must be ≥ 0. Default 1: Attr = M·I with I the KL in nats
+            (every metric reported is scale-invariant, so γ = 1 ranks exactly like the evaluated γ = 0.5); the
+            presets with S use γ = 0.5.
         alpha: weight α of the optional first-order term ‖∇_{x_i} g‖₁ (HEAT+FO, appendix eq. 22, Table 19). ≥ 0.
         first_order: where the α term enters (see :func:`heat_module.heat.combine.combine`): ``"gated"`` (default,
             the paper's eq. 22: Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + βS_i + γI_i)) or ``"outside"`` (the gate applied to
@@ -109,8 +125,8 @@ class HEATConfig:
             seconds; see :func:`heat_module.heat.progress.expected_seconds`), ``True`` (always), ``False`` (never).
     """
 
-    beta: float = 0.5
-    gamma: float = 0.5
+    beta: float = 0.0
+    gamma: float = 1.0
     alpha: float = 0.0
     first_order: FirstOrder = "gated"
     curvature: Curvature = "exact"
@@ -193,6 +209,15 @@ class HEATConfig:
         if self.rollout_layers is not None:
             if not all(isinstance(x, int) for x in self.rollout_layers) or not self.rollout_layers:
                 raise ValueError(f"Expected rollout_layers to be a non-empty list of ints, got {self.rollout_layers!r}")
+        unused = s_only_changes(self)
+        if unused:
+            fields = ", ".join(f"{k}={v!r}" for k, v in unused.items())
+            warnings.warn(
+                f"HEATConfig({fields}) has no effect at beta=0: the curvature S is not computed at beta=0, which is "
+                "the default since issue 15 (HEATConfig() is M·I). Set beta > 0 for eq. 5 with S, or use "
+                "HEATConfig.preset('exact') / HEATConfig.preset('fisher').",
+                UserWarning, stacklevel=3,
+            )
 
     @property
     def effective_stride(self) -> int | None:
@@ -226,22 +251,29 @@ class HEATConfig:
 
         Measured on SmolLM2-135M, one torch thread of a shared 2-core Intel Xeon, ReAGent contexts
         (``benchmarks/RESULTS.md``, issue 13; seconds ±30 % from the other work on the machine; FE = forward-pass
-        equivalents of ``result.cost``):
+        equivalents of ``result.cost``, :mod:`heat_module.heat.cost`):
 
-        - ``"default"``: ``HEATConfig()`` — exact S (m = 1, batched reverse-over-reverse HVPs on the prefix cache)
-          and exact I: 61 s and 194 FE per example at n = 64 (701 FE at n = 256). The reference of the figures below.
+        - ``"default"``: ``HEATConfig()`` — M·I (eq. 5 with β = 0, γ = 1), chosen by issue 15's rule
+          (``benchmarks/RESULTS-choice.md``): one captured forward and n masked runs on the prefix cache, no HVPs:
+          ≈ 1 + (n + 1)/2 + (b − 1)/2 FE with b = ``info_batch_size`` (a batch of b consecutive masked positions
+          recomputes the suffix from its first one): 37 FE at n = 64, 133 at n = 256 (b = 8). On the issue-15
+          benchmarks ~8.7× AttnLRP's seconds.
+        - ``"exact"``: eq. 5 with exact S (m = 1, batched reverse-over-reverse HVPs on the prefix cache), exact I,
+          β = γ = 0.5 — ``HEATConfig()`` before issue 15: 61 s and 194 FE per example at n = 64 (701 FE at
+          n = 256). The reference of the figures below.
         - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
           β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink
           handling). 1404 FE at n = 64;
           its S alone took 225 s at n = 48 (2.0× faster than the authors' own algorithm, same values).
-        - ``"fisher"``: Fisher S (K = 16) + exact I, the cheapest variant whose I is eq. 4 itself: 20 s, 54 FE at
-          n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"default"``: Spearman ρ 0.946, top-5 0.86.
-        - ``"fast"``: Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent backward, 18 FE at any n
-          (7.5 s at n = 64). Scores vs ``"default"``: ρ 0.945, top-5 0.92 at n = 64 (as close as ``"fisher"``:
-          the gate M carries most of the ranking on SmolLM2; ρ 0.973 vs ``"fisher"`` at n = 256, 21.5 s); but its I
-          alone ranks tokens like the exact I only at ρ ≈ 0.56 (n = 64) and 0.34 (n = 256): use it for the HEAT
-          scores, not as a stand-in for eq. 4's I.
+        - ``"fisher"``: eq. 5 (β = γ = 0.5) with Fisher S (K = 16) + exact I, the cheapest variant with S whose I is
+          eq. 4 itself: 20 s, 54 FE at n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"exact"``:
+          Spearman ρ 0.946, top-5 0.86.
+        - ``"fast"``: eq. 5 (β = γ = 0.5) with Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent
+          backward, 18 FE at any n (7.5 s at n = 64). Scores vs ``"exact"``: ρ 0.945, top-5 0.92 at n = 64 (as close
+          as ``"fisher"``: the gate M carries most of the ranking on SmolLM2; ρ 0.973 vs ``"fisher"`` at n = 256,
+          21.5 s); but its I alone ranks tokens like the exact I only at ρ ≈ 0.56 (n = 64) and 0.34 (n = 256): use
+          it for the HEAT scores, not as a stand-in for eq. 4's I.
         """
         if name not in PRESETS:
             raise ValueError(f"Expected preset to be one of {list(PRESETS)}, got {name!r}")
@@ -251,11 +283,40 @@ class HEATConfig:
 #: the fields of each named configuration of :meth:`HEATConfig.preset`
 PRESETS: dict[str, dict] = {
     "default": {},
+    "exact": {"curvature": "exact", "probes": 1, "beta": 0.5, "gamma": 0.5},
     "paper": {"curvature": "exact", "probes": 10, "beta": 0.5, "gamma": 0.5, "alpha": 0.0, "normalize": "none",
               "sink": "keep"},
-    "fisher": {"curvature": "fisher"},
-    "fast": {"curvature": "fisher", "information": "fisher"},
+    "fisher": {"curvature": "fisher", "beta": 0.5, "gamma": 0.5},
+    "fast": {"curvature": "fisher", "information": "fisher", "beta": 0.5, "gamma": 0.5},
 }
+
+#: the ablations in which S enters only through β (eq. 5's βS inside or outside the gate); ``"curvature"`` uses S
+#: whatever β is, ``"transition"`` and ``"information"`` never
+S_THROUGH_BETA: tuple[str, ...] = ("full", "no_gate", "uniform_gate")
+#: fields that only change how S is computed (``information="fisher"`` also reads the ``fisher_*`` fields and
+#: ``hvp_chunk_size``: :func:`s_only_changes` leaves them out then)
+S_ONLY_FIELDS: tuple[str, ...] = ("curvature", "probes", "hvp_chunk_size", "hvp_mode", "hvp_memory_mb", "fisher_topk",
+                                  "fisher_mass", "rank", "oversample", "layers")
+_FISHER_INFORMATION_FIELDS = ("fisher_topk", "fisher_mass", "hvp_chunk_size")
+#: a regular expression matching the start of the UserWarning ``HEATConfig`` gives when :func:`s_only_changes` is not
+#: empty (for ``warnings.filterwarnings``; pyproject.toml turns that warning into an error in the tests)
+S_UNUSED_WARNING = r"HEATConfig\(.*\) has no effect at beta=0"
+
+
+def s_only_changes(config: HEATConfig) -> dict[str, object]:
+    """The S-only fields of ``config`` set away from their defaults although S is not computed (β = 0 in an
+    ablation that uses S only through β, :data:`S_THROUGH_BETA`): field -> value; empty when none (or β > 0).
+
+    ``HEATConfig`` warns (UserWarning, :data:`S_UNUSED_WARNING`) when this is not empty: since issue 15 β = 0 is the
+    default, so without the warning e.g. ``HEATConfig(curvature="fisher")`` would silently compute M·I with no S.
+    Left out: ``seed`` (it seeds the probes of S, but is set as a general seed by callers), and with
+    ``information="fisher"`` the fields its Fisher I reads (``fisher_topk``, ``fisher_mass``, ``hvp_chunk_size``).
+    """
+    if config.beta > 0 or config.ablation not in S_THROUGH_BETA:
+        return {}
+    defaults = {f.name: f.default for f in dataclasses.fields(HEATConfig)}
+    names = [n for n in S_ONLY_FIELDS if not (config.information == "fisher" and n in _FISHER_INFORMATION_FIELDS)]
+    return {n: getattr(config, n) for n in names if getattr(config, n) != defaults[n]}
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from heat_module.config import CURVATURES, MASKS, SINKS, HEATConfig
+from heat_module.config import CURVATURES, MASKS, PRESETS, SINKS, HEATConfig
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.loading import load_model
 
@@ -21,15 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "the sentence level (eq. 23)")
     p.add_argument("--foil", default=None,
                    help="contrast token (string or id): explain log P(target) - log P(foil)")
-    p.add_argument("--beta", type=float, default=0.5)
-    p.add_argument("--gamma", type=float, default=0.5)
-    p.add_argument("--alpha", type=float, default=0.0)
-    p.add_argument("--curvature", default="exact", choices=list(CURVATURES))
-    p.add_argument("--probes", type=int, default=1)
-    p.add_argument("--mask", default="zero", choices=list(MASKS))
+    p.add_argument("--preset", default="default", choices=list(PRESETS),
+                   help="the configuration the options below change (HEATConfig.preset): 'default' is HEATConfig(), "
+                        "M·I (beta 0, no Hessian term, issue 15); 'exact' / 'paper' / 'fisher' / 'fast' are eq. 5 "
+                        "with S (beta = gamma = 0.5)")
+    # every field option below defaults to None: not given = the preset's value
+    p.add_argument("--beta", type=float, default=None, help="weight of S (eq. 5); the default preset has 0")
+    p.add_argument("--gamma", type=float, default=None, help="weight of I (eq. 5)")
+    p.add_argument("--alpha", type=float, default=None, help="weight of the first-order term (eq. 22)")
+    p.add_argument("--curvature", default=None, choices=list(CURVATURES), help="how S is estimated (needs beta > 0)")
+    p.add_argument("--probes", type=int, default=None, help="Rademacher probes of the exact S (needs beta > 0)")
+    p.add_argument("--mask", default=None, choices=list(MASKS))
     p.add_argument("--sink", default=None, choices=list(SINKS), help="attention-sink handling of M")
     p.add_argument("--window", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--level", default="tokens", choices=["tokens", "words", "sentences"],
                    help="show (and write) token scores, or scores merged into words / sentences")
@@ -44,14 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``heat attribute``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    changes = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, curvature=args.curvature,
-                   probes=args.probes, mask=args.mask, window=args.window, seed=args.seed)
-    if args.sink is not None:
-        changes["sink"] = args.sink
+    given = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, curvature=args.curvature, probes=args.probes,
+                 mask=args.mask, sink=args.sink, window=args.window, seed=args.seed)
+    changes = {k: v for k, v in given.items() if v is not None}
     if args.progress is not None:
         changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
     try:
-        config = HEATConfig(**changes)
+        config = HEATConfig.preset(args.preset, **changes)
         model, tokenizer = load_model(args.model)
         target, foil = (int(v) if v is not None and v.lstrip("-").isdigit() else v for v in (args.target, args.foil))
         result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)

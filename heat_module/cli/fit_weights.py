@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     model, tok = load_model(args.model)
-    cfg = HEATConfig(curvature=args.curvature, probes=args.probes, rank=args.rank, fisher_topk=args.fisher_topk,
-                     layers=args.layers, window=args.window, seed=args.seed)
+    # β = γ = 1: what the fit computes its features with (fit.collect), so S's settings are never a no-op here
+    cfg = HEATConfig(beta=1.0, gamma=1.0, curvature=args.curvature, probes=args.probes, rank=args.rank,
+                     fisher_topk=args.fisher_topk, layers=args.layers, window=args.window, seed=args.seed)
     heat = HEAT(model, tok, cfg)
     texts = read_texts(args.data, args.field, args.limit)
     examples = []

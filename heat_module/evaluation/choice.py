@@ -53,27 +53,32 @@ TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "c
           "lambada": "LAMBADA (annotated)"}
 
 #: row -> (title, components it needs, how to build it). Components: M (gate), I, A (AttnLRP), SF (Fisher S),
-#: SE (exact S). HEAT rows are ``combine`` of (M, S, I) under the HEATConfig given.
+#: SE (exact S). HEAT rows are ``combine`` of (M, S, I) under the HEATConfig given. The cached metrics are keyed by
+#: row name, so each row's fields stay exactly what they were when it ran: β and γ are explicit (eq. 5: 0.5 and 0.5;
+#: ``m_i``: β = 0, γ = 0.5, which ranks exactly like ``HEATConfig()``'s γ = 1), not the library defaults.
+EQ5 = {"beta": 0.5, "gamma": 0.5}
 ROWS: dict[str, tuple[str, tuple[str, ...], dict]] = {
     "attnlrp": ("AttnLRP", ("A",), {}),
     "occlusion_kl": ("Occlusion-KL (= I, HEATConfig(ablation='information'))", ("I",), {}),
-    "m_i": ("M·I (HEATConfig(beta=0))", ("M", "I"), {"beta": 0.0}),
+    "m_i": ("M·I (HEATConfig(); β = 0)", ("M", "I"), {"beta": 0.0, "gamma": 0.5}),
     "m_attnlrp": ("M·AttnLRP (gated:attnlrp)", ("M", "A"), {}),
     "random": ("Random", (), {}),
-    "heat_fisher": ("HEAT, Fisher S, normalize=none", ("M", "I", "SF"), {"curvature": "fisher"}),
-    "heat_fisher_sum": ("HEAT, Fisher S, normalize=sum", ("M", "I", "SF"), {"curvature": "fisher", "normalize": "sum"}),
+    "heat_fisher": ("HEAT, Fisher S, normalize=none", ("M", "I", "SF"), {"curvature": "fisher", **EQ5}),
+    "heat_fisher_sum": ("HEAT, Fisher S, normalize=sum", ("M", "I", "SF"),
+                        {"curvature": "fisher", "normalize": "sum", **EQ5}),
     "heat_fisher_rank": ("HEAT, Fisher S, normalize=rank", ("M", "I", "SF"),
-                         {"curvature": "fisher", "normalize": "rank"}),
-    "heat_exact": ("HEAT default (exact S, normalize=none, eq. 5)", ("M", "I", "SE"), {}),
-    "heat_exact_sum": ("HEAT, exact S, normalize=sum", ("M", "I", "SE"), {"normalize": "sum"}),
-    "heat_exact_rank": ("HEAT, exact S, normalize=rank", ("M", "I", "SE"), {"normalize": "rank"}),
+                         {"curvature": "fisher", "normalize": "rank", **EQ5}),
+    "heat_exact": ("HEAT eq. 5 (exact S, normalize=none; default before issue 15)", ("M", "I", "SE"), {**EQ5}),
+    "heat_exact_sum": ("HEAT, exact S, normalize=sum", ("M", "I", "SE"), {"normalize": "sum", **EQ5}),
+    "heat_exact_rank": ("HEAT, exact S, normalize=rank", ("M", "I", "SE"), {"normalize": "rank", **EQ5}),
 }
 CHEAP_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" not in need)
 EXACT_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" in need)
 #: the HEAT configurations the rule chooses among (gate on, eq. 5's structure; β = 0 included)
 CANDIDATES = ("heat_exact", "heat_exact_sum", "heat_exact_rank", "heat_fisher", "heat_fisher_sum",
               "heat_fisher_rank", "m_i")
-#: the paired differences reported: default HEAT minus each of these
+#: the paired differences reported: HEAT eq. 5 with exact S (``heat_exact``, the default before issue 15) minus
+#: each of these
 COMPARED = ("attnlrp", "occlusion_kl", "m_i", "m_attnlrp")
 RULE_METRICS = ("soft_nc", "soft_ns", "abpc")
 MAX_COST_RATIO = 20.0
@@ -217,7 +222,7 @@ def components(model: nn.Module, tokenizer: Any, example: EvalExample, exact: bo
     or with ``exact`` only ``SE`` (exact S) — and the seconds each took (``seconds``; ``fwd`` is the captured
     forward that M, I and S share)."""
     ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(model.parameters()).device)
-    heat = HEAT(model, tokenizer, HEATConfig(curvature="exact" if exact else "fisher"))
+    heat = HEAT(model, tokenizer, HEATConfig.preset("exact" if exact else "fisher"))  # S of eq. 5 (β = 0.5)
     sec: dict[str, float] = {}
     t0 = time.perf_counter()
     logits, caps = heat.forward_with_captures(ids[None], torch.ones_like(ids)[None])

@@ -21,12 +21,13 @@ FIGURE_PROMPTS = (
 
 def draw_figures(model: nn.Module, tokenizer: Any, out_dir: Path, sink: str, probes: int = 1,
                  seed: int = 0) -> list[dict]:
-    """PNG heatmaps of HEAT on :data:`FIGURE_PROMPTS` (greedy target) via ``AttributionResult.save_png``.
+    """PNG heatmaps of HEAT eq. 5 with exact S (``HEATConfig.preset("exact")``, the evaluation's HEAT row) on
+    :data:`FIGURE_PROMPTS` (greedy target) via ``AttributionResult.save_png``.
 
     Returns:
         One ``{"path", "target", "top"}`` per figure (``top``: the four highest-scored tokens with their scores).
     """
-    heat = HEAT(model, tokenizer, HEATConfig(sink=sink, probes=probes, seed=seed))
+    heat = HEAT(model, tokenizer, HEATConfig.preset("exact", sink=sink, probes=probes, seed=seed))
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for k, (prompt, _) in enumerate(FIGURE_PROMPTS, 1):

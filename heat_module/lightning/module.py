@@ -192,7 +192,7 @@ class HEATPredictMixin:
         ...     def __init__(self):
         ...         super().__init__()
         ...         self.model, self.tokenizer = load_model("smollm2")
-        ...         self.heat_config = HEATConfig(probes=1)
+        ...         self.heat_config = HEATConfig()  # M·I; HEATConfig.preset("exact") for eq. 5 with S
         ...     def predict_step(self, batch, batch_idx):
         ...         return self.heat_predict_step(batch, batch_idx)
 
@@ -280,7 +280,8 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         model: ``"smollm2"`` (offline default), an HF folder / id, an ``nn.Module``, or a ``(model, tokenizer)``
             pair (see :func:`heat_module.load_model`). Its parameters are frozen (``requires_grad=False``).
         tokenizer: the tokenizer for a built model (optional; loaded with a name).
-        config: HEAT's configuration (default ``HEATConfig()``).
+        config: HEAT's configuration (default ``HEATConfig()``: M·I since issue 15; ``HEATConfig.preset("exact")``
+            for eq. 5 with the Hessian term S).
         method: ``"heat"``, or the name of a baseline resolved by ``heat_module.baselines.get_method``.
         skip_bad_examples: a failing example becomes an :class:`ExampleError` (written to the errors shard by the
             writer, left out of the metrics) instead of stopping the run.

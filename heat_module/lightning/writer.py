@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
-from heat_module.config import HEATConfig
+from heat_module.config import S_UNUSED_WARNING, HEATConfig
 from heat_module.hashing import stable_hash
 from heat_module.result import AttributionResult
 
@@ -47,7 +48,9 @@ def config_hash(config: dict | HEATConfig | None) -> str | None:
     if isinstance(config, HEATConfig):
         return config.hash()
     try:
-        return HEATConfig(**config).hash()
+        with warnings.catch_warnings():  # the β = 0 no-op warning was given when the config was made
+            warnings.filterwarnings("ignore", message=S_UNUSED_WARNING, category=UserWarning)
+            return HEATConfig(**config).hash()
     except (TypeError, ValueError):  # a baseline's own config: hash the dict the same way
         return stable_hash(config)
 

@@ -55,7 +55,7 @@ def test_every_method_is_an_attributor():
 
 
 def test_build_gives_heat_its_config_and_a_baseline_its_options(model, tok):
-    heat = build("heat", model, tok, HEATConfig(probes=2))
+    heat = build("heat", model, tok, HEATConfig.preset("exact", probes=2))
     assert isinstance(heat, HEAT) and heat.config.probes == 2
     with pytest.raises(ValueError, match="method_options"):
         build("heat", model, tok, None, steps=4)

@@ -46,3 +46,17 @@ def test_foil_level_and_progress_flags(capsys, tiny_folder):
     assert any(data["scores"]) and data["extra"]["foil"] == "tree"
     assert attribute_command(base[:-3] + ["--foil", "tree"]) == 0
     assert "rather than 'tree'" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_default_is_m_times_i_and_preset_exact_adds_s(capsys, tiny_folder):
+    """No option: HEATConfig() (M·I, no S); ``--preset exact``: eq. 5 with S; options override the preset."""
+    base = ["--model", tiny_folder, "--text", "the cat sat on the old", "--json", "--progress", "off"]
+    assert attribute_command(base) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["config"]["beta"], data["config"]["gamma"]) == (0.0, 1.0) and data["curvature"] is None
+    assert data["cost"]["hvps"] == 0
+    assert attribute_command(base + ["--preset", "exact", "--probes", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["probes"]) == (0.5, 0.5, 2)
+    assert data["curvature"] is not None and data["cost"]["hvps"] == 2 * len(data["tokens"])

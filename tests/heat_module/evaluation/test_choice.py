@@ -69,10 +69,19 @@ def test_rows_from_components_by_hand():
     assert torch.allclose(row_scores("m_attnlrp", comp), torch.tensor([0.5, -0.5, 0.75]))
     assert torch.allclose(row_scores("m_i", comp), torch.tensor([0.0025, 0.00375, 0.0025]))
     want = combine(Components(torch.tensor(comp["M"]), torch.tensor(comp["SF"]), torch.tensor(comp["I"]), None),
-                   HEATConfig(normalize="sum"))
+                   HEATConfig(beta=0.5, gamma=0.5, normalize="sum"))
     assert torch.allclose(row_scores("heat_fisher_sum", comp), want)
     assert torch.allclose(row_scores("heat_exact_rank", comp),
                           torch.tensor([0.5, 0.25, 0.25]) * 0.5 * torch.tensor([1 + 1 / 3, 2 / 3 + 1, 1 / 3 + 2 / 3]))
+
+
+def test_row_weights_do_not_follow_the_library_default():
+    # the cached metrics are keyed by row name: a row's β, γ must stay what they were when it ran (issue 15 moved
+    # HEATConfig() from β = γ = 0.5 to M·I with γ = 1)
+    for row, (_, _, cfg) in ROWS.items():
+        if row.startswith("heat_"):
+            assert (cfg["beta"], cfg["gamma"]) == (0.5, 0.5), row
+    assert (ROWS["m_i"][2]["beta"], ROWS["m_i"][2]["gamma"]) == (0.0, 0.5)
 
 
 def test_rule_picks_the_best_mean_rank_among_affordable_candidates():

@@ -30,7 +30,8 @@ def contrast_fn(model, target, foil):
 
 
 def test_foil_equal_to_target_gives_zero_scores(models, tiny_tok):
-    res = hm.HEAT(models[1], tiny_tok, hm.HEATConfig(probes=2, alpha=0.5)).attribute(TEXT, target="hat", foil="hat")
+    cfg = hm.HEATConfig.preset("exact", probes=2, alpha=0.5)
+    res = hm.HEAT(models[1], tiny_tok, cfg).attribute(TEXT, target="hat", foil="hat")
     assert torch.count_nonzero(res.scores) == 0
     assert torch.count_nonzero(res.curvature) == 0 and torch.count_nonzero(res.information) == 0
     assert torch.count_nonzero(res.first_order) == 0
@@ -39,7 +40,7 @@ def test_foil_equal_to_target_gives_zero_scores(models, tiny_tok):
 
 def test_contrastive_s_and_i_equal_direct_computation(models, tiny_tok):
     reference, heat_model = models
-    cfg = hm.HEATConfig(probes=3, seed=7)
+    cfg = hm.HEATConfig.preset("exact", probes=3, seed=7)
     res = hm.HEAT(heat_model, tiny_tok, cfg).attribute(TEXT, target="hat", foil="tree")
     t, f = res.target_id, res.extra["foil_id"]
     assert t != f
@@ -69,13 +70,13 @@ def test_contrastive_s_and_i_equal_direct_computation(models, tiny_tok):
 
 def test_foil_needs_exact_curvature_and_no_window(models, tiny_tok):
     with pytest.raises(ValueError, match="curvature='exact'"):
-        hm.HEAT(models[1], tiny_tok, hm.HEATConfig(curvature="fisher")).attribute(TEXT, target="hat", foil="tree")
+        hm.HEAT(models[1], tiny_tok, hm.HEATConfig.preset("fisher")).attribute(TEXT, target="hat", foil="tree")
     with pytest.raises(ValueError, match="window=None"):
-        hm.HEAT(models[1], tiny_tok, hm.HEATConfig(window=4)).attribute(TEXT, target="hat", foil="tree")
+        hm.HEAT(models[1], tiny_tok, hm.HEATConfig.preset("exact", window=4)).attribute(TEXT, target="hat", foil="tree")
 
 
 def test_multi_token_text_target_goes_to_sentence_level(models, tiny_tok):
-    heat = hm.HEAT(models[1], tiny_tok, hm.HEATConfig(probes=1, aggregation="max"))
+    heat = hm.HEAT(models[1], tiny_tok, hm.HEATConfig.preset("exact", aggregation="max"))
     res = heat.attribute(TEXT, target="red hat")
     assert res.method == "heat-sentence" and res.extra["aggregation"] == "max"
     assert res.extra["multi_token_target"] == "red hat"

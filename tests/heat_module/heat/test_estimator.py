@@ -1,4 +1,5 @@
-"""HEAT end to end (eq. 5): combination, ablations, batching, determinism and bad input."""
+"""HEAT end to end (eq. 5): combination, ablations, batching, determinism and bad input; the default HEATConfig()
+(M·I, issue 15) against a literal computation."""
 
 import json
 
@@ -7,17 +8,89 @@ import torch
 
 import heat_module as hm
 from heat_module.heat import Components, combine
+from heat_module.heat.cost import information_fe
 from heat_module.heat.objective import gradient
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
+from tests.heat_module.heat.dense_reference import eager_copy
 
 
 @pytest.fixture(scope="module")
 def tiny_heat(tiny_tok):
-    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig(probes=2))
+    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("exact", probes=2))  # eq. 5 with exact S
 
 
 TEXT = "the cat sat on the hat because it was warm and the dog ran"
+
+
+def literal_m_times_i(model, ids: torch.Tensor) -> torch.Tensor:
+    """(n,) M·I of the default config, literally, on an eager copy that never went through HEAT's capture code
+    (Llama only: values recomputed from v_proj on each layer's input).
+
+    M (docs/design.md "M"): the rollout ρ ← ½ρ + ½·mean_h ρA^{l,h} from the last position down, M_i = Σ_{l,h}
+    Φ^{l,h}_i N^{l,h}_i with Φ^{l,h} = ρA^{l,h} and N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁, normalised; then the
+    ``sink="auto"`` rule (positions with ≥ 20 % of Σ_{l,h} Φ and a mean N below half the context mean get 0, M is
+    renormalised). I (eq. 4): KL(P(·|X) ‖ P(·|X with x_i = 0)) by one full forward per token.
+    """
+    ref = eager_copy(model)
+    inputs = []
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda mod, args, kw: inputs.append(kw["hidden_states"]),
+                                                       with_kwargs=True) for layer in ref.model.layers]
+    x = ref.get_input_embeddings()(ids[None]).detach()
+    with torch.no_grad():
+        out = ref(inputs_embeds=x, output_attentions=True)
+    for h in hooks:
+        h.remove()
+    cfg = ref.config
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    dh = cfg.hidden_size // heads
+    n = ids.numel()
+    rho = torch.zeros(n, dtype=torch.float64)
+    rho[-1] = 1
+    m, phi_mass, norm_mass = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
+    for layer in reversed(range(cfg.num_hidden_layers)):
+        attn = ref.model.layers[layer].self_attn
+        a = out.attentions[layer][0].double()  # (H, n, n)
+        v = attn.v_proj(inputs[layer])[0].view(n, kv_heads, dh).transpose(0, 1).double()  # (H_kv, n, dh)
+        w_o = attn.o_proj.weight.t().double()  # (H·dh, d)
+        phis = []
+        for h in range(heads):
+            phi = rho @ a[h]
+            norms = (v[h // (heads // kv_heads)] @ w_o[h * dh:(h + 1) * dh]).abs().sum(-1)
+            m += phi * norms
+            phi_mass += phi
+            norm_mass += norms / (heads * cfg.num_hidden_layers)
+            phis.append(phi)
+        rho = 0.5 * rho + 0.5 * torch.stack(phis).mean(0)
+    sinks = (phi_mass / phi_mass.sum() >= 0.2) & (norm_mass / norm_mass.mean() < 0.5)
+    m = torch.where(sinks, 0.0, m / m.sum())
+    m = m / m.sum()
+    with torch.no_grad():
+        logp = torch.log_softmax(ref(inputs_embeds=x).logits[0, -1].double(), -1)
+        info = torch.zeros(n, dtype=torch.float64)
+        for i in range(n):
+            masked = x.clone()
+            masked[0, i] = 0.0
+            logq = torch.log_softmax(ref(inputs_embeds=masked).logits[0, -1].double(), -1)
+            info[i] = (logp.exp() * (logp - logq)).sum()
+    return m * info
+
+
+@pytest.mark.parametrize("text", [TEXT, "a red bird sat in the old tree and"])
+def test_default_is_m_times_i(tiny_tok, text):
+    """HEATConfig() since issue 15: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is
+    one captured forward plus the prefix-shared masked runs of I."""
+    cfg = hm.HEATConfig()
+    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.ablation, cfg.sink, cfg.mask) == (0.0, 1.0, 0.0, "full", "auto",
+                                                                                  "zero")
+    model = make_tiny("llama")
+    res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
+    n = len(res.tokens)
+    torch.testing.assert_close(res.scores.double(), literal_m_times_i(model, res.token_ids), rtol=1e-5, atol=1e-9)
+    assert res.curvature is None and res.first_order is None
+    assert res.cost["hvps"] == 0 and res.cost["gradients"] == 0 and "curvature" not in res.cost["seconds"]
+    assert res.cost["forward_passes"] == n + 1
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.info_batch_size, True))
 
 
 def test_attribute_combines_components(tiny_heat):
@@ -105,9 +178,9 @@ def test_batch_equals_single(tiny_heat, tiny_tok):
 
 def test_deterministic_under_seed(tiny_tok):
     model = make_tiny("qwen2")
-    a = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=3)).attribute(TEXT)
-    b = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=3)).attribute(TEXT)
-    c = hm.HEAT(model, tiny_tok, hm.HEATConfig(seed=4)).attribute(TEXT)
+    a = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", seed=3)).attribute(TEXT)  # the seed seeds S's probes
+    b = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", seed=3)).attribute(TEXT)
+    c = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", seed=4)).attribute(TEXT)
     assert torch.equal(a.scores, b.scores)
     assert not torch.equal(a.curvature, c.curvature)
 
@@ -148,13 +221,17 @@ def test_outputs(tiny_heat, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_model_attribution(smollm2):
+@pytest.mark.parametrize("preset", ["default", "exact"])
+def test_real_model_attribution(smollm2, preset):
     model, tok = smollm2
-    heat = hm.HEAT(model, tok, hm.HEATConfig())
+    heat = hm.HEAT(model, tok, hm.HEATConfig.preset(preset))
     res = heat.attribute("The capital of France is")
     assert res.target.strip() == "Paris"
+    assert (res.curvature is None) == (preset == "default")  # the default (M·I) computes no S
     for name in ("scores", "transition", "curvature", "information"):
         value = getattr(res, name)
+        if value is None:
+            continue
         assert torch.isfinite(value).all() and (value >= 0).all(), name
     assert abs(float(res.transition.sum()) - 1) < 1e-5
     assert " France" in [t for _, t, _ in res.topk(3)] or " capital" in [t for _, t, _ in res.topk(3)]

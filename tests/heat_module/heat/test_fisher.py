@@ -82,7 +82,7 @@ def test_mass_cutoff_selects_fewest_tokens():
 def test_heat_fisher_mode_and_cost(tiny_tok):
     model = make_tiny("llama")
     text = "the cat sat on the hat because it was"
-    cfg = hm.HEATConfig(curvature="fisher", fisher_topk=4, probes=2, info_batch_size=32)
+    cfg = hm.HEATConfig.preset("fisher", fisher_topk=4, probes=2, info_batch_size=32)
     res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
     ids = res.token_ids[None]
     x = embed(model, ids).detach()

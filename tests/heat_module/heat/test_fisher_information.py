@@ -92,7 +92,7 @@ def test_truncated_is_the_top_k_part_of_the_sum():
 def test_heat_fisher_information_shares_one_backward_with_fisher_curvature():
     model, x = setup("llama", n=6, seed=5)
     ids = torch.randint(4, TINY_VOCAB, (6,), generator=torch.Generator().manual_seed(5))
-    cfg = hm.HEATConfig(curvature="fisher", information="fisher", fisher_topk=4)
+    cfg = hm.HEATConfig.preset("fast", fisher_topk=4)  # Fisher S + Fisher I, beta = gamma = 0.5
     res = hm.HEAT(model, None, cfg).attribute(ids)
     assert res.cost.forward_passes == 2 and res.cost.gradients == 4  # the unperturbed forward + one shared vjp
     x = embed(model, ids[None]).detach()

@@ -19,7 +19,7 @@ TEXTS = ["the cat sat on the hat because it", "a red bird sat in the old tree an
 
 @pytest.fixture(scope="module")
 def heat(tiny_tok):
-    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig(curvature="fisher", fisher_topk=8))
+    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("fisher", fisher_topk=8))
 
 
 def test_recovers_known_weights_from_synthetic_drops(heat):

@@ -18,7 +18,7 @@ TEXT = "the cat sat on the hat because it"
 def test_all_layers_equals_exact(arch, tiny_tok):
     """k = L: the residual stream entering layer 0 is X (Llama) or X + position embeddings (GPT-2): same S."""
     model = make_tiny(arch)
-    cfg = hm.HEATConfig(probes=2)
+    cfg = hm.HEATConfig.preset("exact", probes=2)
     exact = hm.HEAT(model, tiny_tok, cfg).attribute(TEXT)
     ls = hm.HEAT(model, tiny_tok, cfg.replace(layers=model.config.num_hidden_layers)).attribute(TEXT)
     torch.testing.assert_close(ls.curvature, exact.curvature, rtol=1e-9, atol=1e-9)
@@ -43,7 +43,7 @@ def llama_upper(model, h, start, target):
 def test_last_layers_match_double_backward_wrt_hidden_state(tiny_tok):
     model = make_tiny("llama", layers=3)
     k, start = 2, 1
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, layers=k, hvp_chunk_size=4))  # several runs
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, layers=k, hvp_chunk_size=4))  # several runs
     res = heat.attribute(TEXT)
     ids = res.token_ids[None]
     with torch.no_grad():
@@ -60,7 +60,7 @@ def test_last_layers_match_double_backward_wrt_hidden_state(tiny_tok):
             (hv,) = torch.autograd.grad((gh[0, i] * probes[j, i]).sum(), hh, retain_graph=True)
             expected[i] += hv[0, i].abs().sum() / 2
     torch.testing.assert_close(res.curvature.double(), expected, rtol=1e-5, atol=1e-8)
-    exact = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2)).attribute(TEXT)
+    exact = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2)).attribute(TEXT)
     assert not torch.allclose(res.curvature, exact.curvature)
     # cost: one forward to read h, and each HVP runs k of L layers
     hvp_fe = exact_fe(n, 2, 4, share=True)
@@ -70,7 +70,7 @@ def test_last_layers_match_double_backward_wrt_hidden_state(tiny_tok):
 @pytest.mark.parametrize("mode", [dict(curvature="fisher", fisher_topk=5), dict(curvature="lowrank", rank=6)])
 def test_all_layers_composes_with_other_modes(mode, tiny_tok):
     model = make_tiny("qwen2")
-    cfg = hm.HEATConfig(probes=1, **mode)
+    cfg = hm.HEATConfig.preset("exact", **mode)
     plain = hm.HEAT(model, tiny_tok, cfg).attribute(TEXT)
     ls = hm.HEAT(model, tiny_tok, cfg.replace(layers=2)).attribute(TEXT)
     torch.testing.assert_close(ls.curvature, plain.curvature, rtol=1e-7, atol=1e-9)
@@ -99,12 +99,12 @@ def test_residual_stream_skips_lower_layers_and_restores_model(arch):
 def test_bad_layer_count(tiny_tok):
     model = make_tiny("llama")
     with pytest.raises(ValueError, match="Expected layers"):
-        hm.HEAT(model, tiny_tok, hm.HEATConfig(layers=5)).attribute(TEXT)
+        hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", layers=5)).attribute(TEXT)
 
 
 def test_reverse_over_reverse_mode(tiny_tok):
     model = make_tiny("llama", layers=3)
-    cfg = hm.HEATConfig(probes=2, layers=2, hvp_chunk_size=4)
+    cfg = hm.HEATConfig.preset("exact", probes=2, layers=2, hvp_chunk_size=4)
     a = hm.HEAT(model, tiny_tok, cfg).attribute(TEXT)
     b = hm.HEAT(model, tiny_tok, cfg.replace(hvp_mode="reverse_over_reverse")).attribute(TEXT)
     torch.testing.assert_close(a.curvature, b.curvature, rtol=1e-5, atol=1e-9)

@@ -37,7 +37,7 @@ def test_normalize_component_by_hand():
     ("rank", [0.5 * (0.5 + 1 / 6), 0.25 * (1 / 3 + 0.5), 0.25 * (1 / 6 + 1 / 3)]),
 ])
 def test_combine_weighs_the_normalised_components(mode, want):
-    got = combine(Components(M, S, INFO, None), HEATConfig(normalize=mode))
+    got = combine(Components(M, S, INFO, None), HEATConfig(beta=0.5, gamma=0.5, normalize=mode))
     assert torch.allclose(got, torch.tensor(want), atol=1e-7)
 
 
@@ -68,7 +68,7 @@ def test_config_choices_and_presets():
 @pytest.mark.parametrize("mode", ["none", "sum", "rank"])
 def test_absent_component_counts_as_zero_under_every_normalize(mode):
     """A component that was not computed adds nothing, also under "rank" (whose rank of an all-zero vector is not 0)."""
-    with_zero_i = combine(Components(M, S, None, None), HEATConfig(normalize=mode))
+    with_zero_i = combine(Components(M, S, None, None), HEATConfig(beta=0.5, gamma=0.5, normalize=mode))
     want = M * 0.5 * normalize_component(S, mode)
     assert torch.allclose(with_zero_i, want, atol=1e-7)
 
@@ -78,7 +78,7 @@ def test_absent_component_counts_as_zero_under_every_normalize(mode):
 def test_first_order_term_is_normalised_like_s_and_i(mode, first_order):
     """Under normalize the α term ‖∇g‖₁ is on the scale of S and I: its raw magnitude does not change the scores."""
     grad_norms = torch.tensor([2.0, 30.0, 7.0])
-    cfg = HEATConfig(alpha=0.5, normalize=mode, first_order=first_order)
+    cfg = HEATConfig(alpha=0.5, beta=0.5, gamma=0.5, normalize=mode, first_order=first_order)
     got = combine(Components(M, S, INFO, grad_norms), cfg)
     assert torch.allclose(got, combine(Components(M, S, INFO, grad_norms * 1000), cfg), atol=1e-7)
     fo, inner = normalize_component(grad_norms, mode), 0.5 * normalize_component(S, mode) + 0.5 * normalize_component(

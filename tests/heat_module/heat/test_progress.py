@@ -17,26 +17,26 @@ def model():
 
 
 def test_progress_false_prints_nothing(model, tiny_tok, capsys):
-    hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, progress=False)).attribute(TEXT)
+    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, progress=False)).attribute(TEXT)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
 
 
 def test_progress_true_shows_a_bar(model, tiny_tok, capsys):
-    hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2, progress=True, hvp_chunk_size=2)).attribute(TEXT)
+    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, progress=True, hvp_chunk_size=2)).attribute(TEXT)
     err = capsys.readouterr().err
     n = len(TEXT.split())
     assert "HEAT S (HVPs)" in err and "HEAT I (masked runs)" in err and f"/{n * 2 + n}" in err
 
 
 def test_auto_mode_follows_the_estimate_and_lightning_turns_it_off(model, tiny_tok, capsys):
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=2))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2))
     assert expected_seconds(model, 10, 2) < 1.0 and not heat.progress_enabled(10)  # tiny model: instant
     assert expected_seconds(model, 2000, 8) > expected_seconds(model, 10, 2) * 1000
     assert heat.progress_enabled(10**6)  # a long context: n·m HVPs and n masked runs
     # the Fisher surrogates cost a fixed number of passes at any n: no bar, whatever the length
     assert not hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("fast")).progress_enabled(10**6)
-    assert hm.HEAT(model, tiny_tok, hm.HEATConfig(curvature="fisher")).progress_enabled(10**6)  # exact I still grows
+    assert hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("fisher")).progress_enabled(10**6)  # exact I still grows
     heat.attribute(TEXT)
     assert capsys.readouterr().err == ""
     from heat_module.lightning.module import get_attributor

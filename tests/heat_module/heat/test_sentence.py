@@ -12,7 +12,7 @@ TEXT = "the cat sat on the hat because"
 
 @pytest.fixture(scope="module")
 def heat(tiny_tok):
-    return hm.HEAT(make_tiny("gpt2"), tiny_tok, hm.HEATConfig(probes=1))
+    return hm.HEAT(make_tiny("gpt2"), tiny_tok, hm.HEATConfig.preset("exact"))
 
 
 def test_one_target_equals_token_level(heat):

@@ -27,9 +27,9 @@ def test_window_bounds_by_hand():
 
 @pytest.mark.parametrize("window", [10, 11, 50])
 def test_one_window_equals_unwindowed(model, tiny_tok, window):
-    plain = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1))
+    plain = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact"))
     ref = plain.attribute(TEXT)
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1, window=window, window_leakage=True))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", window=window, window_leakage=True))
     got = attribute_windowed(heat, heat.encode(TEXT), None)
     assert got.target_id == ref.target_id and got.extra["windows"] == [[0, 10]]
     for name in ("scores", "transition", "curvature", "information"):
@@ -41,7 +41,7 @@ def test_one_window_equals_unwindowed(model, tiny_tok, window):
 
 def literal_algorithm_1(model, tok, text, W, s, target):
     """Algorithm 1 line by line: windows over [0, n-1), each + the last context token, accumulate, average."""
-    plain = hm.HEAT(model, tok, hm.HEATConfig(probes=1))
+    plain = hm.HEAT(model, tok, hm.HEATConfig.preset("exact"))  # eq. 5 with S
     ids = plain.encode(text)
     n = ids.numel()
     p = n - 1
@@ -66,7 +66,7 @@ def literal_algorithm_1(model, tok, text, W, s, target):
 
 @pytest.mark.parametrize("W,s", [(4, 3), (6, 6)])
 def test_matches_literal_algorithm_1(model, tiny_tok, W, s):
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(probes=1, window=W, stride=s))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", window=W, stride=s))
     res = heat.attribute(TEXT)
     full_target = hm.HEAT(model, tiny_tok).attribute(TEXT).target_id
     assert res.target_id == full_target  # fixed from the full context
@@ -79,7 +79,7 @@ def test_matches_literal_algorithm_1(model, tiny_tok, W, s):
 
 
 def test_given_target_leakage_and_lowrank_composition(model, tiny_tok):
-    cfg = hm.HEATConfig(probes=1, window=4, window_leakage=True, curvature="lowrank", rank=8, oversample=2)
+    cfg = hm.HEATConfig.preset("exact", window=4, window_leakage=True, curvature="lowrank", rank=8, oversample=2)
     heat = hm.HEAT(model, tiny_tok, cfg)
     res = heat.attribute(TEXT, target=40)
     assert res.target_id == 40 and len(res.extra["windows"]) == 4

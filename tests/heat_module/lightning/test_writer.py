@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import lightning.pytorch as pl
 import pytest
@@ -12,7 +13,7 @@ import heat_module as hm
 from heat_module.data import TextPromptsDataModule
 from heat_module.lightning.module import HEATModule
 from heat_module.lightning.progress import HEATProgressBar
-from heat_module.lightning.writer import AttributionWriter, read_errors, read_predictions
+from heat_module.lightning.writer import AttributionWriter, config_hash, read_errors, read_predictions
 
 PROMPTS = ["the cat sat on the", "she ordered a pizza and cut it with a", "my red car", "a dog ran in the",
            "the capital of france is"]
@@ -110,10 +111,19 @@ def test_another_config_is_not_skipped(tiny, tmp_path):
     model, tok = tiny
     data = TextPromptsDataModule(PROMPTS[:1], tokenizer=tok)
     trainer(AttributionWriter(tmp_path)).predict(HEATModule(model, tok, CHEAP), datamodule=data)
-    module = CountingModule(model, tok, hm.HEATConfig(beta=0.0, gamma=1.0))
+    module = CountingModule(model, tok, hm.HEATConfig(beta=0.0, gamma=0.5))  # CHEAP has gamma = 1
     with pytest.warns(UserWarning, match="1 predictions were written with another config"):
         trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data)
     assert module.attributed == ["0"]
+
+
+def test_config_hash_of_a_stored_config_does_not_warn_again():
+    """The β = 0 no-op warning is given when the config is made, not again for every stored result hashed."""
+    with pytest.warns(UserWarning, match="has no effect at beta=0"):
+        cfg = hm.HEATConfig(curvature="fisher")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert config_hash(cfg.to_dict()) == cfg.hash() != config_hash(hm.HEATConfig().to_dict())
 
 
 def test_bad_example_goes_to_the_errors_shard(tiny, tmp_path):

@@ -55,7 +55,7 @@ def test_eager_model_keeps_double_backward_after_close():
             return torch.log_softmax(m(inputs_embeds=emb).logits[0, -1], -1)[7]
         return g
 
-    with HEAT(model, config=HEATConfig()) as heat:
+    with HEAT(model, config=HEATConfig.preset("exact")) as heat:  # S: HEAT's double-backward path
         heat.attribute(ids[0])
     assert model.config._attn_implementation == "eager"
     got = torch.autograd.functional.hessian(f(model), x)
@@ -66,7 +66,7 @@ def test_eager_model_keeps_double_backward_after_close():
 def test_two_heat_objects_on_one_model():
     model = tiny_model("llama").double()
     ids = torch.tensor([5, 9, 17, 30, 8])
-    cfg = HEATConfig(probes=1, hvp_chunk_size=4)
+    cfg = HEATConfig.preset("exact", hvp_chunk_size=4)
     first, second = HEAT(model, config=cfg), HEAT(model, config=cfg)
     expected = second.attribute(ids).scores
     first.close()

@@ -202,7 +202,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
             lines.append("")
     lines += paired_lines(table, "heat_exact", COMPARED, R, "HEAT eq. 5 (exact S; the default before the rule)")
     if outcome["applicable"] and outcome["winner"] != "heat_exact":
-        others = tuple(r for r in ("heat_exact",) + COMPARED if r != outcome["winner"])
+        others = tuple(r for r in CANDIDATES + COMPARED if r != outcome["winner"])  # is the win resolved?
         lines += paired_lines(table, outcome["winner"], others, R, f"the rule's winner `{outcome['winner']}`")
     sec_all = seconds_per_row(table, BENCHMARKS + ALIGNMENT)
     lines += ["## Seconds per example (attribution only, 1 torch thread, shared 2-core CPU)", "",

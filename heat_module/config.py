@@ -256,8 +256,9 @@ class HEATConfig:
         - ``"default"``: ``HEATConfig()`` — M·I (eq. 5 with β = 0, γ = 1), chosen by issue 15's rule
           (``benchmarks/RESULTS-choice.md``): one captured forward and n masked runs on the prefix cache, no HVPs:
           ≈ 1 + (n + 1)/2 + (b − 1)/2 FE with b = ``info_batch_size`` (a batch of b consecutive masked positions
-          recomputes the suffix from its first one): 37 FE at n = 64, 133 at n = 256 (b = 8). On the issue-15
-          benchmarks ~8.7× AttnLRP's seconds.
+          recomputes the suffix from its first one): 37 FE at n = 64, 133 at n = 256 (b = 8); ≈ 12 s at n = 56–72.
+          On the issue-15 benchmarks ~8.6× AttnLRP's seconds; its scores vs ``"exact"``: Spearman ρ 0.75, top-5
+          0.70 (79 contexts, n ≈ 41) — a different ranking, and a more faithful one there (RESULTS-choice.md).
         - ``"exact"``: eq. 5 with exact S (m = 1, batched reverse-over-reverse HVPs on the prefix cache), exact I,
           β = γ = 0.5 — ``HEATConfig()`` before issue 15: 61 s and 194 FE per example at n = 64 (701 FE at
           n = 256). The reference of the figures below.

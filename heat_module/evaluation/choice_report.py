@@ -112,17 +112,27 @@ def paired(table: dict, dataset: str, a: str, b: str, metric: str, resamples: in
     return cell(diffs, resamples), len(diffs)
 
 
+def benchmark_means(table: dict) -> dict[str, dict[str, float]]:
+    """row -> metric -> the mean over the benchmarks of the row's per-benchmark mean (each benchmark weighs the same)
+    for Soft-NC, Soft-NS and ABPC; NaN unless the row has the metric on every benchmark."""
+    out: dict[str, dict[str, float]] = {}
+    for r in ROWS:
+        out[r] = {}
+        for m in RULE_METRICS:
+            per = [np.mean([v[m] for v in table[(d, r)].values() if m in v]) for d in BENCHMARKS if table.get((d, r))]
+            out[r][m] = float(np.mean(per)) if len(per) == len(BENCHMARKS) else math.nan
+    return out
+
+
 def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
     """The compact table: each row's per-benchmark means of Soft-NC, Soft-NS, ABPC averaged over the benchmarks
     (each benchmark weighs the same), its DSA/F1 on the alignment sets, and its cost relative to AttnLRP."""
     out = ["## Summary (means of the per-benchmark means; cost on the benchmarks)", "",
            "| method | Soft-NC | Soft-NS | ABPC | DSA curated | F1 curated | DSA LAMBADA | F1 LAMBADA | × AttnLRP |",
            "|---|---|---|---|---|---|---|---|---|"]
+    means = benchmark_means(table)
     for r in ROWS:
-        cells = []
-        for m in RULE_METRICS:
-            per = [np.mean([v[m] for v in table[(d, r)].values() if m in v]) for d in BENCHMARKS if table.get((d, r))]
-            cells.append(f"{np.mean(per):.3f}" if len(per) == len(BENCHMARKS) else "–")
+        cells = [f"{means[r][m]:.3f}" if math.isfinite(means[r][m]) else "–" for m in RULE_METRICS]
         for d in ALIGNMENT:
             for m in ALIGN_METRICS:
                 vals = [v[m] for v in table.get((d, r), {}).values() if m in v]
@@ -130,6 +140,46 @@ def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
         ratio = seconds[r] / seconds["attnlrp"] if seconds.get("attnlrp") else math.nan
         out.append(f"| {ROWS[r][0]} | " + " | ".join(cells) + f" | {ratio:.1f} |")
     return out + [""]
+
+
+def draw_cost_figure(table: dict, seconds: dict[str, float], path: Path, winner: str | None = None) -> Path | None:
+    """A PNG of what each method buys for its time: one panel per rule metric (Soft-NC, Soft-NS, ABPC; benchmark
+    means, :func:`benchmark_means`) against seconds per example relative to AttnLRP (log scale), the rule's cost
+    bound as a dashed line, ``winner`` ringed. Rows without a finite cost ratio or metric (random: no time) are left
+    out. Returns ``path``, or None when nothing can be drawn."""
+    import matplotlib  # lazy: only for the report
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = benchmark_means(table)
+    base = seconds.get("attnlrp", math.nan)
+    ratio = {r: seconds[r] / base for r in ROWS if math.isfinite(seconds.get(r, math.nan)) and base and seconds[r] > 0}
+    rows = [r for r in ratio if all(math.isfinite(means[r][m]) for m in RULE_METRICS)]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, len(RULE_METRICS), figsize=(5.2 * len(RULE_METRICS), 4.4))
+    colors = {r: ("tab:red" if r.startswith("heat_") or r == "m_i" else "tab:blue") for r in rows}
+    for ax, m in zip(axes, RULE_METRICS):
+        for r in rows:
+            ax.scatter(ratio[r], means[r][m], color=colors[r], s=36, zorder=3)
+            if r == winner:
+                ax.scatter(ratio[r], means[r][m], facecolors="none", edgecolors="black", s=160, zorder=4)
+            ax.annotate(r, (ratio[r], means[r][m]), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.axvline(MAX_COST_RATIO, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlim(min(ratio[r] for r in rows) / 1.6, max(ratio[r] for r in rows) * 3.5)  # room for the labels
+        ax.set_xlabel("seconds per example / AttnLRP's")
+        ax.set_title(f"{METRIC_TITLES[m]} (mean of {len(BENCHMARKS)} benchmarks)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("higher is better")
+    fig.suptitle("HEAT configurations (red) and other methods (blue): faithfulness against cost (means; intervals "
+                 f"in the tables); dashed: the rule's {MAX_COST_RATIO:g}× bound", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int, title: str) -> list[str]:
@@ -186,6 +236,10 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
                    if outcome["applicable"] else
                    f"**Rule not applied** ({outcome['reason']}); best so far: `{outcome['winner']}`."), ""]
     lines += summary_lines(table, outcome["seconds"])
+    figure = draw_cost_figure(table, outcome["seconds"], path.with_suffix(".png"),
+                              outcome["winner"] if outcome["applicable"] else None)
+    if figure is not None:
+        lines += [f"![Faithfulness against cost]({figure.name})", ""]
     for group, metrics in ((BENCHMARKS, BENCH_METRICS), (ALIGNMENT, ALIGN_METRICS)):
         for d in group:
             rows = [r for r in ROWS if table.get((d, r))]

@@ -47,8 +47,10 @@ def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):
     report = write_choice_report(cfg, tmp_path / "REPORT.md", command="eval_choice.py --stage report")
     text = report.read_text()
     for part in ("Decision rule", "Outcome of the rule", "Rule not applied", "## LongRA", "## LAMBADA (annotated)",
-                 "Paired differences", "Seconds per example", "Configurations compared", "eval_choice.py"):
+                 "Paired differences", "Seconds per example", "Configurations compared", "eval_choice.py",
+                 "![Faithfulness against cost](REPORT.png)"):
         assert part in text, part
+    assert (tmp_path / "REPORT.png").read_bytes()[:4] == b"\x89PNG"
 
     # resume: nothing is recomputed
     def boom(*a, **k):
@@ -113,3 +115,25 @@ def test_paired_lines_by_hand():
     row = next(line for line in text.splitlines() if line.startswith("| AttnLRP |"))
     assert row.split("|")[2].strip() == "4" and row.split("|")[3].strip().startswith("0.250 [0.250, 0.250]")
     assert "TellMeWhy" not in text  # no rows there: no table
+
+
+def test_benchmark_means_and_cost_figure_by_hand(tmp_path):
+    from heat_module.evaluation.choice_report import benchmark_means, draw_cost_figure
+
+    def vals(x):
+        return {"soft_nc": x, "soft_ns": x / 2, "abpc": x / 4, "seconds": 1.0}
+
+    # m_i: LongRA mean of (0.2, 0.4) = 0.3, TellMeWhy 0.6, WikiBio 0.9 -> 0.6; attnlrp 0.1 everywhere
+    table = {("longra", "m_i"): {"a": vals(0.2), "b": vals(0.4)}, ("tellmewhy", "m_i"): {"c": vals(0.6)},
+             ("wikibio", "m_i"): {"d": vals(0.9)}}
+    for d in ("longra", "tellmewhy", "wikibio"):
+        table[(d, "attnlrp")] = {"x": vals(0.1)}
+    table[("longra", "occlusion_kl")] = {"a": vals(0.5)}  # one benchmark only: no mean
+    means = benchmark_means(table)
+    assert means["m_i"]["soft_nc"] == pytest.approx(0.6) and means["m_i"]["abpc"] == pytest.approx(0.15)
+    assert means["attnlrp"]["soft_ns"] == pytest.approx(0.05) and means["occlusion_kl"]["soft_nc"] != means[
+        "occlusion_kl"]["soft_nc"]  # NaN
+    path = draw_cost_figure(table, {"m_i": 8.0, "attnlrp": 1.0, "occlusion_kl": 8.0}, tmp_path / "f.png", "m_i")
+    assert path == tmp_path / "f.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert draw_cost_figure(table, {"attnlrp": 0.0}, tmp_path / "g.png") is None  # no cost ratio: nothing drawn
+    assert not (tmp_path / "g.png").exists()

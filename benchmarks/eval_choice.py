@@ -14,6 +14,23 @@ Data from ``--path dataset=FILE`` or ``$HEAT_DATA_DIR``. Stages: ``cheap`` (ever
     PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage exact $B $E --start 33 --cache-name cache-exact2.jsonl &
     PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage cheap $B --start 27 --cache-name cache-bench3.jsonl &
     PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage exact $B $E --start 27 --cache-name cache-exact3.jsonl &
+    # second sitting: two queues, one after the other in each (E without --wait: the components were there)
+    python benchmarks/eval_choice.py --stage cheap $B --start 46 --stop 69 --cache-name cache-bench4.jsonl
+    python benchmarks/eval_choice.py --stage cheap --datasets curated lambada --start 29 --stop 90 \
+        --cache-name cache-align2.jsonl
+    python benchmarks/eval_choice.py --stage exact $B $E --start 26 --stop 60 --cache-name cache-exact4.jsonl
+    A="--datasets curated lambada --exact-limits curated=50 lambada=107"
+    python benchmarks/eval_choice.py --stage exact $A --stop 75 --cache-name cache-exact-align1.jsonl
+    # the other queue:
+    python benchmarks/eval_choice.py --stage cheap $B --start 26 --stop 33 --cache-name cache-bench5.jsonl
+    python benchmarks/eval_choice.py --stage cheap $B --start 69 --cache-name cache-bench5.jsonl
+    python benchmarks/eval_choice.py --stage cheap --datasets curated lambada --start 90 --cache-name cache-align3.jsonl
+    python benchmarks/eval_choice.py --stage exact $B $E --start 60 --cache-name cache-exact5.jsonl
+    python benchmarks/eval_choice.py --stage exact $A --start 75 --cache-name cache-exact-align2.jsonl
+    python benchmarks/eval_choice.py --stage exact $A --start 130 --cache-name cache-exact-align3.jsonl  # a helper
+    # then the whole order once more, which only computes what an interrupted example left out:
+    python benchmarks/eval_choice.py --stage cheap $B --cache-name cache-bench6.jsonl
+    python benchmarks/eval_choice.py --stage exact $B $E --cache-name cache-exact6.jsonl
     PYTHONPATH=. python benchmarks/eval_choice.py --stage report          # -> benchmarks/RESULTS-choice.md
 """
 
@@ -30,46 +47,54 @@ from heat_module.evaluation.choice_report import write_choice_report
 HERE = Path(__file__).resolve().parent
 
 NOTES = """
-## What ran (recorded run, SmolLM2-135M-Instruct, fp32, 1 torch thread per process, 2-core CPU shared with ~6 agents)
+## What ran (SmolLM2-135M-Instruct, fp32, greedy targets, contexts ≤ 96 tokens, 1 torch thread per process)
 
-- **Benchmarks (Soft-NC, Soft-NS, ABPC, rank-transformed Soft-NC/NS), all 11 rows:** LongRA 16, TellMeWhy 14,
-  WikiBio 13 examples (AttnLRP / occlusion-KL / M·I have 1–2 more on TellMeWhy and WikiBio: the run was stopped
-  mid-example). Examples are the first ones of a seeded random order with the datasets interleaved, processed by
-  three pairs of processes (cheap stage `--start 0/27/33` + exact stage `--wait`), stopped after ~57 min.
-- **Alignment (DSA, F1; no model metrics), 8 cheap rows:** curated 15, annotated LAMBADA 14 passages (the
-  alignment process was paused at 16:02 to give the CPU to the benchmarks). Exact-S rows were **not** run on the
-  alignment sets.
-- **Not run:** the remaining examples (LongRA 34, TellMeWhy 6, WikiBio 9, curated 35, LAMBADA 93); Soft-NC/NS at a
-  fixed entropy (`scores_transform="entropy"`, implemented and tested, not in the run); rank-transformed Soft-NC/NS
-  with more than one mask seed; `gated:occlusion` with `measure="prob"` (M·I is the gate on occlusion-KL).
-- Mask seeds: Soft-NC/NS use seeds 0, 1, 2 (one Bernoulli mask each); rank-transformed Soft-NC/NS seed 0; ABPC
-  T = 4 (3 interior points, deterministic). Seconds are wall-clock on the contended CPU, measured for every
-  component on every example; the ratios to AttnLRP are what the rule uses.
+- **Benchmarks (Soft-NC, Soft-NS, ABPC, Soft-NC/NS on ranks), all 11 rows:** LongRA 50, TellMeWhy 20 (all),
+  WikiBio 22 (all). **Alignment (DSA, F1), all 11 rows:** curated 50, annotated LAMBADA 101 (every passage of ≤ 96
+  tokens; 6 longer ones skipped).
+- Two sittings on 2026-12-01 on this 2-core CPU: 16:00–16:57 with 6 processes beside other agents' jobs, then
+  17:18–18:35 with 2–3 processes and nothing else; every example's components, metrics and seconds are cached in
+  `benchmarks/eval_choice/cache*.jsonl` (the report reads them all). Seconds are wall-clock per component on each
+  example, so methods are compared on the same example under the same load; the × AttnLRP ratios are what the rule
+  uses. The commands are in the module docstring of `benchmarks/eval_choice.py` (processes split the seeded
+  interleaved order with `--start`/`--stop`).
+- Mask seeds: Soft-NC/NS use seeds 0, 1, 2 (one Bernoulli mask each); Soft-NC/NS on ranks seed 0; ABPC T = 4.
+- **Not run:** Soft-NC/NS at a fixed entropy (`scores_transform="entropy"`, implemented and tested), ranks with more
+  than one seed, `gated:occlusion` with `measure="prob"` (M·I is the gate on occlusion-KL).
 
 ## Reading
 
-1. **The rule could not be applied:** TellMeWhy (14) and WikiBio (13) fall short of the 15 examples every candidate
-   needs, so `HEATConfig()` is unchanged. With the examples there are, the best mean rank is M·I (1.56), then
-   Fisher-S HEAT with `normalize="sum"` (1.89); exact-S HEAT is not eligible whatever its metrics (50× AttnLRP's
-   seconds, above the 20× bound); Fisher S costs 13.3× and M·I 8.8×.
-2. **Default HEAT (eq. 5, exact S) is not more faithful than AttnLRP and costs ~50× more.** Paired differences
-   (HEAT − AttnLRP): Soft-NC +0.070 [0.000, 0.144] LongRA, +0.075 [−0.019, 0.187] TellMeWhy, −0.148 [−0.303, −0.006]
-   WikiBio; ABPC −0.045 [−0.068, −0.023] on TellMeWhy (AttnLRP better), the other two overlap 0.
-3. **The gate is what helps on the soft metrics, on any method:** M·AttnLRP (1.6× AttnLRP's cost) and M·I beat
-   default HEAT on Soft-NC and Soft-NS on all three benchmarks with intervals excluding 0 (e.g. TellMeWhy
-   HEAT − M·AttnLRP: Soft-NC −0.544 [−0.670, −0.395]); M·AttnLRP has the best benchmark-mean Soft-NS (0.313).
-4. **Normalising S and I makes β and γ matter:** `normalize="sum"` lifts exact HEAT's benchmark-mean Soft-NC from
-   0.266 to 0.663 and Soft-NS from 0.152 to 0.247 (Fisher: 0.403 → 0.646, 0.182 → 0.244); `"rank"` flattens the
-   scores and loses on Soft-NC (0.20).
-5. **On the rank-based metrics everything serious ties.** ABPC (benchmark means) 0.095–0.134 for every non-random
-   method, occlusion-KL highest (0.134); random 0.009. Soft-NC/NS on ranks barely separate methods at these context
-   lengths (a linear ramp of ranks keeps every token with probability ≥ 1 − 2/n): values 0.01–0.15 with overlapping
-   intervals everywhere. So the soft-metric gains of the gated rows come from concentration at least as much as from
-   a better order.
-6. **Alignment:** on the curated set only AttnLRP-based rows have clearly positive DSA (M·AttnLRP 0.091, AttnLRP
-   0.047); I-based rows sit at 0 (F1 ≤ 0.06, below random's 0.18: the first answer token is improbable for
-   SmolLM2, see RESULTS-eval.md). On annotated LAMBADA (human rationales) Fisher HEAT with `normalize="rank"` has
-   the highest DSA (0.255) and M·AttnLRP the highest F1 (0.445); 14 passages give wide intervals.
+1. **The rule applies and picks M·I:** mean rank 1.22 of 9, then Fisher-S HEAT with `normalize="sum"` 1.78, eq. 5
+   with Fisher S 3.33, with rank normalisation 3.67; the exact-S configurations cost 45× AttnLRP and are not
+   eligible. `HEATConfig()` is now β = 0, γ = 1 (M·I; γ = 1 ranks exactly like the evaluated γ = 0.5 under every
+   metric here, all scale-free); `HEATConfig.preset("exact")` is the old default, `"paper"` eq. 5 as the authors
+   run it.
+2. **Eq. 5 with exact S (the old default) is not more faithful than AttnLRP at 45× its cost:** HEAT − AttnLRP
+   Soft-NC +0.049 [0.008, 0.090] LongRA, +0.071 [0.003, 0.153] TellMeWhy, −0.144 [−0.260, −0.027] WikiBio; Soft-NS
+   within ±0.02 of 0 on LongRA and TellMeWhy, −0.150 [−0.218, −0.078] on WikiBio; ABPC −0.038 [−0.055, −0.018] on
+   TellMeWhy, overlapping 0 elsewhere.
+3. **Adding S does not pay.** M·I minus the best row with S (exact S, `normalize="sum"`): Soft-NC +0.144, +0.054,
+   +0.093 (all intervals above 0), Soft-NS and ABPC ≥ 0 or overlapping 0 on every benchmark. Only Soft-NC on ranks
+   resolves a gain from S (0.002–0.013 on LongRA and WikiBio, in a metric whose values are 0.01–0.08).
+4. **The gate is what helps, on any method:** Soft-NC AttnLRP 0.273 → M·AttnLRP 0.684, occlusion-KL 0.368 → M·I
+   0.742 (benchmark means). M·AttnLRP (1.6× AttnLRP) has the best mean Soft-NS (0.314) and beats M·I on WikiBio
+   (M·I − M·AttnLRP: Soft-NC −0.066 [−0.127, −0.013], Soft-NS −0.090 [−0.164, −0.009]); M·I leads on LongRA (Soft-NC
+   +0.113 [0.052, 0.180], Soft-NS +0.024 [0.004, 0.048]) and on TellMeWhy's Soft-NC (+0.125 [0.057, 0.204]).
+5. **Normalising S and I makes β and γ matter:** `normalize="sum"` lifts eq. 5's Soft-NC 0.265 → 0.645 (exact S) and
+   0.427 → 0.640 (Fisher S); `"rank"` flattens the scores and loses on the soft metrics (0.20).
+6. **Rank-only metrics tie:** ABPC 0.087–0.128 for every non-random method (random 0.016), occlusion-KL highest;
+   most paired ABPC intervals contain 0 (M·I − AttnLRP +0.029 [0.002, 0.065] on LongRA; occlusion-KL − M·I +0.045
+   [0.023, 0.069] on TellMeWhy). Soft-NC/NS on ranks barely separate anything. Much of the soft-metric gain of the
+   gated rows is concentration, not a better order.
+7. **Alignment (not in the rule) is where S adds and M·I is weak:** curated — AttnLRP-based rows find the gold
+   tokens best (DSA: M·AttnLRP 0.070, AttnLRP 0.053; F1: AttnLRP 0.204, the only row above random's 0.165); eq. 5
+   with exact S follows (DSA 0.020, F1 0.113; minus M·I: +0.021 [0.011, 0.032], +0.104 [0.082, 0.127]); I-based rows
+   sit at DSA ≈ 0 (the first answer token is improbable for SmolLM2, RESULTS-eval.md). Annotated LAMBADA (human
+   rationales): rank-normalised HEAT has the best DSA (Fisher S 0.262, exact S 0.258), then occlusion-KL 0.233;
+   eq. 5 with exact S (0.196) ties AttnLRP (0.195; +0.001 [−0.023, 0.026]) and beats M·I (+0.066 [0.036, 0.096]);
+   the gate lowers DSA (I 0.233 → M·I 0.130; AttnLRP 0.195 → M·AttnLRP 0.115) and raises F1 (0.372 → 0.411 /
+   0.420). Users who want agreement with human rationales should take `preset("fisher", normalize="rank")`, not the
+   default.
 """
 
 

@@ -220,6 +220,18 @@ class HEATConfig:
             )
 
     @property
+    def computes_s(self) -> bool:
+        """Whether an attribution under this config computes S: β > 0 in an ablation that uses S through β
+        (:data:`S_THROUGH_BETA`), or the S-only ablation ``"curvature"`` (whatever β is)."""
+        return (self.ablation in S_THROUGH_BETA and self.beta > 0) or self.ablation == "curvature"
+
+    @property
+    def computes_i(self) -> bool:
+        """Whether an attribution under this config computes I: γ > 0 in an ablation that uses I through γ (the
+        same ones as S), or the I-only ablation ``"information"``."""
+        return (self.ablation in S_THROUGH_BETA and self.gamma > 0) or self.ablation == "information"
+
+    @property
     def effective_stride(self) -> int | None:
         """The HEAT-WIN stride: ``stride`` or W // 2 (at least 1)."""
         if self.window is None:

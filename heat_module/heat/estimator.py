@@ -125,10 +125,7 @@ class HEAT(Attributor):
                 captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
             )[0]
         cost.seconds["transition"] = time.perf_counter() - t0
-        need_s = cfg.ablation in ("full", "curvature", "no_gate", "uniform_gate") and cfg.beta > 0 or (
-            cfg.ablation == "curvature")
-        need_i = cfg.ablation in ("full", "information", "no_gate", "uniform_gate") and cfg.gamma > 0 or (
-            cfg.ablation == "information")
+        need_s, need_i = cfg.computes_s, cfg.computes_i
         curv = info = fo = None
         bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
                            self.progress_enabled(n, need_s, need_i))
@@ -193,16 +190,17 @@ class HEAT(Attributor):
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
         return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
 
-    def progress_enabled(self, n: int, need_s: bool = True, need_i: bool = True) -> bool:
-        """Whether this attribution shows a progress bar: ``config.progress`` if set, else ``show_progress`` if
-        set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`; only the exact S and the
-        exact I grow with n — the Fisher and low-rank surrogates cost a fixed number of passes)."""
+    def progress_enabled(self, n: int, need_s: bool | None = None, need_i: bool | None = None) -> bool:
+        """Whether an attribution of n tokens shows a progress bar: ``config.progress`` if set, else ``show_progress``
+        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`; only the exact S and
+        the exact I grow with n — the Fisher and low-rank surrogates cost a fixed number of passes). ``need_s`` /
+        ``need_i``: whether S / I are computed (default: ``config.computes_s`` / ``computes_i``)."""
         if self.config.progress is not None:
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
-        hvps = need_s and self.config.curvature == "exact"
-        masked_runs = need_i and self.config.information == "exact"
+        hvps = (self.config.computes_s if need_s is None else need_s) and self.config.curvature == "exact"
+        masked_runs = (self.config.computes_i if need_i is None else need_i) and self.config.information == "exact"
         return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(

@@ -123,3 +123,18 @@ def test_s_only_changes_names_every_changed_s_field():
     assert s_only_changes(cfg) == {"curvature": "lowrank", "fisher_topk": 3, "rank": 4}  # not seed, not sink
     assert s_only_changes(cfg.replace(beta=0.5)) == {}
     assert set(S_ONLY_FIELDS) <= set(OLD_DEFAULT)
+
+
+@pytest.mark.parametrize("fields, s, i", [
+    ({}, False, True),                                              # M·I: β = 0
+    ({"beta": 0.5, "gamma": 0.5}, True, True),                      # eq. 5
+    ({"beta": 0.5, "gamma": 0.0}, True, False),
+    ({"ablation": "curvature"}, True, False),                       # S alone, whatever β is
+    ({"ablation": "information", "gamma": 0.0}, False, True),       # I alone, whatever γ is
+    ({"ablation": "transition", "beta": 0.5}, False, False),        # M alone
+    ({"ablation": "no_gate", "beta": 0.5, "gamma": 0.0}, True, False),
+    ({"ablation": "uniform_gate"}, False, True),
+])
+def test_computes_s_and_i_by_hand(fields, s, i):
+    cfg = HEATConfig(**fields)
+    assert (cfg.computes_s, cfg.computes_i) == (s, i)

@@ -37,6 +37,10 @@ def test_auto_mode_follows_the_estimate_and_lightning_turns_it_off(model, tiny_t
     # the Fisher surrogates cost a fixed number of passes at any n: no bar, whatever the length
     assert not hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("fast")).progress_enabled(10**6)
     assert hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("fisher")).progress_enabled(10**6)  # exact I still grows
+    # called without need_s / need_i it counts what the config computes: M alone is one forward, M·I has n runs
+    assert not hm.HEAT(model, tiny_tok, hm.HEATConfig(ablation="transition")).progress_enabled(10**6)
+    assert hm.HEAT(model, tiny_tok, hm.HEATConfig()).progress_enabled(10**6)
+    assert expected_seconds(model, 10**6, 1, hvps=False) < expected_seconds(model, 10**6, 1) / 2
     heat.attribute(TEXT)
     assert capsys.readouterr().err == ""
     from heat_module.lightning.module import get_attributor

@@ -13,8 +13,11 @@ Each method gets a short warm-up (its first two tokens) before the timed call ov
 evenly spaced ones where a configuration says so: the authors' cost at m = 10, n = 96 is ~30 min here).
 
     python benchmarks/bench_curvature.py [--configs 48:1 48:10 96:1 96:10:12] [--csv out.csv]
+    python benchmarks/bench_curvature.py --modes [--configs ...]   # ours: forward- vs reverse-over-reverse
 
-A config is n:m or n:m:tokens. One torch thread (``torch.set_num_threads(1)``) in every case.
+A config is n:m or n:m:tokens. One torch thread (``torch.set_num_threads(1)``) in every case. With ``--modes`` the
+two methods compared are ours with ``hvp_mode="reverse_over_reverse"`` (what ``"auto"`` picks on the CPU) and
+``"forward_over_reverse"``: is that choice right at every shape?
 """
 
 from __future__ import annotations
@@ -85,9 +88,11 @@ def case(method: str, n: int, probes: int, tokens: int | None, out_path: str) ->
     if method == "authors":
         def fn(pos):
             return authors_algorithm(model, x, y, r, pos)
-    else:
+    else:  # "ours" (hvp_mode "auto") or an hvp_mode
+        mode = "auto" if method == "ours" else method
+
         def fn(pos):
-            return curvature_exact(model, x, y, r, captures=records, positions=pos)
+            return curvature_exact(model, x, y, r, captures=records, positions=pos, mode=mode)
     fn(positions[:2])  # warm-up
     t0 = time.perf_counter()
     s = fn(positions)
@@ -101,6 +106,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--configs", nargs="+", default=["48:1", "48:10", "96:1", "96:10:12"])
     p.add_argument("--csv", default=None)
+    p.add_argument("--modes", action="store_true",
+                   help="compare our two HVP modes (reverse- vs forward-over-reverse) instead of authors vs ours")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--probes", type=int, default=1, help=argparse.SUPPRESS)
@@ -112,14 +119,15 @@ def main() -> None:
         return
     import torch
 
+    base, ours = ("reverse_over_reverse", "forward_over_reverse") if args.modes else ("authors", "ours")
     print(f"# machine: {_common.machine()}; one torch thread per case; each case in its own process")
-    print("n,m,tokens,authors_s,ours_s,ratio,max_abs_diff,allclose", flush=True)
+    print(f"n,m,tokens,{base}_s,{ours}_s,ratio,max_abs_diff,allclose", flush=True)
     rows = []
     tmp = tempfile.mkdtemp()
     for j, config in enumerate(args.configs):
         n, m, *rest = (int(v) for v in config.split(":"))
         tokens = rest[0] if rest else 0
-        order = ("authors", "ours") if j % 2 == 0 else ("ours", "authors")
+        order = (base, ours) if j % 2 == 0 else (ours, base)
         res, vals = {}, {}
         for method in order:
             out = os.path.join(tmp, f"{method}-{n}-{m}.json")
@@ -127,15 +135,15 @@ def main() -> None:
                                                       "--tokens", str(tokens), "--out", out])
             with open(out) as f:
                 vals[method] = torch.tensor(json.load(f))
-        diff = float((vals["authors"] - vals["ours"]).abs().max())
-        close = bool(torch.allclose(vals["ours"], vals["authors"], rtol=1e-3, atol=1e-5))
-        a, b = res["authors"]["seconds"], res["ours"]["seconds"]
-        row = {"n": n, "m": m, "tokens": res["ours"]["tokens"], "authors_s": a, "ours_s": b, "ratio": a / b,
+        diff = float((vals[base] - vals[ours]).abs().max())
+        close = bool(torch.allclose(vals[ours], vals[base], rtol=1e-3, atol=1e-5))
+        a, b = res[base]["seconds"], res[ours]["seconds"]
+        row = {"n": n, "m": m, "tokens": res[ours]["tokens"], f"{base}_s": a, f"{ours}_s": b, "ratio": a / b,
                "max_abs_diff": diff, "allclose": close}
         rows.append(row)
         print(f"{n},{m},{row['tokens']},{a:.1f},{b:.1f},{a / b:.2f}x,{diff:.2e},{close}", flush=True)
         if not close:
-            raise AssertionError(f"Expected the same S from both algorithms at n={n}, m={m}, got max |diff| {diff}")
+            raise AssertionError(f"Expected the same S from {base} and {ours} at n={n}, m={m}, got max |diff| {diff}")
     if args.csv:
         _common.write_csv(args.csv, rows)
 

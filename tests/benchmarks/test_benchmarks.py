@@ -73,6 +73,9 @@ def test_bench_information_and_curvature_tiny():
     assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,", out, re.M)
     out = run_script("bench_curvature.py", "--configs", "8:1:2")  # n = 8, m = 1, 2 tokens; asserts equal values
     assert re.search(r"^8,1,2,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.e+-]+,True$", out, re.M), out[-2000:]
+    out = run_script("bench_curvature.py", "--modes", "--configs", "8:2:2")  # our two HVP modes, same values
+    assert "reverse_over_reverse_s,forward_over_reverse_s" in out, out[-2000:]
+    assert re.search(r"^8,2,2,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.e+-]+,True$", out, re.M), out[-2000:]
 
 
 @pytest.mark.slow

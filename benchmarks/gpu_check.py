@@ -469,6 +469,42 @@ def _bench_call(rec, case, backend, call, dev, flops, nbytes, bw, peak, sdpa_mem
         rec.add(case, f"{backend}_peak_extra", mem, "MiB")
 
 
+def timed_attribution(model, cfg, warm_ids, ids, dev: str, rec: Recorder, case: str):
+    """One warm-up and one timed ``HEAT(model, None, cfg).attribute(ids)``. On out-of-memory it retries with halved
+    chunks of what the config batches — the HVP tangents (``hvp_chunk_size``) when it computes S, else the masked
+    runs of I (``info_batch_size``: M·I has no HVPs, and setting its unused ``hvp_chunk_size`` would warn) — recording
+    each retry. Returns (result, seconds, the chunk field, its value) or None after a recorded failure (any other
+    error, e.g. non-finite bf16 components, is recorded too, so the next variant still runs)."""
+    import torch
+
+    import heat_module as hm
+
+    knob = "hvp_chunk_size" if cfg.computes_s else "info_batch_size"
+    chunk = getattr(cfg, knob)
+    while True:
+        try:
+            heat = hm.HEAT(model, None, cfg.replace(**{knob: chunk}))
+            heat.attribute(warm_ids)  # compiles the Triton kernels, fills the allocator
+            if dev.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            sync(dev)
+            t0 = time.perf_counter()
+            res = heat.attribute(ids)
+            sync(dev)
+            return res, time.perf_counter() - t0, knob, chunk
+        except torch.OutOfMemoryError:
+            if dev.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if chunk == 1:
+                rec.add(case, "error", "OutOfMemoryError", "", "", "FAIL")
+                return None
+            chunk = max(1, chunk // 2)
+            rec.add(case, f"oom_retry_{knob}", chunk)
+        except Exception as err:
+            rec.add(case, "error", type(err).__name__, "", "", f"FAIL ({str(err)[:200]})")
+            return None
+
+
 def throughput_variants(n: int, tiny: bool, hvp_chunk: int, info_batch: int) -> dict:
     import heat_module as hm
 
@@ -487,7 +523,6 @@ def throughput_variants(n: int, tiny: bool, hvp_chunk: int, info_batch: int) -> 
 def step_throughput(args, rec: Recorder) -> None:
     import torch
 
-    import heat_module as hm
 
     dev = args.device
     name = TINY_OF[args.shape] if args.tiny else args.shape
@@ -519,33 +554,10 @@ def step_throughput(args, rec: Recorder) -> None:
     for variant, cfg in throughput_variants(n, args.tiny, args.hvp_chunk, args.info_batch).items():
         case = f"{name}_n{n}_{variant}"
         rec.add(case, "started_unix", time.time(), "s")
-        chunk = cfg.hvp_chunk_size
-        while True:
-            try:
-                heat = hm.HEAT(model, None, cfg.replace(hvp_chunk_size=chunk))
-                heat.attribute(warm_ids)  # compiles the Triton kernels, fills the allocator
-                if dev.startswith("cuda"):
-                    torch.cuda.reset_peak_memory_stats()
-                sync(dev)
-                t0 = time.perf_counter()
-                res = heat.attribute(ids)
-                sync(dev)
-                seconds = time.perf_counter() - t0
-                break
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if chunk == 1:
-                    rec.add(case, "error", "OutOfMemoryError", "", "", "FAIL")
-                    seconds = None
-                    break
-                chunk = max(1, chunk // 2)
-                rec.add(case, "oom_retry_hvp_chunk", chunk)
-            except Exception as err:  # e.g. non-finite bf16 components: a result, and the next variant still runs
-                rec.add(case, "error", type(err).__name__, "", "", f"FAIL ({str(err)[:200]})")
-                seconds = None
-                break
-        if seconds is None:
+        timed = timed_attribution(model, cfg, warm_ids, ids, dev, rec, case)
+        if timed is None:
             continue
+        res, seconds, knob, chunk = timed
         fe = float(res.cost.get("forward_equivalents", float("nan")))
         useful = fe * full_pass_flops(s, n)
         frac = useful / seconds / peak
@@ -554,7 +566,7 @@ def step_throughput(args, rec: Recorder) -> None:
         rec.add(case, "examples_per_s", 1 / seconds, "1/s")
         rec.add(case, "forward_equivalents", fe, "FE")
         rec.add(case, "hvps", int(res.cost.get("hvps", 0)))
-        rec.add(case, "hvp_chunk", chunk)
+        rec.add(case, knob, chunk)  # the chunk size the timed run used
         rec.add(case, "useful_TFLOP", useful / 1e12, "TFLOP")
         rec.add(case, "achieved_TFLOP_per_s", useful / seconds / 1e12, "TFLOP/s")
         rec.add(case, "fraction_of_measured_bf16_peak", frac, "", ">= 0.4" if judged else "",

@@ -282,7 +282,7 @@ class HEATConfig:
         - ``"fisher"``: eq. 5 (β = γ = 0.5) with Fisher S (K = 16) + exact I, the cheapest variant with S whose I is
           eq. 4 itself: 20 s, 54 FE at n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"exact"``:
           Spearman ρ 0.946, top-5 0.86. With ``normalize="rank"`` it had the best DSA against annotated LAMBADA's
-          human rationales in issue 15's run (0.262; the default M·I: 0.130).
+          human rationales in issue 15's run (0.265; the default M·I: 0.137).
         - ``"fast"``: eq. 5 (β = γ = 0.5) with Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent
           backward, 18 FE at any n (7.5 s at n = 64). Scores vs ``"exact"``: ρ 0.945, top-5 0.92 at n = 64 (as close
           as ``"fisher"``: the gate M carries most of the ranking on SmolLM2; ρ 0.973 vs ``"fisher"`` at n = 256,

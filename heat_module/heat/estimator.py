@@ -128,7 +128,7 @@ class HEAT(Attributor):
         need_s, need_i = cfg.computes_s, cfg.computes_i
         curv = info = fo = None
         bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
-                           self.progress_enabled(n, need_s, need_i))
+                           self.progress_enabled(n))
         mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
         if need_i and cfg.information == "fisher":
             if foil is not None:
@@ -190,17 +190,17 @@ class HEAT(Attributor):
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
         return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
 
-    def progress_enabled(self, n: int, need_s: bool | None = None, need_i: bool | None = None) -> bool:
+    def progress_enabled(self, n: int) -> bool:
         """Whether an attribution of n tokens shows a progress bar: ``config.progress`` if set, else ``show_progress``
-        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS`; only the exact S and
-        the exact I grow with n — the Fisher and low-rank surrogates cost a fixed number of passes). ``need_s`` /
-        ``need_i``: whether S / I are computed (default: ``config.computes_s`` / ``computes_i``)."""
+        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS` for what the config
+        computes, ``config.computes_s`` / ``computes_i``; only the exact S and the exact I grow with n — the Fisher
+        and low-rank surrogates cost a fixed number of passes)."""
         if self.config.progress is not None:
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
-        hvps = (self.config.computes_s if need_s is None else need_s) and self.config.curvature == "exact"
-        masked_runs = (self.config.computes_i if need_i is None else need_i) and self.config.information == "exact"
+        hvps = self.config.computes_s and self.config.curvature == "exact"
+        masked_runs = self.config.computes_i and self.config.information == "exact"
         return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(

@@ -171,7 +171,10 @@ def fit_weights(heat: HEAT, examples: Iterable, num_spans: int = 8, seed: int = 
     """Fit HEAT's β, γ ≥ 0 on ``examples`` by non-negative least squares of removal drops (Theorem 3).
 
     Args:
-        heat: a :class:`heat_module.heat.estimator.HEAT` (model, tokenizer and the configuration of M, S, I).
+        heat: a :class:`heat_module.heat.estimator.HEAT` (model, tokenizer and the configuration of M, S, I); the fit
+            runs it with β = γ = 1 whatever its own weights. To choose S's estimator, build it from a preset that
+            computes S (``HEATConfig.preset("fisher")``, ``"exact"``): ``HEATConfig(curvature="fisher")`` alone keeps
+            the default β = 0 and warns that its S settings have no effect — true of that config, not of the fit.
         examples: texts / id sequences / ``(text, target)`` pairs / dicts (see :func:`collect`).
         num_spans: random contiguous spans per example, besides all singletons.
         seed: seed of the span sampler.

@@ -71,11 +71,17 @@ def test_bench_metrics_tiny(tmp_path):
 def test_bench_information_and_curvature_tiny():
     out = run_script("bench_information.py", "--lengths", "8", "--batch-size", "4")
     assert re.search(r"^8,[0-9.]+,[0-9.]+,[0-9.]+x,", out, re.M)
-    out = run_script("bench_curvature.py", "--configs", "8:1:2")  # n = 8, m = 1, 2 tokens; asserts equal values
-    assert re.search(r"^8,1,2,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.e+-]+,True$", out, re.M), out[-2000:]
+    # n = 8, m = 1, 2 tokens, both baselines (their loop on our objective, their code path); asserts equal values
+    out = run_script("bench_curvature.py", "--baselines", "authors", "authors_code", "--configs", "8:1:2")
+    row = r",[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.]+-[0-9.]+,[0-9.e+-]+,True$"  # seconds, ratio, its range, diff, allclose
+    for base in ("authors", "authors_code"):
+        assert re.search(rf"^8,1,2,{base}{row}", out, re.M), out[-2000:]
     out = run_script("bench_curvature.py", "--modes", "--configs", "8:2:2")  # our two HVP modes, same values
-    assert "reverse_over_reverse_s,forward_over_reverse_s" in out, out[-2000:]
-    assert re.search(r"^8,2,2,[0-9.]+,[0-9.]+,[0-9.]+x,[0-9.e+-]+,True$", out, re.M), out[-2000:]
+    assert "baseline_s,forward_over_reverse_s" in out, out[-2000:]
+    assert re.search(rf"^8,2,2,reverse_over_reverse{row}", out, re.M), out[-2000:]
+    out = run_script("bench_curvature.py", "--floor", "--configs", "8:2")  # the pieces of one HVP and the ceiling
+    ceiling = float(re.search(r"ceiling=([0-9.]+)", out).group(1))
+    assert re.search(r"full_hvp_s=[0-9.e+-]+, full_batch=\d+", out) and ceiling > 0, out[-2000:]
 
 
 @pytest.mark.slow

@@ -93,6 +93,36 @@ def test_default_is_m_times_i(tiny_tok, text):
     assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.info_batch_size, True))
 
 
+def sink_model(tok, first_word: str):
+    """The tiny Llama with an attention sink at ``first_word``'s position 0 (the ``sink="auto"`` rule must fire):
+    q_proj = 0 makes attention uniform over the causal prefix, so position 0 collects the most rollout mass (Φ); its
+    embedding is a basis vector e_0 whose input column is shrunk ×0.05 in every v_proj, gate_proj and up_proj, so the
+    residual stream there stays near e_0 and its value norms N stay far below the context mean — small, not zero, so
+    M_0 > 0 unless the rule removes it."""
+    model = make_tiny("llama")
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[tok.convert_tokens_to_ids(first_word)] = torch.nn.functional.one_hot(torch.tensor(0), emb.shape[1])
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.zero_()
+            for lin in (layer.self_attn.v_proj, layer.mlp.gate_proj, layer.mlp.up_proj):
+                lin.weight[:, 0] *= 0.05
+    return model
+
+
+def test_default_is_m_times_i_with_a_sink(tiny_tok):
+    """The literal reference through its sink branch: on :func:`sink_model` position 0 is a sink (M_0 > 0 with
+    ``sink="keep"``, 0 by default), and the default M·I still equals the literal computation — so a wrong sink rule
+    (threshold, statistic, or renormalisation) fails here, not only in the hand-worked rollout of test_variants."""
+    text = "red bird sat in the tree"
+    model = sink_model(tiny_tok, text.split()[0])
+    res = hm.HEAT(model, tiny_tok, hm.HEATConfig()).attribute(text)
+    kept = hm.HEAT(model, tiny_tok, hm.HEATConfig(sink="keep")).attribute(text)
+    assert float(kept.transition[0]) > 0.05 and float(res.transition[0]) == 0.0
+    assert float(res.transition[1:].sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(res.scores.double(), literal_m_times_i(model, res.token_ids), rtol=1e-5, atol=1e-9)
+
+
 def test_attribute_combines_components(tiny_heat):
     res = tiny_heat.attribute(TEXT)
     n = len(res.tokens)

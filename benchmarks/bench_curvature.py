@@ -25,12 +25,13 @@ it (:func:`authors_code`: the sequence includes the target token, T = n + 1 posi
 left trainable as ``from_pretrained`` gives them), the same loop on top. Both give the same S (asserted).
 
 ``--floor`` times the pieces at n (full length and the half-length suffix a prefix-cached token recomputes on
-average): a forward, a gradient, one double backward through a ``create_graph`` gradient (the authors' HVP, D_1), and
-a batched double backward of the c·m tangents of one of our runs (c tokens from :func:`~heat_module.heat.cost.hvp_runs`,
-m probes each; D_batched per tangent). Any exact S pays at least one HVP per (token, probe); the prefix cache halves
-the positions on average and batching gains what it gains, so the speed-up over the authors' loop is at most
-D_1(n) / D_batched(n/2) (printed as the ceiling; the per-run gradients, which we pay and the authors do not, only
-lower it).
+average): a forward, a gradient, one double backward through a ``create_graph`` gradient (the authors' HVP, D_1),
+and a batched double backward of the c·m tangents of one of our runs (c tokens from
+:func:`~heat_module.heat.cost.hvp_runs`, m probes each, at most :func:`~heat_module.heat.curvature.hvp_chunk` of the
+default memory budget per call, as ``curvature_exact`` sends them; D_batched per tangent). Any exact S pays at least
+one HVP per (token, probe); the prefix cache halves the positions on average and batching gains what it gains, so
+the speed-up over the authors' loop is at most D_1(n) / D_batched(n/2) (printed as the ceiling; the per-run
+gradients, which we pay and the authors do not, only lower it).
 
 A config is n:m or n:m:tokens. One torch thread (``torch.set_num_threads(1)``) in every case. With ``--modes`` the
 two methods compared are ours with ``hvp_mode="reverse_over_reverse"`` (what ``"auto"`` picks on the CPU) and
@@ -118,11 +119,12 @@ def authors_code(model, ids, target, probes, positions):
 
 def pieces(model, tok, s: int, probes: int) -> dict:
     """Seconds at s positions: forward, gradient, one HVP (D_1) and, per tangent, a batched HVP of one run's c·m
-    tangents (D_batched; c from :func:`~heat_module.heat.cost.hvp_runs`), with the batch size."""
+    tangents at most :func:`~heat_module.heat.curvature.hvp_chunk` at a time (D_batched; c from
+    :func:`~heat_module.heat.cost.hvp_runs`), with the batch size."""
     import torch
 
     from heat_module.heat.cost import hvp_runs
-    from heat_module.heat.curvature import rademacher
+    from heat_module.heat.curvature import hvp_chunk, rademacher
     from heat_module.heat.objective import target_logprob_fn
     from heat_module.lm.forward import embed, position_ids_from_mask
 
@@ -144,12 +146,13 @@ def pieces(model, tok, s: int, probes: int) -> dict:
     one[0, s // 2] = r[0, s // 2]
     hvp_s = _common.time_call(lambda: torch.autograd.grad((gx * one).sum(), xx, retain_graph=True))
     c = len(hvp_runs(list(range(s)), probes, s, share=True)[0])
-    many = torch.zeros(c * probes, *x.shape)
-    for j in range(c):
-        many[j * probes:(j + 1) * probes, 0, j] = r[:, j]
+    batch = min(c * probes, hvp_chunk(model, s, None, None))  # what curvature_exact sends per call
+    many = torch.zeros(batch, *x.shape)
+    for j in range(batch):
+        many[j, 0, j // probes] = r[j % probes, j // probes]
     batched_s = _common.time_call(
-        lambda: torch.autograd.grad(gx, xx, many, retain_graph=True, is_grads_batched=True)) / (c * probes)
-    return {"forward_s": forward_s, "gradient_s": gradient_s, "hvp_s": hvp_s, "batch": c * probes,
+        lambda: torch.autograd.grad(gx, xx, many, retain_graph=True, is_grads_batched=True)) / batch
+    return {"forward_s": forward_s, "gradient_s": gradient_s, "hvp_s": hvp_s, "batch": batch,
             "hvp_batched_per_tangent_s": batched_s}
 
 

@@ -15,6 +15,10 @@ shortest (target ≤ 1.5×), and the FE of Fisher-S HEAT at each n over n (targe
 thread. ``--time-budget`` stops adding contexts at a length once spent; the count that ran is printed.
 
     python benchmarks/bench_fisher_information.py --lengths 64 256 --contexts 20 --exact-lengths 64 --csv out.csv
+
+A long length splits over processes: ``--first-context k`` skips the contexts before k (the same contexts in the
+same order in every process), each process writes its ``--csv`` after every context, and ``--summarize A.csv
+B.csv ...`` runs nothing and prints the means and ratios over the merged rows.
 """
 
 from __future__ import annotations
@@ -53,8 +57,14 @@ def main() -> None:
     p.add_argument("--fisher-topk", type=int, default=16)
     p.add_argument("--time-budget", type=float, default=None, help="seconds per length")
     p.add_argument("--data-root", default=default_root, help="the folder holding reagent/ (or HEAT_SHARED_DATA)")
+    p.add_argument("--first-context", type=int, default=0, help="skip the contexts before this index")
+    p.add_argument("--summarize", nargs="+", metavar="CSV", default=None,
+                   help="run nothing: print the means and ratios over the rows of these --csv files")
     p.add_argument("--csv", default=None)
     args = p.parse_args()
+    if args.summarize:
+        summarize(read_rows(args.summarize))
+        return
     torch.set_num_threads(1)
     model, tok = hm.load_model("smollm2")
     sources = [read_prompts(f, "prompt") for f in data_files(os.path.join(args.data_root, "reagent"))]
@@ -67,7 +77,10 @@ def main() -> None:
     for n in args.lengths:
         t_start = time.perf_counter()
         for j, ids in enumerate(mixed_contexts(tok, sources, n, args.contexts)):
-            if args.time_budget is not None and j > 0 and time.perf_counter() - t_start > args.time_budget:
+            if j < args.first_context:
+                continue
+            if args.time_budget is not None and j > args.first_context and (
+                    time.perf_counter() - t_start > args.time_budget):
                 break
             runs = {}
             for name, cfg in (("fast", fast), ("fisher_s", fisher_s), ("exact", exact)):
@@ -89,31 +102,57 @@ def main() -> None:
                        "ref": ref_name}
                 rows.append(row)
                 print(",".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+            if args.csv:
+                write_csv(args.csv, rows)  # after every context: a stopped run keeps what it measured
+    summarize(rows)
+
+
+def read_rows(paths: list[str]) -> list[dict]:
+    """The rows of several ``--csv`` files, numbers parsed back; a (n, context, variant) measured by more than one
+    file counts once (the later file's row)."""
+    import csv
+
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                for k in ("n", "context"):
+                    row[k] = int(row[k])
+                for k in ("seconds", "fe", "rho_I", "top5_I", "rho_vs_ref", "top5_vs_ref"):
+                    row[k] = float(row[k])
+                rows[(row["n"], row["context"], row["variant"])] = row
+    return list(rows.values())
+
+
+def summarize(rows: list[dict]) -> None:
+    """Means over contexts per (n, variant), and the issue-13 ratios."""
+    lengths = sorted({r["n"] for r in rows})
     print("\n# means over contexts")
-    print("n,variant,contexts,seconds,fe,fe_over_n,rho_I,top5_I,rho_vs_ref,top5_vs_ref,ref")
+    print("n,variant,contexts,seconds,fe,fe_over_n,rho_I,rho_I_sd,top5_I,rho_vs_ref,rho_vs_ref_sd,top5_vs_ref,ref")
     summary = {}
-    for n in args.lengths:
+    for n in lengths:
         for name in ("fast", "fisher_s", "exact"):
             sel = [r for r in rows if r["n"] == n and r["variant"] == name]
             if not sel:
                 continue
             mean = {k: statistics.mean(r[k] for r in sel) for k in ("seconds", "fe", "rho_I", "top5_I", "rho_vs_ref",
                                                                      "top5_vs_ref")}
+            sd = {k: statistics.stdev(r[k] for r in sel) if len(sel) > 1 else 0.0 for k in ("rho_I", "rho_vs_ref")}
             refs = {r["ref"] for r in sel}
             summary[(n, name)] = mean
             print(f"{n},{name},{len(sel)},{mean['seconds']:.2f},{mean['fe']:.1f},{mean['fe'] / n:.3f},"
-                  f"{mean['rho_I']:.3f},{mean['top5_I']:.2f},{mean['rho_vs_ref']:.3f},{mean['top5_vs_ref']:.2f},"
-                  f"{'/'.join(sorted(refs))}")
-    lo, hi = min(args.lengths), max(args.lengths)
+                  f"{mean['rho_I']:.3f},{sd['rho_I']:.3f},{mean['top5_I']:.2f},{mean['rho_vs_ref']:.3f},"
+                  f"{sd['rho_vs_ref']:.3f},{mean['top5_vs_ref']:.2f},{'/'.join(sorted(refs))}")
+    if not lengths:
+        return
+    lo, hi = min(lengths), max(lengths)
     if (lo, "fast") in summary and (hi, "fast") in summary and hi != lo:
         a, b = summary[(lo, "fast")], summary[(hi, "fast")]
         print(f"\nratio,fast FE n={hi} / n={lo},{b['fe'] / a['fe']:.2f},target <= 1.5")
         print(f"ratio,fast seconds n={hi} / n={lo},{b['seconds'] / a['seconds']:.2f},(one forward grows with n)")
-    for n in args.lengths:
+    for n in lengths:
         if (n, "fisher_s") in summary:
             print(f"ratio,Fisher-S HEAT FE / n at n={n},{summary[(n, 'fisher_s')]['fe'] / n:.3f},target <= 0.5 at 256")
-    if args.csv:
-        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,34 @@ def test_bench_information_and_curvature_tiny():
 
 
 @pytest.mark.slow
+def test_bench_fisher_information_split_and_summarize(tmp_path):
+    """Two processes over contexts [0, 1) and [1, 2) (``--first-context``), then ``--summarize`` over both CSVs:
+    the merged means count each context once (context 1 ran twice), the exact variant is the reference, and the
+    variants with exact I agree with it."""
+    reagent = tmp_path / "reagent"
+    prompts = [line for line in (ROOT / "tests/fixtures/prompts.txt").read_text().splitlines() if line.strip()]
+    for rel in ("derived/longra_gpt2.jsonl", "data/benchmark/tellmewhy2.txt", "data/benchmark/wikitext.txt"):
+        path = reagent / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".jsonl"):
+            path.write_text("".join(f'{{"prompt": "{p}"}}\n' for p in prompts))
+        else:
+            path.write_text("\n".join(prompts) + "\n")
+    common = ["--lengths", "8", "--contexts", "2", "--exact-lengths", "8", "--fisher-topk", "4",
+              "--data-root", str(tmp_path)]
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    run_script("bench_fisher_information.py", *common, "--csv", str(first))
+    run_script("bench_fisher_information.py", *common, "--first-context", "1", "--csv", str(second))
+    rows = list(csv.DictReader(first.open()))
+    assert {r["context"] for r in rows} == {"0", "1"} and {r["context"] for r in csv.DictReader(second.open())} == {"1"}
+    assert all(r["ref"] == "exact" for r in rows)
+    assert all(float(r["rho_I"]) == pytest.approx(1.0) for r in rows if r["variant"] != "fast")
+    out = run_script("bench_fisher_information.py", "--summarize", str(first), str(second))
+    assert re.search(r"^8,fast,2,", out, re.M) and re.search(r"^8,exact,2,", out, re.M), out
+    assert "ratio,Fisher-S HEAT FE / n at n=8," in out
+
+
+@pytest.mark.slow
 def test_bench_variants_tiny_and_summarize(tmp_path):
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     data = str(ROOT / "tests/fixtures/prompts.jsonl")

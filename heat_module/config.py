@@ -277,16 +277,18 @@ class HEATConfig:
         - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
           β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink
-          handling). 1404 FE at n = 64;
-          its S alone took 225 s at n = 48 (2.0× faster than the authors' own algorithm, same values).
+          handling). 1404 FE at n = 64; its S alone took 89 s at n = 48 (225 s under load), 2.6–2.8× faster than
+          the authors' algorithm in medians of rounds, same values (on that CPU no exact S can beat it by more than
+          ≈ 2.3–2.9×: ``benchmarks/RESULTS.md``).
         - ``"fisher"``: eq. 5 (β = γ = 0.5) with Fisher S (K = 16) + exact I, the cheapest variant with S whose I is
           eq. 4 itself: 20 s, 54 FE at n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"exact"``:
-          Spearman ρ 0.946, top-5 0.86. With ``normalize="rank"`` it had the best DSA against annotated LAMBADA's
-          human rationales in issue 15's run (0.265; the default M·I: 0.137).
+          Spearman ρ 0.947, top-5 0.87 (20 contexts). With ``normalize="rank"`` it had the best DSA against
+          annotated LAMBADA's human rationales in issue 15's run (0.265; the default M·I: 0.137).
         - ``"fast"``: eq. 5 (β = γ = 0.5) with Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent
-          backward, 18 FE at any n (7.5 s at n = 64). Scores vs ``"exact"``: ρ 0.945, top-5 0.92 at n = 64 (as close
-          as ``"fisher"``: the gate M carries most of the ranking on SmolLM2; ρ 0.973 vs ``"fisher"`` at n = 256,
-          21.5 s); but its I alone ranks tokens like the exact I only at ρ ≈ 0.56 (n = 64) and 0.34 (n = 256): use
+          backward, 18 FE at any n (7.5 s at n = 64). Scores vs ``"exact"``: ρ 0.947, top-5 0.92 at n = 64 (20
+          contexts; as close as ``"fisher"``: the gate M carries most of the ranking on SmolLM2; ρ 0.971 vs
+          ``"fisher"`` at n = 256, 20 contexts); but its I alone ranks tokens like the exact I only at ρ ≈ 0.56
+          (n = 64) and 0.32 (n = 256): use
           it for the HEAT scores, not as a stand-in for eq. 4's I.
         """
         if name not in PRESETS:

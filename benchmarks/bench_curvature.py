@@ -51,9 +51,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import _common  # noqa: E402
 
 
+def authors_loop(emb, logp, probes, positions, n: int):
+    """Their ``HessianSensitivity.compute`` with given probes: one ``create_graph`` gradient of ``logp`` w.r.t.
+    ``emb`` (1, T, d), then one double backward per (token, probe) through it (``retain_graph``), reading block i.
+
+    Returns:
+        (n,) S_i (0 where not scored).
+    """
+    import torch
+
+    m = probes.shape[0]
+    out = torch.zeros(n)
+    (grad,) = torch.autograd.grad(logp, emb, create_graph=True, retain_graph=True, allow_unused=True)
+    for i in positions:
+        acc = 0.0
+        for k in range(m):
+            r = torch.zeros_like(emb)
+            r[0, i, :] = probes[k, i]
+            (hvp,) = torch.autograd.grad((grad * r).sum(), emb, retain_graph=True, allow_unused=True)
+            acc += hvp.detach()[0, i, :].abs().sum().item()
+        out[i] = acc / m
+    return out
+
+
 def authors_algorithm(model, x, target, probes, positions):
-    """The authors' HVP loop (their ``HessianSensitivity.compute``) with given probes: one ``create_graph``
-    gradient over all n tokens, then one double backward per (token, probe) through it (``retain_graph``).
+    """The authors' loop (:func:`authors_loop`) on our objective: g = log P(y | X) from the logits of the last of
+    the n positions only (:func:`~heat_module.heat.objective.target_logprob_fn`).
 
     Args:
         x: (1, n, d) embeddings; probes: (m, n, d); positions: the tokens i to score.
@@ -66,29 +89,18 @@ def authors_algorithm(model, x, target, probes, positions):
     from heat_module.lm.forward import position_ids_from_mask
 
     n = x.shape[1]
-    m = probes.shape[0]
     mask = torch.ones(1, n, dtype=torch.long)
     g = target_logprob_fn(model, target, mask, position_ids_from_mask(mask))
-    out = torch.zeros(n)
     with torch.enable_grad():
         emb = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(g(emb), emb, create_graph=True, retain_graph=True)
-        for i in positions:
-            acc = 0.0
-            for k in range(m):
-                r = torch.zeros_like(emb)
-                r[0, i, :] = probes[k, i]
-                (hvp,) = torch.autograd.grad((grad * r).sum(), emb, retain_graph=True)
-                acc += hvp[0, i, :].abs().sum().item()
-            out[i] = acc / m
-    return out
+        return authors_loop(emb, g(emb), probes, positions, n)
 
 
 def authors_code(model, ids, target, probes, positions):
     """The authors' code path as a user runs it (``HETA._attribute_full`` then ``HessianSensitivity.compute``): the
     embeddings of the context and the target token (T = n + 1), ``model(inputs_embeds, output_attentions=True,
     output_hidden_states=True, use_cache=False)`` with HF's eager attention, g = log_softmax(logits[0, T − 2])[y]
-    (full-vocabulary logits at every position), then the loop of :func:`authors_algorithm` on that graph.
+    (full-vocabulary logits at every position), then :func:`authors_loop` on that graph.
 
     Args:
         ids: (n,) context ids; target: y; probes: (m, n, d); positions: the tokens i to score.
@@ -99,22 +111,11 @@ def authors_code(model, ids, target, probes, positions):
 
     seq = torch.cat([ids, torch.tensor([target])])[None]
     n = ids.shape[0]
-    m = probes.shape[0]
-    out = torch.zeros(n)
     with torch.enable_grad():
         emb = model.get_input_embeddings()(seq).detach().clone().requires_grad_(True)
         logits = model(inputs_embeds=emb, output_attentions=True, output_hidden_states=True, use_cache=False).logits
         logp = torch.log_softmax(logits[0, n - 1, :], dim=-1)[target]
-        (grad,) = torch.autograd.grad(logp, emb, create_graph=True, retain_graph=True, allow_unused=True)
-        for i in positions:
-            acc = 0.0
-            for k in range(m):
-                r = torch.zeros_like(emb)
-                r[0, i, :] = probes[k, i]
-                (hvp,) = torch.autograd.grad((grad * r).sum(), emb, retain_graph=True, allow_unused=True)
-                acc += hvp.detach()[0, i, :].abs().sum().item()
-            out[i] = acc / m
-    return out
+        return authors_loop(emb, logp, probes, positions, n)
 
 
 def pieces(model, tok, s: int, probes: int) -> dict:

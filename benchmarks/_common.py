@@ -222,3 +222,23 @@ def write_csv(path: str, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: str, ints: tuple[str, ...] = (), strings: tuple[str, ...] = ()) -> list[dict]:
+    """The rows :func:`write_csv` wrote, parsed back: ``ints`` as int, ``strings`` as written, ``True``/``False`` as
+    bool, everything else as float (``""`` and ``nan`` as NaN)."""
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for key, value in raw.items():
+                if key in ints:
+                    row[key] = int(value)
+                elif key in strings:
+                    row[key] = value
+                elif value in ("True", "False"):
+                    row[key] = value == "True"
+                else:
+                    row[key] = float(value) if value not in ("", "nan") else float("nan")
+            rows.append(row)
+    return rows

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_csv  # noqa: E402
+from _common import machine, read_csv, write_csv  # noqa: E402
 from bench_variants import mixed_contexts, read_prompts, spearman, top_overlap  # noqa: E402
 
 import heat_module as hm  # noqa: E402
@@ -110,17 +110,10 @@ def main() -> None:
 def read_rows(paths: list[str]) -> list[dict]:
     """The rows of several ``--csv`` files, numbers parsed back; a (n, context, variant) measured by more than one
     file counts once (the later file's row)."""
-    import csv
-
     rows: dict[tuple, dict] = {}
     for path in paths:
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                for k in ("n", "context"):
-                    row[k] = int(row[k])
-                for k in ("seconds", "fe", "rho_I", "top5_I", "rho_vs_ref", "top5_vs_ref"):
-                    row[k] = float(row[k])
-                rows[(row["n"], row["context"], row["variant"])] = row
+        for row in read_csv(path, ints=("n", "context"), strings=("variant", "ref")):
+            rows[(row["n"], row["context"], row["variant"])] = row
     return list(rows.values())
 
 

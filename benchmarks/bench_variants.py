@@ -50,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _common import machine, rss_mb, status_kib, sync, write_csv  # noqa: E402
+from _common import machine, read_csv, rss_mb, status_kib, sync, write_csv  # noqa: E402
 
 import heat_module as hm  # noqa: E402
 
@@ -308,24 +308,8 @@ def summarize(rows: list[dict], n: int, done: int, units: dict | None, configs: 
 
 def read_rows(paths: list[str]) -> list[dict]:
     """Rows of earlier runs' ``--csv`` files, numbers parsed, each tagged with ``run`` (its file's index)."""
-    import csv
-
-    rows = []
-    for run, path in enumerate(paths):
-        with open(path, newline="") as f:
-            for raw in csv.DictReader(f):
-                row: dict = {"run": run}
-                for key, value in raw.items():
-                    if key in ("n", "context", "hvps", "gradients"):
-                        row[key] = int(value)
-                    elif key == "target_agrees":
-                        row[key] = value == "True"
-                    elif key == "variant":
-                        row[key] = value
-                    else:
-                        row[key] = float(value) if value not in ("", "nan") else float("nan")
-                rows.append(row)
-    return rows
+    return [{"run": run, **row} for run, path in enumerate(paths)
+            for row in read_csv(path, ints=("n", "context", "hvps", "gradients"), strings=("variant",))]
 
 
 def summarize_files(paths: list[str]) -> list[str]:

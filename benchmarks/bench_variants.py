@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda (memory is then the GPU's max_memory_allocated)")
     p.add_argument("--csv", default=None)
-    p.add_argument("--append", action="store_true", help="append the tables to the untracked benchmarks/out/bench_variants.md")
+    p.add_argument("--append", action="store_true",
+                   help="append the tables to the untracked benchmarks/out/bench_variants.md")
     p.add_argument("--quick", action="store_true", help="CI size: n = 24, 2 contexts, rank 8, LS 2, K 4")
     p.add_argument("--first-context", type=int, default=0,
                    help="skip the contexts before this index (split one length over several runs)")

@@ -141,6 +141,18 @@ def model_anatomy(model: nn.Module) -> ModelAnatomy:
     return anatomy
 
 
+def check_attention_only(model: nn.Module, what: str) -> None:
+    """Raise unless every decoder layer of ``model`` mixes tokens by attention alone: ``what`` (a rollout over
+    attention, or one layer's attention) describes the token mixing of a hybrid decoder only in part."""
+    anatomy = model_anatomy(model)
+    if anatomy.hybrid:
+        raise ValueError(
+            f"Expected a decoder whose token mixing is all attention for {what}, got a hybrid "
+            f"{type(model).__name__} with {anatomy.describe()}; attention ignores these layers, so {what} would "
+            "leave out part of how tokens reach the prediction"
+        )
+
+
 @dataclass(frozen=True)
 class MaskBand:
     """The mask one attention layer applies, besides key padding.

@@ -185,16 +185,44 @@ def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
     return mask > torch.finfo(mask.dtype).min / 2
 
 
+def has_attention_bias(mask: torch.Tensor | None) -> bool:
+    """Whether an additive (B, H_m, q, k) attention mask carries more than a pattern: one mask per head (H_m > 1), or
+    finite non-zero entries on attended positions (ALiBi and other position biases added to the logits)."""
+    if mask is None or mask.dtype == torch.bool:
+        return False
+    if mask.dim() == 4 and mask.shape[1] > 1:
+        return True
+    allowed = allowed_from_additive(mask)
+    return bool((mask.masked_fill(~allowed, 0) != 0).any())
+
+
+def check_no_attention_bias(mask: torch.Tensor | None, module: nn.Module) -> None:
+    """Raise when the attention mask ``module`` receives carries an additive bias (:func:`has_attention_bias`): HEAT's
+    gate M, prefix cache and kernels rebuild each layer's mask from its allowed pattern (0 / -inf) alone."""
+    if not has_attention_bias(mask):
+        return
+    config = getattr(module, "config", None)
+    model_type = getattr(config, "model_type", None) or type(module).__name__
+    raise NotImplementedError(
+        f"Expected attention masks of 0 (attend) and -inf (masked) shared by all heads, got a {model_type!r} model "
+        f"({type(module).__name__}, mask of shape {tuple(mask.shape)}) that uses an additive attention bias (ALiBi, "
+        "or another per-head or position bias carried in the mask), which HEAT does not support: its gate M, "
+        "prefix cache and kernels rebuild the mask from the allowed positions only and would drop the bias"
+    )
+
+
 def mask_band(mask: torch.Tensor | None) -> MaskBand:
     """Classify a captured (B, 1, n, n) additive mask: causal, sliding window w, chunks of c, or other.
 
     The keys' padding is read from the diagonal (a real token attends itself); only the rows of real query tokens
-    are compared. The window / chunk size is the largest number of keys a query row attends.
+    are compared. The window / chunk size is the largest number of keys a query row attends. A mask with an additive
+    bias (per head, or finite non-zero entries: :func:`has_attention_bias`) is ``"other"``: its pattern alone is not
+    what the layer applies.
     """
     if mask is None:
         return CAUSAL
     B, _, q, k = mask.shape
-    if q != k:
+    if q != k or has_attention_bias(mask):
         return MaskBand("other")
     allowed = allowed_from_additive(mask)[:, 0]  # (B, n, n)
     valid = allowed.diagonal(dim1=-2, dim2=-1)  # (B, n)

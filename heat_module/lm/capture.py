@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from heat_module.lm.anatomy import CAUSAL, MaskBand, ModelAnatomy, allowed_from_additive, mask_band, model_anatomy
+from heat_module.lm.anatomy import (
+    CAUSAL,
+    MaskBand,
+    ModelAnatomy,
+    allowed_from_additive,
+    check_no_attention_bias,
+    mask_band,
+    model_anatomy,
+)
 
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
@@ -206,6 +214,7 @@ def heat_attention_forward(
     if not _active():
         return original_attention(module)(module, query, key, value, attention_mask, **kwargs)
     _, softcap, sinks = _heat_kwargs(kwargs)
+    check_no_attention_bias(attention_mask, module)
     scaling = kwargs.get("scaling")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5

@@ -16,6 +16,7 @@ from keyword arguments such as ``sliding_window`` (Llama 4 passes none for its c
 
 from __future__ import annotations
 
+import inspect
 import re
 import weakref
 from dataclasses import dataclass
@@ -72,11 +73,17 @@ class ModelAnatomy:
         layer_types: per decoder layer, ``"attention"`` or the type of its non-attention token mixer (the
             config's ``layer_types`` entry such as ``"conv"`` / ``"linear_attention"``, else the mixer's class name).
         owner: id of every module inside a decoder layer -> that layer's index (maps a capture to its layer).
+        past_length_readers: class names of modules inside the decoder layers whose forward reads the cache's
+            length (``cache.get_seq_length(...)``) to compute something from absolute positions, such as Llama 4's
+            attention temperature ``log1p(floor((arange(q) + past + 1) / floor_scale))``: a suffix-only run
+            without a cache starts that count at 0, so the prefix cache cannot reproduce it
+            (:func:`past_length_readers`).
     """
 
     num_layers: int
     layer_types: tuple[str, ...]
     owner: dict[int, int]
+    past_length_readers: tuple[str, ...] = ()
 
     @property
     def hybrid(self) -> bool:
@@ -96,6 +103,27 @@ class ModelAnatomy:
 
 
 _ANATOMIES: weakref.WeakKeyDictionary[nn.Module, ModelAnatomy] = weakref.WeakKeyDictionary()
+#: a forward that reads how many tokens the cache holds (the positions before the current input)
+_READS_PAST_LENGTH = re.compile(r"\.get_seq_length\(")
+_PAST_LENGTH_BY_CLASS: dict[type, bool] = {}
+
+
+def _reads_past_length(klass: type) -> bool:
+    """Whether ``klass.forward`` (a model's own Python code) calls ``get_seq_length`` (cached per class)."""
+    if klass not in _PAST_LENGTH_BY_CLASS:
+        try:
+            source = inspect.getsource(klass.forward)
+        except (OSError, TypeError):  # no Python source: torch's own modules, C extensions
+            source = ""
+        _PAST_LENGTH_BY_CLASS[klass] = bool(_READS_PAST_LENGTH.search(source))
+    return _PAST_LENGTH_BY_CLASS[klass]
+
+
+def past_length_readers(layers: nn.ModuleList) -> tuple[str, ...]:
+    """Class names of the modules in ``layers`` (outside ``torch.nn``) whose forward reads the cache's length."""
+    names = {type(m).__name__ for layer in layers for m in layer.modules()
+             if not type(m).__module__.startswith("torch.") and _reads_past_length(type(m))}
+    return tuple(sorted(names))
 
 
 def _mixer_type(layer: nn.Module) -> str | None:
@@ -136,7 +164,8 @@ def model_anatomy(model: nn.Module) -> ModelAnatomy:
             if mixer is not None:
                 kind = mixer
         types.append(kind)
-    anatomy = ModelAnatomy(num_layers=len(layers), layer_types=tuple(types), owner=owner)
+    anatomy = ModelAnatomy(num_layers=len(layers), layer_types=tuple(types), owner=owner,
+                           past_length_readers=past_length_readers(layers))
     _ANATOMIES[model] = anatomy
     return anatomy
 

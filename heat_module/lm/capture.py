@@ -502,12 +502,14 @@ def consecutive_runs(positions: Sequence[int], size: int) -> list[list[int]]:
 
 def can_share_prefix(captures: Sequence[LayerCapture]) -> bool:
     """Prefix sharing is exact when attention is the only token mixing (no hybrid layers, one capture per
-    decoder layer) and the prefix cache can rebuild every layer's mask (causal, sliding window, chunks)."""
+    decoder layer), no layer computes anything from the cache's length (a suffix run has no cache: Llama 4's
+    attention temperature, ``ModelAnatomy.past_length_readers``) and the prefix cache can rebuild every layer's
+    mask (causal, sliding window, chunks)."""
     if not captures:
         return False
     anatomy = captures[0].anatomy
     if anatomy is not None:
-        if anatomy.hybrid:
+        if anatomy.hybrid or anatomy.past_length_readers:
             return False
         layers = [c.decoder_layer for c in captures]
         if None in layers or len(set(layers)) != len(layers):

@@ -118,3 +118,40 @@ def test_fp64_model_gets_fp64_information_on_a_near_flat_prediction():
     assert res.information.dtype == torch.float32  # HEAT's components are fp32: the fp64 KL rounded once
     torch.testing.assert_close(res.information.double(), ref, rtol=1e-6, atol=0.0)
     uninstall(model)
+
+
+def tiny_llama4_short_floor(floor_scale=4):
+    """Tiny Llama 4 (float64) whose NoPE layer scales queries by log1p(floor((arange(q) + past + 1) / floor_scale))
+    · attn_scale + 1 (attention temperature tuning) with a floor_scale below the context length, so it takes effect."""
+    model = make_tiny("llama4")
+    touched = 0
+    for module in model.modules():
+        if hasattr(module, "floor_scale"):
+            module.floor_scale, module.attn_scale = floor_scale, 1.0
+            touched += int(module.attn_temperature_tuning and not module.use_rope)
+    model.config.floor_scale, model.config.attn_scale = floor_scale, 1.0
+    assert touched >= 1  # at least one layer without RoPE uses the temperature
+    return model
+
+
+def test_llama4_attention_temperature_batched_equals_the_models_own_loop():
+    """Suffix-only runs of the prefix cache would restart the temperature's position count at 0: I must equal a
+    loop through the model's own forward once the context passes floor_scale."""
+    model = tiny_llama4_short_floor()
+    ids = torch.randint(4, TINY_VOCAB, (1, 10), generator=torch.Generator().manual_seed(0))
+    x = embed(model, ids).detach()
+
+    def logp_of(inputs):
+        with torch.no_grad():
+            return torch.log_softmax(model(inputs_embeds=inputs, use_cache=False).logits[0, -1], -1)
+
+    p = logp_of(x)
+    ref = []
+    for i in range(ids.shape[1]):
+        xi = x.clone()
+        xi[0, i] = 0.0
+        ref.append((p.exp() * (p - logp_of(xi))).sum())
+    ref = torch.stack(ref)
+    logp, records = run(model, x)
+    got = information(model, x, records, logp, batch_size=2)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-12)

@@ -75,3 +75,17 @@ def test_mask_with_an_additive_bias_is_not_a_band():
     one_head = alibi[:, 1:2]  # a single-head bias: finite non-zero entries
     assert has_attention_bias(one_head) and mask_band(one_head) == MaskBand("other")
     assert has_attention_bias(causal.expand(1, heads, n, n))  # one mask per head
+
+
+def test_layers_that_read_the_cache_length_turn_prefix_sharing_off():
+    """Llama 4's attention reads ``cache.get_seq_length`` (its temperature counts absolute positions); a suffix run
+    of the prefix cache has no cache, so sharing is off there and on for models that do not read it."""
+    from heat_module.lm.capture import can_share_prefix
+
+    for arch, readers in (("llama4", ("Llama4TextAttention",)), ("llama", ()), ("gemma3", ())):
+        model = install(tiny_model(arch))
+        assert model_anatomy(model).past_length_readers == readers, arch
+        ids = torch.randint(4, TINY_VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), capture() as caps:
+            next_token_logits(model, embed(model, ids))
+        assert can_share_prefix(caps) == (not readers), arch

@@ -269,7 +269,7 @@ def test_real_model_attribution(smollm2, preset):
 
 @pytest.mark.parametrize("window", [None, 6])
 def test_rollout_layers_out_of_range_refused_not_wrapped(tiny_tok, window):
-    """[7] on a 2-layer model used to wrap around to [1]; [-1] still means the top layer."""
+    """[7] on a 2-layer model is refused (not taken modulo 2, which would be [1]); [-1] is the top layer."""
     model = make_tiny("llama")
     ids = torch.randint(4, TINY_VOCAB, (10,), generator=torch.Generator().manual_seed(0))
     with hm.HEAT(model, tiny_tok, hm.HEATConfig(rollout_layers=[7], window=window)) as heat:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heat_module.lm.forward import embed, next_token_logits
+from heat_module.lm.forward import check_left_padding, embed, next_token_logits
 from heat_module.result import AttributionResult
 
 TargetIds = torch.Tensor | Sequence[int | None] | None
@@ -135,6 +135,7 @@ class Attributor:
             raise ValueError(
                 "Expected left padding (the last position of every example is a real token), got right padding"
             )
+        check_left_padding(attention_mask)
         if (attention_mask.sum(-1) == 0).any():
             raise ValueError("Expected every example to have at least one real token, got an empty example")
         for row, mask in zip(input_ids, attention_mask):

@@ -14,7 +14,8 @@ from torch import nn
 
 from heat_module.attribution.base import Attributor
 from heat_module.baselines.attention_rollout import attention_maps
-from heat_module.lm.capture import install
+from heat_module.lm.anatomy import check_attention_only
+from heat_module.lm.capture import check_supported
 
 
 class LastLayerAttention(Attributor):
@@ -22,6 +23,8 @@ class LastLayerAttention(Attributor):
 
     Options:
         layer: which layer's attention (default -1, the last).
+
+    The model keeps its attention implementation; hybrid decoders are refused.
     """
 
     name = "last_layer_attention"
@@ -31,7 +34,8 @@ class LastLayerAttention(Attributor):
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ValueError(f"Expected layer to be an integer, got {layer!r}")
         self.layer = layer
-        install(model)
+        check_supported(model)
+        check_attention_only(model, "last-layer attention")
 
     def options(self) -> dict:
         return {"layer": self.layer}

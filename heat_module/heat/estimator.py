@@ -154,7 +154,7 @@ class HEAT(Attributor):
         if need_i and cfg.information == "exact":
             t0 = time.perf_counter()
             bar.set_description("HEAT I (masked runs)")
-            logp = torch.log_softmax(logits.float() if foil is None else logits, -1)
+            logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
             info = information(
                 self.model, x, captures, logp, None, mask, cfg.info_batch_size,
                 contrast=None if foil is None else (target, foil), progress=bar.update,
@@ -169,7 +169,8 @@ class HEAT(Attributor):
             cost.gradients += 1
             cost.forward_equivalents += FE_GRADIENT
             cost.seconds["first_order"] = time.perf_counter() - t0
-        parts = Components(transition.float(), curv, info, fo, cost)
+        # every component is fp32 (Components); an fp64 model's I was computed in fp64 and is rounded once here
+        parts = Components(transition.float(), curv, None if info is None else info.float(), fo, cost)
         if cfg.check_finite:
             for name in ("transition", "curvature", "information", "first_order"):
                 value = getattr(parts, name)

@@ -34,7 +34,7 @@ from heat_module import metrics as hm_metrics
 from heat_module.attribution.registry import build
 from heat_module.config import HEATConfig
 from heat_module.hashing import stable_hash
-from heat_module.lm.forward import embed, make_forward_fn
+from heat_module.lm.forward import check_left_padding, embed, make_forward_fn
 from heat_module.lm.loading import load_model
 from heat_module.result import AttributionResult
 
@@ -124,6 +124,7 @@ def attribute_padded_batch(
     size = input_ids.shape[0]
     mask = batch.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
+    check_left_padding(mask)
     targets = batch.get("target_ids")
     targets = torch.full((size,), -1, dtype=torch.long) if targets is None else torch.as_tensor(targets).long()
     ids = batch.get("ids")

@@ -63,3 +63,33 @@ def test_build_gives_heat_its_config_and_a_baseline_its_options(model, tok):
     assert ig.options()["steps"] == 4
     with pytest.raises(ValueError, match="integrated_gradients"):
         build("nonexistent", model, tok)
+
+
+#: options that keep a method cheap on the tiny model (the rest run with their defaults)
+CHEAP_OPTIONS = {"integrated_gradients": {"steps": 2}, "captum_lime": {"n_samples": 4},
+                 "captum_shapley_value_sampling": {"n_samples": 1}, "captum_layer_integrated_gradients": {"steps": 2}}
+
+
+@pytest.mark.parametrize("name", [n for n in available_methods() if n != "inseq"])  # inseq reads files, no model
+def test_every_method_gives_the_model_back(tok, name):
+    """After a method has run (and been closed, where it can be), the model has its attention implementation and
+    its logits as before — also when a HEAT object was open meanwhile and is closed afterwards."""
+    from heat_module.testing import tiny_model
+
+    if name.startswith("captum"):
+        pytest.importorskip("captum")
+    model = tiny_model("llama", seed=0)
+    ids = torch.randint(4, 60, (1, 6), generator=torch.Generator().manual_seed(0))
+    before_impl = model.config._attn_implementation
+    with torch.no_grad():
+        before = model(ids).logits
+    heat = HEAT(model, tok, HEATConfig())
+    options = CHEAP_OPTIONS.get(name, {})
+    method = heat if name == "heat" else build(name, model, tok, None, **options)
+    method.attribute(ids[0])
+    if name != "heat" and hasattr(method, "close"):
+        method.close()
+    heat.close()
+    assert model.config._attn_implementation == before_impl
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)

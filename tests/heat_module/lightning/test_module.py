@@ -213,3 +213,14 @@ def test_ddp_two_processes_write_every_example_once(tmp_path):
     assert all(p.read_text().strip() for p in shards)  # both ranks did work
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
     assert metrics["test/num_examples"] == 7  # a padded DistributedSampler would count 8
+
+
+def test_mask_with_holes_is_refused_before_any_compute(tiny):
+    model, tok = tiny
+    ids = torch.randint(4, 60, (2, 5), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 1, 1]]),
+             "ids": ["a", "b"]}
+    with hm.HEAT(model, tok, CHEAP) as heat:
+        for skip in (False, True):
+            with pytest.raises(ValueError, match=r"left-padding attention_mask .* got row 1 = \[1, 0, 0, 1, 1\]"):
+                attribute_padded_batch(heat, batch, skip_bad_examples=skip)

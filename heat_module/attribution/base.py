@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heat_module.lm.forward import check_left_padding, embed, next_token_logits
+from heat_module.lm.forward import check_left_padding, embed, next_token_logits, score_dtype
 from heat_module.result import AttributionResult
 
 TargetIds = torch.Tensor | Sequence[int | None] | None
@@ -208,7 +208,7 @@ class Attributor:
                     token_ids=ids.detach().cpu(),
                     target=self.token_strings(torch.tensor([y]))[0],
                     target_id=y,
-                    scores=scores[b, start:].detach().float().cpu(),
+                    scores=scores[b, start:].detach().to(score_dtype(scores.dtype)).cpu(),
                     method=self.name,
                     config=self.options(),
                     extra=extras[b] if extras else {},

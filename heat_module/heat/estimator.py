@@ -32,7 +32,7 @@ from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
-from heat_module.lm.forward import embed, mask_vector, next_token_logits
+from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_dtype
 from heat_module.result import AttributionResult, Cost, ResultList
 
 
@@ -169,8 +169,9 @@ class HEAT(Attributor):
             cost.gradients += 1
             cost.forward_equivalents += FE_GRADIENT
             cost.seconds["first_order"] = time.perf_counter() - t0
-        # every component is fp32 (Components); an fp64 model's I was computed in fp64 and is rounded once here
-        parts = Components(transition.float(), curv, None if info is None else info.float(), fo, cost)
+        # every component in the score dtype: fp64 for fp64 models, else fp32 (Components)
+        dt = score_dtype(x.dtype)
+        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), cost)
         if cfg.check_finite:
             for name in ("transition", "curvature", "information", "first_order"):
                 value = getattr(parts, name)

@@ -121,3 +121,9 @@ def mask_vector(model: nn.Module, kind: str = "zero", token_id: int | None = Non
         with torch.no_grad():
             return embed(model, torch.tensor([[int(token_id)]], device=weight.device))[0, 0]
     raise ValueError(f"Expected mask kind to be one of ['zero', 'mean', 'token'], got {kind!r}")
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of attribution scores for a model computing in ``dtype``: float64 for float64 models (their scores
+    keep the precision they were computed in), float32 for every other (bf16 / fp16 models get fp32 scores)."""
+    return torch.promote_types(dtype, torch.float32)

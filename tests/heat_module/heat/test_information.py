@@ -84,8 +84,8 @@ def test_consecutive_runs_and_kl():
 
 def test_fp64_model_gets_fp64_information_on_a_near_flat_prediction():
     """A float64 model's I (naive and batched) equals a float64 loop through the model's own forward at 1e-9
-    relative, and HEAT's I (fp32 components) at fp32 rounding, on a prediction so flat that every KL is below 1e-5
-    (a KL computed in fp32 is off by ~10 % there)."""
+    relative, and so do HEAT's I and scores (fp64 components for an fp64 model, windowed too), on a prediction so flat
+    that every KL is below 1e-5 (a KL computed in fp32 is off by ~10 % there)."""
     import heat_module as hm
     from heat_module.lm.capture import uninstall
 
@@ -113,10 +113,15 @@ def test_fp64_model_gets_fp64_information_on_a_near_flat_prediction():
     for got in (information_naive(model, x), information(model, x, records, logp, batch_size=3)):
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=0.0)
-    with hm.HEAT(model, None, hm.HEATConfig()) as heat:
+    with hm.HEAT(model, None, hm.HEATConfig(ablation="information")) as heat:
         res = heat.attribute(ids[0])
-    assert res.information.dtype == torch.float32  # HEAT's components are fp32: the fp64 KL rounded once
-    torch.testing.assert_close(res.information.double(), ref, rtol=1e-6, atol=0.0)
+    for values in (res.information, res.scores, res.transition):
+        assert values.dtype == torch.float64
+    torch.testing.assert_close(res.information, ref, rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(res.scores, ref, rtol=1e-9, atol=0.0)  # the ablation's scores are I itself
+    with hm.HEAT(model, None, hm.HEATConfig(window=4, stride=4, ablation="information")) as heat:
+        windowed = heat.attribute(ids[0])
+    assert windowed.scores.dtype == torch.float64 and windowed.transition.dtype == torch.float64
     uninstall(model)
 
 

@@ -19,6 +19,7 @@ from heat_module.evaluation.choice import (
     COMPARED,
     MAX_COST_RATIO,
     MIN_EXAMPLES,
+    PRIOR_ROWS,
     ROWS,
     RULE,
     RULE_METRICS,
@@ -272,6 +273,9 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
                                "HEAT's prefix-shared `information`)",
                "m_attnlrp": "`build('gated:attnlrp', model)` (M with `sink='auto'` × AttnLRP)",
                "random": "seeded U[0, 1) scores"}.get(r)
+        if r in PRIOR_ROWS:
+            name, options = PRIOR_ROWS[r]
+            how = f"`build({name!r}, model, **{options!r}).attribute(ids, target)` (a prior: no model)"
         if how is None:
             fields = ", ".join(f"{k}={v!r}" for k, v in conf.items())
             how = f"`HEAT(model, tok, HEATConfig({fields}))`"

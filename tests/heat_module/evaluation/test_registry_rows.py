@@ -21,6 +21,7 @@ def test_default_rows_and_titles_are_the_registry_entries():
     rows = {label: (name, options, title) for name, entry in method_entries().items()
             for label, (title, options) in entry.evaluation.items()}
     assert rows and default_baselines() == {label: (n, o) for label, (n, o, _) in rows.items()}
+    assert {"last_token", "recency"} <= set(default_baselines())  # the priors every table shows
     for label, (_, _, title) in rows.items():
         assert baseline_title(label) == title
     assert EvalConfig().baselines == default_baselines()

@@ -3,10 +3,12 @@
 Methods × datasets, every metric from :mod:`heat_module.metrics`, seeded, with bootstrap 95 % intervals:
 
 - datasets: :mod:`heat_module.evaluation.datasets` (paths from :class:`EvalConfig` or ``$HEAT_DATA_DIR``).
-- metrics: Soft-NC / Soft-NS (ReAGent's definition; raw mean and ln(mean / mean of the metric's own random scores),
-  ReAGent's summary), AOPC (ERASER), DSA and F1 of the top-|gold| tokens (curated set), and on LongRA the share of
-  attribution mass on the distractor sentence ("distractor mass", lower is better).
-- methods: the baselines of the registry, and HEAT, whose components M, S, I are computed once per example and
+- metrics: from the metric registry — the model-based ones of ``EvalConfig.metrics`` (default Soft-NC / Soft-NS
+  with ReAGent's definition, reported as raw means and ln(mean / mean of the metric's own random scores), AOPC
+  (ERASER), ABPC), every gold-token metric (DSA, F1 of the top-|gold| tokens) where an example has gold tokens, and
+  on LongRA the share of attribution mass on the distractor sentence ("distractor mass", lower is better).
+- methods: the baselines of the method registry (the rows its entries declare, with the model-free priors
+  ``last_token`` and ``recency``), and HEAT, whose components M, S, I are computed once per example and
   recombined for every row (:mod:`heat_module.evaluation.variants`). Rows whose scores are equal up to a positive
   factor share one metric evaluation (:func:`score_signature`).
 
@@ -42,8 +44,8 @@ from heat_module.heat.combine import Components
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.forward import embed, make_forward_fn, next_token_logits
 from heat_module.lm.loading import load_model
-from heat_module.metrics.functional import dsa, f1_alignment
-from heat_module.metrics.registry import metric_entry
+from heat_module.metrics.functional import dsa
+from heat_module.metrics.registry import metric_entries, metric_entry
 from heat_module.result import Cost
 
 #: friendlier report names of the models ``load_model`` knows by a short name
@@ -85,12 +87,19 @@ class Scorer:
 
     @staticmethod
     def free_metrics(scores: torch.Tensor, example: EvalExample) -> dict[str, float]:
-        """The metrics without a model: DSA and F1 where the example has gold tokens, else the distractor mass."""
+        """The metrics without a model: every gold-token metric of the registry (DSA, F1; each its own value) where
+        the example has gold tokens, else the distractor mass."""
         out: dict[str, float] = {}
         s = scores[None].float()
         if example.gold:
-            out["dsa"] = float(dsa(s, [example.gold], [example.distractor or []]))
-            out["f1"] = float(f1_alignment(s, [example.gold])["f1"])
+            for name, entry in metric_entries().items():
+                if entry.inputs == "gold_distractor":
+                    value = entry.functional(s, [example.gold], [example.distractor or []])
+                elif entry.inputs == "gold":
+                    value = entry.functional(s, [example.gold])
+                else:
+                    continue
+                out[name] = float(value[name] if isinstance(value, dict) else value)
         elif example.distractor:
             out["distractor_mass"] = -float(dsa(s, [[]], [example.distractor]))
         return out

@@ -141,10 +141,14 @@ def load_declarations() -> None:
     if _LOADED:
         return
     _LOADED = True
-    for name in METRIC_MODULES:
-        module = importlib.import_module(name)
-        for info in pkgutil.iter_modules(module.__path__):
-            importlib.import_module(f"{name}.{info.name}")
+    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
+        for name in METRIC_MODULES:
+            module = importlib.import_module(name)
+            for info in pkgutil.iter_modules(module.__path__):
+                importlib.import_module(f"{name}.{info.name}")
+    except BaseException:
+        _LOADED = False  # a failed import is retried (and raises again) on the next read
+        raise
 
 
 def metric_entries() -> dict[str, MetricEntry]:

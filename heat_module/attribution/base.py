@@ -28,8 +28,10 @@ TargetIds = torch.Tensor | Sequence[int | None] | None
 class Attributor:
     """Base class of every attribution method: holds ``self.model`` (a causal LM) and ``self.tokenizer`` (or None).
 
-    Subclasses set :attr:`name` (the registry name written to ``AttributionResult.method``), validate their options
-    in ``__init__`` ("Expected X, got Y") and implement :meth:`_scores` (or override :meth:`_attribute_batch`).
+    Subclasses declare their registry entry with
+    :func:`@register_method(name, ...) <heat_module.attribution.registry.register_method>`, which sets :attr:`name`
+    (written to ``AttributionResult.method``); they validate their options in ``__init__`` ("Expected X, got Y") and
+    implement :meth:`_scores` (or override :meth:`_attribute_batch`).
     """
 
     name: ClassVar[str] = "base"

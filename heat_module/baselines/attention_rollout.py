@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.lm.anatomy import check_attention_only
 from heat_module.lm.capture import capture, check_supported, install, uninstall
 from heat_module.lm.forward import next_token_logits
@@ -55,6 +56,8 @@ def rollout_row(maps: list[torch.Tensor], b: int, start: int, residual: float = 
     return rho
 
 
+@register_method("attention_rollout", aliases=("rollout",), title="Attention rollout",
+                 evaluation={"attention_rollout": ("Attention rollout", {})})
 class AttentionRollout(Attributor):
     """Attention rollout of the prediction position (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928).
 
@@ -65,8 +68,6 @@ class AttentionRollout(Attributor):
     The model keeps its attention implementation (HEAT's is installed only while the attention is recorded);
     hybrid decoders are refused.
     """
-
-    name = "attention_rollout"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, residual: float = 0.5,
                  head_fusion: str = "mean", **options: Any) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
-from heat_module.attribution.registry import build
+from heat_module.attribution.registry import build, register_method
 from heat_module.config import SINKS, check_choice
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.anatomy import check_attention_only
@@ -27,6 +27,7 @@ from heat_module.lm.capture import capture, check_supported, install, uninstall
 from heat_module.lm.forward import next_token_logits
 
 
+@register_method("gated", title="M · scores (gated)")
 class Gated(Attributor):
     """M · (an inner method's scores).
 
@@ -37,8 +38,6 @@ class Gated(Attributor):
 
     Extras per example: the inner method's extras, and ``gate_seconds`` / ``inner_seconds``.
     """
-
-    name = "gated"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, method: str = "attnlrp",
                  sink: str = "auto", method_options: dict | None = None, **options: Any) -> None:

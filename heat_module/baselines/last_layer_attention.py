@@ -13,11 +13,14 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.baselines.attention_rollout import attention_maps
 from heat_module.lm.anatomy import check_attention_only
 from heat_module.lm.capture import check_supported
 
 
+@register_method("last_layer_attention", aliases=("attention", "last_attention"), title="Last-layer attention",
+                 evaluation={"last_layer_attention": ("Last-layer attention", {})})
 class LastLayerAttention(Attributor):
     """Mean over heads of the last layer's attention row p (https://arxiv.org/abs/1902.10186).
 
@@ -26,8 +29,6 @@ class LastLayerAttention(Attributor):
 
     The model keeps its attention implementation; hybrid decoders are refused.
     """
-
-    name = "last_layer_attention"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, layer: int = -1, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)

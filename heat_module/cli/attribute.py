@@ -1,4 +1,5 @@
-"""``heat attribute``: attribute one text's next token from the command line."""
+"""``heat attribute``: attribute one text's next token from the command line, with HEAT or any registered method
+(``--method``; the choices are the method registry's names)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,44 @@ import json
 import sys
 from collections.abc import Sequence
 
+from heat_module.attribution.registry import available_methods, build, method_entry
 from heat_module.config import CURVATURES, MASKS, PRESETS, SINKS, HEATConfig
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.loading import load_model
+
+#: the options that configure HEAT only (refused with another ``--method``)
+HEAT_OPTIONS = ("foil", "beta", "gamma", "alpha", "curvature", "probes", "mask", "sink", "window", "seed", "progress")
+
+
+def method_name(value: str) -> str:
+    """The registered name of ``value`` (a name or an alias), for argparse."""
+    try:
+        return method_entry(value).name
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
+
+
+def option_pair(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value parsed as JSON, else the string)."""
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"Expected KEY=VALUE, got {value!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="heat attribute", description="HEAT attribution of a text's next token.")
     p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local HF folder or a hub id")
     p.add_argument("--text", required=True, help="the context to attribute")
+    p.add_argument("--method", default="heat", type=method_name, choices=available_methods(), metavar="METHOD",
+                   help="the attribution method, a name of the method registry (or an alias): "
+                        + ", ".join(available_methods()) + " (default heat)")
+    p.add_argument("--option", action="append", type=option_pair, default=[], metavar="KEY=VALUE",
+                   help="an option of a --method other than heat (repeatable; VALUE read as JSON when it parses, "
+                        "e.g. --option steps=16)")
     p.add_argument("--target", default=None,
                    help="target token (a token string or an integer id); a text of several tokens is attributed at "
                         "the sentence level (eq. 23)")
@@ -55,10 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.progress is not None:
         changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
     try:
-        config = HEATConfig.preset(args.preset, **changes)
-        model, tokenizer = load_model(args.model)
         target, foil = (int(v) if v is not None and v.lstrip("-").isdigit() else v for v in (args.target, args.foil))
-        result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)
+        if args.method == "heat":
+            if args.option:
+                raise ValueError(f"Expected no --option with --method heat (its options are the flags above), got "
+                                 f"{[k for k, _ in args.option]}")
+            config = HEATConfig.preset(args.preset, **changes)
+            model, tokenizer = load_model(args.model)
+            result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)
+        else:
+            heat_only = [f"--{k}" for k in HEAT_OPTIONS if getattr(args, k) is not None]
+            heat_only += ["--preset"] if args.preset != "default" else []
+            if heat_only:
+                raise ValueError(f"Expected no HEAT options with --method {args.method}, got {heat_only}")
+            model, tokenizer = load_model(args.model)
+            result = build(args.method, model, tokenizer, None, **dict(args.option)).attribute(args.text, target)
         if args.level != "tokens":
             result = result.aggregate(args.level, reduce=args.reduce, tokenizer=tokenizer)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:

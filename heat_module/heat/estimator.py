@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor, TargetIds, target_at
+from heat_module.attribution.registry import register_method
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT, information_fe
@@ -36,6 +37,7 @@ from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_
 from heat_module.result import AttributionResult, Cost, ResultList
 
 
+@register_method("heat", title="HEAT")
 class HEAT(Attributor):
     """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
 
@@ -57,7 +59,6 @@ class HEAT(Attributor):
             (the Lightning integration sets it to ``False``: Lightning's own bar is there).
     """
 
-    name = "heat"
     show_progress: bool | None = None
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:

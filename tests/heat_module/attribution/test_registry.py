@@ -106,7 +106,7 @@ CHEAP_OPTIONS = {"integrated_gradients": {"steps": 2}, "captum_lime": {"n_sample
                  "captum_shapley_value_sampling": {"n_samples": 1}, "captum_layer_integrated_gradients": {"steps": 2}}
 
 
-@pytest.mark.parametrize("name", [n for n in available_methods() if n != "inseq"])  # inseq reads files, no model
+@pytest.mark.parametrize("name", [n for n in available_methods() if method_entry(n).example_options is not None])
 def test_every_method_gives_the_model_back(tok, name):
     """After a method has run (and been closed, where it can be), the model has its attention implementation and
     its logits as before — also when a HEAT object was open meanwhile and is closed afterwards."""
@@ -120,7 +120,7 @@ def test_every_method_gives_the_model_back(tok, name):
     with torch.no_grad():
         before = model(ids).logits
     heat = HEAT(model, tok, HEATConfig())
-    options = CHEAP_OPTIONS.get(name, {})
+    options = {**method_entry(name).example_options, **CHEAP_OPTIONS.get(name, {})}
     method = heat if name == "heat" else build(name, model, tok, None, **options)
     method.attribute(ids[0])
     if name != "heat" and hasattr(method, "close"):

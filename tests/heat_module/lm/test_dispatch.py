@@ -16,6 +16,7 @@ import torch
 
 import heat_module as hm
 from heat_module.attribution.registry import build
+from heat_module.heat.progress import expected_seconds
 from heat_module.lm.loading import load_model
 from heat_module.lm.offload import input_device, is_dispatched, materialized, offloaded_modules
 
@@ -146,6 +147,7 @@ def test_an_embedding_on_disk(tmp_path, tiny_tok, method, config):
     model, _ = load_model(str(tmp_path / "model"), tiny_tok, device_map=device_map, offload_folder=tmp_path / "off",
                           memoize=False)
     assert model.model.embed_tokens.weight.device.type == "meta" and input_device(model) == torch.device("cpu")
+    assert expected_seconds(model, 8, 1) == expected_seconds(plain, 8, 1)  # a CPU model, not a meta one
     text = "the cat sat on the"
     if method == "heat":
         with hm.HEAT(plain, tiny_tok, config) as heat:

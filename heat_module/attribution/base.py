@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from heat_module.lm.forward import check_left_padding, embed, next_token_logits, score_dtype
+from heat_module.lm.offload import input_device
+from heat_module.lm.quantization import check_not_bitsandbytes
 from heat_module.result import AttributionResult
 
 TargetIds = torch.Tensor | Sequence[int | None] | None
@@ -43,6 +45,7 @@ class Attributor:
             raise TypeError(f"Expected model to be a torch nn.Module, got {type(model).__name__}")
         if options:
             raise TypeError(f"{type(self).__name__} got unexpected options {sorted(options)}")
+        check_not_bitsandbytes(model, type(self).__name__)
         self.model = model
         self.tokenizer = tokenizer
 
@@ -58,7 +61,8 @@ class Attributor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (its execution device on a dispatched model)."""
+        return input_device(self.model)
 
     @property
     def vocab_size(self) -> int:

@@ -31,6 +31,7 @@ from heat_module.heat.lowrank import curvature_lowrank
 from heat_module.heat.objective import batched_hvp, resolve_hvp_mode, target_logprob_fn
 from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix
 from heat_module.lm.forward import position_ids_from_mask
+from heat_module.lm.offload import offloaded_modules
 from heat_module.result import Cost
 
 
@@ -171,6 +172,23 @@ def curvature_exact(
     return out
 
 
+def offload_hvp_mode(model: nn.Module, mode: str, device: torch.device) -> str:
+    """The HVP mode for ``model``: :func:`resolve_hvp_mode`, except on a model whose weights accelerate offloads (to
+    the CPU or to disk), where ``"auto"`` becomes ``"reverse_over_reverse"`` and ``"forward_over_reverse"`` is
+    refused: ``torch.func.jvp`` runs the forward inside a transform, where accelerate cannot load the weights."""
+    offloaded = offloaded_modules(model)
+    if not offloaded:
+        return resolve_hvp_mode(mode, device)
+    if mode == "forward_over_reverse":
+        raise ValueError(
+            "Expected hvp_mode='reverse_over_reverse' or 'auto' for a model whose weights accelerate offloads "
+            f"({len(offloaded)} modules, e.g. {offloaded[0]!r}), got 'forward_over_reverse': torch.func.jvp runs the "
+            "forward inside a transform where accelerate's offload hooks cannot load the weights"
+        )
+    resolve_hvp_mode(mode, device)  # validates the name
+    return "reverse_over_reverse"
+
+
 def estimate_curvature(
     model: nn.Module,
     config: HEATConfig,
@@ -198,6 +216,7 @@ def estimate_curvature(
     cfg = config
     if foil is not None and cfg.curvature != "exact":
         raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {cfg.curvature!r}")
+    hvp_mode = offload_hvp_mode(model, cfg.hvp_mode, inputs_embeds.device) if cfg.curvature != "fisher" else None
     _, n, _ = inputs_embeds.shape
     m = probes.shape[0]
     z, caps, context, frac = inputs_embeds, list(captures), nullcontext(), 1.0
@@ -215,7 +234,7 @@ def estimate_curvature(
         if cfg.curvature == "exact":
             share = bool(caps) and can_share_prefix(caps)
             s = curvature_exact(model, z, target, probes, None, caps if share else None,
-                                None if cfg.hvp_memory_mb is not None else cfg.hvp_chunk_size, mode=cfg.hvp_mode,
+                                None if cfg.hvp_memory_mb is not None else cfg.hvp_chunk_size, mode=hvp_mode,
                                 memory_mb=cfg.hvp_memory_mb, foil=foil, progress=progress)
             runs = len(hvp_runs(list(range(n)), m, n, share))
             cost.hvps += n * m
@@ -235,7 +254,7 @@ def estimate_curvature(
             return s.float()
         if cfg.curvature == "lowrank":
             s, lr = curvature_lowrank(model, z, target, probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.seed,
-                                      cfg.backend, mode=cfg.hvp_mode)
+                                      cfg.backend, mode=hvp_mode)
             cost.hvps += lr.hvps
             cost.forward_equivalents += frac * lr.hvps * FE_HVP
             cost.details["lowrank_k"] = int(lr.eigenvalues.numel())

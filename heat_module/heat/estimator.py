@@ -34,6 +34,7 @@ from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
 from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_dtype
+from heat_module.lm.quantization import check_not_bitsandbytes
 from heat_module.result import AttributionResult, Cost, ResultList
 
 
@@ -65,6 +66,7 @@ class HEAT(Attributor):
         config = config if config is not None else HEATConfig()
         if not isinstance(config, HEATConfig):
             raise TypeError(f"Expected config to be a HEATConfig, got {type(config).__name__}")
+        check_not_bitsandbytes(model, "HEAT")
         self.model = install(model)
         self._installed = True
         self.tokenizer = tokenizer

@@ -10,8 +10,10 @@ whose tokens cover that probability mass, capped at ``fisher_topk`` (the cap bou
 n·d). With K = V the surrogate is the exact Gauss–Newton/Fisher matrix. Note that G does not depend on the target y:
 the Fisher surrogate's S is the same for every target (target dependence then comes from M and I).
 
-All K gradients u_y come from ONE forward pass and one batched backward pass (``torch.func.vjp`` + ``vmap`` over K
-one-hot cotangents, in chunks): cost ≈ 1 forward + K input-gradient backward passes instead of n·m HVPs.
+All K gradients u_y come from ONE forward pass and one batched backward pass (``torch.autograd.grad`` with
+``is_grads_batched`` over K one-hot cotangents, in chunks; the forward runs outside any ``torch.func`` transform, so
+models whose weights accelerate loads per forward work too): cost ≈ 1 forward + K input-gradient backward passes
+instead of n·m HVPs.
 
 Precision: log P is taken in at least fp32 (a bf16 log-softmax rounds P_y), P_y is kept in fp32, and the products
 P_y u_{y,i}(u_{y,i} · r) and their sums run in at least fp32 even when u_y comes from a bf16/fp16 model.
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import vjp, vmap
 
 from heat_kernels import block_norm
 from heat_module.lm.capture import eager_attention_mode
@@ -104,9 +105,9 @@ def fisher_factors(
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
         raise ValueError(f"Expected inputs_embeds of shape (1, n, d), got {tuple(inputs_embeds.shape)}")
     f = logprobs_fn(model, attention_mask, position_ids)
-    x = inputs_embeds.detach()
+    x = inputs_embeds.detach().requires_grad_(True)
     with torch.enable_grad():
-        logp, pullback = vjp(f, x)
+        logp = f(x)
         probs = logp.detach().exp()
         ids = select_tokens(probs, topk, mass)
         K, V = ids.numel(), logp.shape[0]
@@ -115,7 +116,7 @@ def fisher_factors(
             sel = ids[c0:c0 + chunk_size]
             cot = torch.zeros(sel.numel(), V, dtype=logp.dtype, device=logp.device)
             cot[torch.arange(sel.numel(), device=cot.device), sel] = 1.0
-            (u,) = vmap(pullback)(cot)  # (c, 1, n, d)
+            (u,) = torch.autograd.grad(logp, x, cot, is_grads_batched=True, retain_graph=True)  # (c, 1, n, d)
             parts.append(u[:, 0].detach())
     return FisherFactors(torch.cat(parts, 0), probs[ids], ids)
 

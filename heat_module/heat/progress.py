@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from heat_module.heat.cost import FE_HVP
+from heat_module.lm.offload import input_device
 
 AUTO_SECONDS = 3.0
 CPU_FLOPS = 5e10
@@ -26,7 +27,7 @@ GPU_FLOPS = 5e12
 def expected_seconds(model: nn.Module, n: int, m: int, hvps: bool = True, masked_runs: bool = True) -> float:
     """Rough wall time of one attribution of n tokens with m probes (see the module docstring)."""
     params = sum(p.numel() for p in model.parameters())
-    device = next(model.parameters()).device
+    device = input_device(model)  # not the first parameter's: on an offloaded model that is on meta
     flops_per_forward = 2.0 * params * max(n, 1) / 2  # the suffix recomputed after a frozen prefix: ~n/2 tokens
     forwards = (n * m * FE_HVP if hvps else 0) + (n if masked_runs else 0)
     return forwards * flops_per_forward / (CPU_FLOPS if device.type == "cpu" else GPU_FLOPS)

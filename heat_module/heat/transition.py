@@ -28,6 +28,7 @@ import torch
 from heat_kernels import rollout_phi
 from heat_module.config import GATES, SINKS, check_choice
 from heat_module.lm.capture import LayerCapture, attention_scores, attention_softmax, repeat_kv
+from heat_module.lm.offload import materialized
 from heat_module.lm.projection import output_projection
 
 _warned: weakref.WeakSet = weakref.WeakSet()  # anatomies (one per model) already warned about
@@ -37,7 +38,8 @@ def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
     B, H, n, _ = cap.query.shape
     dv = cap.value.shape[-1]  # the value head size (MLA: differs from the query's)
-    w_o = output_projection(cap.module, dv).detach()
+    with materialized(cap.module):  # an offloaded layer holds its weights only during its forward
+        w_o = output_projection(cap.module, dv).detach().to(cap.value.device)
     dtype = torch.promote_types(cap.value.dtype, torch.float32)  # fp32 products for bf16/fp16 models
     w_o = w_o.reshape(H, dv, -1).to(dtype)
     v = repeat_kv(cap.value.detach().to(dtype), H // cap.value.shape[1])  # (B, H, n, dv)
@@ -168,9 +170,10 @@ def transition_from_captures(
     phi_mass = torch.zeros_like(m)
     norm_mass = torch.zeros_like(m)
     for cap in reversed(captures):
-        phi = layer_phi(cap, rho, kpm, backend)  # (B, H, n)
+        here = cap.query.device  # a dispatched model's layers may sit on different devices: ρ follows them
+        phi = layer_phi(cap, rho.to(here), None if kpm is None else kpm.to(here), backend).to(device)  # (B, H, n)
         if cap.layer in chosen:
-            norms = value_output_norms(cap)
+            norms = value_output_norms(cap).to(device)
             m += (phi * norms).sum(1)
             phi_mass += phi.sum(1)
             norm_mass += norms.mean(1)

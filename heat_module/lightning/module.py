@@ -34,6 +34,7 @@ from heat_module.config import HEATConfig
 from heat_module.hashing import stable_hash
 from heat_module.lm.forward import check_left_padding, embed, make_forward_fn
 from heat_module.lm.loading import load_model
+from heat_module.lm.offload import is_dispatched
 from heat_module.metrics.registry import INPUTS, available_metrics, default_metrics, metric_entry
 from heat_module.result import AttributionResult
 
@@ -329,7 +330,10 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         lm, tok = load_model(model, tokenizer)
         for p in lm.parameters():
             p.requires_grad_(False)
-        self.model = lm
+        if is_dispatched(lm):  # accelerate placed it (offloaded weights live on meta): the Trainer must not move it
+            self.__dict__["model"] = lm
+        else:
+            self.model = lm
         self.tokenizer = tok
         self.config = config
         self.method = method

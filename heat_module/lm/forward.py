@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from heat_module.lm.offload import materialized
+
 ForwardFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 _MEAN_CACHE: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}  # id(weight) -> (weight, its state, mean)
 
@@ -98,6 +100,11 @@ def make_forward_fn(model: nn.Module) -> ForwardFn:
 
 def mask_vector(model: nn.Module, kind: str = "zero", token_id: int | None = None) -> torch.Tensor:
     """(d,) what replaces a masked token's embedding (in the space of ``inputs_embeds``)."""
+    with materialized(model.get_input_embeddings()):  # an offloaded embedding holds its weight only in a forward
+        return _mask_vector(model, kind, token_id)
+
+
+def _mask_vector(model: nn.Module, kind: str, token_id: int | None) -> torch.Tensor:
     weight = model.get_input_embeddings().weight
     if kind == "zero":
         return torch.zeros(weight.shape[1], dtype=weight.dtype, device=weight.device)

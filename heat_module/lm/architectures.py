@@ -107,6 +107,8 @@ SUPPORTED: frozenset[str] = frozenset((
     "persimmon", "phi", "phi3", "phi4_multimodal", "phimoe", "qwen2", "qwen2_moe", "qwen3", "qwen3_5", "qwen3_5_moe",
     "qwen3_5_moe_text", "qwen3_5_text", "qwen3_moe", "qwen3_next", "recurrent_gemma", "sarvam_mla", "sarvam_moe",
     "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu", "zaya",
+    # the config model_type of the *ForCausalLM text models of two multimodal entries above (emu3, mllama)
+    "emu3_text_model", "mllama_text_model",
 ))
 
 #: model types HEAT refuses, with the reason

@@ -125,6 +125,9 @@ _SWEEP_HIDDEN = 32
 #: generic tiny sizes by config key (width 32, 2 layers, 4 heads, small MoE / MLA / SSM sizes; windows, chunks
 #: and Llama 4's floor_scale of 4, below the sweep's contexts, so they take effect)
 _SWEEP_SIZES = {
+    "num_experts_per_token": 2, "num_expert_group": 1, "linear_head_dim": 8, "linear_num_heads": 4,
+    "n_mamba_heads": 4, "mamba_headdim": 16, "shared_experts_intermediate_size": 32, "num_kv_shared_layers": 0,
+    "hidden_size_per_layer_input": 8, "layer_group_size": 2, "global_head_dim": 8,
     "hidden_size": _SWEEP_HIDDEN, "n_embd": _SWEEP_HIDDEN, "d_model": _SWEEP_HIDDEN, "n_embed": _SWEEP_HIDDEN,
     "model_dim": _SWEEP_HIDDEN, "dim": _SWEEP_HIDDEN, "word_embed_proj_dim": _SWEEP_HIDDEN,
     "embedding_size": _SWEEP_HIDDEN, "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2,
@@ -181,6 +184,16 @@ def _shrink(d: dict, vocab: int) -> dict:
             continue
         if isinstance(v, dict) and "model_type" in v:
             out[k] = _shrink(v, vocab)
+        elif k == "per_layer_config" and isinstance(v, dict) and keep is not None:  # {layer index: changes}
+            out[k] = {f"{keep.index(int(i)):02d}": {kk: min(vv, _SWEEP_SIZES.get(kk, vv)) if isinstance(vv, int)
+                                                   else vv for kk, vv in c.items()}
+                      for i, c in v.items() if int(i) in keep}
+            if "kv_lora_rank" in d:  # multi-head latent attention: as many kv heads as query heads
+                for c in out[k].values():
+                    if "num_attention_heads" in c:
+                        c["num_key_value_heads"] = c["num_attention_heads"]
+        elif k == "vocab_size_per_layer_input" and isinstance(v, int):
+            out[k] = vocab
         elif k in _SWEEP_SIZES and isinstance(v, int) and not isinstance(v, bool):
             out[k] = min(v, _SWEEP_SIZES[k]) if k not in ("first_k_dense_replace",) else min(v, 1)
             if k in _LAYER_KEYS and keep is not None:
@@ -205,9 +218,9 @@ def _shrink(d: dict, vocab: int) -> dict:
     return out
 
 
-def tiny_config_for(model_type: str, vocab_size: int = TINY_VOCAB):
+def tiny_config_for(model_type: str, vocab_size: int = TINY_VOCAB, **changes):
     """A tiny config of any ``model_type`` transformers knows: the defaults of its config class shrunk by key
-    (:data:`_SWEEP_SIZES`), plus the entry of :data:`heat_module.lm.architectures.TINY_CONFIG`."""
+    (:data:`_SWEEP_SIZES`), plus the entry of :data:`heat_module.lm.architectures.TINY_CONFIG`, plus ``changes``."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     vocab = vocab_size
@@ -219,6 +232,7 @@ def tiny_config_for(model_type: str, vocab_size: int = TINY_VOCAB):
         small["head_dim"] = small.get("qk_rope_head_dim", 4)
         small["num_key_value_heads"] = small.get("num_attention_heads", 4)
     small.update(TINY_CONFIG.get(model_type, {}))
+    small.update(changes)
     return klass(**small)
 
 

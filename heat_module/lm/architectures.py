@@ -37,7 +37,7 @@ ATTENTION_TYPES: tuple[str, ...] = (
     "full_attention", "sliding_attention", "chunked_attention", "attention", "global", "local",
 )
 #: attribute names of an attention module's output projection W_O, by architecture family
-PROJECTION_NAMES: tuple[str, ...] = ("o_proj", "out_proj", "dense", "c_proj", "wo", "proj")
+PROJECTION_NAMES: tuple[str, ...] = ("o_proj", "out_proj", "dense", "c_proj", "wo", "Wo", "proj")
 #: attribute names of a decoder layer's MLP, and of an MLP's activation module (AttnLRP's rules)
 MLP_NAMES: tuple[str, ...] = ("mlp", "feed_forward")
 ACT_NAMES: tuple[str, ...] = ("act_fn", "activation_fn", "act")
@@ -109,6 +109,8 @@ SUPPORTED: frozenset[str] = frozenset((
     "seed_oss", "smollm3", "solar_open", "stablelm", "starcoder2", "vaultgemma", "youtu", "zaya",
     # the config model_type of the *ForCausalLM text models of two multimodal entries above (emu3, mllama)
     "emu3_text_model", "mllama_text_model",
+    "bailing_hybrid", "falcon_h1", "gemma4_unified_text", "kimi_linear", "modernbert-decoder",
+    "granitemoehybrid",
 ))
 
 #: model types HEAT refuses, with the reason
@@ -134,6 +136,10 @@ REFUSED: dict[str, Refusal] = {
         "unsupported", "hash-routed mixture of experts (the router reads input_ids, so the model cannot run from the "
         "perturbed input embeddings HEAT feeds it)", "Use a model whose experts are routed from hidden states.",
     ),
+    "gemma4_text": Refusal(
+        "unsupported", "per-layer input embeddings looked up from input_ids (the model cannot run from the "
+        "perturbed input embeddings HEAT feeds it)", "Use a model that runs from inputs_embeds.",
+    ),
     "ctrl": Refusal(
         "unsupported", "an attention path that installing HEAT's attention changes (the model's logits differ after "
         "install)", "Use an architecture listed in docs/architectures.md.",
@@ -155,10 +161,6 @@ REFUSED: dict[str, Refusal] = {
         "‖v W_O‖₁; JetMoe routes heads through per-expert projections)",
         "Use HEATConfig(ablation='transition') (no gate M), or another architecture.",
     ),
-    "modernbert-decoder": Refusal(
-        "unsupported", "no output projection W_O that HEAT reads (a fused `Wo` after `Wqkv`, not yet checked)",
-        _ADD,
-    ),
     "moshi": Refusal(
         "unsupported", "no output projection W_O (Moshi's per-codebook flexible linear layers have no single "
         "weight)", "Use HEATConfig(ablation='transition') (no gate M), or another architecture.",
@@ -176,9 +178,8 @@ REFUSED: dict[str, Refusal] = {
         "attention blocks)", "Use an architecture listed in docs/architectures.md.",
     ),
     **{t: Refusal("unchecked", "not checked: its tiny test model could not be built", _UNCHECKED + _ADD) for t in (
-        "bailing_hybrid", "cohere_compass_text", "dbrx", "dory", "falcon_h1", "gemma3n", "gemma3n_text", "gemma4",
-        "gemma4_assistant", "gemma4_text", "gemma4_unified", "gemma4_unified_assistant", "gemma4_unified_text",
-        "granitemoehybrid", "kimi_linear", "zamba", "zamba2",
+        "cohere_compass_text", "dbrx", "dory", "gemma3n", "gemma3n_text", "gemma4", "gemma4_assistant",
+        "gemma4_unified", "gemma4_unified_assistant", "zamba", "zamba2",
     )},
 }
 
@@ -190,6 +191,12 @@ TINY_CONFIG: dict[str, dict[str, Any]] = {
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
     "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
     "bamba": {"attn_layer_indices": [1]},
+    "falcon_h1": {"mamba_d_head": 16},
+    "dots3_note_text": {"head_dim": 12},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "attention"]},
+    "zamba2": {"hybrid_layer_ids": [1]},
+    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0},
+             "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
 }
 
 

@@ -53,6 +53,17 @@ EXPECTED_FAILURES = {
 }
 
 
+#: configurations of a supported model type that change its attention path, swept like an entry of their own:
+#: correct or refused, never silently wrong (an expected failure names its defect)
+VARIANTS = {
+    "falcon+alibi": ("falcon", {"alibi": True}),
+}
+EXPECTED_FAILURES["falcon+alibi"] = (
+    "Falcon's ALiBi bias is part of the additive mask: the mask classification reads head 0 only, the rollout "
+    "recomputes attention without the bias and the prefix cache cannot extend a per-head mask"
+)
+
+
 def _model_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -125,10 +136,10 @@ def _rollout_reference(reference, x: torch.Tensor) -> torch.Tensor:
     return m / m.sum()
 
 
-def _build(model_type: str):
+def _build(model_type: str, **changes):
     from transformers import AutoModelForCausalLM
 
-    config = tiny_config_for(model_type)
+    config = tiny_config_for(model_type, **changes)
     torch.manual_seed(0)
     kwargs = dict(dtype=torch.float32, experts_implementation="eager")
     try:
@@ -170,13 +181,15 @@ def _close(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) 
 
 
 def sweep_one(model_type: str) -> Outcome:
-    """Build, install and check one model type (see the module docstring)."""
+    """Build, install and check one model type or :data:`VARIANTS` entry (see the module docstring)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    name = model_type
+    model_type, changes = VARIANTS.get(name, (name, {}))
     class_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     category = _category(model_type, class_name)
     try:
-        config, model = _build(model_type)
+        config, model = _build(model_type, **changes)
         ids = torch.randint(4, TINY_VOCAB, (1, N), generator=torch.Generator().manual_seed(3))
         x = embed(model, ids)
         with torch.no_grad():
@@ -194,7 +207,7 @@ def sweep_one(model_type: str) -> Outcome:
         assert model.config._attn_implementation == implementation, "the refusal came after install changed the model"
         return _refused(model_type, category, error, config.model_type)
     try:
-        return _check_installed(model_type, category, model, ids, x, before)
+        return dataclasses.replace(_check_installed(model_type, category, model, ids, x, before), model_type=name)
     finally:
         uninstall(model)
 
@@ -238,21 +251,33 @@ def _check_installed(model_type: str, category: str, model, ids, x, before) -> O
 _OUTCOMES: list[Outcome] = []
 
 
+def counts(outcomes: list[Outcome]) -> str:
+    """``result: count`` (a wrong result of :data:`EXPECTED_FAILURES` counted as a known defect) and the same by
+    category."""
+    results = collections.Counter(
+        "known defect (expected failure)" if o.result in ("WRONG", "CRASH") and o.model_type in EXPECTED_FAILURES
+        else o.result for o in outcomes
+    )
+    kinds = collections.Counter(o.category for o in outcomes)
+    return (", ".join(f"{k}: {v}" for k, v in sorted(results.items())) + "; by kind: "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
+
+
 def teardown_module() -> None:
     if _OUTCOMES:
-        counts = collections.Counter(o.result for o in _OUTCOMES)
-        kinds = collections.Counter(o.category for o in _OUTCOMES)
-        print(f"\narchitecture sweep: {dict(counts)}; {dict(kinds)}")
+        print(f"\narchitecture sweep ({len(_OUTCOMES)} in this process): {counts(_OUTCOMES)}")
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("model_type", _model_types())
+@pytest.mark.parametrize("model_type", _model_types() + list(VARIANTS))
 def test_exact_or_refused(model_type):
     outcome = sweep_one(model_type)
     _OUTCOMES.append(outcome)
-    if model_type in EXPECTED_FAILURES and outcome.result == "WRONG":
+    if model_type in EXPECTED_FAILURES and outcome.result in ("WRONG", "CRASH"):
         pytest.xfail(f"{EXPECTED_FAILURES[model_type]} ({outcome.reason})")
     assert outcome.result in ("correct", "refused"), f"{model_type}: {outcome.result}: {outcome.reason}"
+    if model_type in VARIANTS:
+        return  # a variant of a supported type may be refused by its config
     assert (outcome.result == "correct") == (model_type in SUPPORTED), (
         f"{model_type}: {outcome.result} but the architecture table says "
         f"{'supported' if model_type in SUPPORTED else 'refused'}"
@@ -307,7 +332,6 @@ def test_support_table_is_current():
 
 def write_table(outcomes: list[Outcome], path: str) -> None:
     """docs/architectures.md from the sweep's outcomes."""
-    counts = collections.Counter(o.result for o in outcomes)
     lines = [
         "# Architectures",
         "",
@@ -318,15 +342,17 @@ def write_table(outcomes: list[Outcome], path: str) -> None:
         "through the model's own forward (*supported*), or is refused by `heat_module.lm.architectures."
         "check_supported` with the reason below (*refused*). The table lives in `heat_module/lm/architectures.py`.",
         "",
-        "Counts: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + f" (of {len(outcomes)}).",
+        f"Counts ({len(outcomes)}: the "
+        "causal-LM entries plus configuration variants that change the attention path, such as `falcon+alibi`): "
+        + counts(outcomes) + ".",
         "",
         "| model_type | status | kind | why / note |",
         "|---|---|---|---|",
     ]
     for o in outcomes:
-        status = "supported" if verdict(o.model_type) is None else "refused"
+        status = "refused" if o.result == "refused" else "supported"
         note = o.reason if o.result != "correct" else ""
-        if o.model_type in EXPECTED_FAILURES and o.result == "WRONG":
+        if o.model_type in EXPECTED_FAILURES and o.result in ("WRONG", "CRASH"):
             note = "known defect: " + EXPECTED_FAILURES[o.model_type]
         lines.append(f"| `{o.model_type}` | {status} | {o.category} | {note.replace('|', '/')} |")
     with open(path, "w") as f:
@@ -337,11 +363,10 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     only = [a for a in sys.argv[1:] if not a.startswith("--") and not a.endswith(".md")]
     outcomes = []
-    for model_type in only or _model_types():
+    for model_type in only or _model_types() + list(VARIANTS):
         outcome = sweep_one(model_type)
         outcomes.append(outcome)
         print(f"{model_type:28s} {outcome.category:20s} {outcome.result:8s} {outcome.reason[:110]}", flush=True)
-    print(dict(collections.Counter(o.result for o in outcomes)),
-          dict(collections.Counter(o.category for o in outcomes)))
+    print(counts(outcomes))
     if "--write" in sys.argv:
         write_table(outcomes, sys.argv[sys.argv.index("--write") + 1])

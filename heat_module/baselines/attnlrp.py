@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
-from heat_module.lm.architectures import ACT_NAMES, MLP_NAMES
+from heat_module.lm.architectures import ACT_NAMES, MLP_NAMES, check_supported
 from heat_module.lm.forward import next_token_logits
 
 ATTN_IMPLEMENTATION = "heat_attnlrp"
@@ -252,6 +252,7 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"Expected a transformers PreTrainedModel, got {type(model).__name__}")
+    check_supported(model)  # its own attention replaces the model's: only on architectures shown exact
     norms, acts, downs, seen = [], [], [], set()
     for path, module in model.named_modules():
         cls = type(module).__name__

@@ -110,7 +110,7 @@ SUPPORTED: frozenset[str] = frozenset((
     # the config model_type of the *ForCausalLM text models of two multimodal entries above (emu3, mllama)
     "emu3_text_model", "mllama_text_model",
     "bailing_hybrid", "falcon_h1", "gemma4_unified_text", "kimi_linear", "modernbert-decoder",
-    "granitemoehybrid",
+    "granitemoehybrid", "dbrx", "cohere_compass_text",
 ))
 
 #: model types HEAT refuses, with the reason
@@ -178,7 +178,7 @@ REFUSED: dict[str, Refusal] = {
         "attention blocks)", "Use an architecture listed in docs/architectures.md.",
     ),
     **{t: Refusal("unchecked", "not checked: its tiny test model could not be built", _UNCHECKED + _ADD) for t in (
-        "cohere_compass_text", "dbrx", "dory", "gemma3n", "gemma3n_text", "gemma4", "gemma4_assistant",
+        "dory", "gemma3n", "gemma3n_text", "gemma4", "gemma4_assistant",
         "gemma4_unified", "gemma4_unified_assistant", "zamba", "zamba2",
     )},
 }
@@ -193,9 +193,11 @@ TINY_CONFIG: dict[str, dict[str, Any]] = {
     "bamba": {"attn_layer_indices": [1]},
     "falcon_h1": {"mamba_d_head": 16},
     "dots3_note_text": {"head_dim": 12},
+    "cohere_compass_text": {"rope_parameters": {t: {"rope_type": "default", "rope_theta": 10000.0}
+                                                for t in ("full_attention", "sliding_attention")}},
     "granitemoehybrid": {"layer_types": ["linear_attention", "attention"]},
     "zamba2": {"hybrid_layer_ids": [1]},
-    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0},
+    "dbrx": {"attn_config": {"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
              "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}},
 }
 

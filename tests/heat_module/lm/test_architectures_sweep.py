@@ -3,8 +3,8 @@
 For each ``model_type`` of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random model is built from its config
 (:func:`heat_module.testing.tiny_config_for`: width 32, two layers keeping one layer of each type, small MoE / MLA /
 SSM sizes, windows / chunks / ``floor_scale`` of 4 < n, weights widened so attention is not uniform), in fp64.
-An architecture :data:`heat_module.lm.architectures.SUPPORTED` must give, for ``HEATConfig()`` (M·I) and
-``HEATConfig.preset("exact")``:
+An architecture :data:`heat_module.lm.architectures.SUPPORTED` must give, for ``HEATConfig()`` (M·I; with
+``sink="keep"`` so M is compared as written) and ``HEATConfig.preset("exact")``:
 
 - logits unchanged by install;
 - I equal to a naive loop through the model's own forward with each token's embedding zeroed;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heat_module.lm.architectures import TINY_CONFIG
 from heat_module.lm.forward import next_token_logits
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
@@ -118,6 +119,121 @@ def tiny_config(arch: str, vocab_size: int = TINY_VOCAB, layers: int = 2, hidden
                     num_key_value_heads=kv_heads, intermediate_size=2 * hidden,
                     max_position_embeddings=max_positions, **extra, **common)
     return cfg
+
+
+_SWEEP_HIDDEN = 32
+#: generic tiny sizes by config key (width 32, 2 layers, 4 heads, small MoE / MLA / SSM sizes; windows, chunks
+#: and Llama 4's floor_scale of 4, below the sweep's contexts, so they take effect)
+_SWEEP_SIZES = {
+    "num_experts_per_token": 2, "num_expert_group": 1, "linear_head_dim": 8, "linear_num_heads": 4,
+    "n_mamba_heads": 4, "mamba_headdim": 16, "shared_experts_intermediate_size": 32, "num_kv_shared_layers": 0,
+    "hidden_size_per_layer_input": 8, "layer_group_size": 2, "global_head_dim": 8,
+    "hidden_size": _SWEEP_HIDDEN, "n_embd": _SWEEP_HIDDEN, "d_model": _SWEEP_HIDDEN, "n_embed": _SWEEP_HIDDEN,
+    "model_dim": _SWEEP_HIDDEN, "dim": _SWEEP_HIDDEN, "word_embed_proj_dim": _SWEEP_HIDDEN,
+    "embedding_size": _SWEEP_HIDDEN, "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2,
+    "decoder_layers": 2, "encoder_layers": 2, "num_attention_heads": 4, "n_head": 4, "num_heads": 4, "n_heads": 4,
+    "decoder_attention_heads": 4, "encoder_attention_heads": 4, "num_key_value_heads": 2, "num_kv_heads": 2,
+    "n_kv_heads": 2, "multi_query_group_num": 2, "head_dim": 8, "kv_channels": 8, "attention_head_dim": 8,
+    "intermediate_size": 64, "ffn_dim": 64, "n_inner": 64, "ffn_hidden_size": 64, "decoder_ffn_dim": 64,
+    "encoder_ffn_dim": 64, "d_ff": 64, "intermediate_size_mlp": 64, "dim_ff": 64, "moe_intermediate_size": 32,
+    "expert_intermediate_size": 32, "shared_expert_intermediate_size": 32, "moe_shared_expert_intermediate_size": 32,
+    "shared_intermediate_size": 32, "moe_ffn_hidden_size": 32, "num_experts": 4, "n_routed_experts": 4,
+    "num_local_experts": 4, "moe_num_experts": 4, "n_experts": 4, "num_experts_per_tok": 2, "moe_k": 2, "moe_topk": 2,
+    "top_k": 2, "num_selected_experts": 2, "n_shared_experts": 1, "n_group": 1, "topk_group": 1,
+    "num_shared_experts": 1, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 4, "qk_nope_head_dim": 8,
+    "v_head_dim": 6, "qk_head_dim": 12, "max_position_embeddings": 128, "n_positions": 128, "n_ctx": 128,
+    "max_seq_len": 128, "sliding_window": 4, "attention_window": 4, "window_size": 4, "attention_chunk_size": 4,
+    "local_attention_window_len": 4, "floor_scale": 4, "index_topk": 4, "index_n_heads": 2, "index_head_dim": 8,
+    "ssm_state_size": 8, "mamba_d_state": 8, "state_size": 8, "mamba_n_heads": 4, "mamba_num_heads": 4,
+    "mamba_d_head": 16, "mamba_head_dim": 16, "mamba_d_ssm": 64, "mamba_n_groups": 1, "n_groups": 1,
+    "mamba_dt_rank": 4, "time_step_rank": 4, "mamba_chunk_size": 4, "chunk_size": 4, "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8, "first_k_dense_replace": 1,
+    "d_head": 8, "rotary_dim": 4, "attention_hidden_size": 32, "embedding_dim": _SWEEP_HIDDEN, "num_dense_layers": 1,
+    "attention_window_size": 4,
+}
+_KEEP_NONE = {"q_lora_rank", "sliding_window", "attention_chunk_size", "index_topk", "attention_window"}
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
+
+
+def _layer_count(d: dict) -> tuple[str | None, int | None]:
+    for k in _LAYER_KEYS:
+        if isinstance(d.get(k), int):
+            return k, d[k]
+    return None, None
+
+
+def _shrink(d: dict, vocab: int) -> dict:
+    """A config dict with the generic tiny sizes; per-layer lists keep one layer of each type (at least two)."""
+    out = {}
+    lk, L = _layer_count(d)
+    keep = None
+    if L:
+        types = d.get("layer_types") or d.get("layers_block_type") or d.get("block_types")
+        if isinstance(types, (list, tuple)) and len(types) == L:
+            seen = {}
+            for i, t in enumerate(types):
+                seen.setdefault(str(t), i)
+            keep = sorted(seen.values())
+        else:
+            keep = [0, 1]
+        if len(keep) < 2:
+            keep = sorted(set(keep) | {0, 1} if L > 1 else keep)
+        keep = [i for i in keep if i < L]
+    for k, v in d.items():
+        if k.startswith("_") or k in ("architectures", "transformers_version", "id2label", "label2id"):
+            continue
+        if isinstance(v, dict) and "model_type" in v:
+            out[k] = _shrink(v, vocab)
+        elif k == "per_layer_config" and isinstance(v, dict) and keep is not None:  # {layer index: changes}
+            out[k] = {f"{keep.index(int(i)):02d}": {kk: min(vv, _SWEEP_SIZES.get(kk, vv)) if isinstance(vv, int)
+                                                   else vv for kk, vv in c.items()}
+                      for i, c in v.items() if int(i) in keep}
+            if "kv_lora_rank" in d:  # multi-head latent attention: as many kv heads as query heads
+                for c in out[k].values():
+                    if "num_attention_heads" in c:
+                        c["num_key_value_heads"] = c["num_attention_heads"]
+        elif k == "vocab_size_per_layer_input" and isinstance(v, int):
+            out[k] = vocab
+        elif k in _SWEEP_SIZES and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = min(v, _SWEEP_SIZES[k]) if k not in ("first_k_dense_replace",) else min(v, 1)
+            if k in _LAYER_KEYS and keep is not None:
+                out[k] = len(keep)
+        elif k in _SWEEP_SIZES and v is None:
+            if k not in _KEEP_NONE:
+                out[k] = _SWEEP_SIZES[k]
+        elif k == "vocab_size" and isinstance(v, int):
+            out[k] = vocab
+        elif keep is not None and isinstance(v, (list, tuple)) and len(v) == L and L > 2:
+            out[k] = [v[i] for i in keep]
+        elif keep is not None and isinstance(v, str) and len(v) == L and L > 2:
+            out[k] = "".join(v[i] for i in keep)
+        elif k in ("pad_token_id",) and v is not None:
+            out[k] = 0
+        elif k in ("bos_token_id",) and isinstance(v, int):
+            out[k] = 2
+        elif k in ("eos_token_id",) and v is not None:
+            out[k] = 3
+        else:
+            out[k] = v
+    return out
+
+
+def tiny_config_for(model_type: str, vocab_size: int = TINY_VOCAB, **changes):
+    """A tiny config of any ``model_type`` transformers knows: the defaults of its config class shrunk by key
+    (:data:`_SWEEP_SIZES`), plus the entry of :data:`heat_module.lm.architectures.TINY_CONFIG`, plus ``changes``."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    vocab = vocab_size
+    klass = CONFIG_MAPPING[model_type]
+    d = klass().to_dict()
+    small = _shrink(d, vocab)
+    small.pop("model_type", None)
+    if "kv_lora_rank" in small:
+        small["head_dim"] = small.get("qk_rope_head_dim", 4)
+        small["num_key_value_heads"] = small.get("num_attention_heads", 4)
+    small.update(TINY_CONFIG.get(model_type, {}))
+    small.update(changes)
+    return klass(**small)
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "sdpa", **kwargs) -> nn.Module:

@@ -55,12 +55,11 @@ from torch import nn
 
 from heat_module.attribution.base import Attributor
 from heat_module.attribution.registry import register_method
+from heat_module.lm.architectures import ACT_NAMES, MLP_NAMES, check_supported
 from heat_module.lm.forward import next_token_logits
 
 ATTN_IMPLEMENTATION = "heat_attnlrp"
 OBJECTIVES = ("logit", "logprob")
-_MLP_NAMES = ("mlp", "feed_forward")
-_ACT_NAMES = ("act_fn", "activation_fn", "act")
 _state = threading.local()
 
 
@@ -221,10 +220,10 @@ def _is_projection(module: nn.Module) -> bool:
 def _mlp_plan(mlp: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     """(activation module, module whose input is the gated product or None) of an MLP, or ``TypeError``."""
     name = type(mlp).__name__
-    act = next((getattr(mlp, a) for a in _ACT_NAMES if isinstance(getattr(mlp, a, None), nn.Module)), None)
+    act = next((getattr(mlp, a) for a in ACT_NAMES if isinstance(getattr(mlp, a, None), nn.Module)), None)
     if act is None:
         raise TypeError(
-            f"Expected the MLP {name} to have an activation module named one of {list(_ACT_NAMES)}, got none; "
+            f"Expected the MLP {name} to have an activation module named one of {list(ACT_NAMES)}, got none; "
             "AttnLRP cannot apply its activation rule to it"
         )
     gated = hasattr(mlp, "gate_up_proj") or (hasattr(mlp, "gate_proj") and hasattr(mlp, "up_proj"))
@@ -254,12 +253,13 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"Expected a transformers PreTrainedModel, got {type(model).__name__}")
+    check_supported(model)  # its own attention replaces the model's: only on architectures shown exact
     norms, acts, downs, seen = [], [], [], set()
     for path, module in model.named_modules():
         cls = type(module).__name__
         if cls.endswith("RMSNorm") or cls.endswith("LayerNorm"):
             norms.append(module)
-        elif cls.endswith("MLP") or path.rsplit(".", 1)[-1] in _MLP_NAMES:
+        elif cls.endswith("MLP") or path.rsplit(".", 1)[-1] in MLP_NAMES:
             act, down = _mlp_plan(module)
             if id(act) not in seen:
                 seen.add(id(act))

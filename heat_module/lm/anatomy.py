@@ -25,13 +25,7 @@ import torch
 from torch import nn
 
 from heat_kernels.rollout_phi import allowed_mask
-
-_LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
-                "transformer.blocks", "model.language_model.layers", "language_model.model.layers")
-#: class names of token-mixing modules that are not attention (LFM2 short convolutions, Mamba / SSM mixers,
-#: linear attention / gated delta nets of Qwen3-Next, RWKV, RetNet)
-_MIXER_NAMES = re.compile(r"Mamba|SSM|Ssm(?!lp)|ShortConv|LinearAttention|DeltaNet|RWKV|Rwkv|Retention|Hyena")
-_ATTENTION_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "attention", "global", "local")
+from heat_module.lm.architectures import ATTENTION_TYPES, LAYER_PATHS, MIXER_NAMES, UnsupportedArchitecture
 
 
 def num_layers(model: nn.Module) -> int:
@@ -44,13 +38,17 @@ def num_layers(model: nn.Module) -> int:
     text = getattr(cfg, "get_text_config", None)
     if text is not None and text() is not cfg:
         return int(text().num_hidden_layers)
-    raise TypeError(f"Expected the model config to have num_hidden_layers, got {type(cfg).__name__}")
+    raise UnsupportedArchitecture(
+        str(getattr(cfg, "model_type", type(cfg).__name__)),
+        f"Expected the model config to have num_hidden_layers (one stack of decoder layers), got {type(cfg).__name__}",
+        "Use a decoder-only causal LM with one stack of decoder layers.",
+    )
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The ``nn.ModuleList`` of the L decoder layers, in execution order."""
     L = num_layers(model)
-    for path in _LAYER_PATHS:
+    for path in LAYER_PATHS:
         obj: object = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -61,7 +59,11 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == L and name.split(".")[-1] in ("layers", "h", "blocks"):
             return module
-    raise TypeError(f"Expected {type(model).__name__} to hold its {L} decoder layers in an nn.ModuleList, got none")
+    raise UnsupportedArchitecture(
+        str(getattr(model.config, "model_type", "?")),
+        f"Expected {type(model).__name__} to hold its {L} decoder layers in an nn.ModuleList, got none",
+        "Use a decoder-only causal LM with one stack of decoder layers.",
+    )
 
 
 @dataclass(eq=False)
@@ -129,7 +131,7 @@ def past_length_readers(layers: nn.ModuleList) -> tuple[str, ...]:
 def _mixer_type(layer: nn.Module) -> str | None:
     for module in layer.modules():
         name = type(module).__name__
-        if _MIXER_NAMES.search(name):
+        if MIXER_NAMES.search(name):
             return name
         if isinstance(module, nn.Conv1d) and module.kernel_size[0] > 1:
             return name
@@ -157,7 +159,7 @@ def model_anatomy(model: nn.Module) -> ModelAnatomy:
         for module in layer.modules():
             owner[id(module)] = i
         kind = "attention"
-        if declared is not None and i < len(declared) and str(declared[i]) not in _ATTENTION_TYPES:
+        if declared is not None and i < len(declared) and str(declared[i]) not in ATTENTION_TYPES:
             kind = str(declared[i])
         else:
             mixer = _mixer_type(layer)

@@ -35,6 +35,7 @@ from heat_module.lm.anatomy import (
     mask_band,
     model_anatomy,
 )
+from heat_module.lm.architectures import check_supported
 
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
@@ -381,30 +382,6 @@ def _register() -> None:
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, heat_mask)
 
 
-def check_supported(model: nn.Module) -> None:
-    """Raise a clear error for models HEAT cannot explain (encoder-only, encoder-decoder, no attention interface)."""
-    name = type(model).__name__
-    config = getattr(model, "config", None)
-    if config is None:
-        raise TypeError(f"Expected a transformers PreTrainedModel with a config, got {name}")
-    if getattr(config, "is_encoder_decoder", False):
-        raise TypeError(f"Expected a decoder-only causal LM, got the encoder-decoder model {name}")
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    if name not in causal and not name.endswith("ForCausalLM") and not name.endswith("LMHeadModel"):
-        raise TypeError(
-            f"Expected a decoder-only causal LM (a *ForCausalLM model), got {name} "
-            f"(model_type={getattr(config, 'model_type', '?')!r}); encoder-only models have no next-token prediction"
-        )
-    can_set = getattr(model, "_can_set_attn_implementation", None)
-    if can_set is not None and not can_set():
-        raise TypeError(
-            f"Expected a model whose attention goes through transformers' AttentionInterface, got {name}, which "
-            "computes attention in its own code; HEAT cannot capture its queries, keys and values"
-        )
-
-
 def _configs(model: nn.Module) -> list[object]:
     seen: dict[int, object] = {}
     for module in model.modules():
@@ -422,9 +399,11 @@ def install(model: nn.Module) -> nn.Module:
     implementation the model had (eager, sdpa, flash, flex) with every keyword argument, and its mask function
     builds the mask that implementation would have got, so the model's outputs are unchanged (bit for bit on the
     CPU). Installs are counted per model: each :func:`install` needs one :func:`uninstall`, and the last one
-    restores the original implementation. The model is classified once (:func:`model_anatomy`).
+    restores the original implementation. The model is classified once (:func:`model_anatomy`). An architecture HEAT
+    is not shown exact on is refused first (:func:`heat_module.lm.architectures.check_supported`), before anything
+    changes.
     """
-    check_supported(model)
+    check_supported(model)  # refuses before anything is changed
     _register()
     anatomy = model_anatomy(model)
     entry = _INSTALLS.get(id(model))

@@ -24,8 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: attribute names of the output projection, by architecture family
-PROJECTION_NAMES: tuple[str, ...] = ("o_proj", "out_proj", "dense", "c_proj", "wo", "proj")
+from heat_module.lm.architectures import PROJECTION_NAMES
 
 
 def find_output_projection(module: nn.Module) -> nn.Module:

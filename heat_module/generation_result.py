@@ -134,9 +134,12 @@ class GenerationResult:
         groups = self.extra.get("groups")
         return ids if groups is None else ids[[g[0] for g in groups]]
 
-    def normalized(self, keep_special: bool = False) -> torch.Tensor:
+    def normalized(self, keep_special: bool | None = None) -> torch.Tensor:
         """(T, columns) each row clipped at 0 and normalised to sum to one over its columns; special columns are
-        set to 0 and left out of the sum unless ``keep_special``; the causal triangle stays NaN."""
+        set to 0 and left out of the sum unless ``keep_special`` (default: ``extra["keep_special"]``, the option the
+        result was made with, else False); the causal triangle stays NaN."""
+        if keep_special is None:
+            keep_special = bool(self.extra.get("keep_special", False))
         m = self.matrix.float().clamp_min(0)
         if not keep_special:
             m = m.masked_fill(self.special[None, :], 0.0)
@@ -146,7 +149,7 @@ class GenerationResult:
     def sentence(self, how: str = "mean", spans: Sequence[tuple[int, int]] | None = None,
                  target_spans: Sequence[tuple[int, int]] | None = None) -> AttributionResult:
         """Sentence-level attribution over the prompt (eq. 23 ``"mean"``, ``"max"``, ``"sum"``; eq. 24 with
-        ``spans``); see :func:`heat_module.heat.sentence.sentence_from_rows`."""
+        ``spans``); see :func:`heat_module.heat.sentence.sentence_from_generation`."""
         from heat_module.heat.sentence import sentence_from_generation  # lazy: heat imports this module
 
         return sentence_from_generation(self, how, spans, target_spans)
@@ -283,7 +286,7 @@ class GenerationResult:
                 if k not in ("prompt_ids", "generated_ids", "matrix", "special", "step_scores", "rows")}
         meta["rows"] = rows_meta
         meta["step_names"] = list(self.step_scores)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}  # clone: rows may share storage
         save_file(tensors, str(path), metadata={"format": _FORMAT, "json": json.dumps(meta, allow_nan=True)})
 
     @classmethod

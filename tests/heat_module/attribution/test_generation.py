@@ -72,7 +72,7 @@ def test_chat_prompt_is_the_tokenizers_own_template(smollm2):
     method = build("attnlrp", model, tok)
     gen = method.attribute_generation(messages=MESSAGES, continuation="Paris.")
     expected = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
-    expected = expected["input_ids"] if isinstance(expected, dict) or hasattr(expected, "keys") else expected
+    expected = expected["input_ids"] if hasattr(expected, "keys") else expected
     assert gen.prompt_ids.tolist() == list(expected)
     tokens = gen.tokens
     # the messages' contents are not special; the template's markers and role headers are
@@ -230,3 +230,38 @@ def test_input_errors(tiny):
         method.attribute_generation(messages=MESSAGES, max_new_tokens=2)
     with pytest.raises(ValueError, match="target id"):
         method.attribute_generation([5, 6], continuation=[TINY_VOCAB + 3])
+
+
+TINY_TEMPLATE = ("{% for m in messages %}<bos> {{ m['role'] }} {{ m['content'] }} <eos> {% endfor %}"
+                 "{% if add_generation_prompt %}<bos> answer {% endif %}")
+
+
+def test_list_of_conversations_equals_one_by_one(tiny):
+    model, tok = tiny
+    tok = copy.deepcopy(tok)
+    tok.chat_template = TINY_TEMPLATE
+    method = build("occlusion", model, tok)
+    chats = [[{"role": "question", "content": "where is paris"}],
+             [{"role": "question", "content": "the cat"}, {"role": "answer", "content": "sat on the door"}]]
+    many = method.attribute_generation(messages=chats, max_new_tokens=2, batch_size=2)
+    for chat, got in zip(chats, many):
+        one = method.attribute_generation(messages=chat, max_new_tokens=2)
+        expected = tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        assert got.prompt_ids.tolist() == list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+        assert got.generated_ids.tolist() == one.generated_ids.tolist() and got.spans == one.spans
+        assert rel_diff(got.matrix.nan_to_num(0), one.matrix.nan_to_num(0)) <= 1e-6
+    second = many[1]
+    assert [label for _, _, label in second.spans] == ["question", "answer", "generation prompt", "assistant"]
+    words = [second.tokens[i] for i in range(second.n_prompt) if not second.special[i]]
+    assert words == ["the", "cat", "sat", "on", "the", "door"]
+
+
+def test_contrastive_rows_name_their_foil(tiny):
+    model, tok = tiny
+    method = HEAT(model, tok, HEATConfig(curvature="exact"))
+    gen = method.attribute_generation([5, 6, 7, 8], continuation=[9, 10], foil=11)
+    for t in range(2):
+        ref = method.attribute(torch.cat([gen.prompt_ids, gen.generated_ids[:t]]), int(gen.generated_ids[t]),
+                               foil=11)
+        assert torch.equal(gen.matrix[t, : 4 + t], ref.scores.to(gen.matrix.dtype))
+    assert gen.foil == method.token_strings(torch.tensor([11]))[0]

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from heat_module.attribution.generation import attribute_generation
+from heat_module.generation_result import GenerationResult
 from heat_module.lm.forward import check_left_padding, embed, next_token_logits, score_dtype
 from heat_module.lm.offload import input_device
 from heat_module.lm.quantization import check_not_bitsandbytes
@@ -78,13 +80,17 @@ class Attributor:
         return None
 
     def encode(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """(n,) token ids of a text (tokenizer defaults) or of given ids, validated."""
+        """(n,) token ids of a text or of given ids, validated. A text is tokenised with the tokenizer's defaults,
+        except that a text which already starts with a special token (a BOS, a chat-template marker such as
+        ``<|im_start|>``: a prompt rendered by ``apply_chat_template(..., tokenize=False)``) gets no special tokens
+        added, so it is not given a second BOS."""
         if isinstance(text_or_ids, str):
             if not text_or_ids.strip():
                 raise ValueError("Expected a non-empty text to attribute, got an empty string")
             if self.tokenizer is None:
                 raise ValueError("Expected a tokenizer to encode text, got None (pass token ids instead)")
-            ids = torch.tensor(self.tokenizer(text_or_ids)["input_ids"], dtype=torch.long)
+            ids = torch.tensor(self.tokenizer(text_or_ids, add_special_tokens=not has_special_prefix(
+                self.tokenizer, text_or_ids))["input_ids"], dtype=torch.long)
         else:
             ids = torch.as_tensor(text_or_ids, dtype=torch.long).flatten()
         if ids.numel() == 0:
@@ -149,18 +155,79 @@ class Attributor:
         return input_ids, attention_mask
 
     def attribute(
-        self, text_or_ids: str | Sequence[int] | torch.Tensor, target: int | str | None = None
-    ) -> AttributionResult:
+        self,
+        text_or_ids: str | Sequence[int] | torch.Tensor | Sequence[str | Sequence[int] | torch.Tensor],
+        target: int | str | None = None,
+        *,
+        targets: Sequence[int | str | None] | None = None,
+        batch_size: int = 1,
+    ) -> AttributionResult | list[AttributionResult]:
         """Attribute the next-token prediction after ``text_or_ids`` to its context tokens.
 
         Args:
-            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids.
+            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids; or a list of these
+                (then a list of results, see :meth:`attribute_list`).
             target: the target token (id or single-token string); ``None`` = the model's greedy next token.
+            targets, batch_size: for list input only (:meth:`attribute_list`).
         """
+        if is_list_input(text_or_ids):
+            if target is not None:
+                raise ValueError(f"Expected targets=[...] with a list of texts, got target={target!r}")
+            return self.attribute_list(text_or_ids, targets, batch_size)
+        if targets is not None:
+            raise ValueError("Expected a list of texts with targets=[...], got a single text")
         ids = self.encode(text_or_ids)
         if isinstance(target, str):
             target = self.target_id(target, None)
         return self.attribute_batch(ids[None], torch.ones_like(ids)[None], [target])[0]
+
+    def attribute_list(
+        self,
+        items: Sequence[str | Sequence[int] | torch.Tensor],
+        targets: Sequence[int | str | None] | None = None,
+        batch_size: int = 1,
+    ) -> list[AttributionResult]:
+        """One result per item, equal to ``[self.attribute(item, target) for ...]``.
+
+        Args:
+            items: texts or (n,) token ids.
+            targets: one target per item (id, string, ``None`` = greedy; default all greedy). A text target of several
+                tokens goes through :meth:`attribute` on its own (HEAT: sentence level).
+            batch_size: items per :meth:`attribute_batch` call (left padded); 1 = :meth:`attribute` per item.
+        """
+        items = list(items)
+        targets = [None] * len(items) if targets is None else list(targets)
+        if len(targets) != len(items):
+            raise ValueError(f"Expected one target per item ({len(items)}), got {len(targets)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Expected batch_size to be an integer >= 1, got {batch_size!r}")
+        if batch_size == 1:
+            return [self.attribute(item, target) for item, target in zip(items, targets)]
+        out: list[AttributionResult | None] = [None] * len(items)
+        single: list[tuple[int, torch.Tensor, int | None]] = []
+        for k, (item, target) in enumerate(zip(items, targets)):
+            if isinstance(target, str) and self.tokenizer is not None and len(
+                    self.tokenizer(target, add_special_tokens=False)["input_ids"]) > 1:
+                out[k] = self.attribute(item, target)
+            else:
+                single.append((k, self.encode(item), None if target is None else self.target_id(target, None)))
+        for rows in chunk_rows(len(single), batch_size):
+            chunk = single[rows]
+            width = max(ids.numel() for _, ids, _ in chunk)
+            input_ids = torch.zeros(len(chunk), width, dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(input_ids)
+            for b, (_, ids, _) in enumerate(chunk):
+                input_ids[b, width - ids.numel():] = ids
+                mask[b, width - ids.numel():] = 1
+            results = self.attribute_batch(input_ids, mask, [t for _, _, t in chunk])
+            for (k, _, _), result in zip(chunk, results):
+                out[k] = result
+        return out
+
+    def attribute_generation(self, prompt: Any = None, **kwargs: Any) -> GenerationResult | list[GenerationResult]:
+        """The T × (n + T) attribution matrix of a generated or given answer: see
+        :func:`heat_module.attribution.generation.attribute_generation` (same arguments after ``prompt``)."""
+        return attribute_generation(self, prompt, **kwargs)
 
     def attribute_batch(
         self,
@@ -261,3 +328,15 @@ def chunk_rows(total: int, size: int) -> list[slice]:
     if size < 1:
         raise ValueError(f"Expected a batch size >= 1, got {size}")
     return [slice(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def is_list_input(value: Any) -> bool:
+    """True for a list of texts / id sequences (not a single sequence of ids)."""
+    if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Sequence) or not value:
+        return False
+    return isinstance(value[0], (str, torch.Tensor, Sequence))
+
+
+def has_special_prefix(tokenizer: Any, text: str) -> bool:
+    """True when ``text`` already starts with one of the tokenizer's special tokens (BOS, chat markers)."""
+    return any(tok and text.startswith(tok) for tok in (getattr(tokenizer, "all_special_tokens", None) or []))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from heat_module.attribution.base import Attributor, TargetIds, target_at
+from heat_module.attribution.base import Attributor, TargetIds, is_list_input, target_at
 from heat_module.attribution.registry import register_method
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
@@ -244,14 +244,19 @@ class HEAT(Attributor):
 
     def attribute(
         self,
-        text_or_ids: str | Sequence[int] | torch.Tensor,
+        text_or_ids: str | Sequence[int] | torch.Tensor | Sequence[str | Sequence[int] | torch.Tensor],
         target: int | str | None = None,
         foil: int | str | None = None,
-    ) -> AttributionResult:
+        *,
+        targets: Sequence[int | str | None] | None = None,
+        batch_size: int = 1,
+    ) -> AttributionResult | ResultList:
         """Attribute the next-token prediction after ``text_or_ids`` to its context tokens.
 
         Args:
-            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids.
+            text_or_ids: a text (tokenised with the tokenizer's defaults) or (n,) token ids; or a list of these with
+                ``targets=[...]`` (one per item, multi-token text targets allowed) and ``batch_size``: a
+                :class:`~heat_module.result.ResultList` equal to one-by-one calls (:meth:`Attributor.attribute_list`).
             target: the target token (id or string); ``None`` = the model's greedy next token. A text target of
                 several tokens (``" New York"``) is attributed at the sentence level (:meth:`attribute_sentence`,
                 eq. 23, aggregation ``config.aggregation``, named in ``result.extra["aggregation"]``).
@@ -264,6 +269,10 @@ class HEAT(Attributor):
         Returns:
             An :class:`AttributionResult` with (n,) scores and components.
         """
+        if is_list_input(text_or_ids) or targets is not None:
+            if foil is not None:
+                raise ValueError(f"Expected no foil with a list of texts, got foil={foil!r}")
+            return ResultList(super().attribute(text_or_ids, target, targets=targets, batch_size=batch_size))
         if isinstance(target, str) and self.tokenizer is not None:
             pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
             if len(pieces) > 1:

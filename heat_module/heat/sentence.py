@@ -29,7 +29,9 @@ from typing import Any, Protocol
 
 import torch
 
+from heat_module.attribution.generation import attribute_generation
 from heat_module.config import AGGREGATIONS, HEATConfig
+from heat_module.generation_result import GenerationResult
 from heat_module.result import AttributionResult, Cost
 
 
@@ -39,6 +41,7 @@ class SentenceEstimator(Protocol):
 
     config: HEATConfig
     tokenizer: Any
+    model: Any
 
     @property
     def vocab_size(self) -> int: ...
@@ -46,6 +49,8 @@ class SentenceEstimator(Protocol):
     def encode(self, text_or_ids: str | Sequence[int] | torch.Tensor) -> torch.Tensor: ...
 
     def token_strings(self, ids: torch.Tensor) -> list[str]: ...
+
+    def target_id(self, target: int | str | None, logits: torch.Tensor | None) -> int: ...
 
     def attribute(self, text_or_ids: str | Sequence[int] | torch.Tensor,
                   target: int | str | None = None) -> AttributionResult: ...
@@ -126,6 +131,10 @@ def attribute_sentence(
 ) -> AttributionResult:
     """Sentence-level HEAT (eq. 23) over the prompt tokens, with span-to-span scores (eq. 24) on request.
 
+    The per-target rows are the rows of the generation matrix
+    (:func:`heat_module.attribution.generation.attribute_generation`, one ``attribute`` call per target), aggregated
+    by :func:`sentence_from_generation`.
+
     Args:
         heat: the estimator (its config is used for every target).
         text_or_ids: the prompt (text or (n,) ids).
@@ -141,36 +150,50 @@ def attribute_sentence(
     how = heat.config.aggregation if aggregation is None else aggregation
     if how not in AGGREGATIONS:
         raise ValueError(f"Expected aggregation to be one of {list(AGGREGATIONS)}, got {how!r}")
-    prompt = heat.encode(text_or_ids)
-    n = prompt.numel()
     given = None if targets is None else _given_targets(heat, targets)
     if given is None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
         raise ValueError(f"Expected max_new_tokens to be an integer >= 1, got {max_new_tokens!r}")
-    eos = getattr(heat.tokenizer, "eos_token_id", None) if heat.tokenizer is not None else None
-    steps = len(given) if given is not None else max_new_tokens
-    context = prompt
-    rows: dict[str, list[torch.Tensor]] = {"scores": [], "transition": [], "curvature": [], "information": [],
-                                          "first_order": []}
-    target_ids: list[int] = []
-    cost = Cost()
-    for t in range(steps):
-        res = heat.attribute(context, None if given is None else given[t])
-        y = int(res.target_id)
-        target_ids.append(y)
-        for name in rows:
-            value = getattr(res, name)
-            if value is not None:
-                rows[name].append(value[:n].float())
-        cost.add(res.cost)
-        if given is None and eos is not None and y == eos:
-            break
-        if t + 1 < steps:
-            context = torch.cat([context, context.new_tensor([y])])
-    mats = {name: torch.stack(v) for name, v in rows.items() if v}
+    generation = attribute_generation(heat, heat.encode(text_or_ids), continuation=given,
+                                      max_new_tokens=None if given is not None else max_new_tokens)
+    result = sentence_from_generation(generation, how, spans, target_spans)
+    result.method = "heat-sentence"
+    result.config = heat.config.to_dict()
+    return result
+
+
+def sentence_from_generation(
+    generation: GenerationResult,
+    how: str = "mean",
+    spans: Sequence[tuple[int, int]] | None = None,
+    target_spans: Sequence[tuple[int, int]] | None = None,
+) -> AttributionResult:
+    """Eq. 23 (and eq. 24 with ``spans``) over the prompt columns of a generation matrix.
+
+    Args:
+        generation: a token-level :class:`GenerationResult` (its rows' components are aggregated too when kept).
+        how: ``"mean"`` | ``"max"`` | ``"sum"`` over the rows.
+        spans, target_spans: as in :func:`attribute_sentence`.
+    Returns:
+        The :class:`AttributionResult` of :func:`attribute_sentence` (method ``"<method>-sentence"``).
+    """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"Expected aggregation to be one of {list(AGGREGATIONS)}, got {how!r}")
+    if "groups" in generation.extra:
+        raise ValueError("Expected a token-level generation result, got one merged by aggregate()")
+    n = generation.n_prompt
+    mats: dict[str, torch.Tensor] = {"scores": generation.matrix[:, :n].float()}
+    if generation.rows is not None:
+        for name in ("transition", "curvature", "information", "first_order"):
+            values = [getattr(r, name) for r in generation.rows]
+            if all(v is not None for v in values):
+                mats[name] = torch.stack([v[:n].float() for v in values])
+        mats = {name: mats[name] for name in ("scores", "transition", "curvature", "information", "first_order")
+                if name in mats}
     scores = aggregate(mats["scores"], how)
     comps = {name: aggregate(mats[name], how) if name in mats else None
              for name in ("transition", "curvature", "information", "first_order")}
-    target_tokens = heat.token_strings(torch.tensor(target_ids))
+    target_ids = [int(t) for t in generation.generated_ids.tolist()]
+    target_tokens = generation.generated_tokens
     extra: dict = {
         "targets": target_ids,
         "target_tokens": target_tokens,
@@ -182,9 +205,15 @@ def attribute_sentence(
         extra["spans"] = [list(s) for s in spans]
         extra["target_spans"] = [list(s) for s in (target_spans or [(0, len(target_ids))])]
         extra["span_scores"] = table.tolist()
+    cost = Cost()
+    if generation.rows is not None:
+        for r in generation.rows:
+            cost.add(Cost.from_dict(r.cost))
+    else:
+        cost = generation.cost
     return AttributionResult(
-        tokens=heat.token_strings(prompt),
-        token_ids=prompt.detach().cpu(),
+        tokens=generation.tokens[:n],
+        token_ids=generation.prompt_ids.clone(),
         target="".join(target_tokens),
         target_id=target_ids[0],
         scores=scores,
@@ -192,8 +221,8 @@ def attribute_sentence(
         curvature=comps["curvature"],
         information=comps["information"],
         first_order=comps["first_order"],
-        method="heat-sentence",
-        config=heat.config.to_dict(),
+        method=f"{generation.method}-sentence",
+        config=dict(generation.options),
         cost=cost,
         extra=extra,
     )

@@ -18,6 +18,7 @@ import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -90,8 +91,11 @@ def matrix_layout(
 
     Args:
         tokens: the n + T token strings (prompt then generated).
-        matrix: (T, n + T) attribution matrix; row t covers columns < n + t (the rest NaN or ignored).
-        row_labels: T labels for the rows (default: the generated tokens ``tokens[n:]``).
+        matrix: (T, n + T) attribution matrix; row t covers columns < n + t (the rest NaN or ignored). Columns
+            merged into words or turns (then not n + T of them) are fine: each row then covers the columns up to
+            its last non-NaN one.
+        row_labels: T labels for the rows (default: the generated tokens ``tokens[n:]``; required for merged
+            columns).
         step_probability: (T,) P(y_t), or None.
         special: (n + T,) bool, True for special / chat-template tokens (hidden unless ``show_special``), or None.
         spans: turn spans ``(start, end, label)`` over token positions (may be empty).
@@ -100,14 +104,17 @@ def matrix_layout(
         foil: for a contrastive attribution, the foil token, named in the title.
         show_special: draw the special tokens too.
     Raises:
-        ValueError: when the shapes disagree.
+        ValueError: when the shapes disagree (messages say what was expected and what came).
     """
     if matrix.dim() != 2:
         raise ValueError(f"Expected a (T, n + T) matrix, got shape {tuple(matrix.shape)}")
     n_rows, n_cols = matrix.shape
-    if len(tokens) != n_cols or n_prompt + n_rows != n_cols:
-        raise ValueError(f"Expected {n_prompt} prompt + {n_rows} generated = {n_prompt + n_rows} tokens and matrix "
-                         f"columns, got {len(tokens)} tokens and {n_cols} columns")
+    if len(tokens) != n_cols:
+        raise ValueError(f"Expected one token per matrix column ({n_cols}), got {len(tokens)} tokens")
+    token_level = n_prompt + n_rows == n_cols  # else the columns were merged (words, turns): NaN marks the triangle
+    if row_labels is None and not token_level:
+        raise ValueError(f"Expected row labels for a matrix whose {n_cols} columns are not {n_prompt} prompt + "
+                         f"{n_rows} generated tokens")
     labels = list(row_labels) if row_labels is not None else list(tokens[n_prompt:])
     if len(labels) != n_rows:
         raise ValueError(f"Expected {n_rows} row labels, got {len(labels)}")
@@ -121,11 +128,17 @@ def matrix_layout(
         step_probability.tolist() if isinstance(step_probability, torch.Tensor) else step_probability)]
     m = matrix.detach().double()
     values, shares, adjacent, tops = [], [], [], []
+    finite = torch.isfinite(m)
     for t in range(n_rows):
-        prefix = [c for c in columns if c < n_prompt + t]
+        if token_level:
+            extent = n_prompt + t
+        else:
+            seen = finite[t].nonzero()
+            extent = int(seen[-1]) + 1 if len(seen) else 0
+        prefix = [c for c in columns if c < extent]
         row = m[t, prefix] if prefix else m.new_zeros(0)
-        adj = position.get(n_prompt + t - 1) if len(prefix) > 1 else None
-        row_shares, top = scale_without(row, None if adj is None else prefix.index(n_prompt + t - 1))
+        adj = position.get(extent - 1) if len(prefix) > 1 else None
+        row_shares, top = scale_without(row, None if adj is None else prefix.index(extent - 1))
         pad = [None] * (len(columns) - len(prefix))
         values.append([None if math.isnan(v) else v for v in row.tolist()] + pad)
         shares.append(row_shares + pad)
@@ -343,3 +356,44 @@ def matrix_to_text(
             listed = ", ".join(f"{layout.column_tokens[j]!r} {v:.3g}" for v, j in best)
             lines.append(head + "│ " + listed + tail)
     return "\n".join(lines)
+
+
+class Generation(Protocol):
+    """What the views read from a :class:`heat_module.generation_result.GenerationResult` (this module sits below
+    it)."""
+
+    tokens: list[str]
+    matrix: torch.Tensor
+    step_scores: dict[str, torch.Tensor]
+    special: torch.Tensor | None
+    spans: list[tuple[int, int, str]]
+    method: str
+    foil: str | None
+
+    @property
+    def n_prompt(self) -> int: ...
+
+
+def generation_arguments(result: Generation, title: str | None = None) -> dict[str, Any]:
+    """The plain arguments of :func:`matrix_to_html` / :func:`save_matrix_png` / :func:`matrix_to_text` for a
+    generation result (default title: "<method>: what each answer token was attributed to")."""
+    n = int(result.n_prompt)
+    return dict(tokens=list(result.tokens), matrix=result.matrix, row_labels=list(result.tokens[n:]),
+                step_probability=(result.step_scores or {}).get("probability"), special=result.special,
+                spans=list(result.spans or []), n_prompt=n,
+                title=title or f"{result.method}: what each answer token was attributed to", foil=result.foil)
+
+
+def generation_to_html(result: Generation, title: str | None = None) -> str:
+    """:func:`matrix_to_html` of a generation result."""
+    return matrix_to_html(**generation_arguments(result, title))
+
+
+def save_generation_png(result: Generation, path: str, title: str | None = None) -> None:
+    """:func:`save_matrix_png` of a generation result."""
+    save_matrix_png(**generation_arguments(result, title), path=path)
+
+
+def generation_to_text(result: Generation, color: bool = True, title: str | None = None) -> str:
+    """:func:`matrix_to_text` of a generation result."""
+    return matrix_to_text(**generation_arguments(result, title), color=color)

@@ -1,9 +1,12 @@
-"""``heat attribute``: attribute one text's next token from the command line."""
+"""``heat attribute``: attribute one text's next token from the command line, or — with ``--generate`` /
+``--continuation`` — explain an answer token by token (a matrix: each answer token over the prompt and the answer
+before it), for a plain prompt or a chat conversation (``--chat``, ``--messages``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,9 +16,26 @@ from heat_module.lm.loading import load_model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="heat attribute", description="HEAT attribution of a text's next token.")
+    p = argparse.ArgumentParser(
+        prog="heat attribute",
+        description="HEAT attribution of a text's next token, or of every token of an answer (--generate N, "
+                    "--continuation TEXT; a chat with --chat or --messages).",
+        epilog="Example: heat attribute --chat --text 'Name a fruit.' --generate 8 --html answer.html")
     p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local HF folder or a hub id")
-    p.add_argument("--text", required=True, help="the context to attribute")
+    p.add_argument("--text", default=None, help="the context to attribute (with --chat: the user's message)")
+    g = p.add_argument_group("explaining an answer (a matrix: one row per answer token)")
+    g.add_argument("--generate", type=int, default=None, metavar="N",
+                   help="generate up to N tokens greedily (stopping at the end-of-sequence token) and explain each")
+    g.add_argument("--continuation", default=None,
+                   help="explain this given answer token by token instead of generating one")
+    g.add_argument("--chat", action="store_true",
+                   help="--text is the user's message of a chat, rendered with the tokenizer's chat template")
+    g.add_argument("--messages", default=None, metavar="FILE",
+                   help="a JSON file with a chat conversation: a list of {\"role\": ..., \"content\": ...}")
+    g.add_argument("--keep-special", action="store_true",
+                   help="keep chat-template and special tokens in the scores and pictures (hidden by default)")
+    g.add_argument("--color", default="auto", choices=["auto", "always", "never"],
+                   help="colour the terminal matrix (auto: when the output is a terminal and NO_COLOR is unset)")
     p.add_argument("--target", default=None,
                    help="target token (a token string or an integer id); a text of several tokens is attributed at "
                         "the sentence level (eq. 23)")
@@ -46,9 +66,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_messages(path: str) -> list[dict[str, str]]:
+    """The chat conversation of ``--messages``: a JSON list of ``{"role", "content"}`` objects."""
+    from heat_module.data.generation_prompts import check_messages
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            messages = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: Expected a JSON list of chat messages, got invalid JSON ({e.msg})") from e
+    problem = check_messages(messages)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    return messages
+
+
+def use_color(choice: str) -> bool:
+    """Whether to colour the terminal matrix: ``always`` / ``never``, or (``auto``) when stdout is a terminal and
+    the ``NO_COLOR`` convention is not set."""
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def explain_answer(args: argparse.Namespace, config: HEATConfig) -> int:
+    """``--generate`` / ``--continuation``: the per-step matrix of an answer, printed and written as asked."""
+    if args.messages and (args.chat or args.text is not None):
+        raise ValueError("Expected either --messages FILE or --text (with --chat), got both")
+    if args.generate is not None and args.generate < 1:
+        raise ValueError(f"Expected --generate N with N >= 1, got {args.generate}")
+    if args.generate is not None and args.continuation is not None:
+        raise ValueError("Expected --generate N (a generated answer) or --continuation TEXT (a given one), got both")
+    if args.target is not None or args.level == "sentences":
+        raise ValueError("Expected no --target / --level sentences when explaining an answer (the answer is "
+                         "--continuation, or generated with --generate)")
+    messages = read_messages(args.messages) if args.messages else None
+    if args.chat:
+        messages = [{"role": "user", "content": args.text}]
+    model, tokenizer = load_model(args.model)
+    kw = {} if args.foil is None else {"foil": int(args.foil) if args.foil.lstrip("-").isdigit() else args.foil}
+    result = HEAT(model, tokenizer, config).attribute_generation(
+        None if messages else args.text, messages=messages, continuation=args.continuation,
+        max_new_tokens=args.generate, keep_special=args.keep_special, **kw)
+    if args.level == "words":
+        result = result.aggregate("words", reduce=args.reduce)
+    title = args.text if messages is None or args.chat else f"chat from {args.messages}"
+    if args.html:
+        result.save_html(args.html, title=title)
+    if args.png:
+        result.save_png(args.png, title=title)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.to_text(color=use_color(args.color)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``heat attribute``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    answer = args.generate is not None or args.continuation is not None
+    if args.text is None and not (answer and args.messages):
+        parser.error("the following arguments are required: --text (or --messages FILE with --generate N)")
+    if (args.chat or args.messages or args.keep_special) and not answer:
+        parser.error("--chat, --messages and --keep-special explain an answer: add --generate N or --continuation")
     given = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, curvature=args.curvature, probes=args.probes,
                  mask=args.mask, sink=args.sink, window=args.window, seed=args.seed)
     changes = {k: v for k, v in given.items() if v is not None}
@@ -56,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         config = HEATConfig.preset(args.preset, **changes)
+        if answer:
+            return explain_answer(args, config)
         model, tokenizer = load_model(args.model)
         target, foil = (int(v) if v is not None and v.lstrip("-").isdigit() else v for v in (args.target, args.foil))
         result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)

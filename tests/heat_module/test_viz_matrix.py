@@ -90,7 +90,7 @@ def test_turn_and_answer_boundaries_are_marked():
 
 
 def test_layout_rejects_shape_mismatch():
-    with pytest.raises(ValueError, match="Expected 6 prompt"):
+    with pytest.raises(ValueError, match="Expected one token per matrix column"):
         matrix_layout(TOKENS[:-1], matrix(), None, None, None, None, N)
     with pytest.raises(ValueError, match="Expected 4 row labels"):
         matrix_layout(TOKENS, matrix(), ["a"], None, None, None, N)
@@ -118,3 +118,15 @@ def test_png_has_both_colours_and_a_blank_triangle(tmp_path):
     assert (pixels == torch.tensor(cell_rgb(1.0))).all(-1).sum() > 50  # full red (' sat')
     assert (pixels == torch.tensor(cell_rgb(0.5))).all(-1).sum() > 50  # half red (' cat'), not washed out
     assert (pixels == torch.tensor(cell_rgb(-0.5))).all(-1).sum() > 50  # half blue (' on')
+
+
+def test_merged_columns_use_nan_for_the_triangle():
+    """Columns merged into words: each row covers the columns up to its last non-NaN one; labels are required."""
+    nan = float("nan")
+    m = torch.tensor([[0.2, 1.0, nan, nan], [0.2, 0.4, 9.0, nan], [0.1, 0.2, 0.3, 9.0]])
+    words = ["The cat", " sat on", " the", " mat."]
+    with pytest.raises(ValueError, match="Expected row labels"):
+        matrix_layout(words, m, None, None, None, None, 2)
+    layout = matrix_layout(words, m, [" the", " m", "at."], None, None, None, 2)
+    assert [sum(s is not None for s in row) for row in layout.shares] == [2, 3, 4]
+    assert layout.adjacent == [1, 2, 3] and layout.shares[1][1] == 1.0 and layout.shares[2][2] == 1.0

@@ -58,7 +58,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared/data/reagent"
 # the paper's Table 12 averages over LongRA, TellMeWhy and WikiBio: contexts alternate between the three
 DEFAULT_DATA = [str(SHARED / "derived/longra_gpt2.jsonl"), str(SHARED / "data/benchmark/tellmewhy2.txt"),
                 str(SHARED / "data/benchmark/wikitext.txt")]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: where --append writes its tables: an untracked run log, curated by hand into benchmarks/RESULTS-variants.md
+RESULTS = Path(__file__).resolve().parent / "out" / "bench_variants.md"
 HEADING = "## Scalable variants (issue 6)"
 
 
@@ -340,12 +341,13 @@ def append_results(report: list[str], args) -> None:
            if args.device.startswith("cuda") else
            "peak RSS above the pre-variant RSS (VmHWM, glibc mmap threshold 64 KiB)."),
     ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    text = RESULTS.read_text() if RESULTS.exists() else "# bench_variants.py runs\n"
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     if not sections or sections[-1].strip() != HEADING:  # others append too: open our section again if needed
         text = text.rstrip("\n") + "\n\n" + HEADING + "\n"
         RESULTS.write_text(text)
-    with open(RESULTS, "a", encoding="utf-8") as f:  # append: other engineers append to this file too
+    with open(RESULTS, "a", encoding="utf-8") as f:
         f.write("\n".join(head + report) + "\n")
 
 
@@ -373,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda (memory is then the GPU's max_memory_allocated)")
     p.add_argument("--csv", default=None)
-    p.add_argument("--append", action="store_true", help=f"append the tables to {RESULTS.name}")
+    p.add_argument("--append", action="store_true",
+                   help="append the tables to the untracked benchmarks/out/bench_variants.md")
     p.add_argument("--quick", action="store_true", help="CI size: n = 24, 2 contexts, rank 8, LS 2, K 4")
     p.add_argument("--first-context", type=int, default=0,
                    help="skip the contexts before this index (split one length over several runs)")

@@ -261,35 +261,25 @@ class HEATConfig:
     def preset(cls, name: str, **changes) -> HEATConfig:
         """A named configuration (fields in ``changes`` override it): one of :data:`PRESETS`.
 
-        Measured on SmolLM2-135M, one torch thread of a shared 2-core Intel Xeon, ReAGent contexts
-        (``benchmarks/RESULTS.md``, issue 13; seconds ±30 % from the other work on the machine; FE = forward-pass
-        equivalents of ``result.cost``, :mod:`heat_module.heat.cost`):
+        What each one computes, and its cost in forward-pass equivalents (FE, ``result.cost``,
+        :mod:`heat_module.heat.cost`); measured seconds and fidelity are in ``benchmarks/RESULTS-cost.md`` and the
+        faithfulness study in ``benchmarks/RESULTS-choice.md``:
 
-        - ``"default"``: ``HEATConfig()`` — M·I (eq. 5 with β = 0, γ = 1), chosen by issue 15's rule
-          (``benchmarks/RESULTS-choice.md``): one captured forward and n masked runs on the prefix cache, no HVPs:
-          ≈ 1 + (n + 1)/2 + (b − 1)/2 FE with b = ``info_batch_size`` (a batch of b consecutive masked positions
-          recomputes the suffix from its first one): 37 FE at n = 64, 133 at n = 256 (b = 8); ≈ 12 s at n = 56–72.
-          On the issue-15 benchmarks ~8.6× AttnLRP's seconds; its scores vs ``"exact"``: Spearman ρ 0.75, top-5
-          0.70 (79 contexts, n ≈ 41) — a different ranking, and a more faithful one there (RESULTS-choice.md).
+        - ``"default"``: ``HEATConfig()`` — M·I (eq. 5 with β = 0, γ = 1): one captured forward and n masked runs
+          on the prefix cache, no HVPs: ≈ 1 + (n + 1)/2 + (b − 1)/2 FE with b = ``info_batch_size`` (a batch of b
+          consecutive masked positions recomputes the suffix from its first one), quadratic in n in compute.
         - ``"exact"``: eq. 5 with exact S (m = 1, batched reverse-over-reverse HVPs on the prefix cache), exact I,
-          β = γ = 0.5 — ``HEATConfig()`` before issue 15: 61 s and 194 FE per example at n = 64 (701 FE at
-          n = 256). The reference of the figures below.
+          β = γ = 0.5: the reference the approximate presets are compared with.
         - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
-          β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink
-          handling). 1404 FE at n = 64; its S alone took 89 s at n = 48 (225 s under load), 2.6–2.8× faster than
-          the authors' algorithm in medians of rounds, same values (on that CPU no exact S can beat it by more than
-          ≈ 2.3–2.9×: ``benchmarks/RESULTS.md``).
+          β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink handling).
+          About ten times the S cost of ``"exact"``.
         - ``"fisher"``: eq. 5 (β = γ = 0.5) with Fisher S (K = 16) + exact I, the cheapest variant with S whose I is
-          eq. 4 itself: 20 s, 54 FE at n = 64 (≈ (n + 1)/2 + 18 FE: 150 at n = 256); scores vs ``"exact"``:
-          Spearman ρ 0.947, top-5 0.87 (20 contexts). With ``normalize="rank"`` it had the best DSA against
-          annotated LAMBADA's human rationales in issue 15's run (0.265; the default M·I: 0.137).
+          eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed best with human rationales.
         - ``"fast"``: eq. 5 (β = γ = 0.5) with Fisher S + Fisher I (K = 16): one forward plus one 16-cotangent
-          backward, 18 FE at any n (7.5 s at n = 64). Scores vs ``"exact"``: ρ 0.947, top-5 0.92 at n = 64 (20
-          contexts; as close as ``"fisher"``: the gate M carries most of the ranking on SmolLM2; ρ 0.971 vs
-          ``"fisher"`` at n = 256, 20 contexts); but its I alone ranks tokens like the exact I only at ρ ≈ 0.56
-          (n = 64) and 0.32 (n = 256): use
-          it for the HEAT scores, not as a stand-in for eq. 4's I.
+          backward, a constant 18 FE at any n. Its HEAT scores follow ``"exact"`` closely on SmolLM2 (the gate M
+          carries most of the ranking), but its I alone is a poor stand-in for eq. 4's I: use it for the HEAT
+          scores, not for I.
         """
         if name not in PRESETS:
             raise ValueError(f"Expected preset to be one of {list(PRESETS)}, got {name!r}")

@@ -1,4 +1,4 @@
-"""The package layout (issue 11): imports run one way, no private names cross modules, the public names resolve, and
+"""The package layout: imports run one way, no private names cross modules, the public names resolve, and
 the README's layout table names only paths that exist.
 
 The import graph is built from the source with ``ast`` (imports inside functions and ``TYPE_CHECKING`` blocks
@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,35 @@ def test_readme_layout_table_names_existing_paths():
     paths = [p for row in rows for p in re.findall(r"`([\w./-]+/?)`", row.split("|")[1])]
     missing = [p for p in paths if not (ROOT / p).exists()]
     assert not missing, f"Expected every path of the README layout table to exist, got missing {missing}"
+
+
+# ---------------------------------------------------------------------- results stay out of the source tree
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+#: what benchmarks/ may track: scripts, curated summaries and the figures they cite
+BENCHMARK_FILE = re.compile(r"benchmarks/([\w-]+\.(py|sh)|RESULTS-[\w-]+\.md|figures/[\w-]+\.png)")
+
+
+def test_benchmarks_track_only_scripts_summaries_and_cited_figures():
+    files = [f for f in tracked_files() if f.startswith("benchmarks/")]
+    assert files, "git ls-files listed nothing under benchmarks/"
+    assert [f for f in files if not BENCHMARK_FILE.fullmatch(f)] == []
+    summaries = "".join((ROOT / f).read_text(encoding="utf-8") for f in files if f.endswith(".md"))
+    figures = [f for f in files if f.startswith("benchmarks/figures/")]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [f for f in figures if f.removeprefix("benchmarks/") not in summaries and f not in readme] == []
+
+
+def test_no_tracked_file_holds_an_absolute_machine_path():
+    pattern = re.compile(r"(?<![\w.])/(work|home|root|Users)/\w")
+    offenders = []
+    for f in tracked_files():
+        path = ROOT / f
+        if f == "tests/test_layout.py" or path.suffix in {".png", ".so"} or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        offenders += [f"{f}: {m.group(0)}" for m in pattern.finditer(text)]
+    assert offenders == []

@@ -47,7 +47,7 @@ def check_hvp_mode(mode: str) -> None:
 
 
 def resolve_hvp_mode(mode: str, device: str | torch.device = "cpu") -> str:
-    """``"auto"`` -> the faster mode measured for this device (``benchmarks/RESULTS.md``, "Exact S at its floor"):
+    """``"auto"`` -> the faster mode measured for this device (``benchmarks/RESULTS-cost.md``, "Which HVP mode"):
     reverse-over-reverse on the CPU (a batched double backward through one ``create_graph`` gradient per run was
     ~1.5–3× faster per HVP than ``vmap(jvp(grad))`` on SmolLM2 at n = 48–96), forward-over-reverse elsewhere
     (docs/design.md's choice; not measured on a GPU here)."""

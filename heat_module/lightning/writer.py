@@ -10,20 +10,30 @@ Output layout of ``AttributionWriter(output_dir)``:
 - ``errors-rank{r}.jsonl`` — ``{"id", "error", "error_type", "metadata", "rank"}`` per example that failed under
   ``HEATModule(skip_bad_examples=True)``.
 
-Every batch's lines are flushed and ``fsync``'d before the next batch starts, so a crash loses at most the batch in
-flight. On ``setup`` (predict) the writer reads the shards already in the directory (every rank's, so a resumed
-run may use another number of processes) and exposes the ids written *with the current config hash* as
-``done_ids``; the data modules drop those ids before batching and ``predict_step`` skips any that still arrive,
-so a re-run costs no attribution for finished examples. A torn last line (a crash mid-write) is cut off.
+- ``corrupt-rank{r}.jsonl`` — lines of rank ``r``'s shard that were found corrupt when a run started, moved aside
+  (``{"line", "raw"}``), so their examples are attributed again exactly once.
+- ``.lock-rank{r}`` — the lock of rank ``r``'s shard (:mod:`heat_module.lightning.output_lock`).
+
+Each batch's lines are appended in one write and ``fsync``'d before the next batch starts, so a crash loses at most
+the batch in flight; a write that fails (a full disk: ``ENOSPC``) is undone to the end of the previous batch and
+stops the run with an error that says so. On ``setup`` (predict) the writer takes the lock of its shard (a second
+run on the same directory and rank stops with an error naming the run that holds it), then reads the shards already
+in the directory (every rank's, so a resumed run may use another number of processes) and exposes the ids written
+*with the current config hash* as ``done_ids``; the data modules drop those ids before batching and
+``predict_step`` skips any that still arrive, so a re-run costs no attribution for finished examples. A torn last
+line (a crash mid-write) is cut off; a corrupt line anywhere else is reported and, in the run's own shard, moved to
+``corrupt-rank{r}.jsonl``: it is never counted as done, and never silently dropped.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,12 +43,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from heat_module.config import S_UNUSED_WARNING, HEATConfig
 from heat_module.hashing import stable_hash
+from heat_module.lightning.output_lock import OutputLock
 from heat_module.result import AttributionResult
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions-rank{rank}.jsonl"
 ERRORS = "errors-rank{rank}.jsonl"
+CORRUPT = "corrupt-rank{rank}.jsonl"
 
 
 def config_hash(config: dict | HEATConfig | None) -> str | None:
@@ -72,20 +84,74 @@ def _repair_tail(path: Path) -> None:
     rank_zero_warn(f"{path}: cut a torn last line ({size - keep} bytes) left by an interrupted run")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
+@dataclass
+class Shard:
+    """One JSON-lines shard as read: its rows, and the lines that are not rows the writer wrote.
+
+    Attributes:
+        rows: the parsed lines (dicts with an ``id``), in file order.
+        corrupt: ``(line number, raw text)`` of each complete line that is not a JSON object with an ``id``.
+        torn_tail: the last line has no newline (a write in flight, or a crash mid-write).
+    """
+
+    rows: list[dict]
+    corrupt: list[tuple[int, str]]
+    torn_tail: bool = False
+
+
+def scan_jsonl(path: Path) -> Shard:
+    """Read a shard without stopping at damage: every good row, and every corrupt line with its number."""
+    rows, corrupt, torn = [], [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
         for k, line in enumerate(f, 1):
-            if not line.strip():
+            if not line.strip("\x00 \t\r\n"):
+                if line.strip():  # a run of NUL bytes: what a filesystem leaves of a block never written
+                    corrupt.append((k, line.rstrip("\n")))
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if line.endswith("\n"):
-                    raise ValueError(f"{path}:{k}: Expected a JSON line written by AttributionWriter, got invalid "
-                                     f"JSON ({e.msg})") from e
-                log.warning("%s:%d: ignoring a torn last line", path, k)  # another rank's line in flight
-    return rows
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict) and "id" in row:
+                rows.append(row)
+            elif line.endswith("\n"):
+                corrupt.append((k, line.rstrip("\n")))
+            else:
+                torn = True
+    return Shard(rows, corrupt, torn)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    shard = scan_jsonl(path)
+    if shard.corrupt:
+        lines = ", ".join(str(k) for k, _ in shard.corrupt[:10])
+        raise ValueError(f"{path}: Expected JSON lines written by AttributionWriter, got {len(shard.corrupt)} corrupt "
+                         f"line(s) (line {lines}). A new run on this directory moves them to "
+                         f"{CORRUPT.format(rank='<r>')} and attributes their examples again.")
+    if shard.torn_tail:
+        log.warning("%s: ignoring a torn last line", path)  # another rank's line in flight
+    return shard.rows
+
+
+def _quarantine(path: Path, shard: Shard, rank: int) -> None:
+    """Move the corrupt lines of this rank's own shard to ``corrupt-rank{r}.jsonl`` (the shard is rewritten
+    atomically with its good rows only) and warn, naming the lines."""
+    aside = path.parent / CORRUPT.format(rank=rank)
+    with open(aside, "a", encoding="utf-8") as f:
+        for k, raw in shard.corrupt:
+            f.write(json.dumps({"line": k, "raw": raw}, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp = path.with_name(path.name + ".rewrite")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in shard.rows:
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    lines = ", ".join(str(k) for k, _ in shard.corrupt[:10])
+    rank_zero_warn(f"{path}: {len(shard.corrupt)} corrupt line(s) (line {lines}) moved to {aside}; their examples "
+                   "are attributed again")
 
 
 def read_predictions(output_dir: str | os.PathLike) -> list[dict]:
@@ -134,7 +200,7 @@ class AttributionWriter(BasePredictionWriter):
         self.done_ids: set[str] = set()
         self.rank = 0
         self._hash: str | None = None
-        self._files: dict[str, Any] = {}
+        self._lock: OutputLock | None = None
         self.num_written = 0
         self.num_errors = 0
 
@@ -166,35 +232,80 @@ class AttributionWriter(BasePredictionWriter):
             self._hash = pl_module.attribution_hash()
         else:
             self._hash = config_hash(config) if isinstance(config, HEATConfig) else None
+        self._lock = OutputLock(self.output_dir, self.rank)
+        self._lock.acquire()
         own = self.output_dir / PREDICTIONS.format(rank=self.rank)
         if own.exists():
             _repair_tail(own)
+            shard = scan_jsonl(own)
+            if shard.corrupt:
+                _quarantine(own, shard, self.rank)
         self.done_ids = set()
         if self.resume:
-            other = 0
-            for row in read_predictions(self.output_dir):
-                if self._hash is None or row.get("config_hash") == self._hash:
-                    self.done_ids.add(str(row.get("id")))
-                else:
-                    other += 1
-            if other:
-                rank_zero_warn(f"{self.output_dir}: {other} predictions were written with another config; they are "
-                               "kept and not skipped (use a fresh output_dir per config)")
+            self.done_ids = self._written_ids()
             if self.done_ids:
                 log.info("AttributionWriter: %d ids already written in %s will be skipped", len(self.done_ids),
                          self.output_dir)
         self.num_written = self.num_errors = 0
 
-    def _file(self, kind: str) -> Any:
-        if kind not in self._files:
-            name = (PREDICTIONS if kind == "predictions" else ERRORS).format(rank=self.rank)
-            self._files[kind] = open(self.output_dir / name, "a", encoding="utf-8")
-        return self._files[kind]
+    def _written_ids(self) -> set[str]:
+        """Ids already written with the current config hash, across every rank's shard; warns about predictions of
+        another config, corrupt lines of other ranks' shards, and ids written more than once."""
+        done: set[str] = set()
+        other, repeated, damaged = 0, set(), []
+        for path in sorted(self.output_dir.glob("predictions-rank*.jsonl")):
+            shard = scan_jsonl(path)
+            if shard.corrupt:
+                damaged.append(f"{path.name} (line {', '.join(str(k) for k, _ in shard.corrupt[:10])})")
+            for row in shard.rows:
+                if self._hash is None or row.get("config_hash") == self._hash:
+                    key = str(row.get("id"))
+                    if key in done:
+                        repeated.add(key)
+                    done.add(key)
+                else:
+                    other += 1
+        if other:
+            rank_zero_warn(f"{self.output_dir}: {other} predictions were written with another config; they are "
+                           "kept and not skipped (use a fresh output_dir per config)")
+        if damaged:
+            rank_zero_warn(f"{self.output_dir}: corrupt lines in {'; '.join(damaged)}: those examples are attributed "
+                           "again; the next run of that rank moves the lines aside")
+        if repeated:
+            rank_zero_warn(f"{self.output_dir}: {len(repeated)} ids were written more than once "
+                           f"({sorted(repeated)[:5]}); read_predictions returns every copy")
+        return done
+
+    def _path(self, kind: str) -> Path:
+        return self.output_dir / (PREDICTIONS if kind == "predictions" else ERRORS).format(rank=self.rank)
+
+    def _append(self, kind: str, rows: list[dict]) -> None:
+        """Append one batch's lines in one write; on failure (a full disk) undo the partial write and stop."""
+        path = self._path(kind)
+        blob = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError as e:
+                os.ftruncate(fd, start)
+                reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else e.strerror
+                raise OSError(e.errno, f"AttributionWriter could not write {len(rows)} line(s) to {path} ({reason}); "
+                              f"that batch was undone, {self.num_written} prediction(s) of this run are on disk. "
+                              "Free space and run again with the same output directory: it resumes where it "
+                              "stopped and writes every id once.") from e
+        finally:
+            os.close(fd)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files = {}
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.teardown(trainer, pl_module, "predict")
@@ -219,29 +330,25 @@ class AttributionWriter(BasePredictionWriter):
         if prediction is None:
             return
         items = prediction if isinstance(prediction, (list, tuple)) else [prediction]
-        touched = set()
+        batches: dict[str, list[dict]] = {}
+        counts = {"predictions": 0, "errors": 0}
         for k, item in enumerate(items):
             fallback = f"rank{self.rank}-dl{dataloader_idx}-batch{batch_idx}-{k}"
             if isinstance(item, AttributionResult):
                 row, kind = self.line(item, fallback), "predictions"
-                self.num_written += 1
             elif hasattr(item, "to_dict") and hasattr(item, "error"):  # heat_module.lightning.module.ExampleError
                 row, kind = {**item.to_dict(), "rank": self.rank}, "errors"
                 row["id"] = row.get("id") or fallback
-                self.num_errors += 1
                 log.warning("Example %s failed (%s: %s); written to the errors shard", row["id"],
                             row.get("error_type"), row.get("error"))
             elif isinstance(item, dict):
                 row, kind = {"id": item.get("id", fallback), "rank": self.rank, **item}, "predictions"
-                self.num_written += 1
             else:
                 raise TypeError(f"Expected predict_step to return AttributionResult / ExampleError items, got "
                                 f"{type(item).__name__}")
-            f = self._file(kind)
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            touched.add(kind)
-        for kind in touched:
-            f = self._files[kind]
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
+            batches.setdefault(kind, []).append(row)
+            counts[kind] += 1
+        for kind, rows in batches.items():
+            self._append(kind, rows)
+        self.num_written += counts["predictions"]
+        self.num_errors += counts["errors"]

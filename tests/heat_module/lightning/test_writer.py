@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -12,6 +18,7 @@ import torch
 import heat_module as hm
 from heat_module.data import TextPromptsDataModule
 from heat_module.lightning.module import HEATModule
+from heat_module.lightning.output_lock import OutputDirBusyError, OutputLock
 from heat_module.lightning.progress import HEATProgressBar
 from heat_module.lightning.writer import AttributionWriter, config_hash, read_errors, read_predictions
 
@@ -156,3 +163,108 @@ def test_unwritable_output_dir_fails_at_setup(tiny, tmp_path):
 def test_write_interval_must_be_batch(tmp_path):
     with pytest.raises(ValueError, match="Expected write_interval='batch'"):
         AttributionWriter(tmp_path, write_interval="epoch")
+
+
+# ---------------------------------------------------------------------- runs that collide, corrupt lines, full disks
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_two_runs_started_together_one_is_refused_nothing_is_duplicated(tmp_path):
+    """Two processes predict into one directory at the same moment: exactly one writes, the other stops with an
+    error naming the directory and the run holding it; every id is on disk once."""
+    out, go = tmp_path / "out", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = []
+    for k in range(2):
+        cmd = [sys.executable, str(ROOT / "tests" / "scripts" / "locked_predict.py"), "--out", str(out),
+               "--ready", str(tmp_path / f"ready{k}"), "--go", str(go)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.time() + 240
+    while not all((tmp_path / f"ready{k}").exists() for k in range(2)):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    go.touch()
+    outcomes = []
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        outcomes.append((p.returncode, err))
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [0, 3], outcomes
+    refused = next(err for code, err in outcomes if code == 3)
+    assert str(out) in refused and "pid" in refused and "locked_predict.py" in refused
+    ids = [r["id"] for r in read_predictions(out)]
+    assert sorted(ids) == ["0", "1", "2", "3"]
+
+
+def test_lock_is_released_and_a_second_writer_in_the_same_process_is_refused(tmp_path):
+    first, second = OutputLock(tmp_path, 0), OutputLock(tmp_path, 0)
+    first.acquire()
+    with pytest.raises(OutputDirBusyError, match=f"rank 0's shard of '{tmp_path}'.*pid {os.getpid()}"):
+        second.acquire()
+    OutputLock(tmp_path, 1).acquire()  # another rank has its own shard
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def good_row(i: int) -> dict:
+    return {"id": str(i), "config_hash": CHEAP.hash()}
+
+
+def test_corrupt_line_in_the_middle_is_reported_moved_aside_and_attributed_once(tiny, tmp_path):
+    model, tok = tiny
+    shard = tmp_path / "predictions-rank0.jsonl"
+    lines = [json.dumps(good_row(0)), '{"id": "1", "scores": [0.1, 0.', "\x00" * 40, json.dumps(good_row(2))]
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"2 corrupt line\(s\) \(line 2, 3\)"):
+        read_predictions(tmp_path)
+    module = CountingModule(model, tok, CHEAP)
+    writer = AttributionWriter(tmp_path)
+    with pytest.warns(UserWarning, match=r"2 corrupt line\(s\) \(line 2, 3\) moved to .*corrupt-rank0.jsonl"):
+        trainer(writer).predict(module, datamodule=TextPromptsDataModule(PROMPTS[:4], tokenizer=tok))
+    assert writer.done_ids == {"0", "2"} and module.attributed == ["1", "3"]
+    assert sorted(r["id"] for r in read_predictions(tmp_path)) == ["0", "1", "2", "3"]
+    aside = [json.loads(line) for line in (tmp_path / "corrupt-rank0.jsonl").read_text().splitlines()]
+    assert [a["line"] for a in aside] == [2, 3] and aside[0]["raw"].startswith('{"id": "1"')
+
+
+def test_corrupt_line_of_another_rank_is_reported_and_not_counted_as_done(tiny, tmp_path):
+    model, tok = tiny
+    other = tmp_path / "predictions-rank1.jsonl"
+    other.write_text(json.dumps(good_row(0)) + "\n" + "not json at all\n")
+    module = CountingModule(model, tok, CHEAP)
+    with pytest.warns(UserWarning, match=r"corrupt lines in predictions-rank1.jsonl \(line 2\)"):
+        trainer(AttributionWriter(tmp_path)).predict(module, datamodule=TextPromptsDataModule(PROMPTS[:2],
+                                                                                              tokenizer=tok))
+    assert module.attributed == ["1"]
+    assert other.read_text().endswith("not json at all\n")  # another rank's shard is left to that rank
+
+
+def test_full_disk_stops_the_run_and_a_resume_writes_every_id_once(tiny, tmp_path, monkeypatch):
+    """ENOSPC in the middle of the second batch's write: the partial batch is undone, the run stops with an error
+    that says the disk is full, and a later run writes each id exactly once."""
+    model, tok = tiny
+    import heat_module.lightning.writer as writer_module
+
+    real_write, calls = os.write, {"n": 0}
+
+    def failing_write(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second batch: write a few bytes, then the disk is full
+            real_write(fd, bytes(data[:7]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    def data():
+        return TextPromptsDataModule(PROMPTS, tokenizer=tok, batch_size=2)
+
+    monkeypatch.setattr(writer_module.os, "write", failing_write)
+    with pytest.raises(OSError, match="the disk is full.*that batch was undone, 2 prediction"):
+        trainer(AttributionWriter(tmp_path)).predict(HEATModule(model, tok, CHEAP), datamodule=data())
+    monkeypatch.setattr(writer_module.os, "write", real_write)
+    text = (tmp_path / "predictions-rank0.jsonl").read_text()
+    assert text.endswith("\n") and [json.loads(x)["id"] for x in text.splitlines()] == ["0", "1"]
+    module = CountingModule(model, tok, CHEAP)
+    trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data(), return_predictions=False)
+    assert module.attributed == ["2", "3", "4"]
+    assert sorted(r["id"] for r in read_predictions(tmp_path)) == ["0", "1", "2", "3", "4"]

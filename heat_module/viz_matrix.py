@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from heat_module.viz import display_token, scale_without
+from heat_module.viz import display_or_print, display_token, scale_without
 
 POSITIVE = (214, 39, 40)  # matplotlib tab:red, as in the single-result heatmap
 NEGATIVE = (31, 119, 180)  # matplotlib tab:blue
@@ -378,7 +378,9 @@ def generation_arguments(result: Generation, title: str | None = None) -> dict[s
     """The plain arguments of :func:`matrix_to_html` / :func:`save_matrix_png` / :func:`matrix_to_text` for a
     generation result (default title: "<method>: what each answer token was attributed to")."""
     n = int(result.n_prompt)
-    return dict(tokens=list(result.tokens), matrix=result.matrix, row_labels=list(result.tokens[n:]),
+    labels = getattr(result, "generated_tokens", None)  # the row labels; also right after columns were merged
+    return dict(tokens=list(result.tokens), matrix=result.matrix,
+                row_labels=list(result.tokens[n:]) if labels is None else list(labels),
                 step_probability=(result.step_scores or {}).get("probability"), special=result.special,
                 spans=list(result.spans or []), n_prompt=n,
                 title=title or f"{result.method}: what each answer token was attributed to", foil=result.foil)
@@ -397,3 +399,32 @@ def save_generation_png(result: Generation, path: str, title: str | None = None)
 def generation_to_text(result: Generation, color: bool = True, title: str | None = None) -> str:
     """:func:`matrix_to_text` of a generation result."""
     return matrix_to_text(**generation_arguments(result, title), color=color)
+
+
+class MatrixViews:
+    """The picture methods of a generation result (mixed into
+    :class:`heat_module.generation_result.GenerationResult`; ``self`` has the fields of :class:`Generation`)."""
+
+    def to_html(self, title: str | None = None) -> str:
+        """A self-contained HTML page with the matrix heatmap (:func:`matrix_to_html`)."""
+        return generation_to_html(self, title)  # type: ignore[arg-type]
+
+    def save_html(self, path: str, title: str | None = None) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_html(title))
+
+    def save_png(self, path: str, title: str | None = None) -> None:
+        """The matrix heatmap as a PNG (:func:`save_matrix_png`; needs matplotlib)."""
+        save_generation_png(self, path, title)  # type: ignore[arg-type]
+
+    def _repr_html_(self) -> str:
+        """What Jupyter shows: the matrix table with its title and legend (the markup of :meth:`to_html`)."""
+        return self.to_html()
+
+    def to_text(self, color: bool = True, title: str | None = None) -> str:
+        """The matrix for a terminal (:func:`matrix_to_text`): ANSI colours, or the top tokens per row."""
+        return generation_to_text(self, color, title)  # type: ignore[arg-type]
+
+    def show(self) -> None:
+        """Display the HTML matrix in Jupyter (IPython running), else print the coloured terminal view."""
+        display_or_print(self, self.to_text(color=True))

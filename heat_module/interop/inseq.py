@@ -98,3 +98,67 @@ def save_inseq(results: Sequence[Exportable], path: str | Path, info: dict[str, 
     """
     text = json.dumps(inseq_document(results, info), allow_nan=True, indent=4, sort_keys=True)
     Path(path).write_text(text, encoding="utf-8")
+
+
+class ExportableGeneration(Protocol):
+    """What the exporter reads from a :class:`heat_module.generation_result.GenerationResult`."""
+
+    prompt_ids: torch.Tensor
+    generated_ids: torch.Tensor
+    tokens: list[str]
+    matrix: torch.Tensor
+    step_scores: dict[str, torch.Tensor]
+    method: str
+
+
+def _vector(values: list[float]) -> dict:
+    """A 1-D float32 array as inseq's ``numpy_encode`` writes it."""
+    return {"__ndarray__": values, "dtype": "float32", "shape": [len(values)], "Corder": True}
+
+
+def inseq_generation_sequence(result: ExportableGeneration) -> dict:
+    """One decoder-only ``FeatureAttributionSequenceOutput`` holding every step of a generation: ``source`` = the n
+    prompt tokens, ``target`` = prompt then the T generated tokens, ``attr_pos_start`` = n, ``attr_pos_end`` = n + T,
+    ``target_attributions`` of shape (n + T, T) with column t = matrix row t (NaN from position n + t on, inseq's
+    convention for tokens that cannot explain y_t) and the step scores as (T,) arrays."""
+    n, t = int(result.prompt_ids.numel()), int(result.generated_ids.numel())
+    if len(result.tokens) != n + t:
+        raise ValueError(f"Expected a token-level result with {n + t} columns to export, got {len(result.tokens)} "
+                         "(export before aggregate())")
+    ids = [int(i) for i in torch.cat([result.prompt_ids, result.generated_ids]).tolist()]
+    tokens = [_token(tok, i) for tok, i in zip(result.tokens, ids)]
+    columns = result.matrix.detach().double().T.tolist()
+    rows = [[float(v) if math.isfinite(v) else float("nan") for v in row] for row in columns]
+    return _instance("inseq.data.attribution", "FeatureAttributionSequenceOutput", {
+        "attr_pos_end": n + t,
+        "attr_pos_start": n,
+        "sequence_scores": None,
+        "source": tokens[:n],
+        "source_attributions": None,
+        "step_scores": {k: _vector([float(x) for x in v.double().tolist()]) for k, v in result.step_scores.items()},
+        "target": tokens,
+        "target_attributions": _array(rows),
+    })
+
+
+def save_inseq_generation(results: Sequence[ExportableGeneration], path: str | Path,
+                          info: dict[str, Any] | None = None) -> None:
+    """Write generation results as one inseq JSON file (one sequence each, every step; see
+    :func:`inseq_generation_sequence`)."""
+    if not results:
+        raise ValueError("Expected at least one result to export, got none")
+    methods = sorted({r.method for r in results})
+    base = {
+        "attribute_target": True,
+        "attribution_method": methods[0] if len(methods) == 1 else ",".join(methods),
+        "exported_by": "heat_module.interop.inseq",
+        "input_texts": ["".join(r.tokens[:r.prompt_ids.numel()]) for r in results],
+        "generated_texts": ["".join(r.tokens) for r in results],
+        "step_scores": sorted({k for r in results for k in r.step_scores}),
+    }
+    document = _instance("inseq.data.attribution", "FeatureAttributionOutput", {
+        "info": {**base, **(info or {})},
+        "sequence_attributions": [inseq_generation_sequence(r) for r in results],
+        "step_attributions": None,
+    })
+    Path(path).write_text(json.dumps(document, allow_nan=True, indent=4, sort_keys=True), encoding="utf-8")

@@ -36,3 +36,30 @@ def results_to_dataframe(results: Sequence[Any]):
             row.update({"target": r.target, "target_id": int(r.target_id), "method": r.method})
             rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+GENERATION_COLUMNS = ("step", "target", "target_id", "probability", "rank", "entropy", "column", "token",
+                      "token_id", "prompt", "special", "score", "method")
+
+
+def generation_to_dataframe(result: Any):
+    """A ``pandas.DataFrame`` of a :class:`heat_module.generation_result.GenerationResult` with columns
+    :data:`GENERATION_COLUMNS`: one row per step t and column inside its prefix (the causal triangle left out)."""
+    try:
+        import pandas as pd  # optional dependency
+    except ImportError as err:
+        raise ImportError(PANDAS_MISSING) from err
+    targets = result.generated_tokens
+    ids = result.column_ids().tolist()
+    steps = {k: v.tolist() for k, v in result.step_scores.items()}
+    rows = []
+    for t in range(result.T):
+        values = result.matrix[t].tolist()
+        for c, tok in enumerate(result.tokens):
+            if values[c] != values[c]:  # NaN: beyond the prefix of step t
+                continue
+            rows.append({"step": t, "target": targets[t], "target_id": int(result.generated_ids[t]),
+                         **{k: steps[k][t] if k in steps else float("nan") for k in ("probability", "rank", "entropy")},
+                         "column": c, "token": tok, "token_id": int(ids[c]), "prompt": c < result.n_prompt,
+                         "special": bool(result.special[c]), "score": values[c], "method": result.method})
+    return pd.DataFrame(rows, columns=list(GENERATION_COLUMNS))

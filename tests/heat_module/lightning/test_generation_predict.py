@@ -1,8 +1,7 @@
 """HEATModule(generate=True) + GenerationDataModule + AttributionWriter: one GenerationResult per request, written
 as ``GenerationResult.to_dict()`` lines that read back exactly, and resumed without recomputing.
 
-Needs :class:`heat_module.generation_result.GenerationResult` (the generation attribution); the stand-in attributor
-below builds each row as ``HEAT.attribute(prefix_t, target=y_t)``, what the real ``attribute_generation`` equals."""
+The stand-in attributor builds each row as ``HEAT.attribute(prefix_t, target=y_t)``, what the real ``attribute_generation`` equals."""
 
 import json
 
@@ -11,11 +10,10 @@ import pytest
 import torch
 
 import heat_module as hm
+from heat_module.generation_result import GenerationResult
 from heat_module.lightning.datamodules import GenerationDataModule
 from heat_module.lightning.module import HEATModule
 from heat_module.lightning.writer import AttributionWriter, read_predictions
-
-GenerationResult = pytest.importorskip("heat_module.generation_result").GenerationResult
 
 
 @pytest.fixture(scope="module")

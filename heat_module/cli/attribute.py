@@ -110,7 +110,7 @@ def explain_answer(args: argparse.Namespace, config: HEATConfig) -> int:
         max_new_tokens=args.generate, keep_special=args.keep_special, **kw)
     if args.level == "words":
         result = result.aggregate("words", reduce=args.reduce)
-    title = args.text if messages is None or args.chat else f"chat from {args.messages}"
+    title = args.text if messages is None else f"{messages[-1]['role']}: {messages[-1]['content']}"
     if args.html:
         result.save_html(args.html, title=title)
     if args.png:

@@ -1,7 +1,8 @@
 """HEATModule(generate=True) + GenerationDataModule + AttributionWriter: one GenerationResult per request, written
 as ``GenerationResult.to_dict()`` lines that read back exactly, and resumed without recomputing.
 
-The stand-in attributor builds each row as ``HEAT.attribute(prefix_t, target=y_t)``, what the real ``attribute_generation`` equals."""
+The stand-in attributor builds each row as ``HEAT.attribute(prefix_t, target=y_t)``, what the real
+``attribute_generation`` equals (the last test checks that through the module)."""
 
 import json
 
@@ -34,8 +35,12 @@ class RowByRow:
         self.calls.append(prompt)
         tok = self.heat.tokenizer
         prompt_ids = list(tok(prompt)["input_ids"])
-        answer = (list(tok(continuation, add_special_tokens=False)["input_ids"]) if continuation is not None
-                  else [int(self.heat.attribute(torch.tensor(prompt_ids)).target_id)] * max_new_tokens)
+        if continuation is not None:
+            answer = list(tok(continuation, add_special_tokens=False)["input_ids"])
+        else:  # greedy, one token at a time (the attribution's target is the model's argmax)
+            answer = []
+            for _ in range(max_new_tokens):
+                answer.append(int(self.heat.attribute(torch.tensor(prompt_ids + answer)).target_id))
         ids = prompt_ids + answer
         n, T = len(prompt_ids), len(answer)
         matrix = torch.full((T, n + T), float("nan"))
@@ -87,3 +92,23 @@ def test_generation_mode_checks_its_batches(tiny):
     gen = HEATModule(model, tok, hm.HEATConfig(beta=0.0, progress=False), generate=True)
     with pytest.raises(TypeError, match="Expected a batch of generation requests"):
         gen.predict_step({"input_ids": torch.ones(1, 3, dtype=torch.long)})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_real_generation_rows_equal_single_step_calls(tiny, tmp_path):
+    from heat_module.heat.estimator import HEAT
+
+    if not hasattr(HEAT, "attribute_generation"):
+        pytest.skip("needs the generation attribution (HEAT.attribute_generation)")
+    model, tok = tiny
+    module = HEATModule(model, tok, hm.HEATConfig(beta=0.0, progress=False), generate=True)
+    data = GenerationDataModule([{"prompt": "the cat sat on the", "continuation": "mat and"},
+                                 {"prompt": "a dog ran", "max_new_tokens": 2}], tokenizer=tok)
+    batches = trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data)
+    stand_in = RowByRow(HEAT(model, tok, hm.HEATConfig(beta=0.0, progress=False)))
+    for res, args in zip([r for b in batches for r in b], [("the cat sat on the", "mat and", None),
+                                                           ("a dog ran", None, 2)]):
+        expected = stand_in.attribute_generation(args[0], continuation=args[1], max_new_tokens=args[2])
+        assert res.generated_ids.tolist() == expected.generated_ids.tolist()
+        torch.testing.assert_close(res.matrix.float(), expected.matrix, rtol=1e-5, atol=1e-7, equal_nan=True)
+    assert [GenerationResult.from_dict(row).T for row in read_predictions(tmp_path)] == [2, 2]

@@ -87,7 +87,8 @@ class HEATConfig:
         rank: k for ``"lowrank"``. ≥ 1.
         oversample: extra random directions for the randomized eigendecomposition. ≥ 0.
         layers: HEAT-LS: if set, differentiate w.r.t. the residual stream entering layer L-k (k = layers).
-        rollout_layers: if set, sum M only over these layer indices (ρ still passes through every layer above).
+        rollout_layers: if set, sum M only over these layer indices (ρ still passes through every layer above):
+            distinct ints in [-L, L), L the number of attention layers (negative ones count from the top).
         mask: what replaces x_i's embedding for I (eq. 4): ``"zero"``, ``"mean"`` embedding row, or ``"token"``.
         mask_token_id: the token id whose embedding is used when ``mask == "token"``.
         info_batch_size: how many masked variants are run in one forward pass. ≥ 1.
@@ -163,10 +164,16 @@ class HEATConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"Expected {name} to be a non-negative number, got {value!r}")
+        check_choice("ablation", self.ablation, ABLATIONS)
+        if self.ablation in S_THROUGH_BETA and self.beta == 0 and self.gamma == 0 and self.alpha == 0:
+            raise ValueError(
+                "Expected at least one of beta, gamma, alpha to be non-zero, got beta=0, gamma=0, alpha=0 with "
+                f"ablation={self.ablation!r}: every score would be 0 (the ablations 'transition', 'curvature' and "
+                "'information' need no weights)"
+            )
         check_choice("curvature", self.curvature, CURVATURES)
         check_choice("information", self.information, INFORMATIONS)
         check_choice("mask", self.mask, MASKS)
-        check_choice("ablation", self.ablation, ABLATIONS)
         check_choice("sink", self.sink, SINKS)
         check_choice("gate", self.gate, GATES)
         check_choice("normalize", self.normalize, NORMALIZES)
@@ -207,8 +214,11 @@ class HEATConfig:
         if self.mask == "token" and self.mask_token_id is None:
             raise ValueError("Expected mask_token_id to be set when mask='token', got None")
         if self.rollout_layers is not None:
-            if not all(isinstance(x, int) for x in self.rollout_layers) or not self.rollout_layers:
+            if (not isinstance(self.rollout_layers, (list, tuple)) or not self.rollout_layers
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in self.rollout_layers)):
                 raise ValueError(f"Expected rollout_layers to be a non-empty list of ints, got {self.rollout_layers!r}")
+            if len(set(self.rollout_layers)) != len(self.rollout_layers):
+                raise ValueError(f"Expected rollout_layers without repeats, got {self.rollout_layers!r}")
         unused = s_only_changes(self)
         if unused:
             fields = ", ".join(f"{k}={v!r}" for k, v in unused.items())

@@ -3,12 +3,13 @@
 The rule (documented once, here): every token is placed in the text by its character offsets — the tokenizer's
 ``offset_mapping`` of the decoded context when a fast tokenizer re-encodes it to the same ids, else the running
 lengths of the decoded token strings (which concatenate to the decoded text). A **word** is a maximal run of
-non-whitespace characters (so the words are exactly ``text.split()``); a token belongs to the word that holds its
-first non-whitespace character, and a whitespace-only token (``"\\n"``, a lone space) joins the next word (the last
-word at the end). A **sentence** is a run of text ending in ``.``, ``!`` or ``?`` followed by whitespace (or the
-end of the text), assigned the same way. Given **spans** are token ranges ``[a, b)``; tokens outside every span
-stay on their own. Scores of a group are reduced by ``"sum"`` (the default: a word's attribution is the total of its
-pieces, so the total attribution is unchanged), ``"max"`` or ``"mean"``.
+non-whitespace characters (so the words are exactly ``text.split()`` when no token spans whitespace); a token
+belongs to the word that holds its first non-whitespace character, and a whitespace-only token (``"\\n"``, a lone
+space) joins the next word (the last word at the end); a token that holds whitespace inside (``"x y"``) cannot be
+split, so the words it touches form one group. A **sentence** is a run of text ending in ``.``, ``!`` or ``?``
+followed by whitespace (or the end of the text), assigned the same way. Given **spans** are token ranges
+``[a, b)``; tokens outside every span stay on their own. Scores of a group are reduced by ``"sum"`` (the default: a
+word's attribution is the total of its pieces, so the total attribution is unchanged), ``"max"`` or ``"mean"``.
 """
 
 from __future__ import annotations
@@ -52,31 +53,52 @@ def token_offsets(tokens: Sequence[str], token_ids: Sequence[int] | None = None,
 
 
 def _assign(text: str, offsets: Sequence[tuple[int, int]], units: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Token indices per unit (character ranges ``units``) by the rule of the module docstring."""
-    groups: list[list[int]] = [[] for _ in units]
+    """Token indices per group by the rule of the module docstring; a token whose text spans several units (inner
+    whitespace, ``"x y"``) joins them into one group, so every group is a union of whole units and whole tokens.
+    Groups that no token reaches are left out."""
     if not units:
-        return groups
+        return []
     starts = [u[0] for u in units]
-    pending: list[int] = []
-    for i, (a, b) in enumerate(offsets):
+    owner: list[int] = []  # per token: its unit (first non-whitespace character), -1 for whitespace-only tokens
+    joined = [False] * len(units)  # joined[k]: unit k belongs to the group of unit k - 1
+    for a, b in offsets:
         piece = text[a:b]
-        lead = len(piece) - len(piece.lstrip())
         if not piece.strip():
+            owner.append(-1)
+            continue
+        first = a + len(piece) - len(piece.lstrip())
+        last = a + len(piece.rstrip()) - 1
+        k0 = max(bisect_right(starts, first) - 1, 0)
+        k1 = max(bisect_right(starts, last) - 1, k0)
+        for k in range(k0 + 1, k1 + 1):
+            joined[k] = True
+        owner.append(k0)
+    group_of, count = [], 0
+    for k in range(len(units)):
+        if k == 0 or not joined[k]:
+            count += 1
+        group_of.append(count - 1)
+    groups: list[list[int]] = [[] for _ in range(count)]
+    pending: list[int] = []
+    for i, k in enumerate(owner):
+        if k < 0:
             pending.append(i)
             continue
-        c = a + lead
-        k = max(bisect_right(starts, c) - 1, 0)
-        groups[k].extend(pending + [i])
+        groups[group_of[k]].extend(pending + [i])
         pending = []
     if pending:
-        groups[-1].extend(pending)
-    for g in groups:
-        g.sort()
-    return groups
+        for g in reversed(groups):
+            if g:
+                g.extend(pending)
+                break
+        else:
+            groups[-1].extend(pending)
+    return [sorted(g) for g in groups if g]
 
 
 def word_groups(text: str, offsets: Sequence[tuple[int, int]]) -> list[list[int]]:
-    """Token indices of each word (a maximal non-whitespace run of ``text``), in order."""
+    """Token indices of each word (a maximal non-whitespace run of ``text``; words joined by a token that spans
+    them form one group), in order."""
     return _assign(text, offsets, [m.span() for m in re.finditer(r"\S+", text)])
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heat_module.lm.forward import embed, next_token_logits
+from heat_module.lm.forward import check_left_padding, embed, next_token_logits, score_dtype
 from heat_module.result import AttributionResult
 
 TargetIds = torch.Tensor | Sequence[int | None] | None
@@ -28,8 +28,10 @@ TargetIds = torch.Tensor | Sequence[int | None] | None
 class Attributor:
     """Base class of every attribution method: holds ``self.model`` (a causal LM) and ``self.tokenizer`` (or None).
 
-    Subclasses set :attr:`name` (the registry name written to ``AttributionResult.method``), validate their options
-    in ``__init__`` ("Expected X, got Y") and implement :meth:`_scores` (or override :meth:`_attribute_batch`).
+    Subclasses declare their registry entry with
+    :func:`@register_method(name, ...) <heat_module.attribution.registry.register_method>`, which sets :attr:`name`
+    (written to ``AttributionResult.method``); they validate their options in ``__init__`` ("Expected X, got Y") and
+    implement :meth:`_scores` (or override :meth:`_attribute_batch`).
     """
 
     name: ClassVar[str] = "base"
@@ -135,6 +137,7 @@ class Attributor:
             raise ValueError(
                 "Expected left padding (the last position of every example is a real token), got right padding"
             )
+        check_left_padding(attention_mask)
         if (attention_mask.sum(-1) == 0).any():
             raise ValueError("Expected every example to have at least one real token, got an empty example")
         for row, mask in zip(input_ids, attention_mask):
@@ -207,7 +210,7 @@ class Attributor:
                     token_ids=ids.detach().cpu(),
                     target=self.token_strings(torch.tensor([y]))[0],
                     target_id=y,
-                    scores=scores[b, start:].detach().float().cpu(),
+                    scores=scores[b, start:].detach().to(score_dtype(scores.dtype)).cpu(),
                     method=self.name,
                     config=self.options(),
                     extra=extras[b] if extras else {},

@@ -1,93 +1,193 @@
-"""The one registry of attribution methods by name: HEAT and every baseline (and methods users register).
+"""The one registry of attribution methods by name: HEAT, every baseline, and methods users register.
 
-Names map to ``"module:Class"`` paths, imported on first use (so listing methods imports no model code and an
-optional dependency such as captum is only needed by the method that uses it). Aliases (``ig``, ``rollout``, ...)
-map to registered names. :func:`build` is what ``HEATModule(method=...)`` and the evaluation call: it builds the
-method with :meth:`heat_module.attribution.base.Attributor.from_options`, so HEAT takes the ``config`` and a baseline
-its ``options``.
+Each method declares its entry ONCE, beside its class, with the :func:`register_method` decorator::
+
+    @register_method("integrated_gradients", aliases=("ig",), title="Integrated gradients",
+                     evaluation={"integrated_gradients": ("Integrated gradients (zero baseline)", {"steps": 16})})
+    class IntegratedGradients(Attributor): ...
+
+The decorator sets the class's ``name`` (written to ``AttributionResult.method``) and records a
+:class:`MethodEntry`: its name, aliases, title, the optional packages it needs, whether it reads the model, and the
+rows the evaluation runs by default. Everything that lists methods reads these entries: ``heat attribute --method``,
+``heat eval --methods``, ``HEATModule(method=...)``, the evaluation's default rows and titles, and the tests.
+
+Why the entries are read lazily: a declaration runs when its module is imported, and listing methods must not need
+an optional dependency. So the registry imports, on first read, the modules of :data:`METHOD_MODULES` (HEAT's
+module and every module of the ``heat_module.baselines`` package, found with ``pkgutil``), and every method imports
+its optional dependency (captum) only when it is built. Adding a baseline is therefore one file in
+``heat_module/baselines/`` (the class with its decorator) plus its test, and no list to edit.
+
+:func:`build` is what ``HEATModule(method=...)`` and the evaluation call: it builds the method with
+:meth:`heat_module.attribution.base.Attributor.from_options`, so HEAT takes the ``config`` and a baseline its
+``options``.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
-_REGISTRY: dict[str, str] = {
-    "heat": "heat_module.heat.estimator:HEAT",
-    "attnlrp": "heat_module.baselines.attnlrp:AttnLRP",
-    "attention_rollout": "heat_module.baselines.attention_rollout:AttentionRollout",
-    "last_layer_attention": "heat_module.baselines.last_layer_attention:LastLayerAttention",
-    "gradient_norm": "heat_module.baselines.gradient_norm:GradientNorm",
-    "input_x_gradient": "heat_module.baselines.input_x_gradient:InputXGradient",
-    "integrated_gradients": "heat_module.baselines.integrated_gradients:IntegratedGradients",
-    "occlusion": "heat_module.baselines.occlusion:Occlusion",
-    "random": "heat_module.baselines.random_scores:RandomScores",
-    "captum_feature_ablation": "heat_module.baselines.captum_llm:CaptumFeatureAblation",
-    "captum_shapley_value_sampling": "heat_module.baselines.captum_llm:CaptumShapleyValueSampling",
-    "captum_lime": "heat_module.baselines.captum_llm:CaptumLime",
-    "captum_layer_integrated_gradients": "heat_module.baselines.captum_llm:CaptumLayerIntegratedGradients",
-    "inseq": "heat_module.baselines.inseq_import:InseqScores",
-    "gated": "heat_module.baselines.gated:Gated",
-}
-_ALIASES = {
-    "rollout": "attention_rollout",
-    "attention": "last_layer_attention",
-    "last_attention": "last_layer_attention",
-    "saliency": "gradient_norm",
-    "grad_norm": "gradient_norm",
-    "ixg": "input_x_gradient",
-    "ig": "integrated_gradients",
-    "loo": "occlusion",
-    "leave_one_out": "occlusion",
-}
+#: modules whose import declares methods: a module name, or a package whose every module is imported
+METHOD_MODULES = ("heat_module.heat.estimator", "heat_module.baselines")
+
+_ENTRIES: dict[str, MethodEntry] = {}
+_ALIASES: dict[str, str] = {}
+_LOADED = False
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One registered method.
+
+    Attributes:
+        name: the registry name (also ``cls.name`` and ``AttributionResult.method``).
+        cls: the class, called as ``cls.from_options(model, tokenizer, config, **options)`` when it has that
+            classmethod (every :class:`~heat_module.attribution.base.Attributor`), else ``cls(model, tokenizer,
+            **options)``.
+        aliases: other names it is found by (``ig``, ``rollout``, ...).
+        title: a human name for reports (default: the name).
+        needs: optional packages it imports when built (``("captum",)``); listing never imports them.
+        uses_model: whether its scores depend on the model (``False`` for priors such as ``last_token``).
+        evaluation: the rows ``heat eval`` runs by default: row label -> (title, options). Empty: run only when
+            asked (``heat eval --methods <name>``).
+        example_options: options that build a working instance on any model (the contract test builds every method
+            with them); ``None`` for a method that needs a data file (``inseq``: scores saved by inseq).
+    """
+
+    name: str
+    cls: Any
+    aliases: tuple[str, ...] = ()
+    title: str = ""
+    needs: tuple[str, ...] = ()
+    uses_model: bool = True
+    evaluation: Mapping[str, tuple[str, dict]] = field(default_factory=dict)
+    example_options: Mapping[str, Any] | None = field(default_factory=dict)
+
+
+def canonical(name: str) -> str:
+    """The lookup form of a name: stripped, lower case, ``-`` as ``_``."""
+    if not isinstance(name, str):
+        raise TypeError(f"Expected a method name string, got {type(name).__name__}")
+    return name.strip().lower().replace("-", "_")
+
+
+def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = "", needs: tuple[str, ...] = (),
+                    uses_model: bool = True, evaluation: Mapping[str, tuple[str, dict]] | None = None,
+                    example_options: Mapping[str, Any] | None = MappingProxyType({})) -> Callable[[type], type]:
+    """Class decorator: declare the method ``name`` (fields as :class:`MethodEntry`); sets ``cls.name = name``.
+
+    Registering a name again replaces its entry (a user may override a built-in method); an alias that names
+    another registered method is refused.
+    """
+    key = canonical(name)
+
+    def declare(cls: type) -> type:
+        for alias in aliases:
+            owner = _ALIASES.get(canonical(alias))
+            if canonical(alias) in _ENTRIES or (owner is not None and owner != key):
+                raise ValueError(f"Expected alias {alias!r} of {key!r} to name no other method, got it taken by "
+                                 f"{owner or canonical(alias)!r}")
+        try:
+            cls.name = key
+        except (AttributeError, TypeError):  # a callable that is not a class: its name stays its own
+            pass
+        _ENTRIES[key] = MethodEntry(key, cls, tuple(canonical(a) for a in aliases), title or key, tuple(needs),
+                                    uses_model, dict(evaluation or {}),
+                                    None if example_options is None else dict(example_options))
+        for alias in aliases:
+            _ALIASES[canonical(alias)] = key
+        return cls
+
+    return declare
+
+
+def register(name: str, target: type | str, **fields: Any) -> None:
+    """Register ``target`` (a class, or a ``"module:Class"`` path imported now) under ``name`` from outside its
+    file, e.g. a user's method; ``fields`` as :func:`register_method`."""
+    if isinstance(target, str):
+        if ":" not in target:
+            raise ValueError(f"Expected a class or a 'module:Class' path, got {target!r}")
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    register_method(name, **fields)(target)
+
+
+def unregister_method(name: str) -> None:
+    """Remove the method ``name`` and its aliases (a user's method, or one a test registered)."""
+    entry = method_entry(name)
+    del _ENTRIES[entry.name]
+    for alias in entry.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def load_declarations() -> None:
+    """Import the modules of :data:`METHOD_MODULES` once, so every built-in method has declared its entry."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
+        for name in METHOD_MODULES:
+            module = importlib.import_module(name)
+            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+                importlib.import_module(f"{name}.{info.name}")
+    except BaseException:
+        _LOADED = False  # a failed import is retried (and raises again) on the next read
+        raise
+
+
+def method_entries() -> dict[str, MethodEntry]:
+    """name -> :class:`MethodEntry` of every registered method, sorted by name."""
+    load_declarations()
+    return dict(sorted(_ENTRIES.items()))
 
 
 def available_methods() -> list[str]:
-    """The registered method names (aliases excluded)."""
-    return sorted(_REGISTRY)
+    """The registered method names (aliases excluded), sorted."""
+    return list(method_entries())
 
 
-def register(name: str, target: str | type) -> None:
-    """Register a method class (an :class:`~heat_module.attribution.base.Attributor` subclass, or anything called as
-    ``target(model, tokenizer, **options)``) or its ``"module:Class"`` path under ``name``."""
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
-    if ":" not in target:
-        raise ValueError(f"Expected a class or a 'module:Class' path, got {target!r}")
-    _REGISTRY[name] = target
+def method_aliases() -> dict[str, str]:
+    """alias -> registered name."""
+    load_declarations()
+    return dict(sorted(_ALIASES.items()))
 
 
-def get_method(name: str) -> type:
-    """The method class registered under ``name`` (case-insensitive; ``-`` and ``_`` are equivalent).
+def method_entry(name: str) -> MethodEntry:
+    """The entry registered under ``name`` or an alias (case-insensitive; ``-`` and ``_`` are equivalent).
 
     Raises:
         KeyError: naming the known methods when ``name`` is unknown.
-        ImportError: when the method's optional dependency (captum) is missing.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"Expected a method name string, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
+    load_declarations()
+    key = canonical(name)
     key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
+    if key not in _ENTRIES:
         raise KeyError(
             f"Expected a method name in {available_methods()} (or an alias in {sorted(_ALIASES)}), got {name!r}"
         )
-    module, _, attr = _REGISTRY[key].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return _ENTRIES[key]
 
 
+def get_method(name: str) -> type:
+    """The method class registered under ``name`` (see :func:`method_entry`)."""
+    return method_entry(name).cls
 
 
 def build(name: str, model: nn.Module, tokenizer: Any = None, config: Any = None, **options: Any) -> Any:
     """The method registered under ``name``, built for ``model``: ``Class.from_options(model, tokenizer, config,
     **options)`` for an :class:`~heat_module.attribution.base.Attributor`, else ``target(model, tokenizer,
-    **options)``. ``"gated:<name>"`` builds :class:`heat_module.baselines.gated.Gated` (M · scores) around the
-    method ``<name>``.
+    **options)``. ``"gated:<name>"`` builds the ``gated`` method (M · scores) around the method ``<name>``.
 
     Raises:
         ValueError: when ``name`` is unknown (the message lists the known methods).
+        ImportError: when the method's optional dependency (captum) is missing.
     """
     if isinstance(name, str) and name.strip().lower().startswith("gated:"):  # "gated:attnlrp" = M · AttnLRP
         options = {**options, "method": name.strip().split(":", 1)[1]}

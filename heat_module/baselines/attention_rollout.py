@@ -8,7 +8,8 @@ products; equal to the matrix product by associativity). The target does not ent
 
 Attention probabilities come from :func:`heat_module.lm.capture.capture` (``weights=True``: the eager path records
 (B, H, n, n) per layer), so any architecture HEAT supports works; left padding is exact because real queries
-never attend to padded keys.
+never attend to padded keys. HEAT's attention is installed for that one forward and removed after it, so the model
+is left as it was. Hybrid decoders (convolution / state-space layers beside attention) are refused.
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
-from heat_module.lm.capture import capture, install
+from heat_module.attribution.registry import register_method
+from heat_module.lm.anatomy import check_attention_only
+from heat_module.lm.capture import capture, check_supported, install, uninstall
 from heat_module.lm.forward import next_token_logits
 
 
 def attention_maps(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-    """Per layer (bottom to top) the (B, H, n, n) fp32 attention probabilities of one forward pass."""
-    with torch.no_grad(), capture(weights=True) as caps:
-        next_token_logits(model, inputs_embeds, attention_mask)
+    """Per layer (bottom to top) the (B, H, n, n) fp32 attention probabilities of one forward pass (HEAT's attention
+    is installed for it and removed after it)."""
+    install(model)
+    try:
+        with torch.no_grad(), capture(weights=True) as caps:
+            next_token_logits(model, inputs_embeds, attention_mask)
+    finally:
+        uninstall(model)
     if not caps or any(c.weights is None for c in caps):
         raise RuntimeError("Expected the attention capture to record attention weights, got none")
     return [c.weights.float() for c in caps]
@@ -48,6 +56,8 @@ def rollout_row(maps: list[torch.Tensor], b: int, start: int, residual: float = 
     return rho
 
 
+@register_method("attention_rollout", aliases=("rollout",), title="Attention rollout",
+                 evaluation={"attention_rollout": ("Attention rollout", {})})
 class AttentionRollout(Attributor):
     """Attention rollout of the prediction position (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928).
 
@@ -55,10 +65,9 @@ class AttentionRollout(Attributor):
         residual: weight r of the identity in Â = r·I + (1 − r)·Ā (default 0.5, the paper's choice), in [0, 1).
         head_fusion: ``"mean"`` over heads (the paper) or ``"max"``.
 
-    The model is switched to the ``"heat"`` attention implementation (outputs unchanged).
+    The model keeps its attention implementation (HEAT's is installed only while the attention is recorded);
+    hybrid decoders are refused.
     """
-
-    name = "attention_rollout"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, residual: float = 0.5,
                  head_fusion: str = "mean", **options: Any) -> None:
@@ -69,7 +78,8 @@ class AttentionRollout(Attributor):
             raise ValueError(f"Expected head_fusion to be one of ['mean', 'max'], got {head_fusion!r}")
         self.residual = float(residual)
         self.head_fusion = head_fusion
-        install(model)
+        check_supported(model)
+        check_attention_only(model, "attention rollout")
 
     def options(self) -> dict:
         return {"residual": self.residual, "head_fusion": self.head_fusion}

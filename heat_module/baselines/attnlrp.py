@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.lm.forward import next_token_logits
 
 ATTN_IMPLEMENTATION = "heat_attnlrp"
@@ -300,6 +301,7 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 # ---------------------------------------------------------------------------------------------------- method
+@register_method("attnlrp", title="AttnLRP")
 class AttnLRP(Attributor):
     """AttnLRP relevance of each context token for the target (https://arxiv.org/abs/2402.05602).
 
@@ -313,8 +315,6 @@ class AttnLRP(Attributor):
     Extras per example: ``logit``, ``logprob``, ``softmax_bias`` (the relevance the attention softmaxes absorbed; with
     the logit objective and no biases, Σ_i score_i = logit − softmax_bias).
     """
-
-    name = "attnlrp"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, objective: str = "logit",
                  **options: Any) -> None:

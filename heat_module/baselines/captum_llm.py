@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 
 ALGORITHMS = ("feature_ablation", "shapley_value_sampling", "lime", "layer_integrated_gradients")
 
@@ -146,7 +147,11 @@ def _factory(algorithm: str):
     return _Method
 
 
-CaptumFeatureAblation = _factory("feature_ablation")
-CaptumShapleyValueSampling = _factory("shapley_value_sampling")
-CaptumLime = _factory("lime")
-CaptumLayerIntegratedGradients = _factory("layer_integrated_gradients")
+CaptumFeatureAblation = register_method("captum_feature_ablation", title="captum FeatureAblation",
+                                        needs=("captum",))(_factory("feature_ablation"))
+CaptumShapleyValueSampling = register_method("captum_shapley_value_sampling", title="captum ShapleyValueSampling",
+                                             needs=("captum",))(_factory("shapley_value_sampling"))
+CaptumLime = register_method("captum_lime", title="captum Lime", needs=("captum",))(_factory("lime"))
+CaptumLayerIntegratedGradients = register_method("captum_layer_integrated_gradients",
+                                                 title="captum LayerIntegratedGradients",
+                                                 needs=("captum",))(_factory("layer_integrated_gradients"))

@@ -5,7 +5,9 @@ the inner method (any registry name: ``attnlrp``, ``occlusion``, ...) runs as us
 itself adds to a method: ``M·AttnLRP`` (``"gated:attnlrp"``), ``M·occlusion`` (``"gated:occlusion"``); with
 ``occlusion`` at ``measure="kl"`` and the zero mask, ``M·occlusion`` is HEAT with β = 0 (M·I).
 
-Scores stay raw (M sums to one over the real tokens, so a uniform inner score s gives M·s).
+Scores stay raw (M sums to one over the real tokens, so a uniform inner score s gives M·s). HEAT's attention is
+installed for the captured forward only and removed after it, so the model is left as it was; hybrid decoders are
+refused (M is the rollout over attention).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
-from heat_module.attribution.registry import build
+from heat_module.attribution.registry import build, register_method
 from heat_module.config import SINKS, check_choice
 from heat_module.heat.transition import transition_from_captures
-from heat_module.lm.capture import capture, install
+from heat_module.lm.anatomy import check_attention_only
+from heat_module.lm.capture import capture, check_supported, install, uninstall
 from heat_module.lm.forward import next_token_logits
 
 
+@register_method("gated", title="M · scores (gated)")
 class Gated(Attributor):
     """M · (an inner method's scores).
 
@@ -35,8 +39,6 @@ class Gated(Attributor):
     Extras per example: the inner method's extras, and ``gate_seconds`` / ``inner_seconds``.
     """
 
-    name = "gated"
-
     def __init__(self, model: nn.Module, tokenizer: object | None = None, method: str = "attnlrp",
                  sink: str = "auto", method_options: dict | None = None, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)
@@ -44,6 +46,8 @@ class Gated(Attributor):
         if not isinstance(method, str) or method.lower().startswith("gated"):
             raise ValueError(f"Expected the inner method to be a registry name other than 'gated', got {method!r}")
         self.method, self.sink, self.method_options = method, sink, dict(method_options or {})
+        check_supported(model)
+        check_attention_only(model, "the gate M")
         self.inner = build(method, model, tokenizer, **self.method_options)
 
     def options(self) -> dict:
@@ -52,8 +56,11 @@ class Gated(Attributor):
     def gate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, n) M of a left-padded batch (inputs_embeds (B, n, d), attention_mask (B, n)) from one forward."""
         install(self.model)
-        with torch.no_grad(), capture() as captures:
-            next_token_logits(self.model, inputs_embeds, attention_mask)
+        try:
+            with torch.no_grad(), capture() as captures:
+                next_token_logits(self.model, inputs_embeds, attention_mask)
+        finally:
+            uninstall(self.model)
         padded = bool((attention_mask == 0).any())
         return transition_from_captures(captures, attention_mask if padded else None, sink=self.sink)
 

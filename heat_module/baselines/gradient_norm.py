@@ -11,17 +11,18 @@ from typing import Any
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.baselines._grad import batch_gradient
 
 
+@register_method("gradient_norm", aliases=("saliency", "grad_norm"), title="Gradient norm",
+                 evaluation={"gradient_norm": ("Gradient norm (L2)", {"norm": 2})})
 class GradientNorm(Attributor):
     """‖∇_{x_i} log P(y | X)‖_q per token (https://arxiv.org/abs/1312.6034, https://arxiv.org/abs/1506.01066).
 
     Options:
         norm: 2 (default, Euclidean) or 1.
     """
-
-    name = "gradient_norm"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, norm: int = 2, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)

@@ -10,17 +10,19 @@ from typing import Any
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.baselines._grad import batch_gradient
 
 
+@register_method("input_x_gradient", aliases=("ixg",), title="Input×Gradient",
+                 evaluation={"input_x_gradient": ("Input×Gradient", {}),
+                             "input_x_gradient_abs": ("|Input×Gradient|", {"absolute": True})})
 class InputXGradient(Attributor):
     """Σ_d x_i ⊙ ∇_{x_i} log P(y | X) per token (https://arxiv.org/abs/1605.01713).
 
     Options:
         absolute: return the absolute value of the per-token sum (default False: signed).
     """
-
-    name = "input_x_gradient"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, absolute: bool = False,
                  **options: Any) -> None:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.result import AttributionResult
 
 
@@ -136,6 +137,7 @@ def load_inseq(path: str | Path, step: int = 0, reduce: str = "norm") -> list[At
     return results
 
 
+@register_method("inseq", title="Scores saved by inseq", example_options=None)
 class InseqScores(Attributor):
     """Scores precomputed by inseq (e.g. ReAGent, https://arxiv.org/abs/2402.00794), looked up by token ids.
 
@@ -147,7 +149,6 @@ class InseqScores(Attributor):
     when a target is given); it raises ``KeyError`` when the files hold no such example.
     """
 
-    name = "inseq"
     batched = False
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, path: str | Sequence[str] | None = None,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor, chunk_rows
+from heat_module.attribution.registry import register_method
 from heat_module.baselines._grad import batch_gradient, batch_logprob
 from heat_module.lm.forward import mask_vector
 
@@ -46,6 +47,11 @@ def quadrature(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (k + offset) / steps, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
 
 
+@register_method("integrated_gradients", aliases=("ig",), title="Integrated gradients", evaluation={
+    "integrated_gradients": ("Integrated gradients (zero baseline)",
+                             {"steps": 16, "method": "gauss_legendre", "baseline": "zero"}),
+    "integrated_gradients_mean": ("Integrated gradients (mean-embedding baseline)",
+                                  {"steps": 16, "method": "gauss_legendre", "baseline": "mean"})})
 class IntegratedGradients(Attributor):
     """Integrated gradients of log P(y | X) w.r.t. the input embeddings (https://arxiv.org/abs/1703.01365).
 
@@ -55,8 +61,6 @@ class IntegratedGradients(Attributor):
         method: quadrature rule, one of :data:`QUADRATURES`.
         internal_batch_size: path points per forward/backward pass (default 32).
     """
-
-    name = "integrated_gradients"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, steps: int = 32, baseline: str = "zero",
                  method: str = "gauss_legendre", internal_batch_size: int = 32, **options: Any) -> None:

@@ -13,25 +13,30 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.baselines.attention_rollout import attention_maps
-from heat_module.lm.capture import install
+from heat_module.lm.anatomy import check_attention_only
+from heat_module.lm.capture import check_supported
 
 
+@register_method("last_layer_attention", aliases=("attention", "last_attention"), title="Last-layer attention",
+                 evaluation={"last_layer_attention": ("Last-layer attention", {})})
 class LastLayerAttention(Attributor):
     """Mean over heads of the last layer's attention row p (https://arxiv.org/abs/1902.10186).
 
     Options:
         layer: which layer's attention (default -1, the last).
-    """
 
-    name = "last_layer_attention"
+    The model keeps its attention implementation; hybrid decoders are refused.
+    """
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, layer: int = -1, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)
         if not isinstance(layer, int) or isinstance(layer, bool):
             raise ValueError(f"Expected layer to be an integer, got {layer!r}")
         self.layer = layer
-        install(model)
+        check_supported(model)
+        check_attention_only(model, "last-layer attention")
 
     def options(self) -> dict:
         return {"layer": self.layer}

@@ -20,10 +20,13 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor, chunk_rows
+from heat_module.attribution.registry import register_method
 from heat_module.heat.information import kl_divergence
 from heat_module.lm.forward import mask_vector, next_token_logits
 
 
+@register_method("occlusion", aliases=("loo", "leave_one_out"), title="Occlusion",
+                 evaluation={"occlusion": ("Occlusion (ΔP)", {"measure": "prob"})})
 class Occlusion(Attributor):
     """Leave-one-token-out occlusion of the input embeddings (https://arxiv.org/abs/1612.08220).
 
@@ -32,8 +35,6 @@ class Occlusion(Attributor):
         replacement: ``"zero"`` (default) or ``"mean"`` embedding.
         batch_size: masked copies per forward pass (default 32).
     """
-
-    name = "occlusion"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, measure: str = "prob",
                  replacement: str = "zero", batch_size: int = 32, **options: Any) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor
+from heat_module.attribution.registry import register_method
 from heat_module.hashing import digest_seed
 
 
@@ -20,14 +21,13 @@ def example_seed(seed: int, ids: torch.Tensor) -> int:
     return digest_seed(seed, ids.detach().cpu().to(torch.int64).numpy().tobytes())
 
 
+@register_method("random", title="Random", uses_model=False, evaluation={"random": ("Random", {})})
 class RandomScores(Attributor):
     """Seeded uniform random scores per token.
 
     Options:
         seed: the base seed (default 0).
     """
-
-    name = "random"
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, seed: int = 0, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)

@@ -1,6 +1,7 @@
-"""``heat attribute``: attribute one text's next token from the command line, or — with ``--generate`` /
-``--continuation`` — explain an answer token by token (a matrix: each answer token over the prompt and the answer
-before it), for a plain prompt or a chat conversation (``--chat``, ``--messages``)."""
+"""``heat attribute``: attribute one text's next token from the command line, with HEAT or any registered method
+(``--method``; the choices are the method registry's names), or — with ``--generate`` / ``--continuation`` —
+explain an answer token by token (a matrix: each answer token over the prompt and the answer before it), for a plain
+prompt or a chat conversation (``--chat``, ``--messages``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,32 @@ import os
 import sys
 from collections.abc import Sequence
 
+from heat_module.attribution.registry import available_methods, build, method_entry
 from heat_module.config import CURVATURES, MASKS, PRESETS, SINKS, HEATConfig
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.loading import load_model
+
+#: the options that configure HEAT only (refused with another ``--method``)
+HEAT_OPTIONS = ("foil", "beta", "gamma", "alpha", "curvature", "probes", "mask", "sink", "window", "seed", "progress")
+
+
+def method_name(value: str) -> str:
+    """The registered name of ``value`` (a name or an alias), for argparse."""
+    try:
+        return method_entry(value).name
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
+
+
+def option_pair(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value parsed as JSON, else the string)."""
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"Expected KEY=VALUE, got {value!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: heat attribute --chat --text 'Name a fruit.' --generate 8 --html answer.html")
     p.add_argument("--model", default="smollm2", help="'smollm2' (offline default), a local HF folder or a hub id")
     p.add_argument("--text", default=None, help="the context to attribute (with --chat: the user's message)")
+    p.add_argument("--method", default="heat", type=method_name, choices=available_methods(), metavar="METHOD",
+                   help="the attribution method, a name of the method registry (or an alias): "
+                        + ", ".join(available_methods()) + " (default heat)")
+    p.add_argument("--option", action="append", type=option_pair, default=[], metavar="KEY=VALUE",
+                   help="an option of a --method other than heat (repeatable; VALUE read as JSON when it parses, "
+                        "e.g. --option steps=16)")
     g = p.add_argument_group("explaining an answer (a matrix: one row per answer token)")
     g.add_argument("--generate", type=int, default=None, metavar="N",
                    help="generate up to N tokens greedily (stopping at the end-of-sequence token) and explain each")
@@ -89,7 +119,7 @@ def use_color(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def explain_answer(args: argparse.Namespace, config: HEATConfig) -> int:
+def explain_answer(args: argparse.Namespace, attributor: object) -> int:
     """``--generate`` / ``--continuation``: the per-step matrix of an answer, printed and written as asked."""
     if args.messages and (args.chat or args.text is not None):
         raise ValueError("Expected either --messages FILE or --text (with --chat), got both")
@@ -103,9 +133,8 @@ def explain_answer(args: argparse.Namespace, config: HEATConfig) -> int:
     messages = read_messages(args.messages) if args.messages else None
     if args.chat:
         messages = [{"role": "user", "content": args.text}]
-    model, tokenizer = load_model(args.model)
     kw = {} if args.foil is None else {"foil": int(args.foil) if args.foil.lstrip("-").isdigit() else args.foil}
-    result = HEAT(model, tokenizer, config).attribute_generation(
+    result = attributor.attribute_generation(
         None if messages else args.text, messages=messages, continuation=args.continuation,
         max_new_tokens=args.generate, keep_special=args.keep_special, **kw)
     if args.level == "words":
@@ -137,12 +166,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.progress is not None:
         changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
     try:
-        config = HEATConfig.preset(args.preset, **changes)
-        if answer:
-            return explain_answer(args, config)
-        model, tokenizer = load_model(args.model)
         target, foil = (int(v) if v is not None and v.lstrip("-").isdigit() else v for v in (args.target, args.foil))
-        result = HEAT(model, tokenizer, config).attribute(args.text, target=target, foil=foil)
+        if args.method == "heat":
+            if args.option:
+                raise ValueError(f"Expected no --option with --method heat (its options are the flags above), got "
+                                 f"{[k for k, _ in args.option]}")
+            config = HEATConfig.preset(args.preset, **changes)
+            model, tokenizer = load_model(args.model)
+            heat = HEAT(model, tokenizer, config)
+            if answer:
+                return explain_answer(args, heat)
+            result = heat.attribute(args.text, target=target, foil=foil)
+        else:
+            heat_only = [f"--{k}" for k in HEAT_OPTIONS if getattr(args, k) is not None]
+            heat_only += ["--preset"] if args.preset != "default" else []
+            if heat_only:
+                raise ValueError(f"Expected no HEAT options with --method {args.method}, got {heat_only}")
+            model, tokenizer = load_model(args.model)
+            method = build(args.method, model, tokenizer, None, **dict(args.option))
+            if answer:
+                return explain_answer(args, method)
+            result = method.attribute(args.text, target)
         if args.level != "tokens":
             result = result.aggregate(args.level, reduce=args.reduce, tokenizer=tokenizer)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:

@@ -11,9 +11,16 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from heat_module.attribution.registry import available_methods
 from heat_module.config import SINKS
-from heat_module.evaluation.config import DATA_DIR_ENV, DATASETS, EvalConfig, parse_methods
+from heat_module.evaluation.config import DATA_DIR_ENV, DATASETS, EvalConfig, default_baselines, parse_methods
 from heat_module.evaluation.runner import run
+from heat_module.metrics.registry import metric_entries
+
+
+def model_metrics() -> list[str]:
+    """The metric registry's model-based metrics (kind ``"model"``): the choices of ``--metrics``."""
+    return [name for name, entry in metric_entries().items() if entry.inputs == "model"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-masks", type=int, default=d.num_masks)
     p.add_argument("--bootstrap", type=int, default=d.bootstrap)
     p.add_argument("--methods", nargs="*", default=None,
-                   help="baselines as label or label=name:key=value,key=value (default: the paper's set)")
+                   help="baselines as label or label=name:key=value,key=value, names from the method registry: "
+                        + ", ".join(available_methods()) + " (default: the rows the registry's entries declare: "
+                        + ", ".join(default_baselines()) + ")")
+    p.add_argument("--metrics", nargs="+", default=d.metrics, choices=model_metrics(), metavar="METRIC",
+                   help="model-based metrics of every row, from the metric registry: " + ", ".join(model_metrics())
+                        + f" (default {' '.join(d.metrics)}); DSA / F1 wherever an example has gold tokens")
     p.add_argument("--no-heat", action="store_true")
     p.add_argument("--betas", nargs="+", type=float, default=d.betas)
     p.add_argument("--sweep-sinks", nargs="*", default=d.sweep_sinks, choices=SINKS)
@@ -55,7 +67,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         model=args.model, datasets=list(args.datasets), longra=args.longra, tellmewhy=args.tellmewhy,
         wikibio=args.wikibio, curated=args.curated, limit=args.limit, max_tokens=args.max_tokens, seed=args.seed,
-        num_masks=args.num_masks, bootstrap=args.bootstrap, baselines=parse_methods(args.methods),
+        num_masks=args.num_masks, metrics=list(args.metrics), bootstrap=args.bootstrap,
+        baselines=parse_methods(args.methods),
         heat=not args.no_heat, betas=list(args.betas), sweep_sinks=list(args.sweep_sinks), probes=args.probes,
         fisher=args.fisher, metric_batch_size=args.metric_batch_size, threads=args.threads, out_dir=args.out_dir,
         report=args.report, figures=not args.no_figures, progress=not args.no_progress, report_only=args.report_only,

@@ -15,7 +15,7 @@ The command line is :mod:`heat_module.cli.eval`.
 """
 
 from heat_module.evaluation.cache import Cache
-from heat_module.evaluation.config import DATASETS, DEFAULT_BASELINES, EvalConfig, parse_methods
+from heat_module.evaluation.config import DATASETS, EvalConfig, default_baselines, parse_methods
 from heat_module.evaluation.datasets import EvalExample, load_dataset, select_examples
 from heat_module.evaluation.report import write_report
 from heat_module.evaluation.runner import Evaluator, run
@@ -24,7 +24,6 @@ from heat_module.evaluation.variants import Variant, variants
 
 __all__ = [
     "DATASETS",
-    "DEFAULT_BASELINES",
     "Cache",
     "EvalConfig",
     "EvalExample",
@@ -32,6 +31,7 @@ __all__ = [
     "Summary",
     "Variant",
     "bootstrap_ci",
+    "default_baselines",
     "load_dataset",
     "log_ratio_ci",
     "parse_methods",

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from heat_module.attribution.registry import build, method_entries, method_entry
 from heat_module.baselines.attnlrp import AttnLRP
 from heat_module.config import HEATConfig
 from heat_module.data.lambada import load_annotated_lambada
@@ -72,6 +73,13 @@ ROWS: dict[str, tuple[str, tuple[str, ...], dict]] = {
     "heat_exact_sum": ("HEAT, exact S, normalize=sum", ("M", "I", "SE"), {"normalize": "sum", **EQ5}),
     "heat_exact_rank": ("HEAT, exact S, normalize=rank", ("M", "I", "SE"), {"normalize": "rank", **EQ5}),
 }
+#: rows computed by a method of the registry through its public ``attribute``, row -> (registry name, options): the
+#: model-free priors whose registry entries declare evaluation rows (``last_token``, ``recency``), so every method is
+#: shown beside them. They need no component, and their seconds count as 0 (no model).
+PRIOR_ROWS: dict[str, tuple[str, dict]] = {
+    label: (name, dict(options)) for name, entry in method_entries().items() if not entry.uses_model
+    for label, (_, options) in entry.evaluation.items() if label not in ROWS}
+ROWS.update({label: (method_entry(name).evaluation[label][0], (), {}) for label, (name, _) in PRIOR_ROWS.items()})
 CHEAP_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" not in need)
 EXACT_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" in need)
 #: the HEAT configurations the rule chooses among (gate on, eq. 5's structure; β = 0 included)
@@ -256,7 +264,11 @@ def components(model: nn.Module, tokenizer: Any, example: EvalExample, exact: bo
 
 
 def row_scores(row: str, comp: dict, seed: int = 0) -> torch.Tensor:
-    """(n,) scores of ``row`` from an example's components (``comp`` holds ``M``, ``I``, ``A``, ``SF``, ``SE``)."""
+    """(n,) scores of ``row`` from an example's components (``comp`` holds ``M``, ``I``, ``A``, ``SF``, ``SE``); a
+    row of :data:`PRIOR_ROWS` is its method's ``attribute`` instead (:func:`run_choice`)."""
+    if row in PRIOR_ROWS:
+        raise ValueError(f"Expected a row computed from components, got {row!r}, a registry method's row "
+                         "(its scores come from its attribute)")
     _, need, cfg = ROWS[row]
     t = {k: torch.tensor(comp[k], dtype=torch.float32) for k in ("M", "I", "A", "SF", "SE") if k in comp}
     if row == "random":
@@ -349,6 +361,7 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
              if k < len(g)]
     order = order[cfg.start:cfg.stop]
     forward = MemoForward(model)
+    priors = {row: build(name, model, tokenizer, **options) for row, (name, options) in PRIOR_ROWS.items()}
     rows = CHEAP_ROWS if stage == "cheap" else EXACT_ROWS
     for i, e in enumerate(order):
         t_example = time.perf_counter()
@@ -377,7 +390,10 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
             mkey = _key(e, f"metrics/{row}")
             if mkey in cache.records:
                 continue
-            scores = row_scores(row, comp)
+            if row in PRIOR_ROWS:
+                scores = priors[row].attribute(ids, target=comp["target"]).scores
+            else:
+                scores = row_scores(row, comp)
             t0 = time.perf_counter()
             metrics = (model_metrics(forward, scores, x, comp["target"], cfg) if e.dataset in BENCHMARKS
                        else free_metrics(scores, e))

@@ -19,6 +19,7 @@ from heat_module.evaluation.choice import (
     COMPARED,
     MAX_COST_RATIO,
     MIN_EXAMPLES,
+    PRIOR_ROWS,
     ROWS,
     RULE,
     RULE_METRICS,
@@ -27,11 +28,12 @@ from heat_module.evaluation.choice import (
     JsonCache,
 )
 from heat_module.evaluation.stats import bootstrap_ci
+from heat_module.metrics.registry import metric_entry, metric_title
 
-BENCH_METRICS = ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")
+#: the benchmark columns: the rule's metrics, and on ranks those that take ``scores_transform`` (``model_metrics``)
+BENCH_METRICS = RULE_METRICS + tuple(f"{m}_rank" for m in RULE_METRICS
+                                     if "scores_transform" in metric_entry(m).option_names())
 ALIGN_METRICS = ("dsa", "f1")
-METRIC_TITLES = {"soft_nc": "Soft-NC", "soft_ns": "Soft-NS", "abpc": "ABPC", "soft_nc_rank": "Soft-NC (ranks)",
-                 "soft_ns_rank": "Soft-NS (ranks)", "dsa": "DSA", "f1": "F1"}
 
 
 def metric_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
@@ -170,7 +172,7 @@ def draw_cost_figure(table: dict, seconds: dict[str, float], path: Path, winner:
         ax.set_xscale("log")
         ax.set_xlim(min(ratio[r] for r in rows) / 1.6, max(ratio[r] for r in rows) * 3.5)  # room for the labels
         ax.set_xlabel("seconds per example / AttnLRP's")
-        ax.set_title(f"{METRIC_TITLES[m]} (mean of {len(BENCHMARKS)} benchmarks)")
+        ax.set_title(f"{metric_title(m)} (mean of {len(BENCHMARKS)} benchmarks)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("higher is better")
     fig.suptitle("HEAT configurations (red) and other methods (blue): faithfulness against cost (means; intervals "
@@ -193,7 +195,7 @@ def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int,
             if not table.get((d, ref)):
                 continue
             lines += [f"**{TITLES[d]}**", "", f"| {ROWS[ref][0]} − | n | "
-                      + " | ".join(METRIC_TITLES[m] for m in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+                      + " | ".join(metric_title(m) for m in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
             for b in compared:
                 cells, n = [], 0
                 for m in metrics:
@@ -246,7 +248,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
             if not rows:
                 continue
             lines += [f"## {TITLES[d]}", "",
-                      "| method | n | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " | s/example |",
+                      "| method | n | " + " | ".join(metric_title(m) for m in metrics) + " | s/example |",
                       "|---|---|" + "---|" * (len(metrics) + 1)]
             for r in rows:
                 vals = table[(d, r)]
@@ -271,6 +273,9 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
                                "HEAT's prefix-shared `information`)",
                "m_attnlrp": "`build('gated:attnlrp', model)` (M with `sink='auto'` × AttnLRP)",
                "random": "seeded U[0, 1) scores"}.get(r)
+        if r in PRIOR_ROWS:
+            name, options = PRIOR_ROWS[r]
+            how = f"`build({name!r}, model, **{options!r}).attribute(ids, target)` (a prior: no model)"
         if how is None:
             fields = ", ".join(f"{k}={v!r}" for k, v in conf.items())
             how = f"`HEAT(model, tok, HEATConfig({fields}))`"

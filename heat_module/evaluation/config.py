@@ -1,4 +1,5 @@
-"""Settings of one evaluation run (:class:`EvalConfig`), the datasets it knows, and the baselines it runs.
+"""Settings of one evaluation run (:class:`EvalConfig`), the datasets it knows, and the baselines and metrics it runs
+(read from the method and metric registries: no list of its own).
 
 Data paths come only from arguments (``EvalConfig(longra=...)``, ``heat eval --longra ...``) or from the environment
 variable ``HEAT_DATA_DIR``: a folder laid out as the shared data (``reagent/derived/longra_*.jsonl``,
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heat_module.attribution.registry import method_entries, method_entry
 from heat_module.config import SINKS
 from heat_module.hashing import stable_hash
+from heat_module.metrics.registry import default_metrics, metric_entry
 
 DATA_DIR_ENV = "HEAT_DATA_DIR"
 #: where each dataset lies under ``$HEAT_DATA_DIR`` (LongRA: a glob)
@@ -30,26 +33,31 @@ DATASETS = ("longra", "tellmewhy", "wikibio", "curated")
 DATASET_TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "curated": "Curated"}
 BENCHMARKS = ("longra", "tellmewhy", "wikibio")
 
-#: the baselines run by default: label -> (registry name, options)
-DEFAULT_BASELINES: dict[str, tuple[str, dict]] = {
-    "attention_rollout": ("attention_rollout", {}),
-    "last_layer_attention": ("last_layer_attention", {}),
-    "gradient_norm": ("gradient_norm", {"norm": 2}),
-    "input_x_gradient": ("input_x_gradient", {}),
-    "input_x_gradient_abs": ("input_x_gradient", {"absolute": True}),
-    "integrated_gradients": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre", "baseline": "zero"}),
-    "integrated_gradients_mean": ("integrated_gradients", {"steps": 16, "method": "gauss_legendre",
-                                                           "baseline": "mean"}),
-    "occlusion": ("occlusion", {"measure": "prob"}),
-    "random": ("random", {}),
-}
-BASELINE_TITLES = {
-    "attention_rollout": "Attention rollout", "last_layer_attention": "Last-layer attention",
-    "gradient_norm": "Gradient norm (L2)", "input_x_gradient": "Input×Gradient", "input_x_gradient_abs":
-    "|Input×Gradient|", "integrated_gradients": "Integrated gradients (zero baseline)",
-    "integrated_gradients_mean": "Integrated gradients (mean-embedding baseline)", "occlusion": "Occlusion (ΔP)",
-    "random": "Random",
-}
+def default_baselines() -> dict[str, tuple[str, dict]]:
+    """The baselines run by default, label -> (registry name, options): the ``evaluation`` rows every entry of the
+    method registry declares (:class:`heat_module.attribution.registry.MethodEntry`)."""
+    return {label: (name, dict(options)) for name, entry in method_entries().items()
+            for label, (_, options) in entry.evaluation.items()}
+
+
+def baseline_title(label: str, spec: tuple[str, dict] | None = None) -> str:
+    """The report title of baseline row ``label``: the title its registry entry gives the row, else (a row asked for
+    by name) the method's title, with its options when it has some."""
+    for entry in method_entries().values():
+        if label in entry.evaluation:
+            return entry.evaluation[label][0]
+    name, options = spec if spec is not None else (label, {})
+    try:
+        title = method_entry(name).title
+    except KeyError:
+        return label
+    return f"{title} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else title
+
+
+def default_eval_metrics() -> list[str]:
+    """The model-based metrics computed for every row by default: the registry's default metrics of kind
+    ``"model"`` (:func:`heat_module.metrics.registry.default_metrics`)."""
+    return [name for name in default_metrics() if metric_entry(name).inputs == "model"]
 
 
 @dataclass
@@ -67,8 +75,11 @@ class EvalConfig:
         max_tokens: skip contexts longer than this many tokens (cost of exact HEAT grows with n). ≥ 2.
         seed: seeds example order, metric masks, random scores, HEAT probes and the bootstrap.
         num_masks: Soft-NC / Soft-NS Bernoulli masks per example. ≥ 1.
+        metrics: the model-based metrics of every row, registry names of kind ``"model"`` (default
+            :func:`default_eval_metrics`); DSA / F1 are computed wherever an example has gold tokens. A cached row
+            lacking one of them gets it from its cached scores.
         bootstrap: bootstrap resamples for the 95 % intervals. ≥ 10.
-        baselines: label -> (registry name, options) of the baselines to run.
+        baselines: label -> (registry name, options) of the baselines to run (default :func:`default_baselines`).
         heat: run HEAT (all sink options, the ablations and the sweep).
         betas: β values of the Table 7 sweep (γ = 1 − β); 0.5 is the main HEAT row.
         sweep_sinks: sinks whose sweep rows get the model-based metrics (Soft-NC/NS, AOPC); DSA/F1 (free) are
@@ -95,8 +106,9 @@ class EvalConfig:
     max_tokens: int = 96
     seed: int = 0
     num_masks: int = 8
+    metrics: list[str] = field(default_factory=default_eval_metrics)
     bootstrap: int = 1000
-    baselines: dict[str, tuple[str, dict]] = field(default_factory=lambda: dict(DEFAULT_BASELINES))
+    baselines: dict[str, tuple[str, dict]] = field(default_factory=default_baselines)
     heat: bool = True
     betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.5, 0.8, 1.0])
     sweep_sinks: list[str] = field(default_factory=lambda: list(SINKS))
@@ -128,6 +140,18 @@ class EvalConfig:
         for label, spec in self.baselines.items():
             if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[1], dict)):
                 raise ValueError(f"Expected baseline {label!r} as (registry name, options dict), got {spec!r}")
+            try:
+                method_entry(spec[0])
+            except KeyError as e:
+                raise ValueError(f"baseline {label!r}: {e.args[0]}") from None
+        for name in self.metrics:
+            try:
+                kind = metric_entry(name).inputs
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+            if kind != "model":
+                raise ValueError(f"Expected model-based metrics (kind 'model') in metrics, got {name!r} of kind "
+                                 f"{kind!r}")
 
     def data_path(self, dataset: str) -> str:
         """The file (LongRA: glob) of ``dataset``: the attribute if set, else under ``$HEAT_DATA_DIR``."""
@@ -161,22 +185,31 @@ class EvalConfig:
 
 def parse_methods(specs: Sequence[str] | None) -> dict[str, tuple[str, dict]]:
     """``["occlusion", "ig16=integrated_gradients:steps=16,baseline=mean"]`` -> baseline specs (``None``: the
-    default set). A bare label is a default baseline's label or a registry name without options."""
+    default set, :func:`default_baselines`). A bare label is a default row's label or a registry name (or alias)
+    without options; every name must be in the method registry."""
+    defaults = default_baselines()
     if specs is None:
-        return dict(DEFAULT_BASELINES)
+        return defaults
     out = {}
     for spec in specs:
         label, _, rest = spec.partition("=")
         if not rest:
-            out[label] = DEFAULT_BASELINES.get(label, (label, {}))
-            continue
-        name, _, opts = rest.partition(":")
-        options = {}
-        for item in filter(None, opts.split(",")):
-            k, _, val = item.partition("=")
-            try:
-                options[k] = json.loads(val)
-            except json.JSONDecodeError:
-                options[k] = val
+            if label in defaults:
+                out[label] = defaults[label]
+                continue
+            name, options = label, {}
+        else:
+            name, _, opts = rest.partition(":")
+            options = {}
+            for item in filter(None, opts.split(",")):
+                k, _, val = item.partition("=")
+                try:
+                    options[k] = json.loads(val)
+                except json.JSONDecodeError:
+                    options[k] = val
+        try:
+            name = method_entry(name).name
+        except KeyError as e:
+            raise ValueError(f"{spec!r}: {e.args[0]}") from None
         out[label] = (name, options)
     return out

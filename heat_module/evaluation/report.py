@@ -15,10 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from heat_module.config import SINKS
-from heat_module.evaluation.config import BASELINE_TITLES, BENCHMARKS, DATASET_TITLES, DATASETS, EvalConfig
+from heat_module.evaluation.config import BENCHMARKS, DATASET_TITLES, DATASETS, EvalConfig, baseline_title
 from heat_module.evaluation.stats import Summary, best_sink, mean_over, tied_options
 from heat_module.evaluation.variants import ABLATION_TITLES, ABLATIONS, Variant, heat_key
 from heat_module.heat.transition import GATE_OPTIONS
+from heat_module.metrics.registry import metric_entry
+
+#: the metrics the paper-shaped tables show (Table 2: Soft-NC, Soft-NS; AOPC); every other metric of the run gets a
+#: table of its own
+PAPER_COLUMNS = ("soft_nc", "soft_ns", "aopc")
 
 
 def _fmt(cell: tuple[float, float, float] | None, digits: int = 3, ci: bool = True) -> str:
@@ -90,7 +95,7 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         f"- **HEAT:** exact block-HVP curvature, {cfg.probes} Rademacher probe(s), I with the zero mask, β = γ = 0.5; "
         "M, S, I computed once per example and recombined for every sink option, ablation and β/γ (so these rows "
         "differ only in the recombination, not in noise).",
-        "- **Baselines:** " + ", ".join(f"{BASELINE_TITLES.get(k, k)} (`{n}` {o or ''})".replace(" {}", "")
+        "- **Baselines:** " + ", ".join(f"{baseline_title(k, (n, o))} (`{n}` {o or ''})".replace(" {}", "")
                                           for k, (n, o) in cfg.baselines.items()) + ".",
         f"- **Compute:** {summary.facts['compute_seconds'] / 60:.1f} min of example time in total "
         f"(over all resumed runs; this run's wall time {meta.get('wall_seconds', 0) / 60:.1f} min).", "",
@@ -119,6 +124,13 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
     out += ["AOPC (ERASER comprehensiveness, P(y) drop; higher is better):", ""]
     header = ["Method"] + [DATASET_TITLES[d] for d in datasets]
     out += [_table(header, [[v.title] + [_fmt(c.get((d, v.key, "aopc"))) for d in datasets] for v in main_rows]), ""]
+    for metric in (m for m in cfg.metrics if m not in PAPER_COLUMNS):  # the run's other metrics, from the registry
+        entry = metric_entry(metric)
+        for key, title in entry.keys.items():
+            better = "higher" if entry.higher_is_better else "lower"
+            out += [f"{title} ({better} is better):", "",
+                    _table(header, [[v.title] + [_fmt(c.get((d, v.key, key))) for d in datasets] for v in main_rows]),
+                    ""]
     # ---- Table 1 shape
     if "curated" in datasets:
         out += ["## Alignment on the curated set (Table 1 shape)", "",
@@ -279,7 +291,7 @@ def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str
         if not vals or not math.isfinite(h):
             continue
         best, who = max(vals)
-        who = BASELINE_TITLES.get(who, who)
+        who = baseline_title(who, cfg.baselines.get(who))
         if best > 0:
             verdict = "held" if h >= 2 * best else "did not hold"
             lines.append(f"- {title} on {DATASET_TITLES[d]}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "

@@ -3,10 +3,12 @@
 Methods × datasets, every metric from :mod:`heat_module.metrics`, seeded, with bootstrap 95 % intervals:
 
 - datasets: :mod:`heat_module.evaluation.datasets` (paths from :class:`EvalConfig` or ``$HEAT_DATA_DIR``).
-- metrics: Soft-NC / Soft-NS (ReAGent's definition; raw mean and ln(mean / mean of the metric's own random scores),
-  ReAGent's summary), AOPC (ERASER), DSA and F1 of the top-|gold| tokens (curated set), and on LongRA the share of
-  attribution mass on the distractor sentence ("distractor mass", lower is better).
-- methods: the baselines of the registry, and HEAT, whose components M, S, I are computed once per example and
+- metrics: from the metric registry — the model-based ones of ``EvalConfig.metrics`` (default Soft-NC / Soft-NS
+  with ReAGent's definition, reported as raw means and ln(mean / mean of the metric's own random scores), AOPC
+  (ERASER), ABPC), every gold-token metric (DSA, F1 of the top-|gold| tokens) where an example has gold tokens, and
+  on LongRA the share of attribution mass on the distractor sentence ("distractor mass", lower is better).
+- methods: the baselines of the method registry (the rows its entries declare, with the model-free priors
+  ``last_token`` and ``recency``), and HEAT, whose components M, S, I are computed once per example and
   recombined for every row (:mod:`heat_module.evaluation.variants`). Rows whose scores are equal up to a positive
   factor share one metric evaluation (:func:`score_signature`).
 
@@ -19,7 +21,9 @@ rebuilt from the cache at the end of every run (``report_only`` rebuilds them wi
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from heat_module.attribution.registry import get_method
+from heat_module.attribution.registry import build, get_method
 from heat_module.config import SINKS, HEATConfig
 from heat_module.evaluation.cache import Cache, rounded
 from heat_module.evaluation.config import EvalConfig
@@ -40,7 +44,8 @@ from heat_module.heat.combine import Components
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.forward import embed, make_forward_fn, next_token_logits
 from heat_module.lm.loading import load_model
-from heat_module.metrics.functional import aopc, dsa, f1_alignment, soft_faithfulness
+from heat_module.metrics.functional import dsa
+from heat_module.metrics.registry import metric_entries, metric_entry
 from heat_module.result import Cost
 
 #: friendlier report names of the models ``load_model`` knows by a short name
@@ -59,26 +64,42 @@ class Scorer:
         with torch.no_grad():
             return embed(self.model, ids[None]).detach()
 
-    def model_metrics(self, scores: torch.Tensor, x: torch.Tensor, target: int, random_baseline: bool = False
-                      ) -> dict[str, float]:
-        """Soft-NC, Soft-NS (and their random baseline if asked) and AOPC of (n,) scores on x (1, n, d)."""
+    def model_metrics(self, scores: torch.Tensor, x: torch.Tensor, target: int, random_baseline: bool = False,
+                      names: Sequence[str] | None = None) -> dict[str, float]:
+        """The model-based metrics ``names`` (default the run's ``metrics``) of (n,) scores on x (1, n, d), each by
+        its registry entry's functional form with the run's settings (masks, seed, batch size) where it takes them;
+        ``random_baseline`` adds Soft-NC/NS's random-scores values. Log ratios are left to the summary."""
         cfg = self.cfg
         s = scores[None].to(x.device).float()
-        soft = soft_faithfulness(s, x, None, self.forward_fn, ("nc", "ns"), "reagent", cfg.num_masks, cfg.seed,
-                                 cfg.metric_batch_size, random_baseline)
-        out = {k: float(v) for k, v in soft.items() if not k.endswith("log_ratio")}
-        out["aopc"] = float(aopc(s, x, None, torch.tensor([target], device=x.device), self.forward_fn,
-                                 batch_size=cfg.metric_batch_size))
+        settings = {"definition": "reagent", "num_masks": cfg.num_masks, "seed": cfg.seed,
+                    "batch_size": cfg.metric_batch_size, "random_baseline": random_baseline}
+        out: dict[str, float] = {}
+        for name in cfg.metrics if names is None else names:
+            entry = metric_entry(name)
+            options = {k: v for k, v in settings.items() if k in entry.option_names()}
+            args = [s, x, None]
+            if "target_ids" in inspect.signature(entry.functional).parameters:
+                args.append(torch.tensor([target], device=x.device))
+            value = entry.functional(*args, self.forward_fn, **{**entry.options, **options})
+            values = value if isinstance(value, dict) else {name: value}
+            out.update({k: float(v) for k, v in values.items() if not k.endswith("log_ratio")})
         return out
 
     @staticmethod
     def free_metrics(scores: torch.Tensor, example: EvalExample) -> dict[str, float]:
-        """The metrics without a model: DSA and F1 where the example has gold tokens, else the distractor mass."""
+        """The metrics without a model: every gold-token metric of the registry (DSA, F1; each its own value) where
+        the example has gold tokens, else the distractor mass."""
         out: dict[str, float] = {}
         s = scores[None].float()
         if example.gold:
-            out["dsa"] = float(dsa(s, [example.gold], [example.distractor or []]))
-            out["f1"] = float(f1_alignment(s, [example.gold])["f1"])
+            for name, entry in metric_entries().items():
+                if entry.inputs == "gold_distractor":
+                    value = entry.functional(s, [example.gold], [example.distractor or []])
+                elif entry.inputs == "gold":
+                    value = entry.functional(s, [example.gold])
+                else:
+                    continue
+                out[name] = float(value[name] if isinstance(value, dict) else value)
         elif example.distractor:
             out["distractor_mass"] = -float(dsa(s, [[]], [example.distractor]))
         return out
@@ -117,13 +138,14 @@ class Evaluator:
         self._heat: HEAT | None = None
 
     def method(self, label: str) -> Any:
-        """The attributor of baseline row ``label`` (built once)."""
+        """The attributor of baseline row ``label`` (built once through the registry; a method with a ``seed``
+        option gets the run's seed unless the row sets one)."""
         if label not in self._methods:
             name, options = self.cfg.baselines[label]
             options = dict(options)
-            if name == "random":
+            if "seed" in inspect.signature(get_method(name)).parameters:
                 options.setdefault("seed", self.cfg.seed)
-            self._methods[label] = get_method(name)(self.model, self.tokenizer, **options)
+            self._methods[label] = build(name, self.model, self.tokenizer, **options)
         return self._methods[label]
 
     @property
@@ -139,11 +161,26 @@ class Evaluator:
         """The rows of ``example`` the cache lacks."""
         return [v for v in self.variants if not self.cache.has(Cache.key(example.dataset, example.id, v.key))]
 
+    def missing_metrics(self, example: EvalExample) -> dict[str, list[str]]:
+        """Cached row key -> the run's model-based metrics its record lacks (a metric added to ``metrics`` after the
+        row was computed); they are computed from the row's cached scores."""
+        out = {}
+        for v in self.variants:
+            rec = self.cache.records.get(Cache.key(example.dataset, example.id, v.key))
+            if rec is None or not v.model_metrics or "scores" not in rec:
+                continue
+            names = [n for n in self.cfg.metrics if not set(metric_entry(n).keys) <= set(rec["metrics"])]
+            if names:
+                out[v.key] = names
+        return out
+
     def run_example(self, example: EvalExample) -> int:
-        """Compute every missing variant of one example; returns how many were computed."""
+        """Compute every missing variant (and every missing metric of a cached one) of one example; returns how
+        many variants were computed."""
         todo = self.todo(example)
         need_ref = not self.cache.has(Cache.key(example.dataset, example.id, "__reference__"))
-        if not todo and not need_ref:
+        missing = self.missing_metrics(example)
+        if not todo and not need_ref and not missing:
             return 0
         t_example = time.perf_counter()
         ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(self.model.parameters()).device)
@@ -160,9 +197,7 @@ class Evaluator:
             t0 = time.perf_counter()
             ref = self.scorer.model_metrics(torch.ones_like(ids, dtype=torch.float32), x, target, random_baseline=True)
             rec = {**base, "key": Cache.key(example.dataset, example.id, "__reference__"), "method": "__reference__",
-                   "metrics": {"soft_nc_random": ref["soft_nc_random"], "soft_ns_random": ref["soft_ns_random"],
-                               "soft_nc_uniform": ref["soft_nc"], "soft_ns_uniform": ref["soft_ns"],
-                               "aopc_uniform": ref["aopc"]},
+                   "metrics": {(k if k.endswith("_random") else f"{k}_uniform"): v for k, v in ref.items()},
                    "tokens": self.heat.token_strings(ids) if self.tokenizer is not None else None,
                    "gold": example.gold, "distractor": example.distractor, "seconds": time.perf_counter() - t0}
             self.cache.add(rec)
@@ -225,6 +260,10 @@ class Evaluator:
             self.cache.add({**base, "key": Cache.key(example.dataset, example.id, v.key), "method": v.key,
                             "metrics": metrics, "scores": rounded(scores[v.key]), "extra": extras.get(v.key, {}),
                             "attr_seconds": attr_seconds[v.key], "metric_seconds": time.perf_counter() - t0})
+        for key, names in missing.items():  # metrics added since the row was cached: from its cached scores
+            rec = self.cache.records[Cache.key(example.dataset, example.id, key)]
+            added = self.scorer.model_metrics(torch.tensor(rec["scores"]), x, target, names=names)
+            self.cache.add({**rec, "metrics": {**rec["metrics"], **added}})
         self.cache.add({**base, "key": Cache.key(example.dataset, example.id, f"__time__{time.time():.0f}"),
                         "method": "__time__", "seconds": time.perf_counter() - t_example, "computed": len(todo)})
         return len(todo)

@@ -87,16 +87,17 @@ def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant])
                 vals = [recs[e]["metrics"].get(metric, math.nan) for e in ex_ids]
                 vals_f = [x for x in vals if x is not None and math.isfinite(x)]
                 cells[(dataset, v.key, metric)] = bootstrap_ci(vals_f, cfg.bootstrap, cfg.seed)
-            for kind in ("nc", "ns"):
-                if f"soft_{kind}" in names:
-                    m = [recs[e]["metrics"][f"soft_{kind}"] for e in ex_ids]
-                    r = [refs[dataset][e]["metrics"][f"soft_{kind}_random"] for e in ex_ids]
-                    cells[(dataset, v.key, f"soft_{kind}_log_ratio")] = log_ratio_ci(m, r, cfg.bootstrap, cfg.seed)
+            for metric in names:  # a metric with a random-scores reference (Soft-NC/NS): ReAGent's log ratio
+                if all(f"{metric}_random" in refs[dataset][e]["metrics"] for e in ex_ids):
+                    m = [recs[e]["metrics"][metric] for e in ex_ids]
+                    r = [refs[dataset][e]["metrics"][f"{metric}_random"] for e in ex_ids]
+                    cells[(dataset, v.key, f"{metric}_log_ratio")] = log_ratio_ci(m, r, cfg.bootstrap, cfg.seed)
     for dataset in cfg.datasets:
         rr = list(refs[dataset].values())
-        for kind in ("nc", "ns"):
-            cells[(dataset, "__metric_random__", f"soft_{kind}")] = bootstrap_ci(
-                [r["metrics"][f"soft_{kind}_random"] for r in rr], cfg.bootstrap, cfg.seed)
+        random_keys = sorted({k for r in rr for k in r["metrics"] if k.endswith("_random")})
+        for key in random_keys:  # the metric's own random scores, as a row of its own
+            cells[(dataset, "__metric_random__", key.removesuffix("_random"))] = bootstrap_ci(
+                [r["metrics"][key] for r in rr if key in r["metrics"]], cfg.bootstrap, cfg.seed)
         counts[(dataset, "__metric_random__")] = len(rr)
     facts = {"compute_seconds": float(sum(seconds)), "extras": extras, "refs": refs, "components": components}
     return Summary(cells, counts, facts)

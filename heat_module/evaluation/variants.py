@@ -15,7 +15,7 @@ import torch
 
 from heat_module.config import ABLATIONS as HEAT_ABLATIONS
 from heat_module.config import SINKS, HEATConfig
-from heat_module.evaluation.config import BASELINE_TITLES, EvalConfig
+from heat_module.evaluation.config import EvalConfig, baseline_title
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.transition import GATE_OPTIONS, sink_options, transition_from_captures
 from heat_module.lm.capture import LayerCapture
@@ -49,7 +49,7 @@ def heat_key(sink: str, beta: float = 0.5) -> str:
 
 def variants(cfg: EvalConfig) -> list[Variant]:
     """Every row of the run, in report order."""
-    out = [Variant(label, "baseline", BASELINE_TITLES.get(label, label)) for label in cfg.baselines]
+    out = [Variant(label, "baseline", baseline_title(label, spec)) for label, spec in cfg.baselines.items()]
     if not cfg.heat:
         return out
     out += [Variant(heat_key(s), "heat", f"HEAT (sink={s})" + (" [proposed]" if s not in SINKS else ""), sink=s)

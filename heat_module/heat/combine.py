@@ -28,7 +28,7 @@ from heat_module.result import Cost
 
 @dataclass
 class Components:
-    """The per-token components of one example (all (n,) fp32, n = real tokens only).
+    """The per-token components of one example (all (n,), n = real tokens only; fp64 for an fp64 model, else fp32).
 
     Attributes:
         transition: M, the gate (sums to one).
@@ -60,7 +60,7 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
     """
     if mode == "none":
         return values
-    v = values.float()
+    v = values.to(torch.promote_types(values.dtype, torch.float32))
     if mode == "sum":
         z = v.sum()
         return v / z if float(z) != 0.0 else torch.zeros_like(v)
@@ -68,8 +68,8 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
         n = v.shape[-1]
         if bool((v == v[..., :1]).all()):
             return torch.zeros_like(v)
-        less = (v[None, :] < v[:, None]).sum(-1).float()  # how many values are smaller
-        equal = (v[None, :] == v[:, None]).sum(-1).float()
+        less = (v[None, :] < v[:, None]).sum(-1).to(v.dtype)  # how many values are smaller
+        equal = (v[None, :] == v[:, None]).sum(-1).to(v.dtype)
         return (less + (equal + 1.0) / 2.0) / n  # mean rank of the tie group, 1-based, over n
     raise ValueError(f"Expected normalize to be one of ['none', 'sum', 'rank'], got {mode!r}")
 
@@ -83,7 +83,7 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     A component that is ``None`` counts as zero (under every ``normalize``).
     """
     n = parts.transition.shape[0]
-    zero = torch.zeros(n, dtype=torch.float32, device=parts.transition.device)
+    zero = torch.zeros(n, dtype=parts.transition.dtype, device=parts.transition.device)
 
     def term(values: torch.Tensor | None) -> torch.Tensor:  # normalised; absent = 0 (also under "rank")
         return zero if values is None else normalize_component(values, config.normalize)

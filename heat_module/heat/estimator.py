@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from heat_module.attribution.base import Attributor, TargetIds, target_at
+from heat_module.attribution.registry import register_method
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT, information_fe
@@ -32,10 +33,11 @@ from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
-from heat_module.lm.forward import embed, mask_vector, next_token_logits
+from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_dtype
 from heat_module.result import AttributionResult, Cost, ResultList
 
 
+@register_method("heat", title="HEAT")
 class HEAT(Attributor):
     """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
 
@@ -57,7 +59,6 @@ class HEAT(Attributor):
             (the Lightning integration sets it to ``False``: Lightning's own bar is there).
     """
 
-    name = "heat"
     show_progress: bool | None = None
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, config: HEATConfig | None = None) -> None:
@@ -154,7 +155,7 @@ class HEAT(Attributor):
         if need_i and cfg.information == "exact":
             t0 = time.perf_counter()
             bar.set_description("HEAT I (masked runs)")
-            logp = torch.log_softmax(logits.float() if foil is None else logits, -1)
+            logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
             info = information(
                 self.model, x, captures, logp, None, mask, cfg.info_batch_size,
                 contrast=None if foil is None else (target, foil), progress=bar.update,
@@ -169,7 +170,9 @@ class HEAT(Attributor):
             cost.gradients += 1
             cost.forward_equivalents += FE_GRADIENT
             cost.seconds["first_order"] = time.perf_counter() - t0
-        parts = Components(transition.float(), curv, info, fo, cost)
+        # every component in the score dtype: fp64 for fp64 models, else fp32 (Components)
+        dt = score_dtype(x.dtype)
+        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), cost)
         if cfg.check_finite:
             for name in ("transition", "curvature", "information", "first_order"):
                 value = getattr(parts, name)

@@ -29,7 +29,8 @@ from heat_module.result import Cost
 def information_from_factors(
     factors: FisherFactors, inputs_embeds: torch.Tensor, mask_value: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(n,) fp32 I_i ≈ ½ Σ_y P_y (u_{y,i} · δ_i)², δ_i = mask − x_i (the Fisher quadratic form of eq. 4).
+    """(n,) I_i ≈ ½ Σ_y P_y (u_{y,i} · δ_i)², δ_i = mask − x_i (the Fisher quadratic form of eq. 4); fp32, fp64 for
+    fp64 factors.
 
     Args:
         factors: u (K, n, d), probs (K,) from :func:`heat_module.heat.fisher.fisher_factors` of ``inputs_embeds``.
@@ -47,7 +48,8 @@ def information_from_factors(
     mask = torch.zeros_like(x[0]) if mask_value is None else mask_value.to(x)
     delta = mask[None, :] - x  # (n, d)
     proj = torch.einsum("knd,nd->kn", factors.u, delta)  # (K, n): u_{y,i} · δ_i
-    return (0.5 * (factors.probs.to(proj.dtype)[:, None] * proj.square()).sum(0)).float()
+    out = 0.5 * (factors.probs.to(proj.dtype)[:, None] * proj.square()).sum(0)
+    return out.to(torch.promote_types(out.dtype, torch.float32))
 
 
 def information_fisher(
@@ -58,7 +60,7 @@ def information_fisher(
     mass: float | None = None,
     chunk_size: int = 16,
 ) -> tuple[torch.Tensor, FisherFactors]:
-    """(n,) fp32 Fisher I and the factors used (one forward + one K-cotangent backward).
+    """(n,) Fisher I (fp32, fp64 for an fp64 model) and the factors used (one forward + one K-cotangent backward).
 
     Args:
         inputs_embeds: (1, n, d) X; mask_value: (d,); topk, mass: which tokens (see
@@ -86,7 +88,7 @@ def fisher_components(
         mask_value: (d,) the mask vector of I.
         cost: updated in place (1 forward + K input-gradient backward passes).
     Returns:
-        (S (n,) fp32 or ``None``, I (n,) fp32).
+        (S (n,) fp32 or ``None``, I (n,) fp32, fp64 for an fp64 model).
     """
     factors = fisher_factors(model, inputs_embeds, config.fisher_topk, config.fisher_mass, config.hvp_chunk_size)
     K = int(factors.u.shape[0])

@@ -20,9 +20,17 @@ from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix, con
 from heat_module.lm.forward import next_token_logits, position_ids_from_mask
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision of I for a model computing in ``dtype``: fp32 for half precision and fp32, fp64 for fp64 (on a
+    near-flat prediction the KL is a small sum of small differences, and fp32 would cost fp64 models ~1e-3)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def kl_divergence(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
-    """(..., V) log-probabilities of p and q -> (...) KL(p ‖ q) in fp32 (the argument order of eq. 4 everywhere)."""
-    p_log, q_log = p_log.float(), q_log.float()
+    """(..., V) log-probabilities of p and q -> (...) KL(p ‖ q) in fp32, or fp64 when either input is fp64 (the
+    argument order of eq. 4 everywhere)."""
+    dtype = score_dtype(torch.promote_types(p_log.dtype, q_log.dtype))
+    p_log, q_log = p_log.to(dtype), q_log.to(dtype)
     return (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
 
 
@@ -39,15 +47,15 @@ def information_naive(
         attention_mask: (1, n) 1 for real tokens.
         mask_value: (d,) replacement vector (default zeros).
     Returns:
-        (n,) fp32 I_i (0 on padding).
+        (n,) I_i (0 on padding): fp32, fp64 for an fp64 model.
     """
     n = inputs_embeds.shape[1]
     if mask_value is None:
         mask_value = torch.zeros_like(inputs_embeds[0, 0])
     valid = torch.ones(n, dtype=torch.bool) if attention_mask is None else attention_mask[0].bool().cpu()
-    out = torch.zeros(n, dtype=torch.float32, device=inputs_embeds.device)
     with torch.no_grad():
         logp = torch.log_softmax(next_token_logits(model, inputs_embeds, attention_mask), -1)
+        out = torch.zeros(n, dtype=score_dtype(logp.dtype), device=inputs_embeds.device)
         for i in range(n):
             if not valid[i]:
                 continue
@@ -76,7 +84,7 @@ def information(
         inputs_embeds: (1, n, d) one example (left padding allowed).
         captures: the unmasked run's :class:`LayerCapture` list (its keys/values form the prefix cache); ``None``
             disables prefix sharing.
-        logp: (1, V) or (V,) log P of the unmasked run (in the model's precision for ``contrast``).
+        logp: (1, V) or (V,) log P of the unmasked run (in the model's precision: fp64 for an fp64 model).
         attention_mask: (1, n) 1 for real tokens.
         mask_value: (d,) replacement vector (default zeros).
         batch_size: masked variants per forward pass.
@@ -86,7 +94,7 @@ def information(
             the contrastive S differentiates).
         progress: called with the number of masked runs after each chunk (a progress bar's ``update``).
     Returns:
-        (n,) fp32 I_i (0 on padding and on positions not asked for).
+        (n,) I_i (0 on padding and on positions not asked for): fp32, fp64 when ``logp`` is fp64.
     """
     _, n, _ = inputs_embeds.shape
     device = inputs_embeds.device
@@ -100,8 +108,9 @@ def information(
     share = captures is not None and can_share_prefix(captures)
     full_pos = position_ids_from_mask(attention_mask)
     base = None if contrast is None else (logp.reshape(-1)[contrast[0]] - logp.reshape(-1)[contrast[1]])
-    logp = logp.reshape(1, -1).float()
-    out = torch.zeros(n, dtype=torch.float32, device=device)
+    dtype = score_dtype(logp.dtype)
+    logp = logp.reshape(1, -1).to(dtype)
+    out = torch.zeros(n, dtype=dtype, device=device)
     with torch.no_grad():
         for run in consecutive_runs(positions, batch_size):
             i0 = run[0] if share else 0
@@ -114,12 +123,12 @@ def information(
             prefix = PrefixKV.from_captures(list(captures), i0, attention_mask) if share and i0 > 0 else None
             with prefix_cache(prefix):
                 logits = next_token_logits(model, x, am, position_ids=pos)
-            logq = torch.log_softmax(logits, -1)
+            logq = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, dtype)), -1)
             if contrast is None:
                 out[torch.tensor(run, device=device)] = kl_divergence(logp, logq)
             else:  # in the model's precision: Δ is a small difference of two log-probabilities
                 t, f = contrast
-                out[torch.tensor(run, device=device)] = ((logq[:, t] - logq[:, f]) - base).abs().float()
+                out[torch.tensor(run, device=device)] = ((logq[:, t] - logq[:, f]) - base).abs().to(dtype)
             if progress is not None:
                 progress(c)
     return out

@@ -157,7 +157,11 @@ def transition_from_captures(
     valid = (torch.ones(B, n, dtype=torch.bool, device=device) if attention_mask is None
              else attention_mask.bool().to(device))
     kpm = None if attention_mask is None else valid
-    chosen = set(range(len(captures))) if layers is None else {int(x) % len(captures) for x in layers}
+    L = len(captures)
+    if layers is not None and not all(-L <= int(x) < L for x in layers):
+        raise ValueError(f"Expected rollout_layers in [-{L}, {L}) (the model has {L} attention layers), got "
+                         f"{list(layers)}")
+    chosen = set(range(L)) if layers is None else {int(x) % L for x in layers}
     rho = torch.zeros(B, n, dtype=torch.float32, device=device)
     rho[:, n - 1] = 1.0
     m = torch.zeros(B, n, dtype=torch.float32, device=device)

@@ -92,12 +92,13 @@ def accumulate(
         positions: per window, (n_w,) long indices into [0, n).
         values: per window, (n_w,) values (or ``None`` for a component that is off; then all must be ``None``).
     """
-    nu = torch.zeros(n, dtype=torch.float32)
-    total = None if values[0] is None else torch.zeros(n, dtype=torch.float32)
+    dtype = torch.float32 if values[0] is None else torch.promote_types(values[0].dtype, torch.float32)
+    nu = torch.zeros(n, dtype=dtype)
+    total = None if values[0] is None else torch.zeros(n, dtype=dtype)
     for pos, val in zip(positions, values):
-        nu.index_add_(0, pos.cpu(), torch.ones(pos.numel()))
+        nu.index_add_(0, pos.cpu(), torch.ones(pos.numel(), dtype=dtype))
         if total is not None:
-            total.index_add_(0, pos.cpu(), val.detach().float().cpu())
+            total.index_add_(0, pos.cpu(), val.detach().to(dtype).cpu())
     if total is None:
         return None, nu
     return total / nu.clamp_min(1.0), nu
@@ -152,7 +153,7 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
                    "coverage": nu.tolist()}
     if cfg.window_leakage:
         m_full = transition_from_captures(full_caps, None, cfg.rollout_layers, cfg.sink, cfg.backend,
-                                        gate=cfg.gate)[0].float().cpu()
+                                        gate=cfg.gate)[0].to(m_bar.dtype).cpu()
         delta = (m_full - m_bar).abs()
         extra["window_leakage"] = float(delta.max())
         extra["window_leakage_tv"] = float(0.5 * delta.sum())

@@ -26,24 +26,21 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics.aggregation import SumMetric
 
-from heat_module import metrics as hm_metrics
 from heat_module.attribution.registry import build
 from heat_module.config import HEATConfig
 from heat_module.hashing import stable_hash
-from heat_module.lm.forward import embed, make_forward_fn
+from heat_module.lm.forward import check_left_padding, embed, make_forward_fn
 from heat_module.lm.loading import load_model
+from heat_module.metrics.registry import INPUTS, available_metrics, default_metrics, metric_entry
 from heat_module.result import AttributionResult
 
 INFERENCE_MODE_ERROR = (
     "Expected autograd to be available (HEAT differentiates through the model), got torch.inference_mode enabled: "
     "use Trainer(inference_mode=False) (in a LightningCLI config: `trainer: {inference_mode: false}`)"
 )
-
-ALL_TEST_METRICS = ("soft_nc", "soft_ns", "aopc", "dsa", "f1")
 
 
 @dataclass
@@ -124,6 +121,7 @@ def attribute_padded_batch(
     size = input_ids.shape[0]
     mask = batch.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
+    check_left_padding(mask)
     targets = batch.get("target_ids")
     targets = torch.full((size,), -1, dtype=torch.long) if targets is None else torch.as_tensor(targets).long()
     ids = batch.get("ids")
@@ -285,29 +283,39 @@ class HEATPredictMixin:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def build_test_metrics(names: Sequence[str], model: nn.Module, options: dict[str, dict] | None = None) -> nn.ModuleDict:
-    """The torchmetrics objects of ``names`` (subset of :data:`ALL_TEST_METRICS`).
+#: the metric kinds (:data:`heat_module.metrics.registry.INPUTS`) whose ``update`` a data-module batch can feed
+BATCH_INPUTS = ("model", "gold", "gold_distractor", "attribute_fn")
 
-    ``soft_nc`` / ``soft_ns`` / ``aopc`` get ``forward_fn = make_forward_fn(model)``; ``options[name]`` are extra
-    constructor keyword arguments (e.g. ``{"soft_nc": {"num_masks": 4}}``).
+
+def build_test_metrics(names: Sequence[str], model: nn.Module, options: dict[str, dict] | None = None) -> nn.ModuleDict:
+    """The torchmetrics objects of ``names`` (names or aliases of :func:`heat_module.metrics.available_metrics`).
+
+    A model-based metric gets ``forward_fn = make_forward_fn(model)``; ``options[name]`` are extra constructor
+    keyword arguments (e.g. ``{"soft_nc": {"num_masks": 4}}``; Sensitivity needs ``{"sensitivity": {"attribute_fn":
+    f}}``, an attribution of noisy embeddings). A metric whose inputs a batch does not carry (active/passive
+    robustness: two phrasings aligned token by token) is refused with the reason.
     """
-    unknown = [n for n in names if n not in ALL_TEST_METRICS]
-    if unknown:
-        raise ValueError(f"Expected metrics from {list(ALL_TEST_METRICS)}, got {unknown}")
+    entries = {}
+    for name in names:
+        try:
+            entry = metric_entry(name)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        if entry.inputs not in BATCH_INPUTS:
+            raise ValueError(f"Expected metrics whose inputs a HEATModule batch carries ({list(BATCH_INPUTS)}), got "
+                             f"{name!r} (it needs {entry.inputs!r}: {INPUTS[entry.inputs]}); compute it with "
+                             f"{entry.cls.__name__} directly")
+        entries[entry.name] = entry
     options = dict(options or {})
-    stray = [k for k in options if k not in ALL_TEST_METRICS]
+    known = set(available_metrics())
+    stray = [k for k in options if k not in known]
     if stray:  # options of known but unchosen metrics are ignored, so a config can keep them
-        raise ValueError(f"Expected metric_options keys from {list(ALL_TEST_METRICS)}, got {stray}")
-    classes = {"soft_nc": "SoftNC", "soft_ns": "SoftNS", "aopc": "AOPC", "dsa": "DSA", "f1": "F1Alignment"}
+        raise ValueError(f"Expected metric_options keys from {sorted(known)}, got {stray}")
     forward_fn = make_forward_fn(model)
     out = nn.ModuleDict()
-    for name in names:
-        klass = getattr(hm_metrics, classes[name], None)
-        if klass is None:
-            rank_zero_warn(f"heat_module.metrics has no {classes[name]}; skipping the {name!r} metric")
-            continue
-        kwargs = options.get(name, {})
-        out[name] = klass(**kwargs) if name in ("dsa", "f1") else klass(forward_fn, **kwargs)
+    for name, entry in entries.items():
+        kwargs = dict(options.get(name, {}))
+        out[name] = entry.build(forward_fn=forward_fn, attribute_fn=kwargs.pop("attribute_fn", None), **kwargs)
     return out
 
 
@@ -329,11 +337,13 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         tokenizer: the tokenizer for a built model (optional; loaded with a name).
         config: HEAT's configuration (default ``HEATConfig()``: M·I since issue 15; ``HEATConfig.preset("exact")``
             for eq. 5 with the Hessian term S).
-        method: ``"heat"``, or the name of a baseline resolved by ``heat_module.baselines.get_method``.
+        method: a name of the method registry (:func:`heat_module.attribution.registry.available_methods`):
+            ``"heat"`` or a baseline.
         skip_bad_examples: a failing example becomes an :class:`ExampleError` (written to the errors shard by the
             writer, left out of the metrics) instead of stopping the run.
-        metrics: which test metrics ``test_step`` updates (default all of :data:`ALL_TEST_METRICS`); DSA and F1
-            only on examples with gold tokens (``has_gold``).
+        metrics: which test metrics ``test_step`` updates, by registry name (:func:`heat_module.metrics.
+            available_metrics`; default :func:`heat_module.metrics.registry.default_metrics`: Soft-NC, Soft-NS, AOPC,
+            ABPC, DSA, F1); DSA and F1 only on examples with gold tokens (``has_gold``).
         metric_options: extra constructor arguments per metric, e.g. ``{"soft_nc": {"num_masks": 4}}``.
         method_options: extra arguments of a baseline's factory.
         generate: ``predict_step`` explains generated answers: batches of generation requests
@@ -381,7 +391,7 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         self.heat_skip_bad_examples = skip_bad_examples
         self.heat = get_attributor(method, self.model, self.tokenizer, config, **(method_options or {}))
         self.__dict__["_heat_attributor"] = self.heat
-        self.metric_names = tuple(ALL_TEST_METRICS if metrics is None else metrics)
+        self.metric_names = tuple(default_metrics() if metrics is None else metrics)
         self.test_metrics = build_test_metrics(self.metric_names, self.model, metric_options)
         self.num_examples = SumMetric()
         self.generate = bool(generate)
@@ -438,20 +448,19 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         with torch.no_grad():
             embeds = embed(self.model, input_ids).detach()
             for name, metric in self.test_metrics.items():
-                if name in ("dsa", "f1"):
-                    if gold is None or has_gold is None:
-                        continue
+                inputs = metric_entry(name).inputs
+                if inputs == "model":
+                    metric.update(scores, embeds, mask, targets)
+                elif inputs == "attribute_fn":
+                    metric.update(embeds, mask, targets)
+                elif gold is not None and has_gold is not None and has_gold[index].bool().any():
                     g = has_gold[index].bool()
-                    if not g.any():
-                        continue
-                    if name == "dsa":
+                    if inputs == "gold_distractor":
                         distractor = batch.get("distractor_mask")
                         distractor = torch.zeros_like(gold) if distractor is None else distractor
                         metric.update(scores[g], gold[index][g], distractor[index][g], mask[g])
                     else:
                         metric.update(scores[g], gold[index][g], mask[g])
-                else:
-                    metric.update(scores, embeds, mask, targets)
 
     def on_test_epoch_end(self) -> None:
         """Log every metric (finite values only) as ``test/<name>``, then reset."""

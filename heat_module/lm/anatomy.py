@@ -16,6 +16,7 @@ from keyword arguments such as ``sliding_window`` (Llama 4 passes none for its c
 
 from __future__ import annotations
 
+import inspect
 import re
 import weakref
 from dataclasses import dataclass
@@ -72,11 +73,17 @@ class ModelAnatomy:
         layer_types: per decoder layer, ``"attention"`` or the type of its non-attention token mixer (the
             config's ``layer_types`` entry such as ``"conv"`` / ``"linear_attention"``, else the mixer's class name).
         owner: id of every module inside a decoder layer -> that layer's index (maps a capture to its layer).
+        past_length_readers: class names of modules inside the decoder layers whose forward reads the cache's
+            length (``cache.get_seq_length(...)``) to compute something from absolute positions, such as Llama 4's
+            attention temperature ``log1p(floor((arange(q) + past + 1) / floor_scale))``: a suffix-only run
+            without a cache starts that count at 0, so the prefix cache cannot reproduce it
+            (:func:`past_length_readers`).
     """
 
     num_layers: int
     layer_types: tuple[str, ...]
     owner: dict[int, int]
+    past_length_readers: tuple[str, ...] = ()
 
     @property
     def hybrid(self) -> bool:
@@ -96,6 +103,27 @@ class ModelAnatomy:
 
 
 _ANATOMIES: weakref.WeakKeyDictionary[nn.Module, ModelAnatomy] = weakref.WeakKeyDictionary()
+#: a forward that reads how many tokens the cache holds (the positions before the current input)
+_READS_PAST_LENGTH = re.compile(r"\.get_seq_length\(")
+_PAST_LENGTH_BY_CLASS: dict[type, bool] = {}
+
+
+def _reads_past_length(klass: type) -> bool:
+    """Whether ``klass.forward`` (a model's own Python code) calls ``get_seq_length`` (cached per class)."""
+    if klass not in _PAST_LENGTH_BY_CLASS:
+        try:
+            source = inspect.getsource(klass.forward)
+        except (OSError, TypeError):  # no Python source: torch's own modules, C extensions
+            source = ""
+        _PAST_LENGTH_BY_CLASS[klass] = bool(_READS_PAST_LENGTH.search(source))
+    return _PAST_LENGTH_BY_CLASS[klass]
+
+
+def past_length_readers(layers: nn.ModuleList) -> tuple[str, ...]:
+    """Class names of the modules in ``layers`` (outside ``torch.nn``) whose forward reads the cache's length."""
+    names = {type(m).__name__ for layer in layers for m in layer.modules()
+             if not type(m).__module__.startswith("torch.") and _reads_past_length(type(m))}
+    return tuple(sorted(names))
 
 
 def _mixer_type(layer: nn.Module) -> str | None:
@@ -136,9 +164,22 @@ def model_anatomy(model: nn.Module) -> ModelAnatomy:
             if mixer is not None:
                 kind = mixer
         types.append(kind)
-    anatomy = ModelAnatomy(num_layers=len(layers), layer_types=tuple(types), owner=owner)
+    anatomy = ModelAnatomy(num_layers=len(layers), layer_types=tuple(types), owner=owner,
+                           past_length_readers=past_length_readers(layers))
     _ANATOMIES[model] = anatomy
     return anatomy
+
+
+def check_attention_only(model: nn.Module, what: str) -> None:
+    """Raise unless every decoder layer of ``model`` mixes tokens by attention alone: ``what`` (a rollout over
+    attention, or one layer's attention) describes the token mixing of a hybrid decoder only in part."""
+    anatomy = model_anatomy(model)
+    if anatomy.hybrid:
+        raise ValueError(
+            f"Expected a decoder whose token mixing is all attention for {what}, got a hybrid "
+            f"{type(model).__name__} with {anatomy.describe()}; attention ignores these layers, so {what} would "
+            "leave out part of how tokens reach the prediction"
+        )
 
 
 @dataclass(frozen=True)
@@ -173,16 +214,45 @@ def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
     return mask > torch.finfo(mask.dtype).min / 2
 
 
+def has_attention_bias(mask: torch.Tensor | None) -> bool:
+    """Whether an additive (B, H_m, q, k) attention mask carries more than a pattern: one mask per head (H_m > 1), or
+    finite non-zero entries on attended positions (ALiBi and other position biases added to the logits)."""
+    if mask is None or mask.dtype == torch.bool:
+        return False
+    if mask.dim() == 4 and mask.shape[1] > 1:
+        return True
+    return bool(((mask != 0) & allowed_from_additive(mask)).any())
+
+
+def check_no_attention_bias(mask: torch.Tensor | None, module: nn.Module) -> None:
+    """Raise when the attention mask ``module`` receives carries an additive bias (:func:`has_attention_bias`): HEAT's
+    gate M, prefix cache and kernels rebuild each layer's mask from its allowed pattern (0 / -inf) alone. Only the
+    first example of a batch is read (every row of a batch's mask is built by the same model code), so the check
+    costs O(n²) per call, not O(B·n²)."""
+    if mask is None or not has_attention_bias(mask[:1]):
+        return
+    config = getattr(module, "config", None)
+    model_type = getattr(config, "model_type", None) or type(module).__name__
+    raise NotImplementedError(
+        f"Expected attention masks of 0 (attend) and -inf (masked) shared by all heads, got a {model_type!r} model "
+        f"({type(module).__name__}, mask of shape {tuple(mask.shape)}) that uses an additive attention bias (ALiBi, "
+        "or another per-head or position bias carried in the mask), which HEAT does not support: its gate M, "
+        "prefix cache and kernels rebuild the mask from the allowed positions only and would drop the bias"
+    )
+
+
 def mask_band(mask: torch.Tensor | None) -> MaskBand:
     """Classify a captured (B, 1, n, n) additive mask: causal, sliding window w, chunks of c, or other.
 
     The keys' padding is read from the diagonal (a real token attends itself); only the rows of real query tokens
-    are compared. The window / chunk size is the largest number of keys a query row attends.
+    are compared. The window / chunk size is the largest number of keys a query row attends. A mask with an additive
+    bias (per head, or finite non-zero entries: :func:`has_attention_bias`) is ``"other"``: its pattern alone is not
+    what the layer applies.
     """
     if mask is None:
         return CAUSAL
     B, _, q, k = mask.shape
-    if q != k:
+    if q != k or has_attention_bias(mask):
         return MaskBand("other")
     allowed = allowed_from_additive(mask)[:, 0]  # (B, n, n)
     valid = allowed.diagonal(dim1=-2, dim2=-1)  # (B, n)

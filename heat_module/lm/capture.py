@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from heat_module.lm.anatomy import CAUSAL, MaskBand, ModelAnatomy, allowed_from_additive, mask_band, model_anatomy
+from heat_module.lm.anatomy import (
+    CAUSAL,
+    MaskBand,
+    ModelAnatomy,
+    allowed_from_additive,
+    check_no_attention_bias,
+    mask_band,
+    model_anatomy,
+)
 
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
@@ -206,6 +214,7 @@ def heat_attention_forward(
     if not _active():
         return original_attention(module)(module, query, key, value, attention_mask, **kwargs)
     _, softcap, sinks = _heat_kwargs(kwargs)
+    check_no_attention_bias(attention_mask, module)
     scaling = kwargs.get("scaling")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
@@ -493,12 +502,14 @@ def consecutive_runs(positions: Sequence[int], size: int) -> list[list[int]]:
 
 def can_share_prefix(captures: Sequence[LayerCapture]) -> bool:
     """Prefix sharing is exact when attention is the only token mixing (no hybrid layers, one capture per
-    decoder layer) and the prefix cache can rebuild every layer's mask (causal, sliding window, chunks)."""
+    decoder layer), no layer computes anything from the cache's length (a suffix run has no cache: Llama 4's
+    attention temperature, ``ModelAnatomy.past_length_readers``) and the prefix cache can rebuild every layer's
+    mask (causal, sliding window, chunks)."""
     if not captures:
         return False
     anatomy = captures[0].anatomy
     if anatomy is not None:
-        if anatomy.hybrid:
+        if anatomy.hybrid or anatomy.past_length_readers:
             return False
         layers = [c.decoder_layer for c in captures]
         if None in layers or len(set(layers)) != len(layers):

@@ -23,6 +23,30 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.clamp_min(0)
 
 
+def check_left_padding(attention_mask: torch.Tensor) -> None:
+    """Raise unless every row of the (B, n) ``attention_mask`` is left padding: 0s (padding) then 1s (real tokens).
+
+    A mask with holes (``[1, 0, 1, 1]``) or right padding would put the scores on the wrong tokens: HEAT and the
+    baselines slice each example's real tokens as the positions after its padding.
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(f"Expected attention_mask of shape (batch, n), got {tuple(attention_mask.shape)}")
+    m = attention_mask.detach()
+    binary = (m == 0) | (m == 1)
+    if not bool(binary.all()):
+        bad = sorted({float(v) for v in m[~binary].flatten()[:5].tolist()})
+        raise ValueError(f"Expected attention_mask values 0 (padding) and 1 (real tokens), got {bad}")
+    m = m.long()
+    rows = (m[:, 1:] < m[:, :-1]).any(-1).nonzero().flatten().tolist()
+    if rows:
+        b = rows[0]
+        shown = m[b, :16].tolist()
+        raise ValueError(
+            "Expected a left-padding attention_mask (0s then 1s in every row), got row "
+            f"{b} = {shown}{' ...' if m.shape[1] > 16 else ''} (a mask with holes or right padding)"
+        )
+
+
 def embedding_matrix(model: nn.Module) -> torch.Tensor:
     """(V, d) the input embedding matrix."""
     return model.get_input_embeddings().weight
@@ -97,3 +121,9 @@ def mask_vector(model: nn.Module, kind: str = "zero", token_id: int | None = Non
         with torch.no_grad():
             return embed(model, torch.tensor([[int(token_id)]], device=weight.device))[0, 0]
     raise ValueError(f"Expected mask kind to be one of ['zero', 'mean', 'token'], got {kind!r}")
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of attribution scores for a model computing in ``dtype``: float64 for float64 models (their scores
+    keep the precision they were computed in), float32 for every other (bf16 / fp16 models get fp32 scores)."""
+    return torch.promote_types(dtype, torch.float32)

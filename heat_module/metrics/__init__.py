@@ -16,6 +16,9 @@ Scores may come from any method; padding positions are ignored.
 - F1 / Span-F1 alignment: ``F1Alignment`` (``f1_alignment``). Higher is better.
 - Sensitivity under embedding noise: ``Sensitivity`` (``sensitivity``). Lower is better.
 - Active/passive Spearman ρ: ``ActivePassiveRobustness`` (``active_passive_robustness``). Higher is better.
+
+Every class declares its registry entry beside it (:func:`~heat_module.metrics.registry.register_metric`: name,
+title, what it needs, its functional form); ``available_metrics()`` lists them and ``metric_entry(name)`` builds one.
 """
 
 from heat_module.metrics import functional
@@ -23,6 +26,7 @@ from heat_module.metrics.abpc import ABPC
 from heat_module.metrics.aopc import AOPC
 from heat_module.metrics.dsa import DSA
 from heat_module.metrics.f1_alignment import F1Alignment
+from heat_module.metrics.registry import available_metrics, metric_entries, metric_entry, register_metric
 from heat_module.metrics.sensitivity import Sensitivity
 from heat_module.metrics.soft_faithfulness import SoftFaithfulness, SoftNC, SoftNS
 from heat_module.metrics.spearman import ActivePassiveRobustness
@@ -37,5 +41,9 @@ __all__ = [
     "SoftFaithfulness",
     "SoftNC",
     "SoftNS",
+    "available_metrics",
     "functional",
+    "metric_entries",
+    "metric_entry",
+    "register_metric",
 ]

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from heat_module.metrics.base import RankedRemovalMetric
-from heat_module.metrics.functional.abpc import ABPCOptions, abpc_compute, abpc_update
+from heat_module.metrics.functional.abpc import ABPCOptions, abpc, abpc_compute, abpc_update
 from heat_module.metrics.functional.common import ForwardFn
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("abpc", title="ABPC", inputs="model", functional=abpc, default=True)
 class ABPC(RankedRemovalMetric):
     """ABPC accumulated over batches (sum and count states).
 

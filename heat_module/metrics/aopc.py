@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from heat_module.metrics.base import RankedRemovalMetric
-from heat_module.metrics.functional.aopc import AOPC_PERCENTS, AOPCOptions, aopc_compute, aopc_update
+from heat_module.metrics.functional.aopc import AOPC_PERCENTS, AOPCOptions, aopc, aopc_compute, aopc_update
 from heat_module.metrics.functional.common import ForwardFn
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("aopc", title="AOPC", inputs="model", functional=aopc, default=True)
 class AOPC(RankedRemovalMetric):
     """AOPC comprehensiveness accumulated over batches (sum and count states).
 

@@ -9,9 +9,11 @@ import torch
 
 from heat_module.metrics.base import SumCountMetric
 from heat_module.metrics.functional.common import IndexSpec
-from heat_module.metrics.functional.dsa import dsa_compute, dsa_update
+from heat_module.metrics.functional.dsa import dsa, dsa_compute, dsa_update
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("dsa", title="DSA", inputs="gold_distractor", functional=dsa, default=True)
 class DSA(SumCountMetric):
     """DSA accumulated over batches (sum and count states).
 

@@ -9,9 +9,12 @@ import torch
 
 from heat_module.metrics.base import SumCountMetric
 from heat_module.metrics.functional.common import IndexSpec
-from heat_module.metrics.functional.f1_alignment import f1_alignment_compute, f1_alignment_update
+from heat_module.metrics.functional.f1_alignment import f1_alignment, f1_alignment_compute, f1_alignment_update
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("f1", title="F1", keys={"f1": "F1", "span_f1": "Span-F1"}, aliases=("f1_alignment",),
+                 inputs="gold", functional=f1_alignment, default=True)
 class F1Alignment(SumCountMetric):
     """F1 and Span-F1 alignment accumulated over batches (sum and count states).
 

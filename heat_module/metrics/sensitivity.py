@@ -12,11 +12,14 @@ from heat_module.metrics.base import SumCountMetric
 from heat_module.metrics.functional.sensitivity import (
     AttributeFn,
     SensitivityOptions,
+    sensitivity,
     sensitivity_compute,
     sensitivity_update,
 )
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("sensitivity", title="Sensitivity", inputs="attribute_fn", functional=sensitivity)
 class Sensitivity(SumCountMetric):
     """Sensitivity accumulated over batches (sum and count states).
 

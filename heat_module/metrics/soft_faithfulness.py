@@ -15,11 +15,17 @@ from heat_module.metrics.functional.soft_faithfulness import (
     SoftDefinition,
     SoftKind,
     SoftOptions,
+    soft_faithfulness,
     soft_faithfulness_compute,
     soft_faithfulness_update,
+    soft_nc,
+    soft_ns,
 )
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("soft_faithfulness", title="Soft-NC and Soft-NS", keys={"soft_nc": "Soft-NC", "soft_ns": "Soft-NS"},
+                 inputs="model", functional=soft_faithfulness)
 class SoftFaithfulness(SumCountMetric):
     """Soft-NC and Soft-NS (module docstring) accumulated over batches; one sum state per reported value.
 
@@ -82,6 +88,7 @@ class SoftFaithfulness(SumCountMetric):
         return soft_faithfulness_compute(self.sums(), self.total, self.options.kinds, self.options.random_baseline)
 
 
+@register_metric("soft_nc", title="Soft-NC", inputs="model", functional=soft_nc, default=True)
 class SoftNC(SoftFaithfulness):
     """Soft normalised comprehensiveness alone: :class:`SoftFaithfulness` with ``kinds=("nc",)``.
 
@@ -93,6 +100,7 @@ class SoftNC(SoftFaithfulness):
         super().__init__(forward_fn, ("nc",), **kwargs)
 
 
+@register_metric("soft_ns", title="Soft-NS", inputs="model", functional=soft_ns, default=True)
 class SoftNS(SoftFaithfulness):
     """Soft normalised sufficiency alone: :class:`SoftFaithfulness` with ``kinds=("ns",)``.
 

@@ -8,9 +8,16 @@ from typing import Any
 import torch
 
 from heat_module.metrics.base import SumCountMetric
-from heat_module.metrics.functional.spearman import active_passive_compute, active_passive_update
+from heat_module.metrics.functional.spearman import (
+    active_passive_compute,
+    active_passive_robustness,
+    active_passive_update,
+)
+from heat_module.metrics.registry import register_metric
 
 
+@register_metric("active_passive_robustness", title="Active/passive robustness (Spearman ρ)",
+                 aliases=("spearman",), inputs="pairs", functional=active_passive_robustness)
 class ActivePassiveRobustness(SumCountMetric):
     """Mean Spearman ρ over aligned pairs (sum and count states).
 

@@ -32,6 +32,11 @@ from heat_module.config import PRESETS, S_ONLY_FIELDS, S_UNUSED_WARNING, HEATCon
         (dict(hvp_mode="fast"), "hvp_mode"),
         (dict(progress="yes"), "progress"),
         (dict(rollout_layers=[]), "rollout_layers"),
+        (dict(rollout_layers=[1, 1]), "rollout_layers"),
+        (dict(rollout_layers=[True]), "rollout_layers"),
+        (dict(beta=0.0, gamma=0.0), "at least one of beta, gamma, alpha"),
+        (dict(beta=0.0, gamma=0.0, ablation="no_gate"), "at least one of beta, gamma, alpha"),
+        (dict(beta=0.0, gamma=0.0, ablation="uniform_gate"), "at least one of beta, gamma, alpha"),
     ],
     ids=lambda v: str(v) if isinstance(v, str) else None,
 )
@@ -138,3 +143,10 @@ def test_s_only_changes_names_every_changed_s_field():
 def test_computes_s_and_i_by_hand(fields, s, i):
     cfg = HEATConfig(**fields)
     assert (cfg.computes_s, cfg.computes_i) == (s, i)
+
+
+@pytest.mark.parametrize("ablation", ["transition", "curvature", "information"])
+def test_zero_weights_allowed_where_the_ablation_needs_none(ablation):
+    cfg = HEATConfig(beta=0.0, gamma=0.0, ablation=ablation)
+    assert cfg.ablation == ablation
+    assert HEATConfig(beta=0.0, gamma=0.0, alpha=0.5).alpha == 0.5  # HEAT+FO with the first-order term alone

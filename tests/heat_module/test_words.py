@@ -102,3 +102,17 @@ def test_heat_result_to_words(bpe):
         for k, g in enumerate(groups):
             torch.testing.assert_close(words.scores[k], res.scores[g].sum())
             torch.testing.assert_close(words.information[k], res.information[g].sum())
+
+
+@pytest.mark.parametrize("tokens, groups", [
+    (["x y", " z"], [[0], [1]]),  # a token with inner whitespace: "x" and "y" are one group
+    (["x", " y z", "w"], [[0], [1, 2]]),  # " y z" joins "y" with "zw" (which "w" ends)
+    (["a", " ", "b c", "\n"], [[0], [1, 2, 3]]),  # whitespace-only tokens join the next group, the last at the end
+])
+def test_words_with_tokens_that_span_whitespace(tokens, groups):
+    result = hm.AttributionResult(tokens=tokens, token_ids=torch.arange(len(tokens)), target="t", target_id=0,
+                                  scores=torch.arange(1.0, len(tokens) + 1))
+    words = result.aggregate("words")
+    assert words.extra["groups"] == groups
+    assert "".join(words.tokens) == "".join(tokens)
+    assert torch.equal(words.scores, torch.tensor([float(sum(i + 1 for i in g)) for g in groups]))

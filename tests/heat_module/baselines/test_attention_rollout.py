@@ -51,3 +51,14 @@ def test_residual_option_and_validation(model, batch):
 def test_batched_equals_unbatched_with_left_padding(model, batch, check_batched):
     check_batched(get_method("attention_rollout")(model), batch)
     check_batched(get_method("last_layer_attention")(model), batch)
+
+
+@pytest.mark.parametrize("name", ["attention_rollout", "last_layer_attention", "gated"])
+def test_hybrid_decoder_refused_before_any_forward(name):
+    """LFM2 mixes tokens by short convolutions beside attention: attention alone does not describe it (the same
+    refusal as HEAT's gate M), and the model is left untouched."""
+    model = tiny_model("lfm2")
+    impl = model.config._attn_implementation
+    with pytest.raises(ValueError, match=r"Expected a decoder whose token mixing is all attention .* hybrid .*'conv'"):
+        get_method(name)(model)
+    assert model.config._attn_implementation == impl

@@ -11,7 +11,7 @@ import torch
 
 import heat_module.evaluation.choice as choice
 from heat_module.config import HEATConfig
-from heat_module.evaluation.choice import CANDIDATES, ROWS, ChoiceConfig, row_scores, run_choice
+from heat_module.evaluation.choice import CANDIDATES, PRIOR_ROWS, ROWS, ChoiceConfig, row_scores, run_choice
 from heat_module.evaluation.choice_report import apply_rule, write_choice_report
 from heat_module.heat.combine import Components, combine
 from heat_module.testing import tiny_model, tiny_tokenizer
@@ -42,7 +42,8 @@ def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):
     assert len(bench["metrics"]["soft_nc_seeds"]) == 2
     align = next(r for r in metrics if r["dataset"] == "lambada" and r["row"] == "m_attnlrp")
     assert set(align["metrics"]) == {"dsa", "f1"}
-    assert all(r["seconds"] > 0 for r in metrics if r["row"] != "random")
+    assert all(r["seconds"] > 0 for r in metrics if r["row"] not in ("random", *PRIOR_ROWS))
+    assert {"last_token", "recency"} <= set(PRIOR_ROWS)  # the registry's model-free priors, shown beside every row
 
     report = write_choice_report(cfg, tmp_path / "REPORT.md", command="eval_choice.py --stage report")
     text = report.read_text()

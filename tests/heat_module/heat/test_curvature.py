@@ -121,3 +121,21 @@ def test_runs_across_tokens_equal_per_token_runs_and_naive_loop(mode):
     for chunk in (1, 3, None):
         got = curvature_exact(model, x, y, probes, captures=records, chunk_size=chunk, mode=mode, memory_mb=0.05)
         torch.testing.assert_close(got, per_token, rtol=1e-6, atol=1e-6)
+
+
+def test_llama4_attention_temperature_matches_dense_hessian_of_an_eager_copy():
+    """Exact S on a Llama 4 whose attention temperature counts positions from the cache's length (floor_scale 4 <
+    n): equal to the dense Hessian of an eager copy, as without the temperature."""
+    from tests.heat_module.heat.test_information import tiny_llama4_short_floor
+
+    model = tiny_llama4_short_floor()
+    ids = torch.randint(4, TINY_VOCAB, (1, 8), generator=torch.Generator().manual_seed(0))
+    x = embed(model, ids).detach()
+    with torch.no_grad(), capture() as records:
+        y = int(next_token_logits(model, x).argmax())
+    ref = eager_copy(model)
+    n, d = x.shape[1:]
+    probes = rademacher(1, n, d, seed=7, dtype=x.dtype)
+    expected = block_norms(dense_hessian(ref, x, y), probes)
+    got = curvature_exact(model, x, y, probes, captures=records, chunk_size=2)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-8)

@@ -265,3 +265,17 @@ def test_real_model_attribution(smollm2, preset):
         assert torch.isfinite(value).all() and (value >= 0).all(), name
     assert abs(float(res.transition.sum()) - 1) < 1e-5
     assert " France" in [t for _, t, _ in res.topk(3)] or " capital" in [t for _, t, _ in res.topk(3)]
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_rollout_layers_out_of_range_refused_not_wrapped(tiny_tok, window):
+    """[7] on a 2-layer model is refused (not taken modulo 2, which would be [1]); [-1] is the top layer."""
+    model = make_tiny("llama")
+    ids = torch.randint(4, TINY_VOCAB, (10,), generator=torch.Generator().manual_seed(0))
+    with hm.HEAT(model, tiny_tok, hm.HEATConfig(rollout_layers=[7], window=window)) as heat:
+        with pytest.raises(ValueError, match=r"Expected rollout_layers in \[-2, 2\) .* got \[7\]"):
+            heat.attribute(ids)
+    with hm.HEAT(model, tiny_tok, hm.HEATConfig(rollout_layers=[-1], window=window)) as heat:
+        top = heat.attribute(ids).transition
+    with hm.HEAT(model, tiny_tok, hm.HEATConfig(rollout_layers=[1], window=window)) as heat:
+        torch.testing.assert_close(heat.attribute(ids).transition, top)

@@ -146,3 +146,16 @@ def test_transition_on_smollm2(smollm2, backend):
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
     # the attention sink: docs/design.md's M puts most of the mass on the first token of this model
     assert got[0] > 0.5
+
+
+def test_rollout_layers_out_of_range_refused():
+    model = install(tiny_model("qwen2"))  # 2 attention layers
+    ids = torch.randint(4, TINY_VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), capture() as caps:
+        model(ids)
+    assert len(caps) == 2
+    for layers in ([7], [2], [-3]):
+        with pytest.raises(ValueError, match=r"Expected rollout_layers in \[-2, 2\).*got \[" + str(layers[0])):
+            transition_from_captures(caps, layers=layers, backend="torch")
+    torch.testing.assert_close(transition_from_captures(caps, layers=[-1], backend="torch"),
+                               transition_from_captures(caps, layers=[1], backend="torch"))

@@ -15,6 +15,7 @@ import torch
 import heat_module as hm
 from heat_module.data import CuratedDataModule, TextPromptsDataModule
 from heat_module.lightning.module import ExampleError, HEATModule, HEATPredictMixin, attribute_padded_batch
+from heat_module.metrics.registry import metric_entry
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -213,3 +214,19 @@ def test_ddp_two_processes_write_every_example_once(tmp_path):
     assert all(p.read_text().strip() for p in shards)  # both ranks did work
     metrics = json.loads((tmp_path / "test_metrics.json").read_text())
     assert metrics["test/num_examples"] == 7  # a padded DistributedSampler would count 8
+    names = json.loads((tmp_path / "metric_names.json").read_text())  # every registered metric a batch carries
+    assert {"soft_nc", "soft_ns", "aopc", "abpc", "sensitivity"} <= set(names)
+    gold_free = [n for n in names if n not in ("dsa", "f1")]  # the prompts have no gold tokens
+    logged = [f"test/{key}" for n in gold_free for key in metric_entry(n).keys]
+    assert set(logged) <= set(metrics), sorted(metrics)
+
+
+def test_mask_with_holes_is_refused_before_any_compute(tiny):
+    model, tok = tiny
+    ids = torch.randint(4, 60, (2, 5), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 1, 1]]),
+             "ids": ["a", "b"]}
+    with hm.HEAT(model, tok, CHEAP) as heat:
+        for skip in (False, True):
+            with pytest.raises(ValueError, match=r"left-padding attention_mask .* got row 1 = \[1, 0, 0, 1, 1\]"):
+                attribute_padded_batch(heat, batch, skip_bad_examples=skip)

@@ -59,3 +59,33 @@ def test_hybrid_anatomy():
     assert "'conv' at decoder layers [0, 2]" in lfm2.describe()
     for arch in ("llama", "gpt_oss", "deepseek_v3", "gpt2"):
         assert not model_anatomy(tiny_model(arch)).hybrid, arch
+
+
+def test_mask_with_an_additive_bias_is_not_a_band():
+    """ALiBi-style masks (a per-head linear bias on the attended keys) are 'other', whatever head 0 looks like."""
+    from heat_module.lm.anatomy import has_attention_bias
+
+    n, heads = 5, 4
+    j, i = torch.arange(n)[:, None], torch.arange(n)[None]
+    causal = _additive((i <= j)[None])  # (1, 1, n, n)
+    assert not has_attention_bias(causal) and not has_attention_bias((i <= j)[None, None])
+    slopes = 2.0 ** -torch.arange(1, heads + 1, dtype=torch.float32)
+    alibi = (slopes[:, None, None] * i.float()).expand(heads, n, n)[None].masked_fill(~(i <= j), causal.min())
+    assert has_attention_bias(alibi) and mask_band(alibi) == MaskBand("other")
+    one_head = alibi[:, 1:2]  # a single-head bias: finite non-zero entries
+    assert has_attention_bias(one_head) and mask_band(one_head) == MaskBand("other")
+    assert has_attention_bias(causal.expand(1, heads, n, n))  # one mask per head
+
+
+def test_layers_that_read_the_cache_length_turn_prefix_sharing_off():
+    """Llama 4's attention reads ``cache.get_seq_length`` (its temperature counts absolute positions); a suffix run
+    of the prefix cache has no cache, so sharing is off there and on for models that do not read it."""
+    from heat_module.lm.capture import can_share_prefix
+
+    for arch, readers in (("llama4", ("Llama4TextAttention",)), ("llama", ()), ("gemma3", ())):
+        model = install(tiny_model(arch))
+        assert model_anatomy(model).past_length_readers == readers, arch
+        ids = torch.randint(4, TINY_VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), capture() as caps:
+            next_token_logits(model, embed(model, ids))
+        assert can_share_prefix(caps) == (not readers), arch

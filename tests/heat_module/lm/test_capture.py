@@ -74,3 +74,36 @@ def test_model_without_attention_interface_is_rejected():
     model._can_set_attn_implementation = lambda: False  # as models with hand-written attention report
     with pytest.raises(TypeError, match="AttentionInterface"):
         install(model)
+
+
+def tiny_alibi_falcon():
+    """falcon-rw style: ALiBi, the position bias added to the attention mask per head."""
+    from transformers import AutoModelForCausalLM, FalconConfig
+
+    cfg = FalconConfig(vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True,
+                       multi_query=False, parallel_attn=False, bias=True, new_decoder_architecture=False,
+                       pad_token_id=0)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+
+
+@pytest.mark.parametrize("method", ["heat", "heat_batched", "exact", "attention_rollout"])
+def test_alibi_is_refused_before_any_score(method):
+    """The bias lives in the mask (per head, finite non-zero entries): HEAT's captures, prefix cache and rollout
+    would drop it, so every computation that records attention refuses it; outside them the model is unchanged."""
+    import heat_module as hm
+    from heat_module.baselines import get_method
+
+    model = tiny_alibi_falcon()
+    ids = torch.randint(4, TINY_VOCAB, (12,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(ids[None]).logits
+    config = {"heat": hm.HEATConfig(), "heat_batched": hm.HEATConfig(info_batch_size=2),
+              "exact": hm.HEATConfig.preset("exact")}.get(method)
+    attributor = get_method(method)(model) if config is None else hm.HEAT(model, None, config)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids[None]).logits, before, rtol=0, atol=0)  # installed: unchanged
+    with pytest.raises(NotImplementedError, match=r"'falcon' model .* uses an additive attention bias \(ALiBi"):
+        attributor.attribute(ids)
+    if config is not None:
+        attributor.close()

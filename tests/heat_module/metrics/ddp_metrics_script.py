@@ -1,4 +1,4 @@
-"""Every metric class on one process vs on two gloo (CPU) processes; prints ``{"single": ..., "ddp": ...}`` JSON.
+"""Every registered metric on one process vs on two gloo (CPU) processes; prints ``{"single": ..., "ddp": ...}`` JSON.
 
 Run by ``test_metrics_ddp.py`` as a subprocess (``python ddp_metrics_script.py``). Seven left-padded examples on a
 tiny Llama: the single process updates in batches of 4 and 3; under DDP rank r takes examples r, r+2, ... (4 and 3
@@ -19,14 +19,8 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 
 from heat_module.lm.forward import make_forward_fn, next_token_logits  # noqa: E402
-from heat_module.metrics import (  # noqa: E402
-    AOPC,
-    DSA,
-    ActivePassiveRobustness,
-    F1Alignment,
-    Sensitivity,
-    SoftFaithfulness,
-)
+from heat_module.metrics import SoftFaithfulness  # noqa: E402
+from heat_module.metrics.registry import metric_entries  # noqa: E402
 from heat_module.testing import TINY_VOCAB, grad_x_input_fn, tiny_model  # noqa: E402
 
 NUM, N = 7, 8
@@ -54,24 +48,24 @@ def run(indices: list[int], batch: int) -> dict[str, float]:
     model = tiny_model("llama", seed=0)
     forward_fn = make_forward_fn(model)
     data = make_data(model)
-    metrics = {
-        "soft": SoftFaithfulness(forward_fn, num_masks=2, seed=3, batch_size=8),
-        "heta": SoftFaithfulness(forward_fn, definition="heta"),
-        "aopc": AOPC(forward_fn),
-        "dsa": DSA(),
-        "f1": F1Alignment(),
-        "sensitivity": Sensitivity(grad_x_input_fn(model), num_samples=3, delta=0.05),
-        "spearman": ActivePassiveRobustness(),
-    }
+    attribute_fn = grad_x_input_fn(model)
+    small = {"soft_nc": {"num_masks": 2, "seed": 3, "batch_size": 8}, "soft_ns": {"num_masks": 2, "seed": 3},
+             "soft_faithfulness": {"num_masks": 2, "seed": 3}, "sensitivity": {"num_samples": 3, "delta": 0.05},
+             "abpc": {"steps": 4}}
+    entries = metric_entries()
+    metrics = {name: e.build(forward_fn=forward_fn, attribute_fn=attribute_fn, **small.get(name, {}))
+               for name, e in entries.items()}
+    metrics["heta"] = SoftFaithfulness(forward_fn, definition="heta")  # the other definition, beside the registry's
     for start in range(0, len(indices), batch):
         i = torch.tensor(indices[start : start + batch])
         d = {k: v[i] for k, v in data.items()}
-        for name in ("soft", "heta", "aopc"):
-            metrics[name].update(d["scores"], d["x"], d["mask"], d["targets"])
-        metrics["dsa"].update(d["scores"], d["gold"], d["distractor"], d["mask"])
-        metrics["f1"].update(d["scores"], d["gold"], d["mask"])
-        metrics["sensitivity"].update(d["x"], d["mask"], d["targets"])
-        metrics["spearman"].update(d["scores"], d["rephrased"], d["mask"].bool())
+        args = {"model": (d["scores"], d["x"], d["mask"], d["targets"]),
+                "gold": (d["scores"], d["gold"], d["mask"]),
+                "gold_distractor": (d["scores"], d["gold"], d["distractor"], d["mask"]),
+                "attribute_fn": (d["x"], d["mask"], d["targets"]),
+                "pairs": (d["scores"], d["rephrased"], d["mask"].bool())}
+        for name, metric in metrics.items():
+            metric.update(*args[entries[name].inputs if name in entries else "model"])
     out = {}
     for name, metric in metrics.items():
         value = metric.compute()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heat_module.metrics import ABPC
 from heat_module.metrics.functional import abpc
 from heat_module.metrics.functional.abpc import abpc_counts, abpc_values
 
@@ -37,15 +36,6 @@ def test_abpc_matches_the_reference_on_a_padded_batch(model, forward_fn, batch, 
         want = reference_abpc(model, e, scores[b, real], y, steps)
         assert values[b].item() == pytest.approx(want, abs=1e-5)
     assert abpc(scores, x, mask, targets, forward_fn, steps=steps).item() == pytest.approx(values.mean().item())
-
-
-def test_class_accumulates_like_the_functional_form(forward_fn, batch, scores):
-    x, mask, targets, _ = batch
-    metric = ABPC(forward_fn, steps=4)
-    metric.update(scores[:2], x[:2], mask[:2], targets[:2])
-    metric.update(scores[2:], x[2:], mask[2:], targets[2:])
-    want = abpc_values(scores, x, mask, targets, forward_fn, steps=4).mean()
-    assert metric.compute().item() == pytest.approx(want.item(), abs=1e-6)
 
 
 def test_only_the_order_counts_and_reversal_flips_the_sign(forward_fn, batch, scores):

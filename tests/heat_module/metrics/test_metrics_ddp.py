@@ -1,4 +1,5 @@
-"""Metric states reduce across DDP ranks: 2 gloo processes give the single-process values (run as a subprocess)."""
+"""Every registered metric's states reduce across DDP ranks: 2 gloo processes give the single-process values (run
+as a subprocess)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from heat_module.metrics.registry import available_metrics
 
 SCRIPT = Path(__file__).with_name("ddp_metrics_script.py")
 
@@ -27,4 +30,6 @@ def test_two_ranks_equal_one_process():
             assert math.isnan(ddp[key]), key
         else:
             assert ddp[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert single["soft.soft_nc"] > 0 and single["aopc"] != 0 and single["sensitivity"] > 0
+    names = {key.split(".")[0] for key in single}
+    assert names == {*available_metrics(), "heta"}  # every registered metric, ABPC included
+    assert single["soft_nc.soft_nc"] > 0 and single["aopc"] != 0 and single["abpc"] != 0 and single["sensitivity"] > 0

@@ -1,25 +1,21 @@
-"""The Sensitivity Metric class: accumulating over updates equals the functional form, which grows with δ."""
+"""Sensitivity grows with the noise scale δ and is 0 without noise (class = functional form:
+test_classes_equal_functional.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from heat_module.metrics import Sensitivity
 from heat_module.metrics.functional import sensitivity
 from heat_module.testing import grad_x_input_fn
 
 
-def test_class_equals_functional_across_updates_and_grows_with_delta(model, batch):
+def test_grows_with_delta_and_checks_its_options(model, batch):
     x, mask, targets, _ = batch
     attribute = grad_x_input_fn(model)
-    metric = Sensitivity(attribute, num_samples=3, delta=0.05)
-    metric.update(x[:1], mask[:1], targets[:1])
-    metric.update(x[1:], mask[1:], targets[1:])
-    expected = sensitivity(x, mask, targets, attribute, num_samples=3, delta=0.05)
-    torch.testing.assert_close(metric.compute(), expected, atol=1e-6, rtol=1e-5)
+    small = sensitivity(x, mask, targets, attribute, num_samples=3, delta=0.05)
     assert float(sensitivity(x, mask, targets, attribute, num_samples=3, delta=0.0)) == 0.0
-    assert float(sensitivity(x, mask, targets, attribute, num_samples=3, delta=0.5)) > float(expected)
+    assert float(sensitivity(x, mask, targets, attribute, num_samples=3, delta=0.5)) > float(small)
     assert not Sensitivity.higher_is_better
     with pytest.raises(ValueError, match="Expected num_samples >= 2"):
         Sensitivity(attribute, num_samples=1)

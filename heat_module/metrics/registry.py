@@ -1,0 +1,190 @@
+"""The one registry of metrics by name: each metric class declares its entry ONCE, beside the class::
+
+    @register_metric("aopc", title="AOPC", inputs="model", functional=aopc, default=True)
+    class AOPC(RankedRemovalMetric): ...
+
+An entry (:class:`MetricEntry`) says what the metric is called (name, aliases, the titles of the values it reports),
+what it needs (:data:`INPUTS`: how it is built and what ``update`` takes), its functional form and whether
+``HEATModule`` computes it by default. ``HEATModule(metrics=...)``, the evaluation's column titles and the tests
+(one class-vs-functional test for every entry, the DDP test over every entry) read these entries, so adding a metric
+is one file (its class with the decorator; its functional form beside the others) plus its test.
+
+The entries are read lazily: the first read imports every module of :data:`METRIC_MODULES` (the metric classes need
+no optional dependency, so listing them costs only their import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: packages whose every module is imported to collect the declarations
+METRIC_MODULES = ("heat_module.metrics",)
+
+#: what a metric needs, by kind: how it is built and what its ``update`` takes
+INPUTS: dict[str, str] = {
+    "model": "Metric(forward_fn, **options); update(scores (B, n), inputs_embeds (B, n, d), attention_mask (B, n), "
+             "target_ids (B,))",
+    "gold": "Metric(**options); update(scores (B, n), gold (B, n) bool, attention_mask (B, n))",
+    "gold_distractor": "Metric(**options); update(scores (B, n), gold (B, n) bool, distractor (B, n) bool, "
+                       "attention_mask (B, n))",
+    "attribute_fn": "Metric(attribute_fn, **options) with attribute_fn(inputs_embeds, attention_mask, target_ids) -> "
+                    "scores; update(inputs_embeds (B, n, d), attention_mask (B, n), target_ids (B,))",
+    "pairs": "Metric(**options); update(scores_a (B, m), scores_b (B, m), valid (B, m) bool): attributions of two "
+             "phrasings aligned token by token",
+}
+
+#: how a value key's suffix reads in a title (``soft_nc_rank`` -> "Soft-NC (ranks)")
+SUFFIX_TITLES = {"_rank": " (ranks)", "_random": " of random scores", "_log_ratio": " ln(method / random)",
+                 "_uniform": " of uniform scores"}
+
+_ENTRIES: dict[str, MetricEntry] = {}
+_ALIASES: dict[str, str] = {}
+_LOADED = False
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """One registered metric.
+
+    Attributes:
+        name: the registry name (``HEATModule(metrics=[name])``, the ``test/<key>`` it logs).
+        cls: the torchmetrics class.
+        inputs: a kind of :data:`INPUTS`.
+        functional: its functional form, same arguments as the class's constructor and ``update`` together
+            (``f(*update_args, [forward_fn | attribute_fn], **options)``).
+        title: its title in reports.
+        keys: value key -> title of every value ``compute()`` reports as a dict (a metric with one value: ``{name:
+            title}``, the default).
+        aliases: other names it is found by.
+        options: constructor options fixed by the entry (e.g. which of Soft-NC / Soft-NS).
+        default: whether ``HEATModule`` computes it when ``metrics`` is not given.
+    """
+
+    name: str
+    cls: Any
+    inputs: str
+    functional: Callable[..., Any]
+    title: str
+    keys: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    default: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.cls.higher_is_better)
+
+    def option_names(self) -> set[str]:
+        """The keyword options its constructor takes: its own, or — for a class that only forwards ``**kwargs``
+        (``SoftNC``) — those of the first base constructor that names its options (the shared bases of
+        :mod:`heat_module.metrics.base` take none)."""
+        for klass in self.cls.__mro__:
+            if klass.__module__ == "heat_module.metrics.base":
+                return set()
+            if "__init__" not in vars(klass):
+                continue
+            params = inspect.signature(klass.__init__).parameters
+            names = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD} - {"self", "forward_fn",
+                                                                                      "attribute_fn"}
+            if names or not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                return names
+        return set()
+
+    def build(self, forward_fn: Callable | None = None, attribute_fn: Callable | None = None, **options: Any) -> Any:
+        """The metric object: ``forward_fn`` for a ``"model"`` metric, ``attribute_fn`` for an ``"attribute_fn"``
+        one (error naming what was expected when missing), the entry's fixed options and ``options``."""
+        kwargs = {**self.options, **options}
+        if self.inputs == "model":
+            if forward_fn is None:
+                raise ValueError(f"Expected a forward_fn for the model-based metric {self.name!r}, got None")
+            return self.cls(forward_fn, **kwargs)
+        if self.inputs == "attribute_fn":
+            if attribute_fn is None:
+                raise ValueError(f"Expected an attribute_fn(inputs_embeds, attention_mask, target_ids) -> scores for "
+                                 f"the metric {self.name!r}, got None")
+            return self.cls(attribute_fn, **kwargs)
+        return self.cls(**kwargs)
+
+
+def canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"Expected a metric name string, got {type(name).__name__}")
+    return name.strip().lower().replace("-", "_")
+
+
+def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], title: str,
+                    keys: Mapping[str, str] | None = None, aliases: tuple[str, ...] = (),
+                    options: Mapping[str, Any] | None = None, default: bool = False) -> Callable[[type], type]:
+    """Class decorator: declare the metric ``name`` (fields as :class:`MetricEntry`)."""
+    if inputs not in INPUTS:
+        raise ValueError(f"Expected inputs among {list(INPUTS)}, got {inputs!r}")
+    key = canonical(name)
+
+    def declare(cls: type) -> type:
+        _ENTRIES[key] = MetricEntry(key, cls, inputs, functional, title, dict(keys or {key: title}),
+                                    tuple(canonical(a) for a in aliases), dict(options or {}), default)
+        for alias in aliases:
+            _ALIASES[canonical(alias)] = key
+        return cls
+
+    return declare
+
+
+def load_declarations() -> None:
+    """Import every module of :data:`METRIC_MODULES` once, so every metric has declared its entry."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
+        for name in METRIC_MODULES:
+            module = importlib.import_module(name)
+            for info in pkgutil.iter_modules(module.__path__):
+                importlib.import_module(f"{name}.{info.name}")
+    except BaseException:
+        _LOADED = False  # a failed import is retried (and raises again) on the next read
+        raise
+
+
+def metric_entries() -> dict[str, MetricEntry]:
+    """name -> :class:`MetricEntry` of every registered metric, sorted by name."""
+    load_declarations()
+    return dict(sorted(_ENTRIES.items()))
+
+
+def available_metrics() -> list[str]:
+    """The registered metric names (aliases excluded), sorted."""
+    return list(metric_entries())
+
+
+def default_metrics() -> list[str]:
+    """The metrics ``HEATModule`` computes when ``metrics`` is not given."""
+    return [name for name, entry in metric_entries().items() if entry.default]
+
+
+def metric_entry(name: str) -> MetricEntry:
+    """The entry of ``name`` or an alias (case-insensitive, ``-`` = ``_``); ``KeyError`` naming the known ones."""
+    load_declarations()
+    key = canonical(name)
+    key = _ALIASES.get(key, key)
+    if key not in _ENTRIES:
+        raise KeyError(f"Expected a metric name in {available_metrics()} (or an alias in {sorted(_ALIASES)}), "
+                       f"got {name!r}")
+    return _ENTRIES[key]
+
+
+def metric_title(key: str) -> str:
+    """The title of a reported value key: an entry's key (``"span_f1"`` -> "Span-F1"), or one with a suffix of
+    :data:`SUFFIX_TITLES` (``"soft_nc_rank"`` -> "Soft-NC (ranks)"); the key itself when no entry reports it."""
+    titles = {k: t for entry in metric_entries().values() for k, t in entry.keys.items()}
+    if key in titles:
+        return titles[key]
+    for suffix, words in SUFFIX_TITLES.items():
+        if key.endswith(suffix) and key[: -len(suffix)] in titles:
+            return titles[key[: -len(suffix)]] + words
+    return key

@@ -1,6 +1,8 @@
 """`make demo`: attribute a sentence of our own with the real SmolLM2-135M, offline.
 
 Prints the greedy next token, the top context tokens and their components, and writes an HTML and a PNG heatmap.
+A causal LM's final context token often carries most of the attribution; the demo therefore ranks the context
+*before* it (the final token's score is printed on its own line), and the heatmaps leave it out of their colour scale.
 By default HEAT runs as ``HEATConfig()``: M·I, the gate times the KL information (no Hessian term; issue 15);
 ``--preset exact`` adds eq. 5's S (exact HVPs, slower) and its column.
 """
@@ -37,10 +39,20 @@ def main() -> None:
     has_s = result.curvature is not None  # HEATConfig() (β = 0) computes no S
     print(f"HEATConfig.preset({args.preset!r}): Attr = M·(β S + γ I), β = {config.beta:g}, γ = {config.gamma:g}\n")
     print(f"{'rank':>4}  {'token':<14} {'Attr':>9} {'M':>7}" + (f" {'S':>9}" if has_s else "") + f" {'I':>8}")
-    for rank, (i, tok, score) in enumerate(result.topk(8), 1):
+    last = len(result.tokens) - 1
+
+    def line(label: str, i: int) -> str:
         s = f" {float(result.curvature[i]):>9.4g}" if has_s else ""
-        print(f"{rank:>4}  {tok!r:<14} {score:>9.4g} {float(result.transition[i]):>7.3f}{s} "
-              f"{float(result.information[i]):>8.4g}")
+        return (f"{label:>4}  {result.tokens[i]!r:<14} {float(result.scores[i]):>9.4g} "
+                f"{float(result.transition[i]):>7.3f}{s} {float(result.information[i]):>8.4g}")
+
+    scores = result.scores.float()
+    total = float(scores.clamp_min(0).sum())
+    share = float(scores[last].clamp_min(0)) / total if total > 0 else 0.0
+    print(line("last", last) + f"   <- the final token, {100 * share:.0f} % of the positive mass; left out below")
+    print("top context tokens excluding the final token:")
+    for rank, i in enumerate(scores[:last].argsort(descending=True)[:8].tolist(), 1):
+        print(line(str(rank), i))
     html_path = os.path.join(args.out, "demo.html")
     png_path = os.path.join(args.out, "demo.png")
     result.save_html(html_path, title=args.text)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from heat_module.result import AttributionResult, Cost
+from heat_module.viz_matrix import MatrixViews
 from heat_module.words import LEVELS, REDUCES, sentence_groups, span_groups, token_offsets, word_groups
 
 STEP_SCORES: tuple[str, ...] = ("probability", "rank", "entropy")
@@ -32,8 +33,12 @@ _FORMAT = "heat-generation-result/1"
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(MatrixViews):
     """Attribution of every generated token to the prompt and the answer so far.
+
+    Pictures (from :class:`heat_module.viz_matrix.MatrixViews`): ``to_html``, ``save_html``, ``save_png``,
+    ``_repr_html_`` (Jupyter), ``to_text(color=True)`` (terminal) and ``show()`` — a matrix heatmap with P(y_t)
+    beside each row, the causal triangle blank, turn boundaries marked and special tokens hidden.
 
     Attributes:
         prompt_ids: (n,) the prompt's token ids.

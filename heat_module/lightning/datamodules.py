@@ -4,6 +4,8 @@
   (:mod:`heat_module.data.text_prompts`).
 - :class:`LongRADataModule` — ReAGent's LongRA JSON lines (:mod:`heat_module.data.longra`).
 - :class:`CuratedDataModule` — the NarrativeQA ⊕ SciQ curated set (:mod:`heat_module.data.curated`).
+- :class:`GenerationDataModule` — prompts or chat conversations whose answer is explained token by token
+  (:mod:`heat_module.data.generation_prompts`; for ``HEATModule(generate=True)``).
 
 The files are read by the plain-Python readers of :mod:`heat_module.data`; this module adds the Lightning parts.
 A subclass of :class:`HEATDataModule` implements :meth:`HEATDataModule.load_examples` (read its file, tokenise, return
@@ -31,6 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from heat_module.data.collate import Example, LeftPadCollator, pad_token_id
 from heat_module.data.curated import read_curated
+from heat_module.data.generation_prompts import GenerationRequest, collate_requests, read_generation_requests
 from heat_module.data.longra import read_longra
 from heat_module.data.readers import DataError, resolve_path, resolve_tokenizer
 from heat_module.data.text_prompts import MULTI_TOKEN_TARGETS, read_text_prompts
@@ -161,8 +164,12 @@ class HEATDataModule(pl.LightningDataModule):
             sampler = UnrepeatedShardSampler(examples, trainer.world_size, trainer.global_rank)
         return DataLoader(
             examples, batch_size=self.batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=LeftPadCollator(pad_token_id(self.tokenizer)),
+            collate_fn=self.collate_fn(),
         )
+
+    def collate_fn(self) -> Any:
+        """How examples become a batch: left-padded tensors (:class:`~heat_module.data.collate.LeftPadCollator`)."""
+        return LeftPadCollator(pad_token_id(self.tokenizer))
 
     def predict_dataloader(self) -> DataLoader:
         return self._dataloader(resume=True)
@@ -265,3 +272,39 @@ class CuratedDataModule(HEATDataModule):
 
     def load_examples(self) -> list[Example]:
         return read_curated(self.path, self.tokenizer, self.bad_example, self.limit)
+
+
+class GenerationDataModule(HEATDataModule):
+    """Prompts or chat conversations, each with an optional answer, whose answer is explained token by token
+    (:mod:`heat_module.data.generation_prompts`). Batches are ``{"requests", "ids", "metadata"}`` dicts for
+    ``HEATModule(generate=True)``, which writes one :class:`~heat_module.GenerationResult` per request.
+
+    Args:
+        path: a ``.jsonl`` file of ``{"prompt": ...}`` or ``{"messages": [...]}`` lines (optional ``id``,
+            ``continuation``, ``max_new_tokens``, ``metadata``), or a list of such dicts / prompt strings.
+        max_new_tokens: generated tokens per request without a ``continuation`` (a line's own value wins).
+        tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule` (the tokenizer
+            is not needed to read the file: the attribution call tokenises, with the chat template for messages).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | list,
+        max_new_tokens: int = 16,
+        tokenizer: object = "smollm2",
+        batch_size: int = 1,
+        limit: int | None = None,
+        num_workers: int = 0,
+        skip_bad_examples: bool = False,
+    ) -> None:
+        super().__init__(tokenizer, batch_size, limit, num_workers, skip_bad_examples)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise ValueError(f"Expected max_new_tokens to be an integer >= 1, got {max_new_tokens!r}")
+        self.path = path
+        self.max_new_tokens = max_new_tokens
+
+    def load_examples(self) -> list[GenerationRequest]:  # type: ignore[override]
+        return read_generation_requests(self.path, self.max_new_tokens, self.bad_example)
+
+    def collate_fn(self) -> Any:
+        return collate_requests

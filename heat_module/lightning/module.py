@@ -173,6 +173,53 @@ def attribute_padded_batch(
     return [attach(item, b) for item, b in zip(results, keep)]
 
 
+def attribute_generation_batch(
+    attributor: Any,
+    batch: dict[str, Any],
+    skip_bad_examples: bool = False,
+    done_ids: set[str] | None = None,
+    options: dict[str, Any] | None = None,
+) -> list[Any]:
+    """Explain the answer of every generation request of a batch (one GenerationResult per request not in
+    ``done_ids``), with ``attributor.attribute_generation`` (:mod:`heat_module.attribution.generation`).
+
+    Args:
+        attributor: any registry method (an :class:`~heat_module.attribution.base.Attributor`).
+        batch: ``{"requests", "ids", "metadata"}`` from :class:`~heat_module.lightning.datamodules.GenerationDataModule`
+            (each request a :class:`~heat_module.data.generation_prompts.GenerationRequest`).
+        skip_bad_examples: a failing request becomes an :class:`ExampleError` instead of stopping the run.
+        done_ids: ids to leave out before any compute (resume).
+        options: extra keyword arguments of ``attribute_generation`` (e.g. ``{"keep_special": True}``).
+    Returns:
+        Results in batch order; ``result.extra["id"]`` / ``["metadata"]`` come from the request.
+    """
+    if not isinstance(batch, dict) or "requests" not in batch:
+        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise TypeError(f"Expected a batch of generation requests (a dict with 'requests', from "
+                        f"GenerationDataModule), got {got}")
+    out: list[Any] = []
+    for request in batch["requests"]:
+        if done_ids and request.id in done_ids:
+            continue
+        steps = None if request.continuation is not None else request.max_new_tokens
+        with torch.enable_grad():
+            try:
+                result = attributor.attribute_generation(request.prompt, messages=request.messages,
+                                                         continuation=request.continuation, max_new_tokens=steps,
+                                                         **(options or {}))
+            except Exception as error:
+                if not skip_bad_examples:
+                    _note(error, f"while explaining the answer of request {request.id!r} (HEATModule("
+                                 "skip_bad_examples=True) puts failing requests into the errors shard)")
+                    raise
+                out.append(ExampleError(request.id, str(error), type(error).__name__, dict(request.metadata)))
+                continue
+        result.extra["id"] = request.id
+        result.extra["metadata"] = dict(request.metadata)
+        out.append(result)
+    return out
+
+
 def collect_done_ids(trainer: Any) -> set[str]:
     """Union of ``done_ids`` of the trainer's callbacks (the :class:`~heat_module.AttributionWriter` on resume)."""
     done: set[str] = set()
@@ -300,6 +347,10 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
             ABPC, DSA, F1); DSA and F1 only on examples with gold tokens (``has_gold``).
         metric_options: extra constructor arguments per metric, e.g. ``{"soft_nc": {"num_masks": 4}}``.
         method_options: extra arguments of a baseline's factory.
+        generate: ``predict_step`` explains generated answers: batches of generation requests
+            (:class:`~heat_module.lightning.datamodules.GenerationDataModule`) in, one
+            :class:`~heat_module.GenerationResult` per request out (the per-step attribution matrix).
+        generation_options: extra keyword arguments of ``attribute_generation`` (e.g. ``{"keep_special": True}``).
 
     Attributes:
         model, tokenizer, config, heat (the attributor: a :class:`~heat_module.HEAT` for ``method="heat"``).
@@ -320,6 +371,8 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         metrics: list[str] | None = None,
         metric_options: dict[str, dict] | None = None,
         method_options: dict[str, Any] | None = None,
+        generate: bool = False,
+        generation_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         config = HEATConfig() if config is None else config
@@ -345,10 +398,18 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         self.metric_names = tuple(default_metrics() if metrics is None else metrics)
         self.test_metrics = build_test_metrics(self.metric_names, self.model, metric_options)
         self.num_examples = SumMetric()
+        self.generate = bool(generate)
+        self.generation_options = dict(generation_options or {})
+        if self.generation_options and not self.generate:
+            raise ValueError(f"Expected generate=True with generation_options, got generate=False and "
+                             f"{sorted(self.generation_options)}")
 
     def attribution_hash(self) -> str:
         """What the writer stores as ``config_hash``: ``config.hash()`` for HEAT, else a hash of the method and
         its options (so resuming in a directory written by another method or config skips nothing)."""
+        if self.generate:  # a matrix per request is not the same prediction as one row
+            return stable_hash({"generate": self.generation_options, "method": self.method,
+                                "config": self.config.hash(), "options": self.hparams.get("method_options")})
         if self.method == "heat":
             return self.config.hash()
         return stable_hash({"method": self.method, "options": self.hparams.get("method_options")})
@@ -358,7 +419,15 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0,
                      dataloader_idx: int = 0) -> list[AttributionResult | ExampleError]:
-        """One result per example not yet written (module docstring)."""
+        """One result per example not yet written (module docstring); with ``generate=True`` one
+        GenerationResult per generation request (:func:`attribute_generation_batch`)."""
+        if self.generate:
+            check_grad_mode()
+            return attribute_generation_batch(self.heat, batch, self.skip_bad_examples, self.heat_done_ids(),
+                                              self.generation_options)
+        if isinstance(batch, dict) and "requests" in batch:
+            raise TypeError("Expected a batch of token ids, got generation requests: use HEATModule(generate=True) "
+                            "with GenerationDataModule")
         return self.heat_predict_step(batch, batch_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int = 0, dataloader_idx: int = 0) -> None:

@@ -6,7 +6,9 @@ Output layout of ``AttributionWriter(output_dir)``:
   ``config_hash`` (:meth:`HEATConfig.hash`), ``rank``, then every field of ``AttributionResult.to_dict()``
   (``tokens``, ``token_ids``, ``target``, ``target_id``, ``scores``, ``transition``, ``curvature``,
   ``information``, ``first_order``, ``method``, ``config``, ``cost``, ``extra``). A line round-trips through
-  ``AttributionResult.from_dict``; :func:`read_predictions` reads a whole directory.
+  ``AttributionResult.from_dict``; :func:`read_predictions` reads a whole directory. With
+  ``HEATModule(generate=True)`` a line holds ``GenerationResult.to_dict()`` instead (the per-step matrix;
+  ``GenerationResult.from_dict`` reads it back).
 - ``errors-rank{r}.jsonl`` — ``{"id", "error", "error_type", "metadata", "rank"}`` per example that failed under
   ``HEATModule(skip_bad_examples=True)``.
 
@@ -315,7 +317,8 @@ class AttributionWriter(BasePredictionWriter):
         """The JSON object written for one result."""
         data = item.to_dict()
         ex_id = item.extra.get("id", fallback_id)
-        return {"id": ex_id, "config_hash": self._hash or config_hash(item.config), "rank": self.rank, **data}
+        return {"id": ex_id, "config_hash": self._hash or config_hash(getattr(item, "config", None)),
+                "rank": self.rank, **data}
 
     def write_on_batch_end(
         self,
@@ -334,7 +337,7 @@ class AttributionWriter(BasePredictionWriter):
         counts = {"predictions": 0, "errors": 0}
         for k, item in enumerate(items):
             fallback = f"rank{self.rank}-dl{dataloader_idx}-batch{batch_idx}-{k}"
-            if isinstance(item, AttributionResult):
+            if isinstance(item, AttributionResult) or hasattr(item, "generated_ids"):  # or a GenerationResult
                 row, kind = self.line(item, fallback), "predictions"
             elif hasattr(item, "to_dict") and hasattr(item, "error"):  # heat_module.lightning.module.ExampleError
                 row, kind = {**item.to_dict(), "rank": self.rank}, "errors"

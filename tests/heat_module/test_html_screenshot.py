@@ -50,3 +50,43 @@ def test_html_heatmap_renders_with_heatmap_colours(tmp_path):
     flat.save_html(str(tmp_path / "flat.html"))
     r, g, b = screenshot(tmp_path / "flat.html", tmp_path / "flat.png").unbind(-1)
     assert int(((r > 150) & (r - g > 80) & (r - b > 80) & ((g - b).abs() < 30)).sum()) == 0
+
+
+def count(pixels, rgb, tol=3):
+    return int(((pixels - torch.tensor(rgb)).abs().max(-1).values <= tol).sum())
+
+
+def test_dominant_final_token_leaves_the_context_visible(tmp_path):
+    """The final token 100× the rest: the other tokens are still drawn in strong colour (the scale leaves it out)."""
+    tokens = ["Maya", " packed", " her", " umbrella", " because", " it", " would", " rain", " so", " she", " got"]
+    scores = torch.tensor([0.1, 0.6, 0.05, 1.0, 0.1, 0.2, 0.1, 0.9, 0.3, 0.4, 100.0])
+    res = hm.AttributionResult(tokens=tokens, token_ids=torch.arange(11), target=" wet", target_id=9, scores=scores)
+    res.save_html(str(tmp_path / "last.html"), title="Maya packed her umbrella")
+    r, g, b = screenshot(tmp_path / "last.html", tmp_path / "last.png").unbind(-1)
+    strong = (r > 180) & (g < 90) & (b < 90)  # tab:red at opacity ≥ 0.8 on white
+    assert int(strong.sum()) > 1500, "only the final token is dark: the context is washed out"
+
+
+def test_generation_matrix_renders(tmp_path):
+    """The matrix picture: red and blue cells, the blank causal triangle, the foil in the title."""
+    from heat_module.viz_matrix import cell_rgb, matrix_to_html
+
+    tokens = ["<|im_start|>", "user", "\n", "Name", " a", " fruit", "<|im_end|>", "\n", "<|im_start|>", "assistant",
+              "\n", "An", " apple", " a", " day", "."]
+    n, T = 11, 5
+    m = torch.rand(T, n + T, generator=torch.Generator().manual_seed(0)) * 0.5
+    m[:, 5] = 1.0
+    m[:, 4] = -0.8
+    for t in range(T):
+        m[t, n + t - 1] = 50.0
+        m[t, n + t:] = float("nan")
+    special = torch.tensor([k in (0, 1, 2, 6, 7, 8, 9, 10) for k in range(n + T)])
+    page = matrix_to_html(tokens, m, None, torch.tensor([0.5, 0.9, 0.3, 0.8, 0.6]), special,
+                          [(0, 8, "user"), (8, 16, "assistant")], n, "Name a fruit", " pear")
+    (tmp_path / "matrix.html").write_text(page)
+    pixels = screenshot(tmp_path / "matrix.html", tmp_path / "matrix.png")
+    assert count(pixels, cell_rgb(1.0)) > 300, "no full-red ' fruit' column"
+    assert count(pixels, cell_rgb(-0.8)) > 300, "no blue ' a' column"
+    white = count(pixels, (255, 255, 255), tol=0)
+    assert white > 0.5 * len(pixels)
+    assert "rather than" in page and "pear" in page

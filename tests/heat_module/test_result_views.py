@@ -68,3 +68,42 @@ def test_progress_config_validated(bad):
 
 def test_progress_not_in_hash():
     assert hm.HEATConfig(progress=True).hash() == hm.HEATConfig().hash()
+
+
+def test_final_token_left_out_of_the_colour_scale():
+    """A final token 100× larger than the rest does not wash them out: the largest other score gets the full colour,
+    half of it about half; the final token is outlined and its score printed; the legend says so."""
+    res = hm.AttributionResult(tokens=["Maya", " packed", " her", " umbrella", " got"], token_ids=torch.arange(5),
+                               target=" wet", target_id=9, scores=torch.tensor([0.01, 0.5, 0.02, 1.0, 100.0]))
+    html = res.to_html()
+    heat_row = html.split("<div class='row'>")[1]
+    assert "rgba(214,39,40,0.950)' title='1'> umbrella" in heat_row
+    assert "rgba(214,39,40,0.515)' title='0.5'> packed" in heat_row
+    assert "class='tok last'" in heat_row and "<small class='val'>100</small>" in heat_row
+    assert "left out of the scale" in html and "100×" in html
+    one = hm.AttributionResult(tokens=["Hi"], token_ids=torch.arange(1), target="!", target_id=9,
+                               scores=torch.tensor([2.0]))
+    assert "rgba(214,39,40,0.950)" in one.to_html() and "class='tok last'" not in one.to_html()
+
+
+def test_png_strip_keeps_the_context_visible(tmp_path):
+    from PIL import Image
+
+    res = hm.AttributionResult(tokens=["Maya", " packed", " her", " umbrella", " got"], token_ids=torch.arange(5),
+                               target=" wet", target_id=9, scores=torch.tensor([0.01, 0.5, 0.02, 1.0, 100.0]),
+                               extra={"foil": " dry"})
+    res.save_png(str(tmp_path / "s.png"))
+    pixels = torch.tensor(list(Image.open(tmp_path / "s.png").convert("RGB").getdata()), dtype=torch.int32)
+    import matplotlib
+
+    dark = torch.tensor([round(255 * c) for c in matplotlib.colormaps["Reds"](0.9)[:3]])
+    box = int((pixels == torch.tensor([255, 230, 128])).all(-1).sum())  # the target box: one box's area
+    full = int((pixels - dark).abs().max(-1).values.le(2).sum())
+    assert box > 1000 and full > 1.6 * box  # ' umbrella' and ' got' both at full colour
+
+
+def test_foil_in_every_title():
+    res = make(foil=" London")
+    assert "rather than ' London'" in res.to_html(title="The capital").split("<h2>")[1].split("</h2>")[0].replace(
+        "&#x27;", "'")
+    assert "rather than ' London'" in str(hm.viz.result_to_text(res))

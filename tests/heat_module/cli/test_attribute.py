@@ -60,3 +60,47 @@ def test_default_is_m_times_i_and_preset_exact_adds_s(capsys, tiny_folder):
     data = json.loads(capsys.readouterr().out)
     assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["probes"]) == (0.5, 0.5, 2)
     assert data["curvature"] is not None and data["cost"]["hvps"] == 2 * len(data["tokens"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text", "x", "--chat"], "--chat, --messages and --keep-special explain an answer"),
+    (["--messages", "m.json"], "--text"),
+])
+def test_answer_options_need_generate_or_continuation(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        attribute_command(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_answer_option_conflicts_are_reported(capsys, tiny_folder, tmp_path):
+    base = ["--model", tiny_folder, "--progress", "off"]
+    assert attribute_command(base + ["--text", "a", "--generate", "2", "--continuation", "b"]) == 2
+    assert "got both" in capsys.readouterr().err
+    assert attribute_command(base + ["--text", "a", "--generate", "0"]) == 2
+    assert "N >= 1" in capsys.readouterr().err
+    bad = tmp_path / "m.json"
+    bad.write_text('[{"role": "user"}]')
+    assert attribute_command(base + ["--messages", str(bad), "--generate", "2"]) == 2
+    assert "messages[0]" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_generate_prints_the_matrix_and_writes_outputs(capsys, tiny_folder, tmp_path):
+    from heat_module.heat.estimator import HEAT
+
+    if not hasattr(HEAT, "attribute_generation"):
+        pytest.skip("needs the generation attribution (HEAT.attribute_generation)")
+    base = ["--model", tiny_folder, "--text", "the cat sat on the", "--generate", "3", "--progress", "off"]
+    html, png = tmp_path / "m.html", tmp_path / "m.png"
+    assert attribute_command(base + ["--color", "always", "--html", str(html), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[48;2;" in out and out.count("P=") == 3
+    assert html.read_text().count("<td class='p'>") == 3 and png.stat().st_size > 1000
+    assert attribute_command(base + ["--color", "never"]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+    assert attribute_command(base + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["matrix"]) == 3 and len(data["generated_ids"]) == 3
+    assert attribute_command(base[:-4] + ["--continuation", " mat and", "--json", "--progress", "off"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["matrix"]) == 2

@@ -182,8 +182,10 @@ def _triton_kernels(interpret: bool):
         return ok
 
     # A @triton.jit function resolves the functions it calls among its module's globals (closures are not seen,
-    # in the interpreter either): publish the helpers there.
-    globals().update(_tanh=_tanh, _scores=_scores, _band=_band)
+    # in the interpreter either): publish the helpers there, and ``tl``: with ``from __future__ import annotations``
+    # the helpers' ``tl.constexpr`` annotations are strings that the GPU compiler (not the interpreter) evaluates
+    # in those globals ("NameError: tl is not defined" at the first compile for a GPU otherwise).
+    globals().update(tl=tl, _tanh=_tanh, _scores=_scores, _band=_band)
 
     @triton.jit
     def _rollout_lse_kernel(

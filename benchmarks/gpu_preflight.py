@@ -25,9 +25,9 @@ forced off, as on a GPU) over every input class that changes a constexpr: dtype 
 /off, sliding window on/off, chunks on/off, soft-capping on/off, head dims 16..256 (BLOCK_D 16..256) for
 ``rollout_phi``; the probe count m and factor count K (BLOCK_M, BLOCK_K and the d-chunk BLOCK_D the launcher derives
 from them and d) for ``block_norm``. Each recorded launch of an autotuned kernel is crossed with every
-``triton.Config`` of its autotuner. ``tests/benchmarks/test_gpu_preflight.py`` checks that every ``@triton.jit``
-kernel in ``heat_kernels`` is launched here, that every boolean constexpr takes both values and that every autotune
-config is crossed.
+``triton.Config`` its autotuner keeps for it (after the autotuner's ``early_config_prune``).
+``tests/benchmarks/test_gpu_preflight.py`` checks that every ``@triton.jit`` kernel in ``heat_kernels`` is launched
+here, that every boolean constexpr takes both values and that every autotune config is crossed.
 """
 
 from __future__ import annotations
@@ -126,15 +126,17 @@ def _modules():
 
 
 def real_kernels() -> dict[str, object]:
-    """name -> (JITFunction, autotune configs or None) of the GPU (non-interpreter) definitions."""
+    """name -> (JITFunction, its Autotuner or None) of the GPU (non-interpreter) definitions."""
     rp, bn = _modules()
     lse, colsum, lse_tuned, colsum_tuned = rp._triton_kernels(False)
     block = bn._triton_kernel(False)
-    return {
-        lse.__name__: (lse, list(lse_tuned.configs)),
-        colsum.__name__: (colsum, list(colsum_tuned.configs)),
-        block.__name__: (block, None),
-    }
+    return {lse.__name__: (lse, lse_tuned), colsum.__name__: (colsum, colsum_tuned), block.__name__: (block, None)}
+
+
+def tuned_configs(tuner, named_args: dict, constexprs: dict) -> list:
+    """The autotune configs the tuner would benchmark for these arguments (after its ``early_config_prune``)."""
+    prune = getattr(tuner, "early_config_prune", None)
+    return list(prune(tuner.configs, named_args, **constexprs)) if prune else list(tuner.configs)
 
 
 def launches() -> list[tuple[str, bool, tuple, dict]]:
@@ -175,13 +177,13 @@ def variants() -> list[Variant]:
     kernels = real_kernels()
     seen: dict[str, Variant] = {}
     for name, tuned, args, kwargs in launches():
-        fn, configs = kernels[name]
+        fn, tuner = kernels[name]
         meta = dict(kwargs)
         warps, stages = meta.pop("num_warps", 4), meta.pop("num_stages", 3)
-        tuned_keys = {k for c in configs or [] for k in c.kwargs} if tuned else set()
+        tuned_keys = {k for c in tuner.configs for k in c.kwargs} if tuned else set()
         plain = [a for a in fn.arg_names if a not in meta and a not in tuned_keys]
         types = dict(zip(plain, (_arg_type(a) for a in args), strict=True))
-        for cfg in configs if tuned else [None]:
+        for cfg in tuned_configs(tuner, dict(zip(plain, args)), meta) if tuned else [None]:
             const = dict(meta, **(cfg.kwargs if cfg else {}))
             w, s = (cfg.num_warps, cfg.num_stages) if cfg else (warps, stages)
             missing = [a for a in fn.arg_names if a not in types and a not in const]
@@ -217,7 +219,7 @@ def parse_ptxas(log: str) -> dict[str, int]:
 def check(row: dict, limit: int, threads: int | None) -> str:
     """"ok" or why the row fails: a spill, shared memory over the limit, registers × threads over an SM's file
     (``threads`` None: not checked, as for CUDA kernels whose ``__launch_bounds__`` makes ptxas cap the registers)."""
-    problems = []
+    problems = [] if row["regs"] >= 0 else ["no ptxas report"]
     if row["spill_stores"] or row["spill_loads"]:
         problems.append(f"spills {row['spill_stores']}+{row['spill_loads']} B")
     if row["smem"] > limit:
@@ -238,7 +240,8 @@ def compile_triton(v: Variant, cap: int) -> dict:
                stack=0, static_smem=0, smem=0, seconds=0.0, status="", key=v.key())  # fmt: skip
     t0 = time.perf_counter()
     buf = io.StringIO()
-    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"  # the ptxas -v log of each compile, printed
+    os.environ["TRITON_ALWAYS_COMPILE"] = "1"  # also when Triton's cache holds the kernel (no ptxas run then)
     try:
         with contextlib.redirect_stdout(buf):
             k = triton.compile(ASTSource(fn, dict(v.signature), dict(v.constexprs)),
@@ -248,8 +251,8 @@ def compile_triton(v: Variant, cap: int) -> dict:
         row.update(status="error: " + " ".join(str(e).split())[:300], seconds=round(time.perf_counter() - t0, 1))
         return row
     log = buf.getvalue()
-    if "registers" not in log:  # a Triton cache hit runs no ptxas: run it on the cached PTX
-        log = _ptxas_log(k.asm["ptx"], k.metadata.arch if hasattr(k.metadata, "arch") else f"sm_{cap}")
+    if "registers" not in log:  # no log printed (a Triton without these knobs): run ptxas on the PTX
+        log = _ptxas_log(k.asm["ptx"], cap)
     row.update(parse_ptxas(log))
     row["smem"] = int(k.metadata.shared) + row["static_smem"]
     row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -257,10 +260,11 @@ def compile_triton(v: Variant, cap: int) -> dict:
     return row
 
 
-def _ptxas_log(ptx: str, arch: str) -> str:
-    from triton.backends.nvidia.compiler import get_ptxas
+def _ptxas_log(ptx: str, cap: int) -> str:
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
-    ptxas = get_ptxas().path if get_ptxas.__code__.co_argcount == 0 else get_ptxas(int(arch[3:5])).path
+    ptxas = get_ptxas().path if get_ptxas.__code__.co_argcount == 0 else get_ptxas(cap).path
+    arch = sm_arch_from_capability(cap)  # sm_90a for 90, as Triton compiles
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"heat-preflight-{os.getpid()}.ptx"
     tmp.write_text(ptx)
     try:
@@ -281,9 +285,14 @@ def run_triton(out: Path, targets: list[int], only: str | None, limit: int | Non
 
     rows_path = out / "triton.csv"
     done: dict[tuple[str, str], dict] = {}
-    if rows_path.exists():
+    current = {v.key() for v in variants()}
+    if rows_path.exists():  # resume: keep the rows of variants the launchers still launch
         with rows_path.open() as f:
-            done = {(r["key"], r["target"]): r for r in csv.DictReader(f)}
+            done = {(r["key"], r["target"]): r for r in csv.DictReader(f) if r["key"] in current}
+        with rows_path.open("w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS)
+            w.writeheader()
+            w.writerows(done.values())
     todo = [(v, cap) for v in variants() for cap in targets if only is None or re.search(only, v.key())]
     todo = todo[:limit] if limit else todo
     print(f"triton {triton.__version__}: {len(todo)} compiles ({len(done)} rows already in {rows_path})", flush=True)
@@ -406,32 +415,55 @@ def _demangle(name: str) -> str:
 
 
 def report(out: Path) -> str:
-    """Markdown tables of ``out/cuda.csv`` and ``out/triton.csv`` (Triton rows merged over the mask/window/chunk/
-    softcap flags: the maximum registers and spills, the shared memory, how many flag combinations)."""
-    lines = []
-    if (out / "cuda.csv").exists():
-        with (out / "cuda.csv").open() as f:
-            rows = list(csv.DictReader(f))
-        lines += ["| kernel (CUDA) | source | target | regs | spills (st/ld B) | static smem B | status |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['kernel']} | {r['config']} | {r['target']} | {r['regs']} | {r['spill_stores']}/"
-                  f"{r['spill_loads']} | {r['smem']} | {r['status']} |" for r in rows]  # fmt: skip
-        lines.append("")
-    if (out / "triton.csv").exists():
-        with (out / "triton.csv").open() as f:
-            rows = list(csv.DictReader(f))
+    """Markdown of ``out/cuda.csv`` and ``out/triton.csv``: a summary line, the failures, one row per CUDA kernel and
+    target, and the Triton rows merged over the mask/window/chunk/softcap flags (both targets in one row:
+    maximum registers, spills and shared memory over the merged variants), ``block_norm`` merged per dtype."""
+    tables = {}
+    for step in ("cuda", "triton"):
+        if (out / f"{step}.csv").exists():
+            with (out / f"{step}.csv").open() as f:
+                tables[step] = list(csv.DictReader(f))
+    rows = [r for rs in tables.values() for r in rs]
+    bad = [r for r in rows if r["status"] != "ok"]
+    tri = tables.get("triton", [])
+    n_var = len({r["key"] for r in tri})
+    lines = [f"Pre-flight: {len(rows)} compiles ({n_var} Triton variants x {len({r['target'] for r in tri})} targets, "
+             f"{len(tables.get('cuda', []))} CUDA/C++ rows), {len(bad)} failed, "
+             f"{sum(1 for r in rows if int(r['spill_stores']) or int(r['spill_loads']))} with spills, "
+             f"{sum(1 for r in rows if r['status'].startswith('error'))} compile errors.", ""]  # fmt: skip
+    if bad:
+        lines += ["Failures:", ""] + [f"- {r['kernel']} {r['config']} {r['target']}: {r['status']}" for r in bad] + [""]
+
+    def cell(rs, field, fn=max):
+        return "/".join(str(fn(int(r[field]) for r in rs if r["target"] == t)) if any(r["target"] == t for r in rs)
+                        else "-" for t in ("sm_80", "sm_90"))  # fmt: skip
+
+    if "cuda" in tables:
+        lines += ["| CUDA kernel | source | regs sm_80/sm_90 | spills st+ld B | static smem B | status |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         groups: dict[tuple, list] = {}
-        for r in rows:
+        for r in tables["cuda"]:
+            groups.setdefault((r["kernel"], r["config"]), []).append(r)
+        for (kernel, src), rs in groups.items():
+            spills = max(int(r["spill_stores"]) + int(r["spill_loads"]) for r in rs)
+            st = "ok" if all(r["status"] == "ok" for r in rs) else "FAIL"
+            lines.append(f"| {kernel} | {src} | {cell(rs, 'regs')} | {spills} | {cell(rs, 'smem')} | {st} |")
+        lines.append("")
+    if tri:
+        groups = {}
+        for r in tri:
             base = r["config"].split(" +")[0]
-            groups.setdefault((r["kernel"], base, r["target"]), []).append(r)
-        lines += ["| kernel (Triton) | config (dtype, tiles, warps, stages) | target | flag sets | max regs | "
-                  "max spills (st/ld B) | smem B | status |", "|---|---|---|---|---|---|---|---|"]
-        for (kernel, base, target), rs in sorted(groups.items()):
-            bad = [r["status"] for r in rs if r["status"] != "ok"]
-            st = "ok" if not bad else f"{len(bad)} FAIL: {bad[0]}"
-            lines.append(f"| {kernel} | {base} | {target} | {len(rs)} | {max(int(r['regs']) for r in rs)} | "
-                         f"{max(int(r['spill_stores']) for r in rs)}/{max(int(r['spill_loads']) for r in rs)} | "
-                         f"{max(int(r['smem']) for r in rs)} | {st} |")  # fmt: skip
+            if r["kernel"] == "_block_norm_kernel":
+                base = base.split(" ")[0] + " (every BLOCK_M x BLOCK_K x BLOCK_D) w4 s3"
+            groups.setdefault((r["kernel"], base), []).append(r)
+        lines += ["| Triton kernel | dtype, tiles, warps, stages | variants per target | regs sm_80/sm_90 | "
+                  "spills st+ld B | smem B sm_80/sm_90 | status |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for (kernel, base), rs in sorted(groups.items()):
+            spills = max(int(r["spill_stores"]) + int(r["spill_loads"]) for r in rs)
+            nbad = sum(r["status"] != "ok" for r in rs)
+            per_t = max(sum(r["target"] == t for r in rs) for t in ("sm_80", "sm_90"))
+            lines.append(f"| {kernel} | {base} | {per_t} | {cell(rs, 'regs')} | {spills} | {cell(rs, 'smem')} | "
+                         f"{'ok' if not nbad else f'{nbad} FAIL'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

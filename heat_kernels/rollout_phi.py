@@ -292,12 +292,44 @@ def _triton_kernels(interpret: bool):
     if not interpret:  # the interpreter runs one fixed configuration (no benchmarking there)
         configs = [
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 128, 8, 2)]
+            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 128, 8, 2),  # fp16/bf16
+                                 (32, 32, 4, 2), (32, 32, 8, 1), (16, 16, 8, 1)]  # fp32 (see prune_tiles)
         ]
         key = ["n", "BLOCK_D", "UPCAST", "PRECISION", "HAS_WINDOW", "HAS_CHUNK", "HAS_SOFTCAP"]
-        tune = triton.autotune(configs=configs, key=key)
+        tune = triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": prune_tiles})
         tuned = (tune(_rollout_lse_kernel), tune(_rollout_colsum_kernel))
     return _rollout_lse_kernel, _rollout_colsum_kernel, *tuned
+
+
+# fp32 operands ("ieee" products, no tensor cores) are multiplied with FMAs from registers: each thread holds its
+# share of the q and k tiles, (BLOCK_M + BLOCK_N)·BLOCK_D / threads values, and of the score tile,
+# BLOCK_M·BLOCK_N / threads. Compiling every variant for sm_80 and sm_90 (benchmarks/gpu_preflight.py, Triton 3.6)
+# spilled from 48 operand values per thread on (up to 100 KB per thread at the largest tiles, whose shared memory
+# also exceeded a block's) and from 64 score values with soft-capping; 32 and 32 never spilled.
+FP32_OPERANDS_PER_THREAD = 16
+FP32_SCORES_PER_THREAD = 32
+
+
+def fp32_tile_load(block_m: int, block_n: int, block_d: int, num_warps: int) -> tuple[float, float]:
+    """(operand values, score values) per thread of a tile configuration with fp32 operands."""
+    threads = 32 * num_warps
+    return (block_m + block_n) * block_d / threads, block_m * block_n / threads
+
+
+def prune_tiles(configs: list, named_args: dict, **kwargs) -> list:
+    """The autotune configurations that compile without spills: fp32 operands (``UPCAST``) keep the tiles within
+    ``FP32_OPERANDS_PER_THREAD`` / ``FP32_SCORES_PER_THREAD`` (the smallest one if none is); fp16/bf16 operands
+    (tensor cores, operands in shared memory) keep the tiles of 64 rows or more, the smaller ones being there for
+    fp32, but not 128 × 128 for heads of 128 or more."""
+    meta = {**named_args, **kwargs}
+    if not meta["UPCAST"]:  # 128 × 128 tiles spilled a few bytes from BLOCK_D = 128 on
+        wide = meta["BLOCK_D"] >= 128
+        return [c for c in configs if c.kwargs["BLOCK_M"] >= 64 and not (wide and c.kwargs["BLOCK_N"] == 128)]
+    load = {id(c): fp32_tile_load(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], meta["BLOCK_D"], c.num_warps)
+            for c in configs}  # fmt: skip
+    budget = (FP32_OPERANDS_PER_THREAD, FP32_SCORES_PER_THREAD)
+    kept = [c for c in configs if load[id(c)][0] <= budget[0] and load[id(c)][1] <= budget[1]]
+    return kept or [min(configs, key=lambda c: load[id(c)])]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -39,13 +39,47 @@ def test_every_triton_kernel_is_enumerated(variants):
 
 
 def test_every_autotune_config_is_crossed(variants):
-    for name, (_, configs) in gpu_preflight.real_kernels().items():
-        if configs is None:
+    """Every config the autotuner keeps for a launch is compiled, and every config of the list is kept somewhere."""
+    for name, (_, tuner) in gpu_preflight.real_kernels().items():
+        if tuner is None:
             continue
-        wanted = {(tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages) for c in configs}
-        got = {(tuple(sorted((k, v) for k, v in v.constexprs if k in configs[0].kwargs)), v.num_warps, v.num_stages)
+        names = tuple(tuner.configs[0].kwargs)
+        wanted = {(tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages) for c in tuner.configs}
+        got = {(tuple(sorted((k, v) for k, v in v.constexprs if k in names)), v.num_warps, v.num_stages)
                for v in variants if v.kernel == name}  # fmt: skip
         assert got == wanted, name
+
+
+def test_fp32_tiles_are_pruned_to_the_budget(variants):
+    """fp32 operands get only the tiles within the per-thread budgets, 16-bit ones every tile of 64 rows or more;
+    every launch keeps at least one config."""
+    from heat_kernels.rollout_phi import FP32_OPERANDS_PER_THREAD, FP32_SCORES_PER_THREAD, fp32_tile_load
+
+    per_launch: dict[tuple, list] = {}
+    for v in variants:
+        if v.kernel != "_rollout_lse_kernel":
+            continue
+        c = dict(v.constexprs)
+        launch = (dict(v.signature)["Q"], *((k, x) for k, x in v.constexprs if k not in ("BLOCK_M", "BLOCK_N")))
+        per_launch.setdefault(launch, []).append(v)
+        if c["UPCAST"]:
+            ops, scores = fp32_tile_load(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_D"], v.num_warps)
+            if c["BLOCK_D"] == 256:  # nothing is within the budget: the smallest tile (it compiled without spills)
+                assert (c["BLOCK_M"], c["BLOCK_N"], v.num_warps) == (16, 16, 8), v
+            else:
+                assert ops <= FP32_OPERANDS_PER_THREAD and scores <= FP32_SCORES_PER_THREAD, v
+        else:
+            assert c["BLOCK_M"] >= 64 and not (c["BLOCK_D"] >= 128 and c["BLOCK_N"] == 128), v
+    assert len(per_launch) == 16 * 3 * 5 and all(per_launch.values())
+
+
+def test_block_norm_chunks_of_16_bit_inputs_stay_narrow(variants):
+    """fp16/bf16 d-chunks of 512 or more spilled: the launcher caps them at 256 (fp32 keeps its wider chunks)."""
+    widths = {}
+    for v in variants:
+        if v.kernel == "_block_norm_kernel":
+            widths.setdefault(dict(v.signature)["W"], set()).add(dict(v.constexprs)["BLOCK_D"])
+    assert max(widths["*fp16"]) == max(widths["*bf16"]) == 256 and max(widths["*fp32"]) == 4096
 
 
 def test_every_flag_and_dtype_is_launched(variants):
@@ -63,8 +97,10 @@ def test_every_flag_and_dtype_is_launched(variants):
     rollout = [v for v in variants if v.kernel == "_rollout_lse_kernel"]
     assert {dict(v.constexprs)["BLOCK_D"] for v in rollout} == {16, 32, 64, 128, 256}
     assert {dict(v.constexprs)["PRECISION"] for v in rollout} == {"ieee", "tf32"}
-    # flags × dtypes × head dims × autotune configs, each once
-    assert len(rollout) == 16 * 3 * 5 * len(gpu_preflight.real_kernels()["_rollout_lse_kernel"][1])
+    # flags × dtypes × head dims, each with at least one autotune config
+    launches = {(dict(v.signature)["Q"], *((k, x) for k, x in v.constexprs if k not in ("BLOCK_M", "BLOCK_N")))
+                for v in rollout}  # fmt: skip
+    assert len(launches) == 16 * 3 * 5
     assert len({v.key() for v in variants}) == len(variants)
 
 
@@ -78,6 +114,7 @@ def test_ptxas_log_and_limits():
     assert gpu_preflight.check(dict(ok, smem=1024), 163 * 1024, 256) == "ok"
     assert "smem" in gpu_preflight.check(dict(ok, smem=164 * 1024), 163 * 1024, 256)
     assert "regs" in gpu_preflight.check(dict(ok, regs=200, smem=0), 163 * 1024, 512)
+    assert gpu_preflight.check(dict(ok, regs=-1, smem=0), 163 * 1024, 256) == "no ptxas report"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton has no CUDA backend")

@@ -292,7 +292,7 @@ def _triton_kernels(interpret: bool):
     if not interpret:  # the interpreter runs one fixed configuration (no benchmarking there)
         configs = [
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 128, 8, 2),  # fp16/bf16
+            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3),  # fp16/bf16 (128 × 128 spilled)
                                  (32, 32, 4, 2), (32, 32, 8, 1), (16, 16, 8, 1)]  # fp32 (see prune_tiles)
         ]
         key = ["n", "BLOCK_D", "UPCAST", "PRECISION", "HAS_WINDOW", "HAS_CHUNK", "HAS_SOFTCAP"]
@@ -319,12 +319,12 @@ def fp32_tile_load(block_m: int, block_n: int, block_d: int, num_warps: int) -> 
 def prune_tiles(configs: list, named_args: dict, **kwargs) -> list:
     """The autotune configurations that compile without spills: fp32 operands (``UPCAST``) keep the tiles within
     ``FP32_OPERANDS_PER_THREAD`` / ``FP32_SCORES_PER_THREAD`` (the smallest one if none is); fp16/bf16 operands
-    (tensor cores, operands in shared memory) keep the tiles of 64 rows or more, the smaller ones being there for
-    fp32, but not 128 × 128 for heads of 128 or more."""
+    (tensor cores, operands in shared memory) keep 64 × 64, 128 × 64 and 64 × 32, only 64 × 32 for heads wider
+    than 128 (the smaller tiles are there for fp32)."""
     meta = {**named_args, **kwargs}
-    if not meta["UPCAST"]:  # 128 × 128 tiles spilled a few bytes from BLOCK_D = 128 on
-        wide = meta["BLOCK_D"] >= 128
-        return [c for c in configs if c.kwargs["BLOCK_M"] >= 64 and not (wide and c.kwargs["BLOCK_N"] == 128)]
+    if not meta["UPCAST"]:  # at BLOCK_D = 256, 64 × 64 and 128 × 64 spilled a few bytes (sm_80)
+        tiles = {(64, 64), (128, 64), (64, 32)} if meta["BLOCK_D"] < 256 else {(64, 32)}
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) in tiles]
     load = {id(c): fp32_tile_load(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], meta["BLOCK_D"], c.num_warps)
             for c in configs}  # fmt: skip
     budget = (FP32_OPERANDS_PER_THREAD, FP32_SCORES_PER_THREAD)

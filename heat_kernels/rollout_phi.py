@@ -304,8 +304,9 @@ def _triton_kernels(interpret: bool):
 # fp32 operands ("ieee" products, no tensor cores) are multiplied with FMAs from registers: each thread holds its
 # share of the q and k tiles, (BLOCK_M + BLOCK_N)·BLOCK_D / threads values, and of the score tile,
 # BLOCK_M·BLOCK_N / threads. Compiling every variant for sm_80 and sm_90 (benchmarks/gpu_preflight.py, Triton 3.6)
-# spilled from 48 operand values per thread on (up to 100 KB per thread at the largest tiles, whose shared memory
-# also exceeded a block's) and from 64 score values with soft-capping; 32 and 32 never spilled.
+# spilled with 24-32 operand values per thread next to 4-32 score values (and far more at larger tiles, whose shared
+# memory also exceeded a block's); every tile within 16 and 32 compiled without spills, as did 16 × 16 at
+# BLOCK_D = 256 (32 operand values, 1 score value), the fallback when no tile is within the budget.
 FP32_OPERANDS_PER_THREAD = 16
 FP32_SCORES_PER_THREAD = 32
 

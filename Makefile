@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.heat-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean nvcc-check gpu-wheels gpu-check gpu-check-dry
+.PHONY: venv demo test lint bench clean nvcc-check gpu-wheels gpu-check gpu-check-dry gpu-preflight
 
 venv: $(STAMP)
 
@@ -60,6 +60,40 @@ gpu-check:  # on the GPU machine: run(command="bash benchmarks/gpu_check.sh", ca
 
 gpu-check-dry: venv  # the same driver on this CPU with tiny shapes (a few minutes)
 	OMP_NUM_THREADS=1 PYTHON=$(PY) bash benchmarks/gpu_check.sh --device cpu --tiny
+
+# ---- GPU pre-flight without a GPU (benchmarks/gpu_preflight.py; not part of `make test`) -----------------------
+# Downloads into $(GPU_ENV) (git-ignored, ~2.5 GB unpacked): the CUDA build of torch (unpacked for its headers and
+# libraries, never imported), NVIDIA's pip nvcc/cudart/cccl of the CUDA version that torch pins, and the Triton it
+# pins; then compiles csrc/*.cu for sm_80 and sm_90 and every Triton kernel variant the launchers can launch for both
+# targets, and fails on a compile error, a spill or shared memory over the limit. Defaults: the device image's torch
+# (2.11.0: CUDA 13.0, Triton 3.6.0). The pip config is bypassed so that a local find-links folder holding a CPU torch
+# of the same version cannot shadow PyPI's CUDA build. GPU_PREFLIGHT_ARGS e.g. --only 'HAS_SOFTCAP", true' --limit 50.
+GPU_ENV ?= .venv-gpu
+GPU_PREFLIGHT_TORCH ?= 2.11.0
+GPU_PREFLIGHT_ARGS ?=
+GPU_PIP := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(PY) -m pip
+GPU_OUT ?= out/gpu-preflight
+
+$(GPU_ENV)/.installed: Makefile | venv
+	mkdir -p $(GPU_ENV)/wheels
+	$(GPU_PIP) download -q --no-deps --only-binary=:all: -d $(GPU_ENV)/wheels torch==$(GPU_PREFLIGHT_TORCH)
+	whl=$$(ls $(GPU_ENV)/wheels/torch-$(GPU_PREFLIGHT_TORCH)-*.whl | head -1); \
+	meta=$$(unzip -p $$whl '*.dist-info/METADATA'); \
+	triton=$$(echo "$$meta" | sed -n 's/^Requires-Dist: triton==\([0-9.]*\).*/\1/p'); \
+	cuda=$$(echo "$$meta" | sed -n 's/^Requires-Dist: cuda-toolkit\[.*\]==\([0-9.]*\).*/\1/p'); \
+	test -n "$$triton" -a -n "$$cuda" || { echo "Expected torch's METADATA to pin triton and cuda-toolkit, got '$$triton' '$$cuda'"; exit 1; }; \
+	echo "torch $(GPU_PREFLIGHT_TORCH): triton $$triton, cuda-toolkit $$cuda"; \
+	$(GPU_PIP) install -q --only-binary=:all: --upgrade --target $(GPU_ENV)/site "triton==$$triton" \
+		"cuda-toolkit[nvcc,crt,nvvm,cccl,cudart]==$$cuda" && \
+	rm -rf $(GPU_ENV)/torch-cuda && unzip -q $$whl 'torch/include/*' 'torch/lib/*' -d $(GPU_ENV)/torch-cuda
+	touch $@
+
+gpu-preflight: $(GPU_ENV)/.installed
+	mkdir -p $(GPU_OUT)
+	rc=0; export MAX_JOBS=1 OMP_NUM_THREADS=1 PYTHONPATH=$(GPU_ENV)/site:.; \
+	nice $(PY) benchmarks/gpu_preflight.py cuda --out $(GPU_OUT) || rc=1; \
+	nice $(PY) benchmarks/gpu_preflight.py triton --out $(GPU_OUT) $(GPU_PREFLIGHT_ARGS) || rc=1; \
+	$(PY) benchmarks/gpu_preflight.py report --out $(GPU_OUT); exit $$rc
 
 clean:
 	rm -rf build *.egg-info heat_kernels/_C*.so

@@ -9,6 +9,12 @@
 # Setup: the wheels the device image lacks (`make gpu-wheels`, carried as .whl/) go to /tmp/site; the extension is
 # built in place (`setup.py build_ext --inplace`, TORCH_CUDA_ARCH_LIST=9.0) in the background while the steps that
 # need only Triton run; the steps that use the CUDA op wait for it.
+#
+# Compile errors are caught before a GPU is held: `make gpu-preflight` (CPU only) compiles csrc/*.cu and every Triton
+# kernel variant for sm_80 and sm_90 with the device image's torch, CUDA and Triton versions; its table travels in
+# benchmarks/RESULTS-gpu-preflight.md and its summary is printed below. Its binaries are not reused here: the image's
+# Python is 3.12 and the pre-flight's 3.11, so the extension (built per Python ABI) and Triton's cache (keyed on the
+# hash of libtriton, which differs between the cp311 and cp312 wheels) would not match; both are rebuilt here.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -70,6 +76,7 @@ fi
 '| transformers', transformers.__version__, '| lightning', lightning.__version__, '| triton', triton.__version__)" || true
 "$PY" -c "import jsonargparse, platformdirs, heat_module; print('jsonargparse', jsonargparse.__version__)" \
   || echo "MISSING PACKAGES: run make gpu-wheels here and carry .whl"
+[ -f benchmarks/RESULTS-gpu-preflight.md ] && grep -m1 '^Pre-flight:' benchmarks/RESULTS-gpu-preflight.md
 BUILD_PID=""
 if ls heat_kernels/_C*.so >/dev/null 2>&1 && { [ "$DEVICE" != cuda ] || \
     "$PY" -c "from heat_kernels import extension; assert extension.has_cuda()" 2>/dev/null; }; then  # a warm rerun keeps it

@@ -41,6 +41,9 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kRows = 16;  // warps per block = query rows per tile
+// __launch_bounds__(kWarp * kRows, 2): two blocks per SM, i.e. at most 64 registers per thread. With the block size
+// alone ptxas kept the kernels at 40 registers and spilled 8-20 bytes to local memory (sm_80 and sm_90, CUDA 13.0);
+// with two blocks per SM they use 53-60 registers and spill nothing (benchmarks/RESULTS-gpu-preflight.md).
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -66,7 +69,7 @@ __device__ __forceinline__ float cap_score(float s, float softcap) {
 // q (B, H, n, d) and k (B, Hkv, n, d) contiguous; kpm (B, n) bool or nullptr; shift (B,) int64 (read only when
 // chunk > 0); lse (B*H, n) fp32. window, chunk: 0 for none; softcap: 0 for none.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kWarp* kRows)
+__global__ void __launch_bounds__(kWarp* kRows, 2)
     rollout_lse_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k, const bool* __restrict__ kpm,
                        const int64_t* __restrict__ shifts, float* __restrict__ lse, int H, int Hkv, int64_t n, int d,
                        float scaling, int64_t window, int64_t chunk, float softcap) {
@@ -112,7 +115,7 @@ __global__ void __launch_bounds__(kWarp* kRows)
 // Pass 2. grid (B*H, ceil(n / kWarp)), block (kWarp, kRows), dynamic shared memory
 // (kWarp*(d+1) + kRows*d + kRows*kWarp) floats. rho (B, n) fp32, lse (B*H, n), out (B*H, n) fp32.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kWarp* kRows)
+__global__ void __launch_bounds__(kWarp* kRows, 2)
     rollout_colsum_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                           const bool* __restrict__ kpm, const int64_t* __restrict__ shifts,
                           const float* __restrict__ rho, const float* __restrict__ lse, float* __restrict__ out,

@@ -118,7 +118,10 @@ def _block_norm_triton(w: torch.Tensor, coef: torch.Tensor, r: torch.Tensor, blo
     bm, bk = _pow2(m), _pow2(K)
     # (m, K, d-chunk) fp32 product per program: ~8K elements on a GPU (registers), more in the interpreter.
     budget = 1 << (16 if interpret else 13)
-    bd = block_d or max(16, min(_pow2(d), budget // (bm * bk)))
+    # fp16 inputs with d-chunks of 512 or more spilled registers (sm_80 and sm_90, Triton 3.6: the compile of every
+    # variant in benchmarks/gpu_preflight.py); 256 never did. bf16 takes the same cap.
+    widest = 1 << 30 if interpret or w.element_size() > 2 else 256
+    bd = block_d or max(16, min(_pow2(d), budget // (bm * bk), widest))
     kernel[(n,)](
         w, coef32, r, s, n, K, d, m, w.stride(0), w.stride(1), r.stride(0), r.stride(1),
         BLOCK_M=bm, BLOCK_K=bk, BLOCK_D=bd, num_warps=4,

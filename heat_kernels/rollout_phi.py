@@ -182,8 +182,10 @@ def _triton_kernels(interpret: bool):
         return ok
 
     # A @triton.jit function resolves the functions it calls among its module's globals (closures are not seen,
-    # in the interpreter either): publish the helpers there.
-    globals().update(_tanh=_tanh, _scores=_scores, _band=_band)
+    # in the interpreter either): publish the helpers there, and ``tl``: with ``from __future__ import annotations``
+    # the helpers' ``tl.constexpr`` annotations are strings that the GPU compiler (not the interpreter) evaluates
+    # in those globals ("NameError: tl is not defined" at the first compile for a GPU otherwise).
+    globals().update(tl=tl, _tanh=_tanh, _scores=_scores, _band=_band)
 
     @triton.jit
     def _rollout_lse_kernel(
@@ -290,12 +292,45 @@ def _triton_kernels(interpret: bool):
     if not interpret:  # the interpreter runs one fixed configuration (no benchmarking there)
         configs = [
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 128, 8, 2)]
+            for bm, bn, w, s in [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3),  # fp16/bf16 (128 × 128 spilled)
+                                 (32, 32, 4, 2), (32, 32, 8, 1), (16, 16, 8, 1)]  # fp32 (see prune_tiles)
         ]
         key = ["n", "BLOCK_D", "UPCAST", "PRECISION", "HAS_WINDOW", "HAS_CHUNK", "HAS_SOFTCAP"]
-        tune = triton.autotune(configs=configs, key=key)
+        tune = triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": prune_tiles})
         tuned = (tune(_rollout_lse_kernel), tune(_rollout_colsum_kernel))
     return _rollout_lse_kernel, _rollout_colsum_kernel, *tuned
+
+
+# fp32 operands ("ieee" products, no tensor cores) are multiplied with FMAs from registers: each thread holds its
+# share of the q and k tiles, (BLOCK_M + BLOCK_N)·BLOCK_D / threads values, and of the score tile,
+# BLOCK_M·BLOCK_N / threads. Compiling every variant for sm_80 and sm_90 (benchmarks/gpu_preflight.py, Triton 3.6)
+# spilled with 24-32 operand values per thread next to 4-32 score values (and far more at larger tiles, whose shared
+# memory also exceeded a block's); every tile within 16 and 32 compiled without spills, as did 16 × 16 at
+# BLOCK_D = 256 (32 operand values, 1 score value), the fallback when no tile is within the budget.
+FP32_OPERANDS_PER_THREAD = 16
+FP32_SCORES_PER_THREAD = 32
+
+
+def fp32_tile_load(block_m: int, block_n: int, block_d: int, num_warps: int) -> tuple[float, float]:
+    """(operand values, score values) per thread of a tile configuration with fp32 operands."""
+    threads = 32 * num_warps
+    return (block_m + block_n) * block_d / threads, block_m * block_n / threads
+
+
+def prune_tiles(configs: list, named_args: dict, **kwargs) -> list:
+    """The autotune configurations that compile without spills: fp32 operands (``UPCAST``) keep the tiles within
+    ``FP32_OPERANDS_PER_THREAD`` / ``FP32_SCORES_PER_THREAD`` (the smallest one if none is); fp16/bf16 operands
+    (tensor cores, operands in shared memory) keep 64 × 64, 128 × 64 and 64 × 32, only 64 × 32 for heads wider
+    than 128 (the smaller tiles are there for fp32)."""
+    meta = {**named_args, **kwargs}
+    if not meta["UPCAST"]:  # at BLOCK_D = 256, 64 × 64 and 128 × 64 spilled a few bytes (sm_80)
+        tiles = {(64, 64), (128, 64), (64, 32)} if meta["BLOCK_D"] < 256 else {(64, 32)}
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) in tiles]
+    load = {id(c): fp32_tile_load(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], meta["BLOCK_D"], c.num_warps)
+            for c in configs}  # fmt: skip
+    budget = (FP32_OPERANDS_PER_THREAD, FP32_SCORES_PER_THREAD)
+    kept = [c for c in configs if load[id(c)][0] <= budget[0] and load[id(c)][1] <= budget[1]]
+    return kept or [min(configs, key=lambda c: load[id(c)])]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ Scores may come from any method; padding positions are ignored.
 - AOPC comprehensiveness: ``AOPC`` (``aopc``). Higher is better.
 - ABPC, the area between the deletion and insertion curves of P(y) (AttnLRP's faithfulness): ``ABPC`` (``abpc``).
   Higher is better; rank-based, so peaked scores gain nothing.
+- Over the context: Soft-NC/NS, AOPC and ABPC take ``exclude_last=k`` (the final k tokens never perturbed nor
+  ranked, scores renormalised over the rest) and ``protected`` positions in ``update``; AOPC and ABPC take
+  ``perturbation="zero"|"deletion"`` (:mod:`heat_module.metrics.functional.context`). ``functional.
+  position_controlled``: a method's per-example values minus the position prior's.
 - DSA: ``DSA`` (``dsa``). Higher is better.
 - F1 / Span-F1 alignment: ``F1Alignment`` (``f1_alignment``). Higher is better.
 - Sensitivity under embedding noise: ``Sensitivity`` (``sensitivity``). Lower is better.

@@ -13,6 +13,7 @@ from heat_module.metrics.functional.abpc import abpc
 from heat_module.metrics.functional.aopc import aopc
 from heat_module.metrics.functional.dsa import dsa
 from heat_module.metrics.functional.f1_alignment import f1_alignment
+from heat_module.metrics.functional.position_controlled import position_controlled
 from heat_module.metrics.functional.sensitivity import sensitivity
 from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness, soft_nc, soft_ns
 from heat_module.metrics.functional.spearman import active_passive_robustness, spearman_rho
@@ -23,6 +24,7 @@ __all__ = [
     "aopc",
     "dsa",
     "f1_alignment",
+    "position_controlled",
     "sensitivity",
     "soft_faithfulness",
     "soft_nc",

@@ -17,6 +17,8 @@ Scores may come from any method; padding positions are ignored.
   ``perturbation="zero"|"deletion"`` (:mod:`heat_module.metrics.functional.context`). ``functional.
   position_controlled``: a method's per-example values minus the position prior's.
 - DSA: ``DSA`` (``dsa``). Higher is better.
+- Evidence recall: ``EvidenceRecall`` (``evidence_recall``): top-k recall of known evidence tokens among the
+  context tokens (final token left out). Higher is better.
 - F1 / Span-F1 alignment: ``F1Alignment`` (``f1_alignment``). Higher is better.
 - Sensitivity under embedding noise: ``Sensitivity`` (``sensitivity``). Lower is better.
 - Active/passive Spearman ρ: ``ActivePassiveRobustness`` (``active_passive_robustness``). Higher is better.
@@ -26,6 +28,7 @@ from heat_module.metrics import functional
 from heat_module.metrics.abpc import ABPC
 from heat_module.metrics.aopc import AOPC
 from heat_module.metrics.dsa import DSA
+from heat_module.metrics.evidence_recall import EvidenceRecall
 from heat_module.metrics.f1_alignment import F1Alignment
 from heat_module.metrics.sensitivity import Sensitivity
 from heat_module.metrics.soft_faithfulness import SoftFaithfulness, SoftNC, SoftNS
@@ -35,6 +38,7 @@ __all__ = [
     "ABPC",
     "AOPC",
     "DSA",
+    "EvidenceRecall",
     "ActivePassiveRobustness",
     "F1Alignment",
     "Sensitivity",

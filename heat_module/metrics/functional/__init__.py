@@ -12,6 +12,7 @@ package is imported ``heat_module.metrics.functional.aopc`` is the function: imp
 from heat_module.metrics.functional.abpc import abpc
 from heat_module.metrics.functional.aopc import aopc
 from heat_module.metrics.functional.dsa import dsa
+from heat_module.metrics.functional.evidence_recall import evidence_recall
 from heat_module.metrics.functional.f1_alignment import f1_alignment
 from heat_module.metrics.functional.position_controlled import position_controlled
 from heat_module.metrics.functional.sensitivity import sensitivity
@@ -23,6 +24,7 @@ __all__ = [
     "active_passive_robustness",
     "aopc",
     "dsa",
+    "evidence_recall",
     "f1_alignment",
     "position_controlled",
     "sensitivity",

@@ -94,6 +94,16 @@ def table(rows: list[dict], order: list[str], resamples: int, seed: int) -> str:
             continue
         cells = [fmt(bootstrap_ci([by[m][i][k] for i in ids], resamples, seed)) for k in METRICS]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {sum(seconds[m]) / len(seconds[m]):.2f} |")
+    kinds = sorted({r["kind"] for r in rows})
+    kind_of = {r["id"]: r["kind"] for r in rows}
+    lines += ["", "recall_evidence by kind (items):", "",
+              "| method | " + " | ".join(f"{k} ({sum(kind_of[i] == k for i in ids)})" for k in kinds) + " |",
+              "|---" * (len(kinds) + 1) + "|"]
+    for m in order:
+        if m in by:
+            cells = [fmt(bootstrap_ci([by[m][i]["recall_evidence"] for i in ids if kind_of[i] == k], resamples, seed))
+                     for k in kinds]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     refs = [b for b in ["chance"] + TRIVIAL if b in by]
     for ref in refs:
         lines += ["", f"Paired difference method − {ref} (same items):", "",

@@ -128,8 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default=str(HERE / "eval_evidence"))
+    p.add_argument("--summarize", action="store_true", help="only print the table of the rows already written "
+                   "(rows.jsonl is appended to after every item, so an interrupted run can be summarised)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = Path(args.out_dir)
+    if args.summarize:
+        rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
+        order = ["chance"] + list(dict.fromkeys(r["method"] for r in rows if r["method"] != "chance"))
+        print(table(rows, order, args.bootstrap, args.seed))
+        return 0
 
     import heat_module as hm
     from heat_module.data.evidence import generate_evidence_items, keep_answered, to_example
@@ -137,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = hm.load_model(args.model)
     model.eval()
@@ -158,19 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     names = list(args.methods) + [t for t in TRIVIAL if t not in args.methods]
     methods = build_methods(names, model, tok, log)
     rows = []
-    for ex in examples:
-        rows.append({"id": ex.id, "kind": ex.metadata["kind"], "method": "chance", "seconds": 0.0,
-                     "metrics": item_metrics(torch.zeros(len(ex.input_ids)), ex)})
-        for name, method in methods.items():
-            t = time.perf_counter()
-            res = method.attribute(torch.tensor(ex.input_ids), target=ex.target_id)
-            sec = time.perf_counter() - t
-            rows.append({"id": ex.id, "kind": ex.metadata["kind"], "method": name, "seconds": sec,
-                         "metrics": item_metrics(res.scores, ex)})
-        log(f"{ex.id}: done")
     with open(out / "rows.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        for ex in examples:
+            item_rows = [{"id": ex.id, "kind": ex.metadata["kind"], "method": "chance", "seconds": 0.0,
+                          "metrics": item_metrics(torch.zeros(len(ex.input_ids)), ex)}]
+            for name, method in methods.items():
+                t = time.perf_counter()
+                res = method.attribute(torch.tensor(ex.input_ids), target=ex.target_id)
+                sec = time.perf_counter() - t
+                item_rows.append({"id": ex.id, "kind": ex.metadata["kind"], "method": name, "seconds": sec,
+                                  "metrics": item_metrics(res.scores, ex)})
+            for r in item_rows:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            rows += item_rows
+            log(f"{ex.id}: done")
     text = (f"Filter (answered right / tried, by kind): {filter_line}\n\n"
             + table(rows, ["chance"] + [n for n in names if n in methods], args.bootstrap, args.seed))
     (out / "table.md").write_text(text + "\n")

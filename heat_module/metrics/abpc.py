@@ -8,6 +8,7 @@ from typing import Any
 from heat_module.metrics.base import RankedRemovalMetric
 from heat_module.metrics.functional.abpc import ABPCOptions, abpc, abpc_compute, abpc_update
 from heat_module.metrics.functional.common import ForwardFn
+from heat_module.metrics.functional.context import Perturbation
 from heat_module.metrics.registry import register_metric
 
 
@@ -19,12 +20,23 @@ class ABPC(RankedRemovalMetric):
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
         steps: T, the number of intervals of [0, 1].
         batch_size: rows per forward call.
+        exclude_last: how many final real tokens are never removed nor ranked (0: the standard ABPC).
+        perturbation: ``"zero"`` (embeddings zeroed) or ``"deletion"`` (tokens taken out of the sequence).
         kwargs: torchmetrics ``Metric`` options.
 
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
-    target_ids (batch,))`` (shapes as in :func:`heat_module.metrics.functional.abpc.abpc`) calls
+    target_ids (batch,), protected=None)`` (shapes as in :func:`heat_module.metrics.functional.abpc.abpc`) calls
     ``abpc_update``; ``compute()`` returns the mean ABPC (scalar tensor) by ``abpc_compute``.
     """
 
-    def __init__(self, forward_fn: ForwardFn, steps: int = 10, batch_size: int = 64, **kwargs: Any) -> None:
-        super().__init__("abpc", abpc_update, abpc_compute, forward_fn, ABPCOptions(steps, batch_size), **kwargs)
+    def __init__(
+        self,
+        forward_fn: ForwardFn,
+        steps: int = 10,
+        batch_size: int = 64,
+        exclude_last: int = 0,
+        perturbation: Perturbation = "zero",
+        **kwargs: Any,
+    ) -> None:
+        options = ABPCOptions(steps, batch_size, exclude_last, perturbation)
+        super().__init__("abpc", abpc_update, abpc_compute, forward_fn, options, **kwargs)

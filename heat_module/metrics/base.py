@@ -48,12 +48,14 @@ class RankedRemovalMetric(SumCountMetric):
     """The base of AOPC and ABPC: the mean over examples of a value of P(y) on copies of the embeddings with tokens
     removed in score-rank order (:func:`heat_module.metrics.functional.common.ranked_removal_probs`).
 
-    ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,))``
-    adds ``update_fn``'s totals to the one sum state ``sum_<name>``; ``compute()`` returns ``compute_fn`` of it.
+    ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,),
+    protected=None)`` adds ``update_fn``'s totals to the one sum state ``sum_<name>``; ``compute()`` returns
+    ``compute_fn`` of it.
 
     Args:
         name: the metric's name (``"aopc"``).
-        update_fn: ``f(scores, inputs_embeds, attention_mask, target_ids, forward_fn, **options) -> (sum, count)``,
+        update_fn: ``f(scores, inputs_embeds, attention_mask, target_ids, forward_fn, protected, **options) ->
+            (sum, count)``,
             the functional ``<name>_update``.
         compute_fn: ``f(sum, total) -> mean``, the functional ``<name>_compute``.
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
@@ -84,10 +86,12 @@ class RankedRemovalMetric(SumCountMetric):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None,
         target_ids: torch.Tensor,
+        protected: torch.Tensor | Sequence[Sequence[int]] | None = None,
     ) -> None:
-        """Add a batch (shapes as in the functional form)."""
+        """Add a batch (shapes as in the functional form); ``protected``: positions never removed nor ranked (bool
+        (batch, n) or per-example index lists counted from the first real token), or ``None``."""
         total, count = self.update_fn(scores, inputs_embeds, attention_mask, target_ids, self.forward_fn,
-                                      **asdict(self.options))
+                                      protected, **asdict(self.options))
         self.accumulate({self.sum_names[0]: total}, count)
 
     def compute(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from heat_module.metrics.base import SumCountMetric
-from heat_module.metrics.functional.common import ForwardFn, ScoresTransform, check_batch
+from heat_module.metrics.functional.common import ForwardFn, IndexSpec, ScoresTransform, check_batch
 from heat_module.metrics.functional.soft_faithfulness import (
     SoftDefinition,
     SoftKind,
@@ -41,10 +41,13 @@ class SoftFaithfulness(SumCountMetric):
         scores_transform: ``"none"`` (ReAGent's definition), ``"rank"`` (normalised ranks) or ``"entropy"`` (the
             scores' order at entropy ``entropy_fraction``·ln n): reports correctness apart from concentration.
         entropy_fraction: see ``scores_transform``.
+        exclude_last: how many final real tokens are never masked; scores are renormalised over the rest (0: every
+            real token, ReAGent's definition).
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ...).
 
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
-    target_ids (batch,) | None)``; ``compute()`` returns a dict of scalars (see :func:`soft_faithfulness`).
+    target_ids (batch,) | None, protected=None)``; ``compute()`` returns a dict of scalars (see
+    :func:`soft_faithfulness`).
     ``target_ids`` is accepted for the common signature of model-based metrics and only shape-checked:
     Soft-NC/NS compare full next-token distributions.
     """
@@ -62,10 +65,11 @@ class SoftFaithfulness(SumCountMetric):
         random_baseline: bool = True,
         scores_transform: ScoresTransform = "none",
         entropy_fraction: float = 0.8,
+        exclude_last: int = 0,
         **kwargs: Any,
     ) -> None:
         options = SoftOptions(kinds, definition, num_masks, seed, batch_size, random_baseline, scores_transform,
-                              entropy_fraction)
+                              entropy_fraction, exclude_last)
         super().__init__(options.state_keys, **kwargs)
         self.forward_fn = forward_fn
         self.options = options
@@ -76,12 +80,13 @@ class SoftFaithfulness(SumCountMetric):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         target_ids: torch.Tensor | None = None,
+        protected: IndexSpec | None = None,
     ) -> None:
-        """Add a batch: scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None."""
+        """Add a batch: scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None;
+        ``protected``: positions never masked (bool (batch, n) or per-example index lists), or ``None``."""
         check_batch(scores, inputs_embeds, attention_mask, target_ids)
-        self.accumulate(
-            *soft_faithfulness_update(scores, inputs_embeds, attention_mask, self.forward_fn, **asdict(self.options))
-        )
+        self.accumulate(*soft_faithfulness_update(scores, inputs_embeds, attention_mask, self.forward_fn, protected,
+                                                  **asdict(self.options)))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """``{"soft_<kind>", "soft_<kind>_random", "soft_<kind>_log_ratio"}`` for each kind."""
@@ -93,7 +98,7 @@ class SoftNC(SoftFaithfulness):
     """Soft normalised comprehensiveness alone: :class:`SoftFaithfulness` with ``kinds=("nc",)``.
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
-    ``scores_transform``, ``entropy_fraction``, ``Metric`` options) by keyword.
+    ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
@@ -105,7 +110,7 @@ class SoftNS(SoftFaithfulness):
     """Soft normalised sufficiency alone: :class:`SoftFaithfulness` with ``kinds=("ns",)``.
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
-    ``scores_transform``, ``entropy_fraction``, ``Metric`` options) by keyword.
+    ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:

@@ -12,7 +12,9 @@ package is imported ``heat_module.metrics.functional.aopc`` is the function: imp
 from heat_module.metrics.functional.abpc import abpc
 from heat_module.metrics.functional.aopc import aopc
 from heat_module.metrics.functional.dsa import dsa
+from heat_module.metrics.functional.evidence_recall import evidence_recall
 from heat_module.metrics.functional.f1_alignment import f1_alignment
+from heat_module.metrics.functional.position_controlled import position_controlled
 from heat_module.metrics.functional.sensitivity import sensitivity
 from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness, soft_nc, soft_ns
 from heat_module.metrics.functional.spearman import active_passive_robustness, spearman_rho
@@ -22,7 +24,9 @@ __all__ = [
     "active_passive_robustness",
     "aopc",
     "dsa",
+    "evidence_recall",
     "f1_alignment",
+    "position_controlled",
     "sensitivity",
     "soft_faithfulness",
     "soft_nc",

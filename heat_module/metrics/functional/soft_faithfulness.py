@@ -36,6 +36,14 @@ by their normalised ranks (r_i / Σ r, a linear ramp: only the order counts), wi
 of the same order with entropy ``entropy_fraction``·ln n (:func:`heat_module.metrics.functional.common.
 entropy_scores`); the random baseline's scores get the same transform. ``"none"`` is ReAGent's definition.
 
+Over the context (:mod:`heat_module.metrics.functional.context`): with ``exclude_last=k`` the final k real tokens
+(and any ``protected`` positions) are never masked; "real tokens" above then means the context tokens: the scores
+are clipped and renormalised over them (the random scores too), p_0 zeroes every context token and keeps the
+final ones, and the heta top-k% counts are taken of the context. The draws are u ~ U[0, 1)^(num_masks, n_ctx, d)
+and random scores U[0, 1)^n_ctx from the same per-example generator (seeded by all real tokens), so with
+``exclude_last=0`` and nothing protected the values are exactly the standard ones. A score vector with all its
+mass on the excluded tokens leaves nothing on the context and is scored as uniform scores are.
+
 Perturbed copies of the whole batch are pushed through ``forward_fn`` in chunks of ``batch_size`` rows: two
 reference rows per example (original, all zeroed; one for heta) in a first pass, then all masked copies.
 """
@@ -54,6 +62,7 @@ from heat_module.metrics.functional.common import (
     SCORES_TRANSFORMS,
     Block,
     ForwardFn,
+    IndexSpec,
     ScoresTransform,
     check_model_batch,
     chunked_forward,
@@ -63,6 +72,7 @@ from heat_module.metrics.functional.common import (
     topk_count,
     transform_scores,
 )
+from heat_module.metrics.functional.context import check_exclude_last, context_mask
 
 SoftKind = Literal["nc", "ns"]
 SoftDefinition = Literal["reagent", "heta"]
@@ -81,8 +91,10 @@ class SoftOptions:
     random_baseline: bool = True
     scores_transform: ScoresTransform = "none"
     entropy_fraction: float = 0.8
+    exclude_last: int = 0
 
     def __post_init__(self) -> None:
+        check_exclude_last(self.exclude_last)
         if self.scores_transform not in SCORES_TRANSFORMS:
             raise ValueError(
                 f"Expected scores_transform to be one of {list(SCORES_TRANSFORMS)}, got {self.scores_transform!r}"
@@ -111,7 +123,7 @@ class SoftOptions:
 
 def soft_faithfulness_values(
     scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, forward_fn: ForwardFn,
-    **options: Any,
+    protected: IndexSpec | None = None, **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Per-example Soft-NC / Soft-NS values.
 
@@ -120,14 +132,17 @@ def soft_faithfulness_values(
         inputs_embeds: (batch, n, d) left-padded input embeddings.
         attention_mask: (batch, n) 1 on real tokens, or ``None``.
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``.
+        protected: positions never masked (bool (batch, n) or per-example index lists), or ``None``.
         options: the keyword options of :func:`soft_faithfulness` (``kinds``, ``definition``, ``num_masks``,
-            ``seed``, ``batch_size``, ``random_baseline``).
+            ``seed``, ``batch_size``, ``random_baseline``, ``scores_transform``, ``entropy_fraction``,
+            ``exclude_last``).
     Returns:
         ``{"soft_<kind>": (batch,), "soft_<kind>_random": (batch,)}`` for each kind (``_random`` only with
         ``random_baseline``), fp32.
     """
     opts = SoftOptions(**options)
     real, mask = check_model_batch(scores, inputs_embeds, attention_mask)
+    ctx = context_mask(real, opts.exclude_last, protected)
     batch, n, d = inputs_embeds.shape
     device = inputs_embeds.device
     scores = scores.to(device)
@@ -140,7 +155,7 @@ def soft_faithfulness_values(
                 rows = [inputs_embeds[b]]
                 if opts.definition == "reagent":
                     zeroed = inputs_embeds[b].clone()
-                    zeroed[real[b]] = 0.0
+                    zeroed[ctx[b]] = 0.0
                     rows.append(zeroed)
                 x = torch.stack(rows)
                 yield x, mask[b].expand(len(rows), n), lambda logp: logp
@@ -154,22 +169,22 @@ def soft_faithfulness_values(
 
         def perturbed_blocks() -> Iterator[Block]:
             for b in range(batch):
-                x_real = inputs_embeds[b, real[b]]  # (n_real, d)
-                n_real = x_real.shape[0]
-                g = example_generator(opts.seed, x_real)
-                raw = {"method": scores[b, real[b]].float(), "random": torch.rand(n_real, generator=g, device=device)}
+                g = example_generator(opts.seed, inputs_embeds[b, real[b]])  # seeded by every real token
+                x_ctx = inputs_embeds[b, ctx[b]]  # (n_ctx, d): the tokens that may be masked
+                n_ctx = x_ctx.shape[0]
+                raw = {"method": scores[b, ctx[b]].float(), "random": torch.rand(n_ctx, generator=g, device=device)}
                 if opts.definition == "reagent":
-                    u = torch.rand(opts.num_masks, n_real, d, generator=g, device=device)
+                    u = torch.rand(opts.num_masks, n_ctx, d, generator=g, device=device)
                 for variant in variants:
                     for kind in opts.kinds:
                         if opts.definition == "reagent":
                             s = transform_scores(raw[variant], opts.scores_transform, opts.entropy_fraction)
                             keep_prob = s if kind == "ns" else 1.0 - s
                             x = inputs_embeds[b].expand(opts.num_masks, n, d).clone()
-                            x[:, real[b]] = x_real * (u < keep_prob[None, :, None])
+                            x[:, ctx[b]] = x_ctx * (u < keep_prob[None, :, None])
                             reduce = _reagent_reducer(kind, log_q[b], d0[b])
                         else:
-                            x = _heta_rows(inputs_embeds[b], real[b], raw[variant], kind)
+                            x = _heta_rows(inputs_embeds[b], ctx[b], raw[variant], kind)
                             reduce = _heta_reducer(kind, log_q[b])
                         keys.append((b, variant, kind))
                         yield x, mask[b].expand(len(x), n), reduce
@@ -190,10 +205,10 @@ def _reagent_reducer(kind: str, log_q: torch.Tensor, d0: torch.Tensor):
     return reduce
 
 
-def _heta_rows(x: torch.Tensor, real: torch.Tensor, s: torch.Tensor, kind: str) -> torch.Tensor:
-    """(n, d) one example, (n_real,) raw scores -> (len(HETA_PERCENTS), n, d): the top-k% real tokens zeroed (nc)
-    or only they kept, the other real tokens zeroed (ns)."""
-    pos = real.nonzero().flatten()
+def _heta_rows(x: torch.Tensor, ctx: torch.Tensor, s: torch.Tensor, kind: str) -> torch.Tensor:
+    """(n, d) one example, (n, ) bool context, (n_ctx,) raw scores -> (len(HETA_PERCENTS), n, d): the top-k%
+    context tokens zeroed (nc) or only they kept, the other context tokens zeroed (ns)."""
+    pos = ctx.nonzero().flatten()
     order = pos[ranking(s)]
     rows = []
     for pct in HETA_PERCENTS:
@@ -202,7 +217,7 @@ def _heta_rows(x: torch.Tensor, real: torch.Tensor, s: torch.Tensor, kind: str) 
         if kind == "nc":
             row[top] = 0.0
         else:
-            drop = real.clone()
+            drop = ctx.clone()
             drop[top] = False
             row[drop] = 0.0
         rows.append(row)
@@ -219,11 +234,11 @@ def _heta_reducer(kind: str, log_q: torch.Tensor):
 
 def soft_faithfulness_update(
     scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, forward_fn: ForwardFn,
-    **options: Any,
+    protected: IndexSpec | None = None, **options: Any,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Running totals: ``({key: sum over the batch (scalar)}, number of examples)``; arguments as
     :func:`soft_faithfulness_values`."""
-    values = soft_faithfulness_values(scores, inputs_embeds, attention_mask, forward_fn, **options)
+    values = soft_faithfulness_values(scores, inputs_embeds, attention_mask, forward_fn, protected, **options)
     return {k: v.sum() for k, v in values.items()}, inputs_embeds.shape[0]
 
 
@@ -251,6 +266,8 @@ def soft_faithfulness(
     random_baseline: bool = True,
     scores_transform: ScoresTransform = "none",
     entropy_fraction: float = 0.8,
+    exclude_last: int = 0,
+    protected: IndexSpec | None = None,
 ) -> dict[str, torch.Tensor]:
     """Soft-NC and/or Soft-NS of a batch (module docstring), sharing the reference forwards.
 
@@ -267,13 +284,17 @@ def soft_faithfulness(
         random_baseline: also score random scores of each example and report the log ratio.
         scores_transform: ``"none"`` (ReAGent), ``"rank"`` or ``"entropy"`` (module docstring).
         entropy_fraction: the entropy of ``"entropy"`` scores as a fraction of ln n.
+        exclude_last: how many final real tokens are never masked; the scores are renormalised over the rest
+            (0: ReAGent's definition over every real token).
+        protected: further positions never masked: a bool (batch, n) mask or per-example index lists counted from
+            the first real token (e.g. the query span of a templated prompt).
     Returns:
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
     """
     sums, total = soft_faithfulness_update(
-        scores, inputs_embeds, attention_mask, forward_fn, kinds=kinds, definition=definition, num_masks=num_masks,
-        seed=seed, batch_size=batch_size, random_baseline=random_baseline, scores_transform=scores_transform,
-        entropy_fraction=entropy_fraction,
+        scores, inputs_embeds, attention_mask, forward_fn, protected, kinds=kinds, definition=definition,
+        num_masks=num_masks, seed=seed, batch_size=batch_size, random_baseline=random_baseline,
+        scores_transform=scores_transform, entropy_fraction=entropy_fraction, exclude_last=exclude_last,
     )
     return soft_faithfulness_compute(sums, total, kinds, random_baseline)
 
@@ -281,12 +302,14 @@ def soft_faithfulness(
 def soft_nc(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NC: ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio"}`` (see :func:`soft_faithfulness`; options by
-    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``)."""
+    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
+    ``protected``, ...)."""
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("nc",), **options)
 
 
 def soft_ns(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NS: ``{"soft_ns", "soft_ns_random", "soft_ns_log_ratio"}`` (see :func:`soft_faithfulness`; options by
-    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``)."""
+    keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
+    ``protected``, ...)."""
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("ns",), **options)

@@ -39,7 +39,7 @@ test: venv nvcc-check
 lint: venv
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples
 
-# ---- the GPU check (issue 16; benchmarks/gpu_check.sh says how the lent H200 runs it) -------------------------
+# ---- the GPU check (benchmarks/gpu_check.sh: one time-boxed run of the kernel tests and benchmarks on a GPU) ------
 # The packages of setup.py (install_requires + test) that the H200 image lacks, as Python 3.12 manylinux wheels,
 # plus SmolLM2's tokenizer when the local .venv can load the model; carried to the device as .whl/ (git-ignored).
 GPU_WHEELS ?= jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 platformdirs==4.14.9

@@ -195,7 +195,7 @@ def kernel_bench_main(
     import torch
 
     parser.add_argument("--mem-case", help=argparse.SUPPRESS)
-    parser.add_argument("--skip-cpu", action="store_true", help="only the GPU cases (the GPU check, issue 16)")
+    parser.add_argument("--skip-cpu", action="store_true", help="only the GPU cases (the GPU check)")
     args = parser.parse_args()
     if args.mem_case:
         return mem_case(json.loads(args.mem_case))

@@ -1,4 +1,4 @@
-"""Benchmark of ``heat_kernels.block_norm`` (issue 5): CSV rows, then the ratios measured in this run.
+"""Benchmark of ``heat_kernels.block_norm``: CSV rows, then the ratios measured in this run.
 
 CPU: the pure-torch reference (forms the (m, n, d) product) vs the C++ op on the ``fisher`` curvature shapes of
 SmolLM2-135M: hidden size d = 576, K = 32 top tokens, m = 1 (default) and 10 probes (the authors' code),

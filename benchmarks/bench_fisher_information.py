@@ -1,11 +1,11 @@
-"""The n-independent fast path (issue 13): Fisher I (and Fisher S) against exact I and exact HEAT on SmolLM2.
+"""The n-independent fast path: Fisher I (and Fisher S) against exact I and exact HEAT on SmolLM2.
 
 For every context of exactly n tokens (ReAGent prompts, built like ``bench_variants.py``: LongRA / TellMeWhy /
 WikiText alternating; ``--data-root`` or ``HEAT_SHARED_DATA`` points at ``shared/data/reagent``), three HEAT runs:
 
 - fast: ``HEATConfig.preset("fast")`` (Fisher S + Fisher I: one forward + one K-cotangent backward);
 - fisher_s: Fisher S + exact I (``HEATConfig.preset("fisher")``; its ``information`` is the exact I of eq. 4);
-- exact: exact S (m = 1) + exact I (``HEATConfig.preset("exact")``, ``HEATConfig()`` before issue 15), only at the
+- exact: exact S (m = 1) + exact I (``HEATConfig.preset("exact")``, the default before the choice study), only at the
   lengths in ``--exact-lengths``.
 
 Printed: seconds and FE (``result.cost.forward_equivalents``) per example, Spearman ρ and top-5 overlap of the fast
@@ -118,7 +118,7 @@ def read_rows(paths: list[str]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> None:
-    """Means over contexts per (n, variant), and the issue-13 ratios."""
+    """Means over contexts per (n, variant), and the ratios against the cost targets."""
     lengths = sorted({r["n"] for r in rows})
     print("\n# means over contexts")
     print("n,variant,contexts,seconds,fe,fe_over_n,rho_I,rho_I_sd,top5_I,rho_vs_ref,rho_vs_ref_sd,top5_vs_ref,ref")

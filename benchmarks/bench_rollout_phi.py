@@ -1,4 +1,4 @@
-"""Benchmark of ``heat_kernels.rollout_phi`` (issue 5): CSV rows, then the ratios measured in this run.
+"""Benchmark of ``heat_kernels.rollout_phi``: CSV rows, then the ratios measured in this run.
 
 CPU: the pure-torch reference (materialises the (B, H, n, n) attention) vs the C++ op, on SmolLM2-135M shapes
 (30 layers, 9 query / 3 key-value heads, d_h 64, batch 1, fp32), n = 256, 512, 1024, 2048; plus the memory of a
@@ -20,7 +20,7 @@ Method (stated in the output too):
 - GPU peak extra memory: torch.cuda.max_memory_allocated() − memory_allocated() before the call.
 - GPU FLOPs: 2·B·H·n²·d_h per call (two causal QKᵀ passes), the same count for every backend; bytes: q, k, rho read
   and Φ written once (a lower bound on traffic).
-- Masks (``--window W`` and/or ``--softcap C``, issue 12): extra one-layer rows per backend with a sliding window
+- Masks (``--window W`` and/or ``--softcap C``): extra one-layer rows per backend with a sliding window
   (Gemma 2/3, Mistral), soft-capping (Gemma 2) and both, in the last CSV column ``mask`` (blank: causal), and the
   ratios time(causal) / time(masked) of each kernel: a window skips the tiles outside the band, so for n ≫ W the
   kernels should get faster while the reference (which materialises n × n) does not.

@@ -1,4 +1,4 @@
-"""Scalable HEAT variants side by side (issue 6; the structure of the paper's Tables 9, 10 and 12).
+"""Scalable HEAT variants side by side (the structure of the paper's Tables 9, 10 and 12).
 
 On SmolLM2-135M (``heat_module.load_model("smollm2")``), contexts of exactly n tokens built from the ``prompt`` field
 of a data file (consecutive prompts concatenated until n tokens, then cut), for every n in ``--lengths``:
@@ -60,7 +60,7 @@ DEFAULT_DATA = [str(SHARED / "derived/longra_gpt2.jsonl"), str(SHARED / "data/be
                 str(SHARED / "data/benchmark/wikitext.txt")]
 #: where --append writes its tables: an untracked run log, curated by hand into benchmarks/RESULTS-variants.md
 RESULTS = Path(__file__).resolve().parent / "out" / "bench_variants.md"
-HEADING = "## Scalable variants (issue 6)"
+HEADING = "## Scalable variants"
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs

@@ -1,4 +1,4 @@
-"""Is HEAT worth choosing? Run (or resume) the comparison of issue 15 and write its report.
+"""Is HEAT worth choosing? Run (or resume) the comparison and write its report.
 
 Data from ``--path dataset=FILE`` or ``$HEAT_DATA_DIR``. Stages: ``cheap`` (every row but exact-S HEAT), ``exact``
 (exact-S HEAT rows on the first ``--exact-limits`` examples), ``report`` (no computation). The recorded run::

@@ -1,4 +1,4 @@
-"""The GPU check of issue 16, one step per call; ``benchmarks/gpu_check.sh`` runs the steps, each time-boxed.
+"""The GPU check, one step per call; ``benchmarks/gpu_check.sh`` runs the steps, each time-boxed.
 
     python benchmarks/gpu_check.py STEP --results DIR [--device cuda|cpu] [--tiny] [step options]
 

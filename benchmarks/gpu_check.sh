@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 16 in one call, every step time-boxed so the whole run ends within GPU_CHECK_BUDGET
+# The GPU check in one call, every step time-boxed so the whole run ends within GPU_CHECK_BUDGET
 # seconds (default 480) and always writes its results: one CSV (gpu_check.csv) and one log (gpu_check.log) under
 # $OUT, or out/gpu_check when $OUT is unset; the summary is printed last.
 #

@@ -3,7 +3,7 @@
 Prints the greedy next token, the top context tokens and their components, and writes an HTML and a PNG heatmap.
 A causal LM's final context token often carries most of the attribution; the demo therefore ranks the context
 *before* it (the final token's score is printed on its own line), and the heatmaps leave it out of their colour scale.
-By default HEAT runs as ``HEATConfig()``: M·I, the gate times the KL information (no Hessian term; issue 15);
+By default HEAT runs as ``HEATConfig()``: M·I, the gate times the KL information (no Hessian term);
 ``--preset exact`` adds eq. 5's S (exact HVPs, slower) and its column.
 """
 

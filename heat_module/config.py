@@ -1,8 +1,8 @@
 """Configuration of a HEAT run (paper eq. 5, Algorithm 1; docs/design.md).
 
-``HEATConfig()`` is M·I (eq. 5 with β = 0, γ = 1: the gate times the KL information), chosen by issue 15's pre-fixed
-rule (``benchmarks/RESULTS-choice.md``); eq. 5 with the Hessian term S is ``HEATConfig.preset("exact")`` (the default
-before issue 15), ``"paper"`` or ``"fisher"``.
+``HEATConfig()`` is M·I (eq. 5 with β = 0, γ = 1: the gate times the KL information), chosen by the
+choice study's pre-fixed rule (``benchmarks/RESULTS-choice.md``); eq. 5 with the Hessian term S is
+``HEATConfig.preset("exact")``, ``"paper"`` or ``"fisher"``.
 
 One dataclass, every field documented and validated in ``__post_init__`` with "Expected X, got Y" errors. Every
 choice is defined once, as a ``Literal`` type; the tuples of allowed values (``SINKS``, ``CURVATURES``, ...) come
@@ -48,15 +48,15 @@ class HEATConfig:
     """Hyper-parameters of HEAT.
 
     ``HEATConfig()`` is M·I (eq. 5 with β = 0): Attr_i = M[i]·I_i, the gate times the KL of masking x_i (in nats,
-    γ = 1), chosen by issue 15's pre-fixed rule (best mean rank over Soft-NC, Soft-NS and ABPC on LongRA, TellMeWhy
-    and WikiBio among the configurations costing ≤ 20× AttnLRP; see ``benchmarks/RESULTS-choice.md``). It runs one
-    captured forward and n masked runs on the prefix cache, no HVPs. Eq. 5 with the Hessian term S:
-    ``HEATConfig.preset("exact")`` (exact S, β = γ = 0.5: the default before issue 15), ``"paper"`` or ``"fisher"``.
+    γ = 1), chosen by the choice study's pre-fixed rule (best mean rank over Soft-NC, Soft-NS and ABPC on LongRA,
+    TellMeWhy and WikiBio among the configurations costing ≤ 20× AttnLRP; see ``benchmarks/RESULTS-choice.md``). It
+    runs one captured forward and n masked runs on the prefix cache, no HVPs. Eq. 5 with the Hessian term S:
+    ``HEATConfig.preset("exact")`` (exact S, β = γ = 0.5), ``"paper"`` or ``"fisher"``.
     At β = 0 the S-only fields (``curvature``, ``probes``, ``hvp_*``, ``fisher_*``, ``rank``, ``oversample``,
     ``layers``) have no effect; setting one warns (:func:`s_only_changes`).
 
     Attributes:
-        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0. Default 0: S is not computed (M·I, issue 15);
+        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0. Default 0: S is not computed (M·I);
             eq. 5 as the paper writes it has β = 0.5 (``HEATConfig.preset("exact")`` / ``"paper"`` / ``"fisher"``).
         gamma: weight γ of the information term I (eq. 5). Must be ≥ 0. Default 1: Attr = M·I with I the KL in nats
             (every metric reported is scale-invariant, so γ = 1 ranks exactly like the evaluated γ = 0.5); the
@@ -224,7 +224,7 @@ class HEATConfig:
             fields = ", ".join(f"{k}={v!r}" for k, v in unused.items())
             warnings.warn(
                 f"HEATConfig({fields}) has no effect at beta=0: the curvature S is not computed at beta=0, which is "
-                "the default since issue 15 (HEATConfig() is M·I). Set beta > 0 for eq. 5 with S, or use "
+                "the default (HEATConfig() is M·I). Set beta > 0 for eq. 5 with S, or use "
                 "HEATConfig.preset('exact') / HEATConfig.preset('fisher').",
                 UserWarning, stacklevel=3,
             )
@@ -323,7 +323,7 @@ def s_only_changes(config: HEATConfig) -> dict[str, object]:
     """The S-only fields of ``config`` set away from their defaults although S is not computed (β = 0 in an
     ablation that uses S only through β, :data:`S_THROUGH_BETA`): field -> value; empty when none (or β > 0).
 
-    ``HEATConfig`` warns (UserWarning, :data:`S_UNUSED_WARNING`) when this is not empty: since issue 15 β = 0 is the
+    ``HEATConfig`` warns (UserWarning, :data:`S_UNUSED_WARNING`) when this is not empty: β = 0 is the
     default, so without the warning e.g. ``HEATConfig(curvature="fisher")`` would silently compute M·I with no S.
     Left out: ``seed`` (it seeds the probes of S, but is set as a general seed by callers), and with
     ``information="fisher"`` the fields its Fisher I reads (``fisher_topk``, ``fisher_mass``, ``hvp_chunk_size``).

@@ -14,7 +14,7 @@ from heat_module.lm.architectures import TINY_CONFIG
 from heat_module.lm.forward import next_token_logits
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
-#: architectures with more than causal attention (issue 12): soft-capping and sliding windows (gemma2; gemma3's
+#: architectures with more than causal attention: soft-capping and sliding windows (gemma2; gemma3's
 #: window is 4 here, smaller than most test contexts), learned sinks (gpt_oss, eager only), chunked attention
 #: (llama4 text model, chunks of 4), a hybrid with short convolutions (lfm2) and multi-head latent attention
 #: (deepseek_v3, value head size 6 ≠ query head size 12)

@@ -245,3 +245,18 @@ def test_no_tracked_file_holds_an_absolute_machine_path():
         text = path.read_text(encoding="utf-8", errors="ignore")
         offenders += [f"{f}: {m.group(0)}" for m in pattern.finditer(text)]
     assert offenders == []
+
+
+def test_no_tracker_numbers_in_code_docs_or_help_texts():
+    """Code, docs, help texts and warnings explain themselves in words: no "issue 15" or "issue-13 run"."""
+    pattern = re.compile(r"\bissues? #?\d+|\bissue-\d+", re.IGNORECASE)
+    roots = ("heat_module/", "heat_kernels/", "csrc/", "docs/", "configs/", "examples/", "benchmarks/", "tests/")
+    files = [f for f in tracked_files() if f.startswith(roots) or f in ("README.md", "Makefile", "setup.py")]
+    offenders = []
+    for f in files:
+        path = ROOT / f
+        if f == "tests/test_layout.py" or path.suffix in {".png", ".so"} or not path.is_file():
+            continue
+        for k, line in enumerate(path.read_text(encoding="utf-8", errors="ignore").splitlines(), 1):
+            offenders += [f"{f}:{k}: {m.group(0)}" for m in pattern.finditer(line)]
+    assert offenders == []

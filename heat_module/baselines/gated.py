@@ -1,4 +1,4 @@
-"""The transition gate M of HEAT applied to any method's scores: score_i = M[i] · inner_i (issue 15).
+"""The transition gate M of HEAT applied to any method's scores: score_i = M[i] · inner_i.
 
 M (:mod:`heat_module.heat.transition`, the gate of eq. 5) comes from ONE captured no-grad forward of the context;
 the inner method (any registry name: ``attnlrp``, ``occlusion``, ...) runs as usual. The product shows what the gate

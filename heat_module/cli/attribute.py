@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrast token (string or id): explain log P(target) - log P(foil)")
     p.add_argument("--preset", default="default", choices=list(PRESETS),
                    help="the configuration the options below change (HEATConfig.preset): 'default' is HEATConfig(), "
-                        "M·I (beta 0, no Hessian term, issue 15); 'exact' / 'paper' / 'fisher' / 'fast' are eq. 5 "
+                        "M·I (beta 0, no Hessian term); 'exact' / 'paper' / 'fisher' / 'fast' are eq. 5 "
                         "with S (beta = gamma = 0.5)")
     # every field option below defaults to None: not given = the preset's value
     p.add_argument("--beta", type=float, default=None, help="weight of S (eq. 5); the default preset has 0")

@@ -7,8 +7,8 @@
 - :mod:`~heat_module.evaluation.cache` — the resumable JSON-lines results.
 - :mod:`~heat_module.evaluation.stats` — bootstrap intervals and the summary.
 - :mod:`~heat_module.evaluation.report`, :mod:`~heat_module.evaluation.figures` — the markdown report, the PNGs.
-- :mod:`~heat_module.evaluation.choice`, :mod:`~heat_module.evaluation.choice_report` — "is HEAT worth choosing?"
-  (issue 15): HEAT's configurations against AttnLRP, occlusion-KL and the gate on cheap methods, with ABPC and the
+- :mod:`~heat_module.evaluation.choice`, :mod:`~heat_module.evaluation.choice_report` — "is HEAT worth choosing?":
+  HEAT's configurations against AttnLRP, occlusion-KL and the gate on cheap methods, with ABPC and the
   decision rule for the default (``benchmarks/eval_choice.py``).
 
 The command line is :mod:`heat_module.cli.eval`.

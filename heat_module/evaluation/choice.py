@@ -1,4 +1,4 @@
-"""Is HEAT worth choosing? HEAT's configurations against AttnLRP, occlusion-KL and the gate on cheap methods (issue 15).
+"""Is HEAT worth choosing? HEAT's configurations against AttnLRP, occlusion-KL and the gate on cheap methods.
 
 Per example, the components are computed once and cached (:func:`components`): the gate M (one captured forward;
 ``sink="auto"``), I (eq. 4, zero mask: the same quantity as occlusion with ``measure="kl"``), AttnLRP's relevance,
@@ -69,7 +69,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...], dict]] = {
                         {"curvature": "fisher", "normalize": "sum", **EQ5}),
     "heat_fisher_rank": ("HEAT, Fisher S, normalize=rank", ("M", "I", "SF"),
                          {"curvature": "fisher", "normalize": "rank", **EQ5}),
-    "heat_exact": ("HEAT eq. 5 (exact S, normalize=none; default before issue 15)", ("M", "I", "SE"), {**EQ5}),
+    "heat_exact": ("HEAT eq. 5 (exact S, normalize=none; the default before this study)", ("M", "I", "SE"), {**EQ5}),
     "heat_exact_sum": ("HEAT, exact S, normalize=sum", ("M", "I", "SE"), {"normalize": "sum", **EQ5}),
     "heat_exact_rank": ("HEAT, exact S, normalize=rank", ("M", "I", "SE"), {"normalize": "rank", **EQ5}),
 }
@@ -85,7 +85,7 @@ EXACT_ROWS = tuple(r for r, (_, need, _) in ROWS.items() if "SE" in need)
 #: the HEAT configurations the rule chooses among (gate on, eq. 5's structure; β = 0 included)
 CANDIDATES = ("heat_exact", "heat_exact_sum", "heat_exact_rank", "heat_fisher", "heat_fisher_sum",
               "heat_fisher_rank", "m_i")
-#: the paired differences reported: HEAT eq. 5 with exact S (``heat_exact``, the default before issue 15) minus
+#: the paired differences reported: HEAT eq. 5 with exact S (``heat_exact``, the default before this study) minus
 #: each of these
 COMPARED = ("attnlrp", "occlusion_kl", "m_i", "m_attnlrp")
 RULE_METRICS = ("soft_nc", "soft_ns", "abpc")

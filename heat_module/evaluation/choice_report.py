@@ -215,7 +215,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     records = list(records)
     table = metric_table(records)
     R = cfg.bootstrap
-    lines = ["# Is HEAT worth choosing? (issue 15)", "",
+    lines = ["# Is HEAT worth choosing?", "",
              "HEAT's configurations against AttnLRP, occlusion-KL and the gate M applied to cheap methods "
              "(`heat_module/evaluation/choice.py`, `benchmarks/eval_choice.py`). Means over examples with "
              f"percentile bootstrap 95 % intervals ({R} resamples) in brackets; n = examples.", ""]

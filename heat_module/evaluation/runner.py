@@ -151,7 +151,7 @@ class Evaluator:
     @property
     def heat(self) -> HEAT:
         """HEAT eq. 5 with exact S (``HEATConfig.preset("exact")``: β = γ = 0.5, what RESULTS-eval.md measured;
-        ``HEATConfig()`` is M·I since issue 15) with the run's probes and seed (built once)."""
+        ``HEATConfig()`` is M·I) with the run's probes and seed (built once)."""
         if self._heat is None:
             self._heat = HEAT(self.model, self.tokenizer,
                               HEATConfig.preset("exact", probes=self.cfg.probes, seed=self.cfg.seed))

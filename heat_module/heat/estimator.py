@@ -47,7 +47,7 @@ class HEAT(Attributor):
         >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
         >>> res.topk(3)
 
-    ``HEATConfig()`` (also ``config=None``) is M·I, eq. 5 with β = 0 (issue 15): no S, no HVPs;
+    ``HEATConfig()`` (also ``config=None``) is M·I, eq. 5 with β = 0: no S, no HVPs;
     ``HEATConfig.preset("exact")`` is eq. 5 with the exact S (β = γ = 0.5).
 
     The model is switched to the ``"heat"`` attention implementation (:func:`heat_module.lm.capture.install`:

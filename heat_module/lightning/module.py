@@ -336,7 +336,7 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         model: ``"smollm2"`` (offline default), an HF folder / id, an ``nn.Module``, or a ``(model, tokenizer)``
             pair (see :func:`heat_module.load_model`). Its parameters are frozen (``requires_grad=False``).
         tokenizer: the tokenizer for a built model (optional; loaded with a name).
-        config: HEAT's configuration (default ``HEATConfig()``: M·I since issue 15; ``HEATConfig.preset("exact")``
+        config: HEAT's configuration (default ``HEATConfig()``: M·I; ``HEATConfig.preset("exact")``
             for eq. 5 with the Hessian term S).
         method: a name of the method registry (:func:`heat_module.attribution.registry.available_methods`):
             ``"heat"`` or a baseline.

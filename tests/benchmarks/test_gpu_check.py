@@ -1,4 +1,4 @@
-"""The GPU check driver (issue 16): its FLOP count against a brute-force count, and a dry run at the tiniest size.
+"""The GPU check driver: its FLOP count against a brute-force count, and a dry run at the tiniest size.
 
 The dry run goes through ``benchmarks/gpu_check.sh --device cpu --tiny`` with a subset of its steps
 (``GPU_CHECK_ONLY``); the full dry run (every step, ~4 minutes here) is ``make gpu-check-dry``.

@@ -47,14 +47,14 @@ def test_invalid_config_names_field(changes, message):
 
 
 def test_defaults_and_hash():
-    cfg = HEATConfig()  # M·I since issue 15: eq. 5 with beta = 0, gamma = 1
+    cfg = HEATConfig()  # M·I since the choice study: eq. 5 with beta = 0, gamma = 1
     assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.probes, cfg.mask) == (0.0, 1.0, 0.0, "exact", 1, "zero")
     assert cfg.hash() == HEATConfig().hash()
     assert cfg.hash() != cfg.replace(beta=0.25).hash()
     assert HEATConfig(window=10).effective_stride == 5
 
 
-#: HEATConfig() before issue 15 (eq. 5 with exact S), field by field
+#: HEATConfig.preset("exact") (eq. 5 with exact S), field by field
 OLD_DEFAULT = dict(beta=0.5, gamma=0.5, alpha=0.0, first_order="gated", curvature="exact", information="exact",
                    probes=1, hvp_chunk_size=8, hvp_mode="auto", hvp_memory_mb=2048.0, fisher_topk=16, fisher_mass=None,
                    rank=16, oversample=8, layers=None, rollout_layers=None, mask="zero", mask_token_id=None,
@@ -97,12 +97,12 @@ def test_presets():
     dict(information="fisher", curvature="fisher"), dict(information="fisher", probes=3),
 ], ids=str)
 def test_s_only_settings_at_beta_zero_warn(changes):
-    """At beta = 0 (the default since issue 15) S is not computed: a setting of S alone would be a silent no-op."""
+    """At beta = 0 (the default) S is not computed: a setting of S alone would be a silent no-op."""
     with pytest.warns(UserWarning, match=S_UNUSED_WARNING) as record:
         HEATConfig(**changes)
     message = str(record[0].message)
     assert all(f"{k}=" in message for k in changes if k not in ("ablation", "information"))
-    assert "beta > 0" in message and "preset('exact')" in message and "issue 15" in message
+    assert "beta > 0" in message and "preset('exact')" in message
 
 
 @pytest.mark.parametrize("changes", [

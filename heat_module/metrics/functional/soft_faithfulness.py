@@ -30,7 +30,7 @@ scores r ~ U[0, 1)^n from the per-example generator, normalised to sum one. ``co
 the two have opposite signs). The heta NS is ≤ 0 by construction, so there both means are negative and a better
 method gives a log ratio below 0: read it with the sign flipped.
 
-``scores_transform`` separates concentration from correctness (issue 15): a score vector with all its mass on one
+``scores_transform`` separates concentration from correctness: a score vector with all its mass on one
 token removes that token whole and so gains on Soft-NC/NS by being peaked. With ``"rank"`` the scores are replaced
 by their normalised ranks (r_i / Σ r, a linear ramp: only the order counts), with ``"entropy"`` by the distribution
 of the same order with entropy ``entropy_fraction``·ln n (:func:`heat_module.metrics.functional.common.

@@ -1,4 +1,4 @@
-"""The issue-15 comparison end to end on a tiny model: two examples per dataset from the fixtures in
+"""The choice study (is HEAT worth choosing?) end to end on a tiny model: two examples per dataset from the fixtures in
 tests/fixtures/, both stages, the report, resuming, and the decision rule on a hand-made table."""
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def test_rows_from_components_by_hand():
 
 
 def test_row_weights_do_not_follow_the_library_default():
-    # the cached metrics are keyed by row name: a row's β, γ must stay what they were when it ran (issue 15 moved
-    # HEATConfig() from β = γ = 0.5 to M·I with γ = 1)
+    # the cached metrics are keyed by row name: a row's β, γ must stay what they were when it ran, whatever
+    # HEATConfig() says today
     for row, (_, _, cfg) in ROWS.items():
         if row.startswith("heat_"):
             assert (cfg["beta"], cfg["gamma"]) == (0.5, 0.5), row

@@ -1,4 +1,4 @@
-"""Right numbers on current decoders (issue 12): for each tiny architecture, HEAT's g, I and M against references
+"""Right numbers on current decoders: for each tiny architecture, HEAT's g, I and M against references
 computed without HEAT's code — the unmodified model (a deep copy never installed), its own eager
 ``output_attentions`` and value / output projections read from its weights — or the documented refusal."""
 

@@ -1,5 +1,5 @@
 """HEAT end to end (eq. 5): combination, ablations, batching, determinism and bad input; the default HEATConfig()
-(M·I, issue 15) against a literal computation."""
+(M·I) against a literal computation."""
 
 import json
 
@@ -78,7 +78,7 @@ def literal_m_times_i(model, ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("text", [TEXT, "a red bird sat in the old tree and"])
 def test_default_is_m_times_i(tiny_tok, text):
-    """HEATConfig() since issue 15: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is
+    """HEATConfig() since the choice study: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is
     one captured forward plus the prefix-shared masked runs of I."""
     cfg = hm.HEATConfig()
     assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.ablation, cfg.sink, cfg.mask) == (0.0, 1.0, 0.0, "full", "auto",

@@ -1,4 +1,4 @@
-"""Installing HEAT leaves the model as it was (issue 12 item 3): bit-for-bit logits, the original implementation
+"""Installing HEAT leaves the model as it was: bit-for-bit logits, the original implementation
 restored on close, several HEAT objects on one model, and no attention argument dropped silently."""
 
 import copy

@@ -1,7 +1,8 @@
 """heat-attribution: HEAT (Hessian-enhanced attribution) for decoder-only language models.
 
 Public API (README "Public API"): ``load_model``, ``HEAT``, ``HEATConfig``, ``AttributionResult``, ``Cost``,
-``HEATModule``, ``HEATPredictMixin``, ``AttributionWriter``, ``attribute_batch``, ``fit_weights``. Heavy modules
+``HEATModule``, ``HEATPredictMixin``, ``AttributionWriter``, ``attribute_batch``, ``fit_weights``,
+``GenerationResult``, ``check_supported``. Heavy modules
 (lightning, transformers) are imported lazily, on first access of the name.
 """
 
@@ -22,6 +23,8 @@ _LAZY = {
     "HEATModule": "heat_module.lightning.module",
     "AttributionWriter": "heat_module.lightning.writer",
     "fit_weights": "heat_module.heat.fit",
+    "GenerationResult": "heat_module.generation_result",
+    "check_supported": "heat_module.lm.architectures",
 }
 
 __all__ = ["HEATConfig", "AttributionResult", "Cost", *_LAZY]

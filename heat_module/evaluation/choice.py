@@ -43,6 +43,7 @@ from heat_module.heat.estimator import HEAT
 from heat_module.heat.information import information
 from heat_module.lm.forward import embed, make_forward_fn, mask_vector
 from heat_module.lm.loading import load_model
+from heat_module.lm.offload import input_device
 from heat_module.metrics.functional import abpc, dsa, f1_alignment, soft_faithfulness
 from heat_module.result import Cost
 
@@ -229,7 +230,7 @@ def components(model: nn.Module, tokenizer: Any, example: EvalExample, exact: bo
     """The cached components of one example: ``M`` (sink ``auto``), ``I``, ``A`` (AttnLRP), ``SF`` (Fisher S) —
     or with ``exact`` only ``SE`` (exact S) — and the seconds each took (``seconds``; ``fwd`` is the captured
     forward that M, I and S share)."""
-    ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(model.parameters()).device)
+    ids = torch.tensor(example.input_ids, dtype=torch.long, device=input_device(model))
     heat = HEAT(model, tokenizer, HEATConfig.preset("exact" if exact else "fisher"))  # S of eq. 5 (β = 0.5)
     sec: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -382,7 +383,7 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
             exact = cache.records[ekey]
             comp["SE"] = exact["SE"]
             comp["seconds"] = {**comp["seconds"], "SE": exact["seconds"]["SE"]}
-        ids = torch.tensor(e.input_ids, dtype=torch.long, device=next(model.parameters()).device)
+        ids = torch.tensor(e.input_ids, dtype=torch.long, device=input_device(model))
         with torch.no_grad():
             x = embed(model, ids[None]).detach()
         done = 0

@@ -44,6 +44,7 @@ from heat_module.heat.combine import Components
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.forward import embed, make_forward_fn, next_token_logits
 from heat_module.lm.loading import load_model
+from heat_module.lm.offload import input_device
 from heat_module.metrics.functional import dsa
 from heat_module.metrics.registry import metric_entries, metric_entry
 from heat_module.result import Cost
@@ -183,7 +184,7 @@ class Evaluator:
         if not todo and not need_ref and not missing:
             return 0
         t_example = time.perf_counter()
-        ids = torch.tensor(example.input_ids, dtype=torch.long, device=next(self.model.parameters()).device)
+        ids = torch.tensor(example.input_ids, dtype=torch.long, device=input_device(self.model))
         x = self.scorer.embeds(ids)
         target = example.target_id
         with torch.no_grad():

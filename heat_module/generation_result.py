@@ -154,8 +154,8 @@ class GenerationResult(MatrixViews):
     def sentence(self, how: str = "mean", spans: Sequence[tuple[int, int]] | None = None,
                  target_spans: Sequence[tuple[int, int]] | None = None) -> AttributionResult:
         """Sentence-level attribution over the prompt (eq. 23 ``"mean"``, ``"max"``, ``"sum"``; eq. 24 with
-        ``spans``); see :func:`heat_module.heat.sentence.sentence_from_generation`."""
-        from heat_module.heat.sentence import sentence_from_generation  # lazy: heat imports this module
+        ``spans``); see :func:`heat_module.sentence_level.sentence_from_generation`."""
+        from heat_module.sentence_level import sentence_from_generation  # lazy: it aggregates this class
 
         return sentence_from_generation(self, how, spans, target_spans)
 

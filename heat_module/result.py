@@ -144,12 +144,14 @@ class AttributionResult:
         return s / total if total > 0 else torch.full_like(s, 1.0 / max(len(s), 1))
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict (tensors become lists of floats; NaN/inf become None)."""
+        """A JSON-serialisable dict (tensors become lists of floats; NaN/inf become None; ``dtype`` is the scores'
+        dtype, float64 for fp64 models and float32 otherwise, so :meth:`from_dict` gives back the same values)."""
+        dtype = torch.promote_types(self.scores.dtype, torch.float32)
 
         def conv(t: torch.Tensor | None) -> list | None:
             if t is None:
                 return None
-            return [None if not math.isfinite(x) else x for x in t.detach().float().cpu().tolist()]
+            return [None if not math.isfinite(x) else x for x in t.detach().to(dtype).cpu().tolist()]
 
         return {
             "method": self.method,
@@ -165,16 +167,18 @@ class AttributionResult:
             "config": self.config,
             "cost": self.cost.to_dict(),
             "extra": self.extra,
+            "dtype": str(dtype).removeprefix("torch."),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> AttributionResult:
         """Inverse of :meth:`to_dict`."""
+        dtype = {"float32": torch.float32, "float64": torch.float64}[data.get("dtype", "float32")]
 
         def conv(v: list | None) -> torch.Tensor | None:
             if v is None:
                 return None
-            return torch.tensor([float("nan") if x is None else x for x in v], dtype=torch.float32)
+            return torch.tensor([float("nan") if x is None else x for x in v], dtype=dtype)
 
         return cls(
             tokens=list(data["tokens"]),

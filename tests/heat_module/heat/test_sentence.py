@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import heat_module as hm
-from heat_module.heat.sentence import aggregate, span_scores
+from heat_module.sentence_level import aggregate, span_scores
 from tests.conftest import make_tiny
 
 TEXT = "the cat sat on the hat because"
@@ -52,10 +52,11 @@ def test_greedy_targets_teacher_forced(heat, how):
         rows.append(step.scores[:n])
         context = torch.cat([context, context.new_tensor([y])])
     rows = torch.stack(rows)
-    torch.testing.assert_close(torch.tensor(res.extra["per_target"]["scores"]), rows)
+    torch.testing.assert_close(torch.tensor(res.extra["per_target"]["scores"], dtype=rows.dtype), rows)
     torch.testing.assert_close(res.scores, aggregate(rows, how))
     expected_spans = [[float(aggregate(rows, how)[0:2].sum())], [float(aggregate(rows, how)[2:7].sum())]]
-    torch.testing.assert_close(torch.tensor(res.extra["span_scores"]), torch.tensor(expected_spans))
+    torch.testing.assert_close(torch.tensor(res.extra["span_scores"], dtype=rows.dtype),
+                               torch.tensor(expected_spans, dtype=rows.dtype))
     assert len(res.tokens) == n and res.target == "".join(heat.token_strings(torch.tensor(targets)))
 
 

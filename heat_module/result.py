@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from heat_module.lm.forward import score_dtype
 from heat_module.viz import ResultsTable, display_or_print, result_to_html, result_to_text, save_png
 from heat_module.words import LEVELS, reduce_groups, sentence_groups, span_groups, token_offsets, word_groups
 
@@ -134,7 +135,7 @@ class AttributionResult:
     def topk(self, k: int = 5) -> list[tuple[int, str, float]]:
         """The k highest-scoring tokens as ``(index, token, score)``, best first."""
         k = min(k, len(self.tokens))
-        values, index = torch.topk(self.scores.float(), k)
+        values, index = torch.topk(self.scores.to(score_dtype(self.scores.dtype)), k)
         return [(int(i), self.tokens[int(i)], float(v)) for v, i in zip(values, index)]
 
     def normalized(self) -> torch.Tensor:
@@ -146,7 +147,7 @@ class AttributionResult:
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tensors become lists of floats; NaN/inf become None; ``dtype`` is the scores'
         dtype, float64 for fp64 models and float32 otherwise, so :meth:`from_dict` gives back the same values)."""
-        dtype = torch.promote_types(self.scores.dtype, torch.float32)
+        dtype = score_dtype(self.scores.dtype)
 
         def conv(t: torch.Tensor | None) -> list | None:
             if t is None:
@@ -250,7 +251,7 @@ class AttributionResult:
         groups = [g for g in groups if g]
 
         def red(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else reduce_groups(t.float(), groups, reduce)
+            return None if t is None else reduce_groups(t.to(score_dtype(t.dtype)), groups, reduce)
 
         if len(pieces) != len(groups):
             pieces = ["".join(self.tokens[i] for i in g) for g in groups]

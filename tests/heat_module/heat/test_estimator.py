@@ -180,7 +180,7 @@ def test_first_order_term_is_gradient_norm(tiny_tok):
     res = heat.attribute(TEXT)
     x = model.get_input_embeddings()(res.token_ids[None])
     _, grad = gradient(model, x, res.target_id)
-    torch.testing.assert_close(res.first_order, grad[0].abs().sum(-1).float())
+    torch.testing.assert_close(res.first_order, grad[0].abs().sum(-1).to(res.first_order.dtype))
     torch.testing.assert_close(res.scores, res.transition * res.first_order)  # eq. 22 with β = γ = 0
     assert res.curvature is None and res.information is None
 

@@ -208,12 +208,12 @@ def test_sentence_level_heat_reads_the_generation_rows(tiny):
     for how in ("mean", "max", "sum"):
         sent = method.attribute_sentence(prompt, max_new_tokens=3, aggregation=how)
         assert sent.extra["targets"] == gen.generated_ids.tolist()
-        assert torch.equal(torch.tensor(sent.extra["per_target"]["scores"]), gen.matrix[:, :5].float())
+        assert torch.equal(torch.tensor(sent.extra["per_target"]["scores"], dtype=gen.matrix.dtype), gen.matrix[:, :5])
         assert torch.equal(sent.scores, gen.sentence(how).scores)
         # eq. 23 by hand from the single-step calls
         rows = [method.attribute(torch.cat([prompt, gen.generated_ids[:t]]), int(gen.generated_ids[t])).scores[:5]
                 for t in range(3)]
-        stacked = torch.stack(rows).float()
+        stacked = torch.stack(rows)
         ref = {"mean": stacked.mean(0), "max": stacked.max(0).values, "sum": stacked.sum(0)}[how]
         assert torch.equal(sent.scores, ref)
         assert sent.method == "heat-sentence"

@@ -84,7 +84,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["heat_module", "heat_module.*", "heat_kernels", "heat_kernels.*"]),
-    package_data={"heat_module": ["assets/*"]},
     install_requires=[
         "torch>=2.4",  # never pinned exactly: the user's own torch (CPU or CUDA) is used as is
         "ninja",  # torch.utils.cpp_extension.load (the first-use build of the C++ kernels) runs ninja

@@ -87,10 +87,6 @@ def test_answer_option_conflicts_are_reported(capsys, tiny_folder, tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_generate_prints_the_matrix_and_writes_outputs(capsys, tiny_folder, tmp_path):
-    from heat_module.heat.estimator import HEAT
-
-    if not hasattr(HEAT, "attribute_generation"):
-        pytest.skip("needs the generation attribution (HEAT.attribute_generation)")
     base = ["--model", tiny_folder, "--text", "the cat sat on the", "--generate", "3", "--progress", "off"]
     html, png = tmp_path / "m.html", tmp_path / "m.png"
     assert attribute_command(base + ["--color", "always", "--html", str(html), "--png", str(png)]) == 0

@@ -96,16 +96,12 @@ def test_generation_mode_checks_its_batches(tiny):
 
 @pytest.mark.usefixtures("one_thread")
 def test_real_generation_rows_equal_single_step_calls(tiny, tmp_path):
-    from heat_module.heat.estimator import HEAT
-
-    if not hasattr(HEAT, "attribute_generation"):
-        pytest.skip("needs the generation attribution (HEAT.attribute_generation)")
     model, tok = tiny
     module = HEATModule(model, tok, hm.HEATConfig(beta=0.0, progress=False), generate=True)
     data = GenerationDataModule([{"prompt": "the cat sat on the", "continuation": "mat and"},
                                  {"prompt": "a dog ran", "max_new_tokens": 2}], tokenizer=tok)
     batches = trainer(AttributionWriter(tmp_path)).predict(module, datamodule=data)
-    stand_in = RowByRow(HEAT(model, tok, hm.HEATConfig(beta=0.0, progress=False)))
+    stand_in = RowByRow(hm.HEAT(model, tok, hm.HEATConfig(beta=0.0, progress=False)))
     for res, args in zip([r for b in batches for r in b], [("the cat sat on the", "mat and", None),
                                                            ("a dog ran", None, 2)]):
         expected = stand_in.attribute_generation(args[0], continuation=args[1], max_new_tokens=args[2])

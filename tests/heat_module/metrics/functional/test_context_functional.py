@@ -131,6 +131,35 @@ def test_soft_faithfulness_over_the_context_matches_the_reference(model, forward
             assert got[key][b].item() == pytest.approx(value, abs=ATOL), (b, key)
 
 
+def kl(q: torch.Tensor, p: torch.Tensor) -> float:
+    return float((q * (q.log() - p.log())).sum())
+
+
+def reference_heta(model, x: torch.Tensor, scores: list[float], exclude_last: int, protected: list[int]
+                   ) -> dict[str, float]:
+    """The authors' definition over the context: NC = mean over k ∈ {10, 20, 30}% of KL(q ‖ p with the top-k% context
+    tokens zeroed), NS = −mean KL(q ‖ p with every other context token zeroed)."""
+    ctx = context_positions(x.shape[0], exclude_last, protected)
+    order = sorted(ctx, key=lambda i: (-scores[i], i))
+    q = next_dist(model, x)
+    nc, ns = [], []
+    for pct in (10, 20, 30):
+        k = max(1, min(len(ctx), math.ceil(pct * len(ctx) / 100 - 1e-9)))
+        nc.append(kl(q, next_dist(model, removed_copy(x, order[:k], "zero"))))
+        ns.append(-kl(q, next_dist(model, removed_copy(x, order[k:], "zero"))))
+    return {"soft_nc": sum(nc) / 3, "soft_ns": sum(ns) / 3}
+
+
+def test_heta_definition_over_the_context_matches_the_reference(model, forward_fn, batch, scores):
+    x, mask, _, examples = batch
+    got = soft_faithfulness_values(scores, x, mask, forward_fn, PROTECTED, definition="heta", random_baseline=False,
+                                   exclude_last=1)
+    for b, (e, _) in enumerate(examples):
+        s = scores[b, mask[b].bool()].tolist()
+        for key, value in reference_heta(model, e, s, 1, PROTECTED[b]).items():
+            assert got[key][b].item() == pytest.approx(value, abs=ATOL), (b, key)
+
+
 @pytest.mark.parametrize("perturbation", ["zero", "deletion"])
 @pytest.mark.parametrize("exclude_last,use_protected", [(0, False), (1, False), (1, True)],
                          ids=["all", "last1", "last1+protected"])

@@ -28,18 +28,19 @@ import torch
 from torch import nn
 
 from heat_kernels import block_norm
-from heat_module.lm.capture import eager_attention_mode
+from heat_module.lm.capture import first_order_attention_mode
 from heat_module.lm.forward import next_token_logits
 
 
 def logprobs_fn(
     model: nn.Module, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, eager attention (double-backward capable);
-    in at least fp32 (bf16/fp16 logits are upcast before the log-softmax)."""
+    """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, in at least fp32 (bf16/fp16 logits are upcast
+    before the log-softmax). Only first derivatives are taken, so attention runs SDPA
+    (:func:`~heat_module.lm.capture.first_order_attention_mode`): no layers × heads × n² probabilities are kept."""
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        with eager_attention_mode():
+        with first_order_attention_mode():
             logits = next_token_logits(model, x, attention_mask, position_ids)
         return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)[0]
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import grad, jvp, vmap
 
 from heat_module.config import HVP_MODES, check_choice
-from heat_module.lm.capture import PrefixKV, eager_attention_mode, prefix_cache
+from heat_module.lm.capture import PrefixKV, eager_attention_mode, first_order_attention_mode, prefix_cache
 from heat_module.lm.forward import next_token_logits, position_ids_from_mask
 
 
@@ -27,13 +27,16 @@ def target_logprob_fn(
     position_ids: torch.Tensor | None = None,
     prefix: PrefixKV | None = None,
     foil: int | None = None,
+    first_order: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function ``g(X) -> ()`` for one example: X (1, s, d) are the embeddings of the positions being
     recomputed (all n, or the suffix after a frozen ``prefix``). Attention runs in the eager path so that
-    forward-mode AD and double backward work. With a ``foil`` id, g = log P(target) − log P(foil)."""
+    forward-mode AD and double backward work; with ``first_order`` (only first derivatives will be taken) it runs
+    SDPA, whose backward keeps no n × n probabilities. With a ``foil`` id, g = log P(target) − log P(foil)."""
+    mode = first_order_attention_mode if first_order else eager_attention_mode
 
     def g(x: torch.Tensor) -> torch.Tensor:
-        with eager_attention_mode(), prefix_cache(prefix):
+        with mode(), prefix_cache(prefix):
             logits = next_token_logits(model, x, attention_mask, position_ids)
         logp = torch.log_softmax(logits, -1)[0]
         return logp[target] if foil is None else logp[target] - logp[foil]
@@ -95,7 +98,7 @@ def gradient(
     x = inputs_embeds.detach().requires_grad_(True)
     with torch.enable_grad():
         value = target_logprob_fn(model, target, attention_mask, position_ids_from_mask(attention_mask),
-                                  foil=foil)(x)
+                                  foil=foil, first_order=True)(x)
         (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
 

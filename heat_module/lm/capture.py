@@ -59,7 +59,8 @@ def _get(name: str, default=None):
 
 def _active() -> bool:
     """HEAT computes attention itself: something is captured, differentiated, or run on a frozen prefix."""
-    return _get("recorder") is not None or _get("eager", False) or _get("prefix") is not None
+    return (_get("recorder") is not None or _get("eager", False) or _get("prefix") is not None
+            or _get("first_order", False))
 
 
 @dataclass
@@ -466,6 +467,20 @@ def eager_attention_mode(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _state.eager = prev
+
+
+@contextlib.contextmanager
+def first_order_attention_mode() -> Iterator[None]:
+    """Inside the block, the ``"heat"`` attention runs SDPA (unless weights are recorded, or soft-capping or sinks
+    need the eager path): enough for first derivatives, and its backward keeps no (B, H, n, n) probabilities, so
+    memory grows like n instead of layers × heads × n². An enclosing or nested :func:`eager_attention_mode`
+    block wins."""
+    prev = _get("first_order", False)
+    _state.first_order = True
+    try:
+        yield
+    finally:
+        _state.first_order = prev
 
 
 def consecutive_runs(positions: Sequence[int], size: int) -> list[list[int]]:

@@ -108,3 +108,39 @@ def test_bf16_model_reduces_in_fp32(monkeypatch):
     assert factors.token_ids.tolist() == ref.token_ids.tolist()
     torch.testing.assert_close(factors.probs, ref.probs, rtol=0.05, atol=0)
     torch.testing.assert_close(got, full, rtol=0.1, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_fisher_factors_take_first_order_attention_and_equal_the_eager_path(arch, monkeypatch):
+    """The Fisher gradients need first derivatives only: no eager (n × n probabilities) attention runs, and the
+    gradients equal those of the eager path (the path that keeps the probabilities for double backward)."""
+    from heat_module.lm import capture
+
+    model, _, x = setup(arch, n=7)
+    with capture.eager_attention_mode():
+        old = fisher_factors(model, x, topk=5)
+    calls = []
+    eager = capture.eager_attention
+    monkeypatch.setattr(capture, "eager_attention", lambda *a, **k: calls.append(1) or eager(*a, **k))
+    new = fisher_factors(model, x, topk=5)
+    assert calls == []
+    torch.testing.assert_close(new.token_ids, old.token_ids)
+    torch.testing.assert_close(new.probs, old.probs, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(new.u, old.u, rtol=1e-9, atol=1e-11)
+
+
+def test_target_gradient_takes_first_order_attention_and_equals_the_eager_path(monkeypatch):
+    """∇_X g of HEAT+FO and the gradient baselines runs without eager attention and equals the eager path's."""
+    from heat_module.heat.objective import gradient
+    from heat_module.lm import capture
+
+    model, _, x = setup("llama", n=7)
+    with capture.eager_attention_mode():
+        old_value, old_grad = gradient(model, x, target=5)
+    calls = []
+    eager = capture.eager_attention
+    monkeypatch.setattr(capture, "eager_attention", lambda *a, **k: calls.append(1) or eager(*a, **k))
+    value, grad = gradient(model, x, target=5)
+    assert calls == []
+    torch.testing.assert_close(value, old_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, old_grad, rtol=1e-9, atol=1e-11)

@@ -46,7 +46,7 @@ class SumCountMetric(Metric):
 
 class RankedRemovalMetric(SumCountMetric):
     """The base of AOPC and ABPC: the mean over examples of a value of P(y) on copies of the embeddings with tokens
-    removed in score-rank order (:func:`heat_module.metrics.functional.common.ranked_removal_probs`).
+    removed in score-rank order (:func:`heat_module.metrics.functional.context.context_removal_probs`).
 
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,),
     protected=None)`` adds ``update_fn``'s totals to the one sum state ``sum_<name>``; ``compute()`` returns

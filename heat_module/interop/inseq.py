@@ -68,24 +68,30 @@ def inseq_sequence(result: Exportable) -> dict:
     })
 
 
+def _document(methods: set[str], texts: dict[str, Any], sequences: list[dict], info: dict[str, Any] | None) -> dict:
+    """The ``FeatureAttributionOutput`` object: inseq's info header (methods, input / generated texts, step score
+    names), ``info`` over it, and the sequences."""
+    names = sorted(methods)
+    base = {
+        "attribute_target": True,
+        "attribution_method": names[0] if len(names) == 1 else ",".join(names),
+        "exported_by": "heat_module.interop.inseq",
+        **texts,
+    }
+    return _instance("inseq.data.attribution", "FeatureAttributionOutput", {
+        "info": {**base, **(info or {})},
+        "sequence_attributions": sequences,
+        "step_attributions": None,
+    })
+
+
 def inseq_document(results: Sequence[Exportable], info: dict[str, Any] | None = None) -> dict:
     """The ``FeatureAttributionOutput`` JSON object of ``results`` (before serialisation)."""
     if not results:
         raise ValueError("Expected at least one result to export, got none")
-    methods = sorted({r.method for r in results})
-    base = {
-        "attribute_target": True,
-        "attribution_method": methods[0] if len(methods) == 1 else ",".join(methods),
-        "exported_by": "heat_module.interop.inseq",
-        "input_texts": ["".join(r.tokens) for r in results],
-        "generated_texts": ["".join(r.tokens) + r.target for r in results],
-        "step_scores": [],
-    }
-    return _instance("inseq.data.attribution", "FeatureAttributionOutput", {
-        "info": {**base, **(info or {})},
-        "sequence_attributions": [inseq_sequence(r) for r in results],
-        "step_attributions": None,
-    })
+    texts = {"input_texts": ["".join(r.tokens) for r in results],
+             "generated_texts": ["".join(r.tokens) + r.target for r in results], "step_scores": []}
+    return _document({r.method for r in results}, texts, [inseq_sequence(r) for r in results], info)
 
 
 def save_inseq(results: Sequence[Exportable], path: str | Path, info: dict[str, Any] | None = None) -> None:
@@ -147,18 +153,8 @@ def save_inseq_generation(results: Sequence[ExportableGeneration], path: str | P
     :func:`inseq_generation_sequence`)."""
     if not results:
         raise ValueError("Expected at least one result to export, got none")
-    methods = sorted({r.method for r in results})
-    base = {
-        "attribute_target": True,
-        "attribution_method": methods[0] if len(methods) == 1 else ",".join(methods),
-        "exported_by": "heat_module.interop.inseq",
-        "input_texts": ["".join(r.tokens[:r.prompt_ids.numel()]) for r in results],
-        "generated_texts": ["".join(r.tokens) for r in results],
-        "step_scores": sorted({k for r in results for k in r.step_scores}),
-    }
-    document = _instance("inseq.data.attribution", "FeatureAttributionOutput", {
-        "info": {**base, **(info or {})},
-        "sequence_attributions": [inseq_generation_sequence(r) for r in results],
-        "step_attributions": None,
-    })
+    texts = {"input_texts": ["".join(r.tokens[:r.prompt_ids.numel()]) for r in results],
+             "generated_texts": ["".join(r.tokens) for r in results],
+             "step_scores": sorted({k for r in results for k in r.step_scores})}
+    document = _document({r.method for r in results}, texts, [inseq_generation_sequence(r) for r in results], info)
     Path(path).write_text(json.dumps(document, allow_nan=True, indent=4, sort_keys=True), encoding="utf-8")

@@ -36,6 +36,7 @@ from heat_module.lm.anatomy import (
     model_anatomy,
 )
 from heat_module.lm.architectures import check_supported
+from heat_module.lm.blockwise_attention import blockwise_attention
 
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
@@ -229,6 +230,8 @@ def heat_attention_forward(
              or recorder is not None and _get("weights", False))
     if eager:
         out, probs = eager_attention(query, key, value, attention_mask, scaling, softcap, sinks)
+    elif _get("first_order", False):  # tiles recomputed in the backward, K cotangents batched through each
+        out, probs = blockwise_attention(query, key, value, attention_mask, scaling), None
     else:
         n_rep = query.shape[1] // key.shape[1]
         mask = attention_mask[..., : key.shape[-2]] if attention_mask is not None else None
@@ -471,10 +474,11 @@ def eager_attention_mode(enabled: bool = True) -> Iterator[None]:
 
 @contextlib.contextmanager
 def first_order_attention_mode() -> Iterator[None]:
-    """Inside the block, the ``"heat"`` attention runs SDPA (unless weights are recorded, or soft-capping or sinks
-    need the eager path): enough for first derivatives, and its backward keeps no (B, H, n, n) probabilities, so
-    memory grows like n instead of layers × heads × n². An enclosing or nested :func:`eager_attention_mode`
-    block wins."""
+    """Inside the block, the ``"heat"`` attention runs :func:`~heat_module.lm.blockwise_attention.blockwise_attention`
+    (unless weights are recorded, or soft-capping or sinks need the eager path): enough for first derivatives; its
+    backward keeps no (B, H, n, n) probabilities (memory grows like n instead of layers × heads × n²), skips fully
+    masked tiles, and takes a batch of cotangents (``is_grads_batched``) through each tile at once. An enclosing or
+    nested :func:`eager_attention_mode` block wins."""
     prev = _get("first_order", False)
     _state.first_order = True
     try:

@@ -144,3 +144,54 @@ def test_target_gradient_takes_first_order_attention_and_equals_the_eager_path(m
     assert calls == []
     torch.testing.assert_close(value, old_value, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, old_grad, rtol=1e-9, atol=1e-11)
+
+
+def own_gradients(model, x, token_ids):
+    """(K, n, d) ∇_X log P_y of the model's own forward, one backward per token. Outside HEAT's blocks an installed
+    model runs the attention it had (transformers' SDPA here; its eager function rounds the softmax to fp32)."""
+    out = []
+    for y in token_ids.tolist():
+        xr = x.detach().clone().requires_grad_(True)
+        logp = torch.log_softmax(model(inputs_embeds=xr).logits[0, -1], -1)
+        (g,) = torch.autograd.grad(logp[y], xr)
+        out.append(g[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_sliding"])
+def test_fisher_gradients_over_several_attention_tiles_equal_the_models_own(arch, monkeypatch):
+    """Tiles of 4 over 19 positions (skipped tiles, a partial last tile; gemma3_sliding: window 4 on every other
+    layer, 2 kv heads for 4 query heads): the K batched gradients equal the model's own (fp64)."""
+    from heat_module.lm import blockwise_attention
+
+    monkeypatch.setattr(blockwise_attention, "BLOCK", 4)
+    tiles = []
+    active = blockwise_attention.active_tiles
+    monkeypatch.setattr(blockwise_attention, "active_tiles", lambda *a: tiles.append(active(*a)) or tiles[-1])
+    model, _, x = setup(arch, n=19)
+    factors = fisher_factors(model, x, topk=4)
+    assert tiles and len(tiles[0]) == 5 and tiles[0][0] == [0]  # the blockwise path ran, in tiles of 4
+    want = own_gradients(model, x, factors.token_ids)
+    torch.testing.assert_close(factors.u, want, rtol=1e-9, atol=1e-11)
+
+
+def test_fisher_gradients_on_smollm2_equal_the_models_own(smollm2, monkeypatch):
+    """SmolLM2 (fp64 copy, 3 kv heads for 9 query heads) over 40 tokens in tiles of 16."""
+    import copy
+
+    from heat_module.lm import blockwise_attention
+    from heat_module.lm.capture import install, uninstall
+
+    monkeypatch.setattr(blockwise_attention, "BLOCK", 16)
+    model = copy.deepcopy(smollm2[0]).double()
+    ids = smollm2[1]("The capital of France is Paris, and the capital of Italy is Rome. So the capital of "
+                     "Germany, a country north of both of them, is the city of", return_tensors="pt").input_ids
+    assert ids.shape[1] >= 33
+    x = embed(model, ids).detach()
+    install(model)
+    try:
+        factors = fisher_factors(model, x, topk=3)
+    finally:
+        uninstall(model)
+    want = own_gradients(model, x, factors.token_ids)
+    torch.testing.assert_close(factors.u, want, rtol=1e-8, atol=1e-10)

@@ -21,7 +21,8 @@ estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecu
 (:func:`hvp_runs`, :func:`heat_module.lm.capture.consecutive_runs`), since a run starting at i0 recomputes only
 n - i0 positions. Floors that follow: exact I costs at least Σ_i (n − i)/n = (n + 1)/2 FE, so HEAT with Fisher S
 and exact I costs at least (n + 1)/2 + 2 + K FE (the unperturbed forward, the Fisher forward and K backwards);
-Fisher S + Fisher I (:mod:`heat_module.heat.fisher_information`) costs 2 + K FE at any n.
+Fisher S + Fisher I (:mod:`heat_module.heat.fisher_information`) costs 2 + K FE at short n; at long n its K
+backward passes count attention's n² part (:func:`fisher_fe`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ FE_FORWARD = 1.0
 FE_BACKWARD = 1.0
 FE_GRADIENT = FE_FORWARD + FE_BACKWARD
 FE_HVP = 4.0
+#: one cotangent's share of a batched blockwise attention backward, in units of the forward's attention (four
+#: products against the forward's two, plus the diagonal tiles; measured ≈ 2.5 on SmolLM2 at n = 1024, one thread)
+FE_ATTENTION_BACKWARD = 2.5
+#: time per FLOP of attention's scores and weighted values relative to the linear layers' in a forward (one CPU
+#: thread; measured ≈ 2 on SmolLM2 at n = 1024: 28 % of the time for 14 % of the FLOPs)
+ATTENTION_FLOP_WEIGHT = 2.0
 
 
 def hvp_runs(positions: list[int], probes: int, n: int, share: bool, graph_cost: float = 2.0) -> list[list[int]]:
@@ -81,3 +88,23 @@ def information_fe(n: int, batch_size: int, share: bool) -> float:
         start = run[0] if share else 0
         total += len(run) * FE_FORWARD * (n - start) / n
     return total
+
+
+def attention_share(linear_flops: float, attention_flops: float) -> float:
+    """a, the fraction of one forward's time spent in attention's n² part: w·A / (L + w·A) with L the linear layers'
+    FLOPs, A attention's (:mod:`heat_module.lm.flops`) and w = ``ATTENTION_FLOP_WEIGHT``."""
+    weighted = ATTENTION_FLOP_WEIGHT * attention_flops
+    return weighted / max(linear_flops + weighted, 1e-30)
+
+
+def first_order_backward_fe(share: float) -> float:
+    """FE of one cotangent of a batched input-gradient backward: (1 − a)·``FE_BACKWARD`` for the linear layers plus
+    a·``FE_ATTENTION_BACKWARD`` for attention (a = :func:`attention_share`)."""
+    return (1.0 - share) * FE_BACKWARD + share * FE_ATTENTION_BACKWARD
+
+
+def fisher_fe(k: int, share: float, recomputed: int = 0) -> float:
+    """FE of the Fisher factors (:func:`heat_module.heat.fisher.fisher_factors`): one forward plus k cotangents of
+    one batched backward, 1 + k·:func:`first_order_backward_fe` (= 1 + k when attention is negligible), plus the
+    ``recomputed`` forwards of checkpointed layers (one per backward call)."""
+    return FE_FORWARD * (1 + recomputed) + k * first_order_backward_fe(share)

@@ -29,6 +29,7 @@ from torch import nn
 
 from heat_kernels import block_norm
 from heat_module.lm.capture import first_order_attention_mode
+from heat_module.lm.checkpointing import checkpointed_layers
 from heat_module.lm.forward import next_token_logits
 
 
@@ -65,6 +66,16 @@ def select_tokens(probs: torch.Tensor, topk: int, mass: float | None = None) -> 
     return ids[:k]
 
 
+#: from this many tokens on, :func:`fisher_factors` checkpoints every decoder layer: the activations it would keep
+#: otherwise (≈ 1 MB per token on SmolLM2) outgrow the rest of its memory
+CHECKPOINT_FROM = 2048
+
+
+def checkpoints_layers(n: int) -> bool:
+    """Whether :func:`fisher_factors` checkpoints the decoder layers at n tokens (n ≥ :data:`CHECKPOINT_FROM`)."""
+    return n >= CHECKPOINT_FROM
+
+
 @dataclass
 class FisherFactors:
     """The factors of the truncated Fisher G = Σ_y P_y u_y u_yᵀ.
@@ -92,6 +103,7 @@ def fisher_factors(
     chunk_size: int = 16,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
+    checkpoint: bool | None = None,
 ) -> FisherFactors:
     """One forward and one batched backward: the K gradients u_y of the most probable tokens.
 
@@ -100,6 +112,9 @@ def fisher_factors(
             :func:`heat_module.heat.layer_sampling.residual_stream`).
         topk, mass: which tokens (see :func:`select_tokens`).
         chunk_size: cotangents per vmapped backward call.
+        checkpoint: keep only each decoder layer's input and recompute its forward in every backward call
+            (:func:`heat_module.lm.checkpointing.checkpointed_layers`: one more forward per chunk of cotangents,
+            memory ≈ n × d per layer instead of all activations); default :func:`checkpoints_layers` of n.
     Returns:
         :class:`FisherFactors` with u (K, n, d) in the dtype of ``inputs_embeds``.
     """
@@ -107,7 +122,9 @@ def fisher_factors(
         raise ValueError(f"Expected inputs_embeds of shape (1, n, d), got {tuple(inputs_embeds.shape)}")
     f = logprobs_fn(model, attention_mask, position_ids)
     x = inputs_embeds.detach().requires_grad_(True)
-    with torch.enable_grad():
+    if checkpoint is None:
+        checkpoint = checkpoints_layers(inputs_embeds.shape[1])
+    with torch.enable_grad(), checkpointed_layers(model, checkpoint):
         logp = f(x)
         probs = logp.detach().exp()
         ids = select_tokens(probs, topk, mass)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import torch
 
 from heat_module.config import HEATConfig
-from heat_module.heat.cost import FE_BACKWARD, FE_FORWARD
-from heat_module.heat.fisher import FisherFactors, fisher_block_norms, fisher_factors
+from heat_module.heat.cost import attention_share, fisher_fe
+from heat_module.heat.fisher import FisherFactors, checkpoints_layers, fisher_block_norms, fisher_factors
+from heat_module.lm.flops import attention_flops, linear_flops_per_token
 from heat_module.result import Cost
 
 
@@ -86,7 +87,9 @@ def fisher_components(
         inputs_embeds: (1, n, d) X (S and I are both w.r.t. the input embeddings here: no HEAT-LS).
         probes: (m, n, d) Rademacher probes, or ``None`` to skip S.
         mask_value: (d,) the mask vector of I.
-        cost: updated in place (1 forward + K input-gradient backward passes).
+        cost: updated in place (1 forward + K input-gradient backward passes, attention's n² part counted, plus
+            one recomputed forward per chunk of cotangents when the layers are checkpointed:
+            :func:`heat_module.heat.cost.fisher_fe`).
     Returns:
         (S (n,) fp32 or ``None``, I (n,) fp32, fp64 for an fp64 model).
     """
@@ -94,7 +97,12 @@ def fisher_components(
     K = int(factors.u.shape[0])
     cost.forward_passes += 1
     cost.gradients += K
-    cost.forward_equivalents += FE_FORWARD + K * FE_BACKWARD
+    n = inputs_embeds.shape[1]
+    share = attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
+    recomputed = -(-K // max(1, config.hvp_chunk_size)) if checkpoints_layers(n) else 0
+    cost.forward_passes += recomputed
+    cost.forward_equivalents += fisher_fe(K, share, recomputed)
+    cost.details["fisher_recomputed_forwards"] = recomputed
     cost.details["fisher_k"] = K
     cost.details["fisher_mass"] = factors.mass
     s = None if probes is None else fisher_block_norms(factors, probes, config.backend).float()

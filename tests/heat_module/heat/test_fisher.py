@@ -195,3 +195,26 @@ def test_fisher_gradients_on_smollm2_equal_the_models_own(smollm2, monkeypatch):
         uninstall(model)
     want = own_gradients(model, x, factors.token_ids)
     torch.testing.assert_close(factors.u, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_sliding", "gpt2"])
+def test_checkpointed_layers_give_the_same_gradients(arch, monkeypatch):
+    """Checkpointing every decoder layer (kept: the layers' inputs; the backward recomputes each layer, once per
+    chunk of 2 cotangents here) gives the model's own gradients, and the layers are restored afterwards."""
+    from heat_module.lm import checkpointing
+
+    model, _, x = setup(arch, n=9)
+    layer_forward = type(model).forward
+    runs = []
+    wrap = checkpointing.checkpoint
+    monkeypatch.setattr(checkpointing, "checkpoint", lambda *a, **k: runs.append(1) or wrap(*a, **k))
+    factors = fisher_factors(model, x, topk=5, chunk_size=2, checkpoint=True)
+    assert len(runs) == model.config.num_hidden_layers  # every layer ran checkpointed
+    assert all("forward" not in vars(layer) for layer in checkpointing.decoder_layers(model))
+    assert type(model).forward is layer_forward
+    torch.testing.assert_close(factors.u, own_gradients(model, x, factors.token_ids), rtol=1e-9, atol=1e-11)
+
+
+def test_checkpointing_starts_at_long_contexts():
+    assert not fisher.checkpoints_layers(fisher.CHECKPOINT_FROM - 1)
+    assert fisher.checkpoints_layers(fisher.CHECKPOINT_FROM)

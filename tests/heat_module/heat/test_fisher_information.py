@@ -103,3 +103,33 @@ def test_heat_fisher_information_shares_one_backward_with_fisher_curvature():
     torch.testing.assert_close(res.curvature, ref.curvature)
     with pytest.raises(ValueError, match="Expected information to be one of"):
         hm.HEATConfig(information="approx")
+
+
+def test_fisher_cost_counts_attention_and_recomputed_forwards():
+    """fisher_fe: one forward + K backward cotangents, each (1 − a)·1 + a·FE_ATTENTION_BACKWARD for attention share a,
+    plus one forward per checkpointed backward call; the share grows with n."""
+    from heat_module.heat.cost import FE_ATTENTION_BACKWARD, attention_share, fisher_fe
+
+    assert fisher_fe(16, 0.0) == 17
+    assert fisher_fe(16, 0.5) == pytest.approx(1 + 16 * (0.5 + 0.5 * FE_ATTENTION_BACKWARD))
+    assert fisher_fe(16, 0.5, recomputed=2) == pytest.approx(fisher_fe(16, 0.5) + 2)
+    assert attention_share(1.0, 0.0) == 0 and 0 < attention_share(1.0, 1.0) < attention_share(1.0, 2.0) < 1
+
+
+def test_heat_fast_reports_the_attention_part_of_its_cost():
+    """The reported FE of Fisher S + Fisher I is 1 + fisher_fe(K, a(n)) (more than 2 + K: attention's n² part of the
+    backward is counted) and grows with n relative to one forward."""
+    from heat_module.heat.cost import attention_share, fisher_fe
+    from heat_module.lm.flops import attention_flops, linear_flops_per_token
+
+    model, _ = setup("llama", n=6)
+    cfg = hm.HEATConfig.preset("fast", fisher_topk=4)
+    fe = {}
+    for n in (6, 40):
+        ids = torch.randint(4, TINY_VOCAB, (n,), generator=torch.Generator().manual_seed(n))
+        res = hm.HEAT(model, None, cfg).attribute(ids)
+        share = attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
+        assert res.cost.forward_equivalents == pytest.approx(1 + fisher_fe(4, share)) and share > 0
+        assert res.cost.forward_equivalents > 2 + 4
+        fe[n] = res.cost.forward_equivalents
+    assert fe[40] > fe[6]

@@ -13,7 +13,9 @@ the Fisher surrogate's S is the same for every target (target dependence then co
 All K gradients u_y come from ONE forward pass and one batched backward pass (``torch.autograd.grad`` with
 ``is_grads_batched`` over K one-hot cotangents, in chunks; the forward runs outside any ``torch.func`` transform, so
 models whose weights accelerate loads per forward work too): cost ≈ 1 forward + K input-gradient backward passes
-instead of n·m HVPs.
+instead of n·m HVPs. At long n attention's n² part dominates those backward passes
+(:func:`heat_module.heat.cost.fisher_fe` counts it); from :data:`CHECKPOINT_FROM` tokens on the decoder layers are
+checkpointed, so memory grows like n with a small slope.
 
 Precision: log P is taken in at least fp32 (a bf16 log-softmax rounds P_y), P_y is kept in fp32, and the products
 P_y u_{y,i}(u_{y,i} · r) and their sums run in at least fp32 even when u_y comes from a bf16/fp16 model.
@@ -37,8 +39,9 @@ def logprobs_fn(
     model: nn.Module, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``f(X (1, n, d)) -> (V,)`` log P(· | X) at the last position, in at least fp32 (bf16/fp16 logits are upcast
-    before the log-softmax). Only first derivatives are taken, so attention runs SDPA
-    (:func:`~heat_module.lm.capture.first_order_attention_mode`): no layers × heads × n² probabilities are kept."""
+    before the log-softmax). Only first derivatives are taken, so attention runs blockwise
+    (:func:`~heat_module.lm.capture.first_order_attention_mode`): no layers × heads × n² probabilities are kept, and
+    the K cotangents of the batched backward go through each attention tile together."""
 
     def f(x: torch.Tensor) -> torch.Tensor:
         with first_order_attention_mode():

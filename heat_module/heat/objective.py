@@ -32,7 +32,8 @@ def target_logprob_fn(
     """A function ``g(X) -> ()`` for one example: X (1, s, d) are the embeddings of the positions being
     recomputed (all n, or the suffix after a frozen ``prefix``). Attention runs in the eager path so that
     forward-mode AD and double backward work; with ``first_order`` (only first derivatives will be taken) it runs
-    SDPA, whose backward keeps no n × n probabilities. With a ``foil`` id, g = log P(target) − log P(foil)."""
+    blockwise (:mod:`heat_module.lm.blockwise_attention`), whose backward keeps no n × n probabilities. With a
+    ``foil`` id, g = log P(target) − log P(foil)."""
     mode = first_order_attention_mode if first_order else eager_attention_mode
 
     def g(x: torch.Tensor) -> torch.Tensor:

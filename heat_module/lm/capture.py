@@ -7,9 +7,10 @@ implementation and attention would silently be non-causal). Outside HEAT's own b
 keyword argument: installing HEAT leaves the model's outputs unchanged, and :func:`uninstall` restores it. Inside,
 the function records, per layer, the post-RoPE queries (B, H, n, d_h), the keys and values *before* ``repeat_kv``
 (B, H_kv, n, d_h), the scaling, the additive mask (B, 1, n, n) and the attention module (whose output projection
-gives W_O), then computes attention either with SDPA (fast, the default) or with a plain eager path (fp32 scores
-and softmax, soft-capping, learned sinks), which supports forward-mode AD and double backward — needed by the
-Hessian-vector products of S (eq. 2–3). Any attention keyword argument these paths do not implement raises.
+gives W_O), then computes attention either with SDPA (fast, the default), blockwise for first derivatives
+(:func:`first_order_attention_mode`), or with a plain eager path (fp32 scores and softmax, soft-capping, learned
+sinks), which supports forward-mode AD and double backward — needed by the Hessian-vector products of S (eq. 2–3).
+Any attention keyword argument these paths do not implement raises.
 
 Captures are named by where they live: ``layers.{l}.attn`` (TransformerLens style).
 """
@@ -212,7 +213,8 @@ def heat_attention_forward(
 
     Outside :func:`capture`, :func:`eager_attention_mode` and :func:`prefix_cache` it calls the model's original
     attention function with every keyword argument (so the model's outputs are unchanged); inside, HEAT computes
-    attention itself (SDPA, or the eager path for weights / AD / soft-capping / sinks).
+    attention itself (SDPA, blockwise for first derivatives, or the eager path for weights / AD / soft-capping /
+    sinks).
     """
     if not _active():
         return original_attention(module)(module, query, key, value, attention_mask, **kwargs)

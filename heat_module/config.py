@@ -121,6 +121,12 @@ class HEATConfig:
         backend: kernel backend for the rollout / block-norm ops (``"auto"`` picks per device).
         seed: seed of the probe generator; results are deterministic for a fixed seed.
         check_finite: raise (naming the component) when a component is NaN/inf instead of returning it.
+        max_memory: the memory one attribution may add on top of the loaded model: bytes, or a string such as
+            ``"6GB"`` / ``"512MiB"``; ``None`` (default): what the device has free (available RAM on the CPU, free CUDA
+            memory). HEAT's memory planner (:mod:`heat_module.heat.memory_plan`) lowers ``info_batch_size``, the HVP
+            chunk and the Fisher chunk so the predicted peak stays under it, and raises ``MemoryPlanError`` when
+            nothing fits; the plan is logged, shown on the progress bar and recorded in
+            ``result.cost.details["memory_plan"]``.
         progress: a tqdm progress bar over the HVP and masked-run chunks of :meth:`HEAT.attribute`: ``None`` (auto:
             shown when the estimated work, n·m HVPs and n masked runs on a model of this size, exceeds a few
             seconds; see :func:`heat_module.heat.progress.expected_seconds`), ``True`` (always), ``False`` (never).
@@ -157,6 +163,7 @@ class HEATConfig:
     seed: int = 0
     check_finite: bool = True
     progress: bool | None = None
+    max_memory: int | str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -207,6 +214,10 @@ class HEATConfig:
                 )
             if self.stride > self.window:
                 raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
+        if self.max_memory is not None:
+            from heat_module.heat.memory_plan import parse_memory  # lazy: heat/ imports this module
+
+            parse_memory(self.max_memory)
         if self.progress is not None and not isinstance(self.progress, bool):
             raise ValueError(f"Expected progress to be True, False or None (auto), got {self.progress!r}")
         if not isinstance(self.window_leakage, bool):
@@ -255,13 +266,16 @@ class HEATConfig:
         """A short stable hash of the fields (written next to each attribution by the writer). Left out, as they
         cannot change the scores: ``progress`` (it only changes what is printed), and ``first_order`` when α = 0,
         where it has no effect (so eq.-5 rows hash alike under both forms, while an α > 0 row of the ``"outside"``
-        form is never taken for eq. 22). Fields that change only speed or memory (``hvp_chunk_size``,
+        form is never taken for eq. 22), and ``max_memory`` when it is ``None`` (so configs that set no budget hash as
+        before the field existed). Fields that change only speed or memory (``hvp_chunk_size``,
         ``hvp_memory_mb``, ``hvp_mode``, ``info_batch_size``, ``backend``) stay in: they may change the last bits.
         """
         fields = self.to_dict()
         fields.pop("progress")
         if self.alpha == 0:
             fields.pop("first_order")
+        if self.max_memory is None:  # the hash of a config that sets no budget is the same as before the field
+            fields.pop("max_memory")
         return stable_hash(fields)
 
     def replace(self, **changes) -> HEATConfig:

@@ -27,6 +27,7 @@ from heat_module.heat.cost import FE_GRADIENT, information_fe
 from heat_module.heat.curvature import estimate_curvature, rademacher
 from heat_module.heat.fisher_information import fisher_components
 from heat_module.heat.information import information
+from heat_module.heat.memory_plan import plan_for
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_bar
 from heat_module.heat.sentence import attribute_sentence
@@ -118,10 +119,12 @@ class HEAT(Attributor):
             transition: (n,) M if already computed (batched); else computed from ``captures``.
             foil: a foil id: S and I of the contrast log P(target) − log P(foil) (see :meth:`attribute`).
         """
-        cfg = self.config
         cost = Cost(forward_passes=1, forward_equivalents=1.0)
         x = embed(self.model, ids[None]).detach()
         n = ids.numel()
+        plan = plan_for(self.model, n, self.config, x.dtype)  # chunk sizes under max_memory, or MemoryPlanError
+        cfg = plan.applied(self.config)
+        cost.details["memory_plan"] = plan.summary()
         t0 = time.perf_counter()
         if transition is None:
             transition = transition_from_captures(
@@ -132,6 +135,7 @@ class HEAT(Attributor):
         curv = info = fo = None
         bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
                            self.progress_enabled(n))
+        bar.set_postfix_str(plan.summary(), refresh=False)
         mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
         if need_i and cfg.information == "fisher":
             if foil is not None:
@@ -150,7 +154,7 @@ class HEAT(Attributor):
         if need_s:
             t0 = time.perf_counter()
             bar.set_description("HEAT S (HVPs)")
-            curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update)
+            curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update, config=cfg)
             if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
                 bar.update(n * cfg.probes)
             cost.seconds["curvature"] = time.perf_counter() - t0
@@ -187,10 +191,11 @@ class HEAT(Attributor):
         return parts
 
     def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost,
-                  foil: int | None = None, progress: Any = None) -> torch.Tensor:
+                  foil: int | None = None, progress: Any = None, config: HEATConfig | None = None) -> torch.Tensor:
         """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated
-        (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
-        cfg = self.config
+        (``foil``: S of the contrast; ``progress``: called with HVP counts; ``config``: instead of ``self.config``,
+        e.g. with the memory plan's chunk sizes)."""
+        cfg = self.config if config is None else config
         n, d = x.shape[1], x.shape[2]
         probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
         return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
@@ -286,6 +291,7 @@ class HEAT(Attributor):
         if foil is not None and self.config.window is not None:
             raise ValueError(f"Expected window=None for a contrastive (foil) attribution, got {self.config.window}")
         if self.config.window is not None and self.config.window < ids.numel():
+            plan_for(self.model, ids.numel(), self.config)  # the windows' captures fit, or MemoryPlanError
             return attribute_windowed(self, ids, target)
         logits, captures = self.forward_with_captures(ids[None], torch.ones_like(ids)[None])
         target_id = self.target_id(target, logits[0])

@@ -60,7 +60,7 @@ OLD_DEFAULT = dict(beta=0.5, gamma=0.5, alpha=0.0, first_order="gated", curvatur
                    rank=16, oversample=8, layers=None, rollout_layers=None, mask="zero", mask_token_id=None,
                    info_batch_size=8, ablation="full", sink="auto", gate="full", normalize="none", window=None,
                    stride=None, window_leakage=False, aggregation="mean", backend="auto", seed=0, check_finite=True,
-                   progress=None, extra={})
+                   progress=None, max_memory=None, extra={})
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -1,0 +1,153 @@
+"""The memory planner as plain functions (budget parsing, the sizes it picks, its refusal) and end to end: a tight
+``max_memory`` lowers HEAT's chunk sizes and gives the same scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heat_module.config import HEATConfig
+from heat_module.heat.estimator import HEAT
+from heat_module.heat.memory_plan import (
+    MemoryPlanError,
+    ModelDims,
+    available_memory,
+    captures_bytes,
+    forward_bytes,
+    parse_memory,
+    plan_memory,
+)
+from heat_module.testing import tiny_model
+
+SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
+HUGE = 10**15
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), (1000, 1000), (2.5e9, 2_500_000_000), ("6GB", 6 * 10**9), ("6 gb", 6 * 10**9),
+    ("512MiB", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30)), ("100", 100), ("2TB", 2 * 10**12),
+])
+def test_parse_memory(value, expected):
+    assert parse_memory(value) == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "6 GX", "-1GB", 0, True, [1], "GB"])
+def test_parse_memory_refuses(value):
+    with pytest.raises(ValueError, match="max_memory"):
+        parse_memory(value)
+
+
+def test_config_validates_max_memory():
+    assert HEATConfig(max_memory="6GB").max_memory == "6GB"
+    with pytest.raises(ValueError, match="max_memory"):
+        HEATConfig(max_memory="six gigabytes")
+
+
+def test_available_memory_is_positive():
+    assert available_memory("cpu") > 0
+
+
+def test_model_dims_from_a_tiny_gqa_model():
+    dims = ModelDims.from_model(tiny_model("llama").double())
+    assert (dims.layers, dims.hidden, dims.heads, dims.kv_heads, dims.head_dim, dims.itemsize) == (2, 32, 4, 2, 8, 8)
+    assert ModelDims.from_model(tiny_model("gemma3_sliding")).masks == 2
+
+
+def test_ample_budget_keeps_the_configured_sizes():
+    plan = plan_memory(SMOLLM2, 1024, HUGE, exact_i=True, exact_s=True, fisher=True, info_batch=8, hvp_chunk=5,
+                       fisher_chunk=16)
+    assert (plan.info_batch, plan.hvp_chunk, plan.fisher_chunk) == (8, 5, 16)
+    assert not plan.hvp_lowered and not plan.fisher_lowered
+    config = HEATConfig()
+    assert plan.applied(config) is config
+    assert set(plan.stages) == {"captures", "rollout", "information", "curvature", "fisher"}
+
+
+def test_tight_budget_picks_the_largest_batch_that_fits():
+    n = 2048
+    need = [plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=b).stages["information"] for b in range(1, 9)]
+    assert all(a < b for a, b in zip(need, need[1:]))  # one more masked variant always costs more
+    for b in range(1, 8):
+        plan = plan_memory(SMOLLM2, n, int(need[b - 1]) + 1, exact_i=True, info_batch=8)
+        assert plan.info_batch == b and plan.peak <= plan.budget
+        assert "masked-run batch" in plan.describe() and f"n = {n}" in plan.describe()
+    config = plan_memory(SMOLLM2, n, int(need[2]) + 1, exact_i=True).applied(HEATConfig())
+    assert config.info_batch_size == 3
+
+
+def test_tight_budget_lowers_the_hvp_and_fisher_chunks():
+    n = 512
+    need = plan_memory(SMOLLM2, n, HUGE, exact_s=True, hvp_chunk=2).stages["curvature"]
+    plan = plan_memory(SMOLLM2, n, int(need) + 1, exact_s=True, hvp_chunk=8)
+    assert plan.hvp_chunk == 2 and plan.hvp_lowered
+    config = plan.applied(HEATConfig.preset("exact"))
+    assert (config.hvp_chunk_size, config.hvp_memory_mb) == (2, None)
+    need = plan_memory(SMOLLM2, n, HUGE, fisher=True, fisher_chunk=3).stages["fisher"]
+    assert plan_memory(SMOLLM2, n, int(need) + 1, fisher=True, fisher_chunk=16).fisher_chunk == 3
+
+
+def test_refuses_when_nothing_fits_and_says_what_to_try():
+    n = 8192
+    need = plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=1).stages["information"]
+    with pytest.raises(MemoryPlanError, match=r"needs at least .* at n = 8192, got max_memory = 1\.00 GB; "
+                                              r"try preset\('fast'\) or window="):
+        plan_memory(SMOLLM2, n, 10**9, exact_i=True)
+    assert need > 10**9
+    with pytest.raises(MemoryPlanError, match="captures"):  # even the captured forward does not fit
+        plan_memory(SMOLLM2, n, int(captures_bytes(SMOLLM2, n)), fisher=False)
+
+
+def test_the_default_grows_quadratically_and_windows_linearly():
+    """The default's first masked chunk holds b masks of n × n; windows of W + 1 tokens hold captures ∝ n (only the
+    full context's own captured forward, for the greedy target, holds one n × n mask)."""
+    default = [plan_memory(SMOLLM2, n, HUGE, exact_i=True).peak for n in (2048, 4096, 8192)]
+    windowed = [plan_memory(SMOLLM2, n, HUGE, exact_i=True, window=256).peak for n in (2048, 4096, 8192)]
+    assert default[2] / default[1] > 2.5
+    assert 1.8 < windowed[2] / windowed[1] < 2.3
+    assert windowed[2] < default[2]
+    assert forward_bytes(SMOLLM2, 100, 3) == pytest.approx(3 * forward_bytes(SMOLLM2, 100))
+
+
+def test_windowed_plan_has_a_windows_stage():
+    plan = plan_memory(SMOLLM2, 4096, HUGE, exact_i=True, window=256, stride=128)
+    assert "windows" in plan.stages and "captures" not in plan.stages
+    assert plan.stages["windows"] > captures_bytes(SMOLLM2, 4096) * 2  # the full context's and 32 windows' captures
+
+
+# ------------------------------------------------------------------ end to end
+IDS = torch.tensor([5, 17, 33, 8, 61, 12, 40, 9, 22, 14, 50, 7, 19])
+
+
+def budget_for(model, config_kwargs: dict, stage: str) -> int:
+    """A budget that fits exactly the given sizes of ``stage`` on the tiny model at n = len(IDS)."""
+    dims = ModelDims.from_model(model)
+    return int(plan_memory(dims, IDS.numel(), HUGE, **config_kwargs).stages[stage]) + 1
+
+
+def test_tight_budget_lowers_the_masked_run_batch_and_keeps_the_scores():
+    model = tiny_model("llama", seed=4).double()
+    ample = HEAT(model, None, HEATConfig(info_batch_size=8)).attribute(IDS, target=7)
+    budget = budget_for(model, {"exact_i": True, "info_batch": 2}, "information")
+    tight = HEAT(model, None, HEATConfig(info_batch_size=8, max_memory=budget)).attribute(IDS, target=7)
+    assert "masked-run batch 8" in ample.cost.details["memory_plan"]
+    assert "masked-run batch 2" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(tight.information, ample.information, rtol=1e-12, atol=1e-14)
+
+
+def test_tight_budget_lowers_the_hvp_chunk_and_keeps_s():
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig.preset("exact", hvp_chunk_size=6, hvp_memory_mb=None)
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    budget = budget_for(model, {"exact_s": True, "exact_i": True, "hvp_chunk": 2, "info_batch": 8}, "curvature")
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert "HVP chunk 6" in ample.cost.details["memory_plan"]
+    assert "HVP chunk 2" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.curvature, ample.curvature, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+
+
+def test_heat_refuses_a_budget_nothing_fits():
+    model = tiny_model("llama", seed=4).double()
+    with pytest.raises(MemoryPlanError, match=r"at n = 13, got max_memory"):
+        HEAT(model, None, HEATConfig(max_memory=1000)).attribute(IDS, target=7)

@@ -10,6 +10,8 @@ enough memory it changes nothing; chunk sizes change memory, not the work, and t
 Stages and their predicted peaks (bytes above the loaded model; it = the model dtype's item size, f = 4, L layers,
 H query heads, H_kv key/value heads, d_h head size, d hidden size, F MLP size, b a batch of sequences):
 
+Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution loads, allocator slack).
+
 - ``captures`` (the captured forward, kept until the end): C(n) = s·L·n·(H + 2·H_kv)·d_h·it + n²·(masks·it + q)
   (every layer's q, k, v with allocator slack s; the model's additive masks, one per mask kind: causal, sliding, and
   q bytes per entry of their construction), plus one forward's transient T(n, 1);
@@ -49,16 +51,19 @@ from torch import nn
 
 logger = logging.getLogger("heat_module")
 
-# Measured on SmolLM2 (fp32, CPU, one thread, n = 256..2048; benchmarks/bench_memory_plan.py, RESULTS-long-context.md),
+# Measured on SmolLM2 (fp32, CPU, one thread, n = 256..8192; benchmarks/bench_memory_plan.py, RESULTS-long-context.md),
 # rounded up so the prediction bounds the measured peak RSS:
 #: held captures per the q, k, v bytes they store (allocator slack included)
-CAPTURE_SLACK = 1.4
+CAPTURE_SLACK = 1.8
 #: bytes per n² entry held with the captures besides the model's masks (the masks' construction)
 CAPTURE_QUADRATIC = 11.0
 #: transient of a no-grad forward per sequence: bytes per token per (d + F)·it (plus one n² mask per sequence)
 FORWARD_LINEAR = 4.0
 #: the Fisher forward kept for its K backwards: activations per token per L·(d + F)·it (SDPA attention)
 FISHER_GRAPH = 6.5
+#: added to every stage: what an attribution's first use loads (the kernel library, lazily imported modules) and
+#: allocator slack (a whole default attribution at n = 512 peaked 48 MB above its largest stage measured alone)
+FIRST_USE = 64 * 2**20
 ROLLOUT_TILE = 64
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -198,7 +203,8 @@ class MemoryPlan:
         info_batch: masked variants per forward (exact I), ``None`` when I is not exact.
         hvp_chunk: (token, probe) tangents per batched HVP call (exact S), ``None`` when S is not exact.
         fisher_chunk: cotangents per batched Fisher backward, ``None`` when nothing is Fisher.
-        rollout: ``"tiled"`` (kernel, 64 query rows per tile) or ``"materialised"`` (torch reference).
+        rollout: ``"tiled"`` (kernel, 64 query rows per tile), ``"materialised"`` (torch reference) or
+            ``"unplanned"`` (a model whose sizes are unknown: no stages, the configured sizes).
         stages: predicted peak bytes of each stage with the chosen sizes.
         hvp_lowered, fisher_lowered: whether the HVP / Fisher chunk is below the configured one.
     """
@@ -221,6 +227,8 @@ class MemoryPlan:
     def summary(self) -> str:
         """The sizes chosen and the predicted peak, without the budget (which varies from call to call when it is
         the device's free memory): what ``result.cost.details["memory_plan"]`` records."""
+        if not self.stages:
+            return "unplanned (the model's config does not give its sizes); the configured chunk sizes"
         sizes = [f"{name} {value}" for name, value in (("masked-run batch", self.info_batch),
                                                       ("HVP chunk", self.hvp_chunk),
                                                       ("Fisher chunk", self.fisher_chunk)) if value is not None]
@@ -278,7 +286,7 @@ def plan_memory(dims: ModelDims, n: int, budget: int, *, exact_s: bool = False, 
     if n < 1 or budget < 1:
         raise ValueError(f"Expected n >= 1 and budget >= 1, got n={n}, budget={budget}")
     stages: dict[str, float] = {}
-    span, count, held = n, 1, captures_bytes(dims, n)
+    span, count, held = n, 1, FIRST_USE + captures_bytes(dims, n)
     if window is not None and n - 1 > window:  # the full context's captures, then every window's (batched)
         span = window + 1
         count = 1 + math.ceil((n - 1 - window) / (stride or max(1, window // 2)))
@@ -318,11 +326,19 @@ def _refusal(n: int, budget: int, stage: str, needed: float, window: int | None)
 
 def plan_for(model: nn.Module, n: int, config, dtype: torch.dtype | None = None) -> MemoryPlan:
     """:func:`plan_memory` for a :class:`~heat_module.config.HEATConfig` on ``model`` (``config.max_memory``, or
-    what the model's device has free when it is ``None``), logged at INFO level."""
+    what the model's device has free when it is ``None``), logged at INFO level. A model whose config lacks the
+    sizes (hidden size, layers, heads) gets the configured sizes unplanned when ``max_memory`` is ``None`` and a
+    ``TypeError`` when it is set."""
     from heat_module.heat.curvature import hvp_chunk
     from heat_module.lm.offload import input_device
 
-    dims = ModelDims.from_model(model)
+    try:
+        dims = ModelDims.from_model(model)
+    except TypeError:
+        if config.max_memory is not None:
+            raise
+        # a model without the usual config sizes: nothing to plan with, so the configured sizes stay
+        return MemoryPlan(n=n, budget=0, info_batch=config.info_batch_size, rollout="unplanned")
     if dtype is not None:
         dims = dataclasses.replace(dims, itemsize=torch.empty((), dtype=dtype).element_size())
     device = input_device(model)

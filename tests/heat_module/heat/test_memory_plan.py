@@ -15,6 +15,7 @@ from heat_module.heat.memory_plan import (
     captures_bytes,
     forward_bytes,
     parse_memory,
+    plan_for,
     plan_memory,
 )
 from heat_module.testing import tiny_model
@@ -151,3 +152,11 @@ def test_heat_refuses_a_budget_nothing_fits():
     model = tiny_model("llama", seed=4).double()
     with pytest.raises(MemoryPlanError, match=r"at n = 13, got max_memory"):
         HEAT(model, None, HEATConfig(max_memory=1000)).attribute(IDS, target=7)
+
+
+def test_a_model_without_sizes_is_unplanned_unless_a_budget_is_set():
+    bare = torch.nn.Linear(2, 2)
+    plan = plan_for(bare, 5, HEATConfig())
+    assert plan.summary().startswith("unplanned") and plan.applied(HEATConfig()) == HEATConfig()
+    with pytest.raises(TypeError, match="with a config"):
+        plan_for(bare, 5, HEATConfig(max_memory="1GB"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from heat_module.hashing import stable_hash
 
@@ -182,7 +182,7 @@ class HEATConfig:
         check_choice("hvp_mode", self.hvp_mode, HVP_MODES)
         check_choice("first_order", self.first_order, FIRST_ORDERS)
         for name in ("probes", "hvp_chunk_size", "fisher_topk", "rank", "info_batch_size"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         if not isinstance(self.oversample, int) or self.oversample < 0:
             raise ValueError(f"Expected oversample to be an integer >= 0, got {self.oversample!r}")
         if self.hvp_memory_mb is not None and not (
@@ -198,9 +198,9 @@ class HEATConfig:
         for name in ("layers", "window"):
             value = getattr(self, name)
             if value is not None:
-                _positive_int(name, value)
+                positive_int(name, value)
         if self.stride is not None:
-            _positive_int("stride", self.stride)
+            positive_int("stride", self.stride)
             if self.window is None:
                 raise ValueError(
                     f"Expected window to be set when stride is given, got window=None, stride={self.stride}"
@@ -335,12 +335,132 @@ def s_only_changes(config: HEATConfig) -> dict[str, object]:
     return {n: getattr(config, n) for n in names if getattr(config, n) != defaults[n]}
 
 
+class SEstimator:
+    """What an estimator of S (eq. 2–3 or a surrogate) is: a frozen dataclass of its own settings, registered by name
+    with :func:`register_s_estimator`, whose :meth:`estimate` returns S of one example and what it cost.
+
+    Every S estimator has ``probes`` (m, the Rademacher probes of eq. 3 its block norms use) and ``layers`` (HEAT-LS:
+    differentiate w.r.t. the residual stream entering layer L-k, k = ``layers``; ``None``: w.r.t. X). Implementations
+    live in :mod:`heat_module.heat` (``s_exact``, ``s_fisher``, ``s_lowrank``).
+
+    Attributes:
+        name: the registered name (``"exact"``, ``"fisher"``, ``"lowrank"``).
+        grows_with_n: whether its work grows with the context length (n·m HVPs); the surrogates run a fixed number of
+            passes. Read by the progress bar's auto mode.
+        contrastive: whether it can estimate S of a contrast log P(target) − log P(foil).
+    """
+
+    name: ClassVar[str] = ""
+    grows_with_n: ClassVar[bool] = False
+    contrastive: ClassVar[bool] = False
+
+    def estimate(self, example: Any) -> Any:
+        """(n,) S of one example and its cost: a :class:`heat_module.heat.part.Example` in, a
+        :class:`heat_module.heat.part.PartOutput` out (typed there: this module is imported by them)."""
+        raise NotImplementedError(f"Expected {type(self).__name__} to implement estimate(example)")
+
+    def to_dict(self) -> dict:
+        """``{"name": ..., <settings>}``, the form :func:`s_estimator` reads back."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+
+class IEstimator:
+    """What an estimator of I (eq. 4) is: a frozen dataclass of its own settings, registered by name with
+    :func:`register_i_estimator`, whose :meth:`estimate` returns I of one example and what it cost.
+
+    Every I estimator has ``mask`` and ``mask_token_id`` (what replaces x_i's embedding). Implementations live in
+    :mod:`heat_module.heat` (``i_exact``, ``i_fisher``).
+
+    Attributes:
+        name: the registered name (``"exact"``, ``"fisher"``).
+        grows_with_n: whether its work grows with the context length (n masked runs).
+        contrastive: whether it can compute I of a contrast log P(target) − log P(foil).
+    """
+
+    name: ClassVar[str] = ""
+    grows_with_n: ClassVar[bool] = False
+    contrastive: ClassVar[bool] = False
+
+    def estimate(self, example: Any) -> Any:
+        """(n,) I of one example and its cost: a :class:`heat_module.heat.part.Example` in, a
+        :class:`heat_module.heat.part.PartOutput` out."""
+        raise NotImplementedError(f"Expected {type(self).__name__} to implement estimate(example)")
+
+    def to_dict(self) -> dict:
+        """``{"name": ..., <settings>}``, the form :func:`i_estimator` reads back."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+
+#: the registered S estimators, name -> class (filled by :func:`register_s_estimator` when :mod:`heat_module` is
+#: imported)
+S_ESTIMATORS: dict[str, type[SEstimator]] = {}
+#: the registered I estimators, name -> class
+I_ESTIMATORS: dict[str, type[IEstimator]] = {}
+
+
+def register_s_estimator(name: str):
+    """Class decorator: register an :class:`SEstimator` subclass under ``name``."""
+    return _register(name, S_ESTIMATORS, SEstimator)
+
+
+def register_i_estimator(name: str):
+    """Class decorator: register an :class:`IEstimator` subclass under ``name``."""
+    return _register(name, I_ESTIMATORS, IEstimator)
+
+
+def _register(name: str, table: dict, base: type):
+    def decorate(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"Expected a subclass of {base.__name__}, got {cls!r}")
+        if name in table and table[name] is not cls:
+            raise ValueError(f"Expected a new {base.__name__} name, got {name!r} (already {table[name].__name__})")
+        cls.name = name
+        table[name] = cls
+        return cls
+
+    return decorate
+
+
+def s_estimator(value: SEstimator | str | dict) -> SEstimator:
+    """An :class:`SEstimator` from itself, a registered name (its defaults) or ``{"name": ..., <settings>}``."""
+    return _build("S estimator", value, S_ESTIMATORS, SEstimator)
+
+
+def i_estimator(value: IEstimator | str | dict) -> IEstimator:
+    """An :class:`IEstimator` from itself, a registered name (its defaults) or ``{"name": ..., <settings>}``."""
+    return _build("I estimator", value, I_ESTIMATORS, IEstimator)
+
+
+def _build(what: str, value: object, table: dict, base: type):
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str):
+        settings, name = {}, value
+    elif isinstance(value, dict) and isinstance(value.get("name"), str):
+        settings = {k: v for k, v in value.items() if k != "name"}
+        name = value["name"]
+    else:
+        raise ValueError(f"Expected an {what} (one of {sorted(table)}, by name, as {{'name': ...}} or an instance), "
+                         f"got {value!r}")
+    if name not in table:
+        raise ValueError(f"Expected an {what} name in {sorted(table)}, got {name!r}")
+    return table[name](**settings)
+
+
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Raise "Expected {name} to be one of [...], got ..." unless ``value`` is in ``allowed``."""
     if value not in allowed:
         raise ValueError(f"Expected {name} to be one of {list(allowed)}, got {value!r}")
 
 
-def _positive_int(name: str, value: object) -> None:
+def positive_int(name: str, value: object) -> None:
+    """Raise "Expected {name} to be an integer >= 1, got ..." unless ``value`` is one."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"Expected {name} to be an integer >= 1, got {value!r}")
+
+
+def check_mask(mask: object, mask_token_id: object) -> None:
+    """Validate what replaces a masked token's embedding (the I estimators' ``mask`` and ``mask_token_id``)."""
+    check_choice("mask", mask, MASKS)
+    if mask == "token" and mask_token_id is None:
+        raise ValueError("Expected mask_token_id to be set when mask='token', got None")

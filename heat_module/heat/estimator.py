@@ -12,6 +12,7 @@ Pramanik et al., "Can Linear Attributions Explain Nonlinear LLMs?" (docs/paper.m
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,19 +22,22 @@ from torch import nn
 
 from heat_module.attribution.base import Attributor, TargetIds, is_list_input, target_at
 from heat_module.attribution.registry import register_method
-from heat_module.config import HEATConfig
+from heat_module.config import HEATConfig, IEstimator, SEstimator
 from heat_module.heat.combine import Components, combine
-from heat_module.heat.cost import FE_GRADIENT, information_fe
-from heat_module.heat.curvature import estimate_curvature, rademacher
-from heat_module.heat.fisher_information import fisher_components
-from heat_module.heat.information import information
+from heat_module.heat.cost import FE_GRADIENT
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
 from heat_module.heat.objective import gradient_norms
-from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_bar
+from heat_module.heat.part import Example
+from heat_module.heat.progress import AUTO_SECONDS, Meter, expected_seconds
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS, shared_fisher, shares_factors
+from heat_module.heat.s_lowrank import LowRankS
 from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
-from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
-from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_dtype
+from heat_module.lm.capture import LayerCapture, capture, install, slice_captures, uninstall
+from heat_module.lm.forward import embed, next_token_logits, score_dtype
 from heat_module.lm.quantization import check_not_bitsandbytes
 from heat_module.result import AttributionResult, Cost, ResultList
 
@@ -99,6 +103,24 @@ class HEAT(Attributor):
         return self.config.to_dict()
 
     # ------------------------------------------------------------------ core
+    @property
+    def s_estimator(self) -> SEstimator:
+        """The configured estimator of S (a part: :class:`heat_module.config.SEstimator`)."""
+        cfg = self.config
+        if cfg.curvature == "exact":
+            return ExactS(cfg.probes, cfg.hvp_chunk_size, cfg.hvp_mode, cfg.hvp_memory_mb, cfg.layers)
+        if cfg.curvature == "fisher":
+            return FisherS(cfg.probes, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size, cfg.layers)
+        return LowRankS(cfg.probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.hvp_mode, cfg.layers)
+
+    @property
+    def i_estimator(self) -> IEstimator:
+        """The configured estimator of I (a part: :class:`heat_module.config.IEstimator`)."""
+        cfg = self.config
+        if cfg.information == "fisher":
+            return FisherI(cfg.mask, cfg.mask_token_id, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size)
+        return ExactI(cfg.mask, cfg.mask_token_id, cfg.info_batch_size)
+
     def components(
         self,
         ids: torch.Tensor,
@@ -108,7 +130,8 @@ class HEAT(Attributor):
         transition: torch.Tensor | None = None,
         foil: int | None = None,
     ) -> Components:
-        """All components of one unpadded example.
+        """All components of one unpadded example: the parts M, S, I (and the α term) composed, their costs and
+        progress summed in one :class:`~heat_module.heat.progress.Meter`.
 
         Args:
             ids: (n,) token ids.
@@ -119,62 +142,54 @@ class HEAT(Attributor):
             foil: a foil id: S and I of the contrast log P(target) − log P(foil) (see :meth:`attribute`).
         """
         cfg = self.config
-        cost = Cost(forward_passes=1, forward_equivalents=1.0)
-        x = embed(self.model, ids[None]).detach()
         n = ids.numel()
-        t0 = time.perf_counter()
-        if transition is None:
-            transition = transition_from_captures(
-                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
-            )[0]
-        cost.seconds["transition"] = time.perf_counter() - t0
-        need_s, need_i = cfg.computes_s, cfg.computes_i
+        s_part = self.s_estimator if cfg.computes_s else None
+        i_part = self.i_estimator if cfg.computes_i else None
+        for kind, part in (("curvature", s_part), ("information", i_part)):
+            if foil is not None and part is not None and not part.contrastive:
+                raise ValueError(f"Expected {kind}='exact' for a contrastive (foil) attribution, got {part.name!r}")
+        s_units = n * s_part.probes if s_part is not None else 0
+        meter = Meter(s_units + (n if i_part is not None else 0), self.progress_enabled(n),
+                      Cost(forward_passes=1, forward_equivalents=1.0))  # the captured forward
+        ex = Example(self.model, embed(self.model, ids[None]).detach(), target, captures, logits, foil, cfg.backend,
+                     cfg.seed)
+        with meter.part("transition"):
+            if transition is None:
+                transition = transition_from_captures(
+                    captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
+                )[0]
         curv = info = fo = None
-        bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
-                           self.progress_enabled(n))
-        mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
-        if need_i and cfg.information == "fisher":
-            if foil is not None:
-                raise ValueError("Expected information='exact' for a contrastive (foil) attribution, got 'fisher'")
-            # I from the Fisher factors; with Fisher S (on X, not HEAT-LS) S comes from the same factors
-            shared = need_s and cfg.curvature == "fisher" and cfg.layers is None
-            t0 = time.perf_counter()
-            probes = rademacher(cfg.probes, n, x.shape[-1], seed=cfg.seed, device=x.device, dtype=x.dtype)
-            s_shared, info = fisher_components(self.model, cfg, x, probes if shared else None, mask, cost)
-            cost.seconds["information"] = time.perf_counter() - t0
-            bar.update(n)
-            if shared:
-                curv, need_s = s_shared, False
-                cost.seconds["curvature"] = 0.0  # counted in "information": one shared forward + backward
-                bar.update(n * cfg.probes)
-        if need_s:
-            t0 = time.perf_counter()
-            bar.set_description("HEAT S (HVPs)")
-            curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update)
-            if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
-                bar.update(n * cfg.probes)
-            cost.seconds["curvature"] = time.perf_counter() - t0
-        if need_i and cfg.information == "exact":
-            t0 = time.perf_counter()
-            bar.set_description("HEAT I (masked runs)")
-            logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-            info = information(
-                self.model, x, captures, logp, None, mask, cfg.info_batch_size,
-                contrast=None if foil is None else (target, foil), progress=bar.update,
-            )
-            cost.forward_passes += n
-            cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
-            cost.seconds["information"] = time.perf_counter() - t0
-        bar.close()
+        if shares_factors(s_part, i_part):  # one forward and one K-cotangent backward give both
+            with meter.part("information", n + s_units):
+                s_out, i_out = shared_fisher(s_part, i_part, ex)
+            meter.cost.seconds["curvature"] = 0.0  # counted in "information"
+            curv, info = s_out.values, i_out.values
+            meter.add(i_out.cost)
+            s_part = i_part = None
+        if i_part is not None and not i_part.grows_with_n:  # the surrogate first, as one pass
+            with meter.part("information", n):
+                out = i_part.estimate(ex)
+            info = out.values
+            meter.add(out.cost)
+            i_part = None
+        if s_part is not None:
+            with meter.part("curvature", s_units, "HEAT S (HVPs)") as progress:
+                out = s_part.estimate(dataclasses.replace(ex, progress=progress))
+            curv = out.values
+            meter.add(out.cost)
+        if i_part is not None:
+            with meter.part("information", n, "HEAT I (masked runs)") as progress:
+                out = i_part.estimate(dataclasses.replace(ex, progress=progress))
+            info = out.values
+            meter.add(out.cost)
+        meter.close()
         if cfg.alpha > 0 and cfg.ablation not in ("transition", "curvature", "information"):  # else combine drops it
-            t0 = time.perf_counter()
-            fo = gradient_norms(self.model, x, target, foil=foil)
-            cost.gradients += 1
-            cost.forward_equivalents += FE_GRADIENT
-            cost.seconds["first_order"] = time.perf_counter() - t0
+            with meter.part("first_order"):
+                fo = gradient_norms(self.model, ex.x, target, foil=foil)
+            meter.add(Cost(gradients=1, forward_equivalents=FE_GRADIENT))
         # every component in the score dtype: fp64 for fp64 models, else fp32 (Components)
-        dt = score_dtype(x.dtype)
-        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), cost)
+        dt = score_dtype(ex.x.dtype)
+        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), meter.cost)
         if cfg.check_finite:
             for name in ("transition", "curvature", "information", "first_order"):
                 value = getattr(parts, name)
@@ -188,25 +203,31 @@ class HEAT(Attributor):
 
     def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost,
                   foil: int | None = None, progress: Any = None) -> torch.Tensor:
-        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; its cost added to ``cost``
         (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
-        cfg = self.config
-        n, d = x.shape[1], x.shape[2]
-        probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
-        return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
+        part = self.s_estimator
+        if foil is not None and not part.contrastive:
+            raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {part.name!r}")
+        out = part.estimate(Example(self.model, x, target, captures, None, foil, self.config.backend,
+                                    self.config.seed, progress))
+        cost.add(out.cost)
+        return out.values
 
     def progress_enabled(self, n: int) -> bool:
         """Whether an attribution of n tokens shows a progress bar: ``config.progress`` if set, else ``show_progress``
-        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS` for what the config
-        computes, ``config.computes_s`` / ``computes_i``; only the exact S and the exact I grow with n — the Fisher
-        and low-rank surrogates cost a fixed number of passes)."""
+        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS` for the parts the config
+        computes; only those whose work grows with n count — the exact S and the exact I; the Fisher and low-rank
+        surrogates cost a fixed number of passes)."""
         if self.config.progress is not None:
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
-        hvps = self.config.computes_s and self.config.curvature == "exact"
-        masked_runs = self.config.computes_i and self.config.information == "exact"
-        return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
+        s_part = self.s_estimator if self.config.computes_s else None
+        i_part = self.i_estimator if self.config.computes_i else None
+        hvps = s_part is not None and s_part.grows_with_n
+        masked_runs = i_part is not None and i_part.grows_with_n
+        return expected_seconds(self.model, n, s_part.probes if s_part is not None else 1, hvps,
+                                masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -39,6 +39,8 @@ from _common import machine, read_csv, write_csv  # noqa: E402
 from bench_variants import mixed_contexts, read_prompts, spearman, top_overlap  # noqa: E402
 
 import heat_module as hm  # noqa: E402
+from heat_module.heat.i_fisher import FisherI  # noqa: E402
+from heat_module.heat.s_fisher import FisherS  # noqa: E402
 
 
 def data_files(root: str) -> list[str]:
@@ -68,8 +70,9 @@ def main() -> None:
     torch.set_num_threads(1)
     model, tok = hm.load_model("smollm2")
     sources = [read_prompts(f, "prompt") for f in data_files(os.path.join(args.data_root, "reagent"))]
-    fast = hm.HEATConfig.preset("fast").replace(fisher_topk=args.fisher_topk)
-    fisher_s = hm.HEATConfig.preset("fisher", fisher_topk=args.fisher_topk)
+    fisher = FisherS(topk=args.fisher_topk)
+    fast = hm.HEATConfig.preset("fast", curvature=fisher, information=FisherI(topk=args.fisher_topk))
+    fisher_s = hm.HEATConfig.preset("fisher", curvature=fisher)
     exact = hm.HEATConfig.preset("exact")
     print(f"# machine: {machine()}; one torch thread; K = {args.fisher_topk}")
     rows = []

@@ -155,7 +155,8 @@ class Evaluator:
         ``HEATConfig()`` is M·I) with the run's probes and seed (built once)."""
         if self._heat is None:
             self._heat = HEAT(self.model, self.tokenizer,
-                              HEATConfig.preset("exact", probes=self.cfg.probes, seed=self.cfg.seed))
+                              HEATConfig.preset("exact", curvature={"name": "exact", "probes": self.cfg.probes},
+                                                seed=self.cfg.seed))
         return self._heat
 
     def todo(self, example: EvalExample) -> list[Variant]:
@@ -271,7 +272,8 @@ class Evaluator:
 
     def fisher_curvature(self, ids: torch.Tensor, target: int, captures: list) -> torch.Tensor:
         """(n,) S with ``curvature="fisher"`` (the run's HEAT settings otherwise)."""
-        heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature="fisher"))
+        fisher = {"name": "fisher", "probes": self.heat.config.curvature.probes}
+        heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature=fisher))
         s = heat.curvature(self.scorer.embeds(ids), target, captures, Cost())
         return s.detach().float().cpu()
 

@@ -22,17 +22,13 @@ from torch import nn
 
 from heat_module.attribution.base import Attributor, TargetIds, is_list_input, target_at
 from heat_module.attribution.registry import register_method
-from heat_module.config import HEATConfig, IEstimator, SEstimator
+from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT
-from heat_module.heat.i_exact import ExactI
-from heat_module.heat.i_fisher import FisherI
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.part import Example
 from heat_module.heat.progress import AUTO_SECONDS, Meter, expected_seconds
-from heat_module.heat.s_exact import ExactS
-from heat_module.heat.s_fisher import FisherS, shared_fisher, shares_factors
-from heat_module.heat.s_lowrank import LowRankS
+from heat_module.heat.s_fisher import shared_fisher, shares_factors
 from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
@@ -46,10 +42,19 @@ from heat_module.result import AttributionResult, Cost, ResultList
 class HEAT(Attributor):
     """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
 
-    Example:
-        >>> model, tok = load_model("smollm2")
-        >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
-        >>> res.topk(3)
+    Example (a tiny random model; ``heat_module.load_model("smollm2")`` gives the real one):
+        >>> from heat_module import HEAT, HEATConfig
+        >>> from heat_module.heat.s_fisher import FisherS
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> model, tok = tiny_model("llama"), tiny_tokenizer()
+        >>> res = HEAT(model, tok, HEATConfig()).attribute("the cat sat on the hat")  # M·I
+        >>> len(res.tokens), res.curvature is None
+        (6, True)
+        >>> config = HEATConfig(beta=0.5, gamma=0.5, curvature=FisherS(topk=4))  # eq. 5 with the Fisher S
+        >>> with HEAT(model, tok, config) as heat:
+        ...     res = heat.attribute("the cat sat on the hat")
+        >>> res.cost["fisher_k"], res.curvature.shape
+        (4, torch.Size([6]))
 
     ``HEATConfig()`` (also ``config=None``) is M·I, eq. 5 with β = 0: no S, no HVPs;
     ``HEATConfig.preset("exact")`` is eq. 5 with the exact S (β = γ = 0.5).
@@ -103,24 +108,6 @@ class HEAT(Attributor):
         return self.config.to_dict()
 
     # ------------------------------------------------------------------ core
-    @property
-    def s_estimator(self) -> SEstimator:
-        """The configured estimator of S (a part: :class:`heat_module.config.SEstimator`)."""
-        cfg = self.config
-        if cfg.curvature == "exact":
-            return ExactS(cfg.probes, cfg.hvp_chunk_size, cfg.hvp_mode, cfg.hvp_memory_mb, cfg.layers)
-        if cfg.curvature == "fisher":
-            return FisherS(cfg.probes, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size, cfg.layers)
-        return LowRankS(cfg.probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.hvp_mode, cfg.layers)
-
-    @property
-    def i_estimator(self) -> IEstimator:
-        """The configured estimator of I (a part: :class:`heat_module.config.IEstimator`)."""
-        cfg = self.config
-        if cfg.information == "fisher":
-            return FisherI(cfg.mask, cfg.mask_token_id, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size)
-        return ExactI(cfg.mask, cfg.mask_token_id, cfg.info_batch_size)
-
     def components(
         self,
         ids: torch.Tensor,
@@ -143,8 +130,8 @@ class HEAT(Attributor):
         """
         cfg = self.config
         n = ids.numel()
-        s_part = self.s_estimator if cfg.computes_s else None
-        i_part = self.i_estimator if cfg.computes_i else None
+        s_part = cfg.curvature if cfg.computes_s else None
+        i_part = cfg.information if cfg.computes_i else None
         for kind, part in (("curvature", s_part), ("information", i_part)):
             if foil is not None and part is not None and not part.contrastive:
                 raise ValueError(f"Expected {kind}='exact' for a contrastive (foil) attribution, got {part.name!r}")
@@ -205,7 +192,10 @@ class HEAT(Attributor):
                   foil: int | None = None, progress: Any = None) -> torch.Tensor:
         """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; its cost added to ``cost``
         (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
-        part = self.s_estimator
+        part = self.config.curvature
+        if part is None:
+            raise ValueError("Expected a config that computes S (beta > 0 or ablation='curvature'), got "
+                             f"beta={self.config.beta}, ablation={self.config.ablation!r}")
         if foil is not None and not part.contrastive:
             raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {part.name!r}")
         out = part.estimate(Example(self.model, x, target, captures, None, foil, self.config.backend,
@@ -222,8 +212,8 @@ class HEAT(Attributor):
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
-        s_part = self.s_estimator if self.config.computes_s else None
-        i_part = self.i_estimator if self.config.computes_i else None
+        s_part = self.config.curvature if self.config.computes_s else None
+        i_part = self.config.information if self.config.computes_i else None
         hvps = s_part is not None and s_part.grows_with_n
         masked_runs = i_part is not None and i_part.grows_with_n
         return expected_seconds(self.model, n, s_part.probes if s_part is not None else 1, hvps,
@@ -246,7 +236,7 @@ class HEAT(Attributor):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
     ) -> list[AttributionResult]:
         cfg = self.config
-        if cfg.window is not None or cfg.extra.get("targets") is not None:
+        if cfg.window is not None:
             return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self.forward_with_captures(input_ids, attention_mask)

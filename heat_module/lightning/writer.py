@@ -33,7 +33,6 @@ import errno
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
-from heat_module.config import S_UNUSED_WARNING, HEATConfig
+from heat_module.config import FLAT_FIELDS, HEATConfig
 from heat_module.hashing import stable_hash
 from heat_module.lightning.output_lock import OutputLock
 from heat_module.result import AttributionResult
@@ -62,11 +61,22 @@ def config_hash(config: dict | HEATConfig | None) -> str | None:
     if isinstance(config, HEATConfig):
         return config.hash()
     try:
-        with warnings.catch_warnings():  # the β = 0 no-op warning was given when the config was made
-            warnings.filterwarnings("ignore", message=S_UNUSED_WARNING, category=UserWarning)
-            return HEATConfig(**config).hash()
+        return HEATConfig.from_dict(config).hash()
     except (TypeError, ValueError):  # a baseline's own config: hash the dict the same way
         return stable_hash(config)
+
+
+def check_readable_config(row: dict, path: Path) -> None:
+    """Refuse a HEAT row whose stored config is in the flat layout (S's and I's settings as fields of the config):
+    its config hash was computed another way, so it can be neither matched nor told apart from this run's."""
+    config = row.get("config")
+    if row.get("method") == "heat" and isinstance(config, dict) and any(k in config for k in FLAT_FIELDS):
+        raise ValueError(
+            f"{path}: Expected predictions whose HEAT config holds S's and I's settings inside 'curvature' and "
+            f"'information', got a row (id {row.get('id')!r}) with the flat fields "
+            f"{sorted(k for k in config if k in FLAT_FIELDS)}: its config_hash cannot be compared with this run's. "
+            "Write to a fresh output_dir, or move the old predictions away to attribute those examples again"
+        )
 
 
 def _repair_tail(path: Path) -> None:
@@ -260,6 +270,7 @@ class AttributionWriter(BasePredictionWriter):
             if shard.corrupt:
                 damaged.append(f"{path.name} (line {', '.join(str(k) for k, _ in shard.corrupt[:10])})")
             for row in shard.rows:
+                check_readable_config(row, path)
                 if self._hash is None or row.get("config_hash") == self._hash:
                     key = str(row.get("id"))
                     if key in done:

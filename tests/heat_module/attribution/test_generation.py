@@ -258,7 +258,7 @@ def test_list_of_conversations_equals_one_by_one(tiny):
 
 def test_contrastive_rows_name_their_foil(tiny):
     model, tok = tiny
-    method = HEAT(model, tok, HEATConfig(curvature="exact"))
+    method = HEAT(model, tok, HEATConfig())
     gen = method.attribute_generation([5, 6, 7, 8], continuation=[9, 10], foil=11)
     for t in range(2):
         ref = method.attribute(torch.cat([gen.prompt_ids, gen.generated_ids[:t]]), int(gen.generated_ids[t]),

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from heat_module import HEAT, HEATConfig
 from heat_module.config import (
     I_ESTIMATORS,
     S_ESTIMATORS,
@@ -17,7 +18,7 @@ from heat_module.config import (
 from heat_module.heat.fisher import fisher_factors
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
-from heat_module.heat.part import Example
+from heat_module.heat.part import Example, PartOutput
 from heat_module.heat.progress import Meter
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS, shared_fisher, shares_factors
@@ -118,3 +119,46 @@ def test_meter_times_parts_completes_their_units_and_sums_their_costs():
     assert (meter.cost.forward_passes, meter.cost.hvps, meter.cost.forward_equivalents) == (11, 6, 7.0)
     assert meter.cost.details == {"fisher_k": 3}  # how each part ran: set, not summed
     meter.close()
+
+
+@pytest.fixture
+def constant_s():
+    """A new S estimator, registered for the test only: S_i = value at every position, one forward counted."""
+
+    @dataclasses.dataclass(frozen=True)
+    class ConstantS(SEstimator):
+        probes: int = 1
+        value: float = 2.0
+        layers: int | None = None
+
+        def estimate(self, example):
+            return PartOutput(torch.full((example.n,), self.value, dtype=torch.float64),
+                              Cost(forward_passes=1, forward_equivalents=1.0, details={"constant": self.value}))
+
+    register_s_estimator("constant")(ConstantS)
+    yield ConstantS
+    del S_ESTIMATORS["constant"]
+
+
+def test_a_registered_s_estimator_is_used_by_name_and_its_cost_counted(constant_s, tiny_tok):
+    model = make_tiny("llama")
+    cfg = HEATConfig(beta=0.5, gamma=0.5, curvature={"name": "constant", "value": 3.0})
+    assert cfg.curvature == constant_s(value=3.0) and cfg.to_dict()["curvature"]["name"] == "constant"
+    res = HEAT(model, tiny_tok, cfg).attribute("the cat sat on the hat")
+    plain = HEAT(model, tiny_tok, HEATConfig(gamma=0.5)).attribute("the cat sat on the hat")
+    assert torch.equal(res.curvature, torch.full((6,), 3.0, dtype=res.curvature.dtype))
+    torch.testing.assert_close(res.scores, res.transition * (0.5 * 3.0 + 0.5 * res.information))
+    assert res.cost.forward_passes == plain.cost.forward_passes + 1 and res.cost["constant"] == 3.0
+    assert "curvature" in res.cost.seconds
+
+
+def test_fisher_s_and_i_with_different_k_run_apart_each_counted(tiny_tok):
+    model = make_tiny("llama")
+    shared = HEATConfig.preset("fast", curvature=FisherS(topk=4), information=FisherI(topk=4))
+    apart = shared.replace(information=FisherI(topk=3))
+    a = HEAT(model, tiny_tok, shared).attribute("the cat sat on the hat")
+    b = HEAT(model, tiny_tok, apart).attribute("the cat sat on the hat")
+    assert (a.cost.forward_passes, a.cost.gradients) == (2, 4)  # the captured forward + one shared set of factors
+    assert (b.cost.forward_passes, b.cost.gradients) == (3, 4 + 3)
+    torch.testing.assert_close(a.curvature, b.curvature, rtol=0, atol=0)
+    assert not torch.equal(a.information, b.information)

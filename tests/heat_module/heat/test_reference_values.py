@@ -8,6 +8,11 @@ import pytest
 import torch
 
 import heat_module as hm
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS
+from heat_module.heat.s_lowrank import LowRankS
 from tests.conftest import make_tiny
 
 REFERENCE = json.loads((Path(__file__).parents[2] / "fixtures" / "heat_reference_values.json").read_text())
@@ -20,20 +25,21 @@ CASES = {
     "paper": (lambda: P("paper"), {}),
     "fisher": (lambda: P("fisher"), {}),
     "fast": (lambda: P("fast"), {}),
-    "exact_chunked_for": (lambda: P("exact", probes=2, hvp_memory_mb=None, hvp_chunk_size=3,
-                                    hvp_mode="forward_over_reverse"), {}),
-    "lowrank": (lambda: hm.HEATConfig(beta=0.5, gamma=0.5, curvature="lowrank", rank=4, oversample=2, probes=2), {}),
-    "exact_layers": (lambda: P("exact", layers=1), {}),
-    "fisher_layers_fast": (lambda: P("fast", layers=1, fisher_topk=4), {}),
-    "fisher_mass": (lambda: P("fisher", fisher_mass=0.5, fisher_topk=8), {}),
-    "exact_s_fisher_i": (lambda: hm.HEATConfig(beta=0.5, gamma=0.5, curvature="exact", information="fisher",
-                                               fisher_topk=8), {}),
-    "fisher_i_only": (lambda: hm.HEATConfig(information="fisher", fisher_topk=8, mask="mean"), {}),
+    "exact_chunked_for": (lambda: P("exact", curvature=ExactS(probes=2, hvp_memory_mb=None, hvp_chunk_size=3,
+                                                              hvp_mode="forward_over_reverse")), {}),
+    "lowrank": (lambda: hm.HEATConfig(beta=0.5, gamma=0.5, curvature=LowRankS(rank=4, oversample=2, probes=2)), {}),
+    "exact_layers": (lambda: P("exact", curvature=ExactS(layers=1)), {}),
+    "fisher_layers_fast": (lambda: P("fast", curvature=FisherS(layers=1, topk=4), information=FisherI(topk=4)), {}),
+    "fisher_mass": (lambda: P("fisher", curvature=FisherS(mass=0.5, topk=8)), {}),
+    "exact_s_fisher_i": (lambda: hm.HEATConfig(beta=0.5, gamma=0.5, curvature=ExactS(),
+                                               information=FisherI(topk=8)), {}),
+    "fisher_i_only": (lambda: hm.HEATConfig(information=FisherI(topk=8, mask="mean")), {}),
     "alpha": (lambda: P("exact", alpha=0.3, normalize="rank"), {}),
-    "abl_curvature": (lambda: hm.HEATConfig(ablation="curvature", beta=0.5, curvature="fisher"), {}),
-    "abl_information": (lambda: hm.HEATConfig(ablation="information", info_batch_size=3, mask="mean"), {}),
+    "abl_curvature": (lambda: hm.HEATConfig(ablation="curvature", beta=0.5, curvature=FisherS()), {}),
+    "abl_information": (lambda: hm.HEATConfig(ablation="information", information=ExactI(batch_size=3, mask="mean")),
+                        {}),
     "abl_transition": (lambda: hm.HEATConfig(ablation="transition"), {}),
-    "foil": (lambda: P("exact", probes=2), {"foil": "dog"}),
+    "foil": (lambda: P("exact", curvature=ExactS(probes=2)), {"foil": "dog"}),
     "window": (lambda: P("exact", window=6, stride=3), {}),
     "sum_sink_keep": (lambda: P("fisher", normalize="sum", sink="keep", seed=3), {}),
 }

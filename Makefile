@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml Makefile $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
+$(STAMP): setup.py pyproject.toml Makefile $(wildcard csrc/*.cpp csrc/*.h csrc/*.cuh csrc/*.cu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"

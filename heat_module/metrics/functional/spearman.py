@@ -13,17 +13,7 @@ from __future__ import annotations
 
 import torch
 
-
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """(m,) values -> (m,) fp64 ranks 0..m-1, ties sharing their mean rank."""
-    order = torch.argsort(x, stable=True)
-    ranks = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    ranks[order] = torch.arange(len(x), dtype=torch.float64, device=x.device)
-    _, inverse = torch.unique(x, return_inverse=True)
-    sums = torch.zeros(int(inverse.max()) + 1 if len(x) else 0, dtype=torch.float64, device=x.device)
-    sums.index_add_(0, inverse, ranks)
-    counts = torch.bincount(inverse).to(torch.float64)
-    return (sums / counts)[inverse]
+from heat_module.metrics.functional.common import mid_ranks
 
 
 def spearman_rho(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -32,7 +22,7 @@ def spearman_rho(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"Expected two vectors of the same length, got {tuple(a.shape)} and {tuple(b.shape)}")
     if len(a) < 2:
         return torch.zeros((), dtype=torch.float64, device=a.device)
-    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = mid_ranks(a), mid_ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = (ra.pow(2).sum() * rb.pow(2).sum()).sqrt()
     if denom == 0:

@@ -1,4 +1,5 @@
-"""Plain-Python reading of data files: path resolution, tokenizer resolution, JSON lines with file:line errors.
+"""Plain-Python reading of data files: path resolution, tokenizer resolution, JSON lines with file:line errors, and
+the one tolerant JSON-lines reader of the result files (evaluation caches, the writer's shards).
 
 Used by the dataset readers of this package (:mod:`~heat_module.data.curated`, :mod:`~heat_module.data.longra`,
 :mod:`~heat_module.data.text_prompts`), by the Lightning data modules (:mod:`heat_module.lightning.datamodules`)
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,28 @@ def parse_json_line(line: str, where: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: Expected a JSON object, got invalid JSON ({e.msg} at column {e.colno})") from e
+
+
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
+    """Every non-blank line of a JSON-lines file as ``(line number, raw line, parsed value)``, without stopping at
+    damage: the value is ``None`` where the line is not JSON (a line cut by an interrupted write, bytes a crash left),
+    and bytes that are not UTF-8 are replaced. The caller decides whether to skip, report or refuse such a line.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = path.write_text('{"id": 1}\n\n{"id": 2, "cut')
+    >>> [(k, value) for k, _, value in json_lines(path)]
+    [(1, {'id': 1}), (3, None)]
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                value = None
+            yield k, line, value
 
 
 def read_text(path: Path) -> str:

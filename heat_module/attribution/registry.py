@@ -84,6 +84,17 @@ def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = ""
 
     Registering a name again replaces its entry (a user may override a built-in method); an alias that names
     another registered method is refused.
+
+    Example: see :class:`heat_module.attribution.base.Attributor` for a whole method.
+
+        >>> from heat_module.attribution.base import Attributor
+        >>> from heat_module.attribution.registry import unregister_method
+        >>> from heat_module.baselines import method_entries, register_method
+        >>> @register_method("mine", aliases=("my_method",), title="My method")
+        ... class Mine(Attributor): ...
+        >>> Mine.name, method_entries()["mine"].title
+        ('mine', 'My method')
+        >>> unregister_method("mine")
     """
     key = canonical(name)
 
@@ -109,7 +120,16 @@ def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = ""
 
 def register(name: str, target: type | str, **fields: Any) -> None:
     """Register ``target`` (a class, or a ``"module:Class"`` path imported now) under ``name`` from outside its
-    file, e.g. a user's method; ``fields`` as :func:`register_method`."""
+    file, e.g. a user's method; ``fields`` as :func:`register_method`.
+
+    Example:
+        >>> from heat_module.attribution.registry import unregister_method
+        >>> from heat_module.baselines import get_method, register
+        >>> register("occlusion_again", "heat_module.baselines.occlusion:Occlusion")
+        >>> get_method("occlusion_again").__name__
+        'Occlusion'
+        >>> unregister_method("occlusion_again")
+    """
     if isinstance(target, str):
         if ":" not in target:
             raise ValueError(f"Expected a class or a 'module:Class' path, got {target!r}")
@@ -143,13 +163,25 @@ def load_declarations() -> None:
 
 
 def method_entries() -> dict[str, MethodEntry]:
-    """name -> :class:`MethodEntry` of every registered method, sorted by name."""
+    """name -> :class:`MethodEntry` of every registered method, sorted by name.
+
+    Example:
+        >>> from heat_module.baselines import method_entries
+        >>> method_entries()["integrated_gradients"].aliases
+        ('ig',)
+    """
     load_declarations()
     return dict(sorted(_ENTRIES.items()))
 
 
 def available_methods() -> list[str]:
-    """The registered method names (aliases excluded), sorted."""
+    """The registered method names (aliases excluded), sorted.
+
+    Example:
+        >>> from heat_module.baselines import available_methods
+        >>> {"heat", "attnlrp", "occlusion"} <= set(available_methods())
+        True
+    """
     return list(method_entries())
 
 
@@ -176,7 +208,13 @@ def method_entry(name: str) -> MethodEntry:
 
 
 def get_method(name: str) -> type:
-    """The method class registered under ``name`` (see :func:`method_entry`)."""
+    """The method class registered under ``name`` (see :func:`method_entry`).
+
+    Example:
+        >>> from heat_module.baselines import get_method
+        >>> get_method("ig").__name__  # by name or alias
+        'IntegratedGradients'
+    """
     return method_entry(name).cls
 
 
@@ -188,6 +226,13 @@ def build(name: str, model: nn.Module, tokenizer: Any = None, config: Any = None
     Raises:
         ValueError: when ``name`` is unknown (the message lists the known methods).
         ImportError: when the method's optional dependency (captum) is missing.
+
+    Example:
+        >>> from heat_module.attribution.registry import build
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())
+        >>> occlusion.attribute("the cat sat on the").method
+        'occlusion'
     """
     if isinstance(name, str) and name.strip().lower().startswith("gated:"):  # "gated:attnlrp" = M · AttnLRP
         options = {**options, "method": name.strip().split(":", 1)[1]}

@@ -83,7 +83,7 @@ def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
-    >>> _ = path.write_text('{"id": 1}\n\n{"id": 2, "cut')
+    >>> _ = path.write_text('{"id": 1}\\n\\n{"id": 2, "cut')
     >>> [(k, value) for k, _, value in json_lines(path)]
     [(1, {'id': 1}), (3, None)]
     """

@@ -234,13 +234,20 @@ class HEATPredictMixin:
     """Add HEAT to the predict loop of your own LightningModule, without subclassing :class:`HEATModule`.
 
     Example:
+        >>> import lightning.pytorch as L
+        >>> from heat_module import HEATConfig, HEATPredictMixin
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
         >>> class MyLM(HEATPredictMixin, L.LightningModule):
         ...     def __init__(self):
         ...         super().__init__()
-        ...         self.model, self.tokenizer = load_model("smollm2")
+        ...         self.model, self.tokenizer = tiny_model("llama"), tiny_tokenizer()  # or load_model("smollm2")
         ...         self.heat_config = HEATConfig()  # M·I; HEATConfig.preset("exact") for eq. 5 with S
         ...     def predict_step(self, batch, batch_idx):
         ...         return self.heat_predict_step(batch, batch_idx)
+        >>> batch = MyLM().heat_tokenizer()(["the cat sat on the"], return_tensors="pt")
+        >>> result, = MyLM().predict_step(dict(batch, ids=["a"]), 0)
+        >>> result.scores.shape
+        torch.Size([5])
 
     Override :meth:`heat_model` / :meth:`heat_tokenizer` when your LM is not ``self.model`` /
     ``self.tokenizer``. Set ``heat_config`` (a :class:`~heat_module.HEATConfig`) and ``heat_skip_bad_examples``

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from heat_module.lm.architectures import TINY_CONFIG
-from heat_module.lm.forward import next_token_logits
+from heat_module.lm.forward import embed, next_token_logits
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
 #: architectures with more than causal attention: soft-capping and sliding windows (gemma2; gemma3's
@@ -256,6 +256,17 @@ def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "s
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def tiny_metric_example(arch: str = "llama") -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One example for the metrics' examples: ``(model, inputs_embeds (1, 5, d), scores (1, 5), target_ids (1,))``,
+    the tiny model of ``arch`` on "the cat sat on the" with target "road" and fixed scores."""
+    model, tok = tiny_model(arch), tiny_tokenizer()
+    ids = tok("the cat sat on the", return_tensors="pt")["input_ids"]
+    target = torch.tensor(tok.convert_tokens_to_ids(["road"]))
+    with torch.no_grad():
+        x = embed(model, ids)
+    return model, x, torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]]), target
 
 
 def grad_x_input_fn(model: nn.Module):

@@ -27,6 +27,17 @@ class ABPC(RankedRemovalMetric):
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
     target_ids (batch,), protected=None)`` (shapes as in :func:`heat_module.metrics.functional.abpc.abpc`) calls
     ``abpc_update``; ``compute()`` returns the mean ABPC (scalar tensor) by ``abpc_compute``.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import ABPC
+        >>> from heat_module.metrics.functional import abpc
+        >>> metric = ABPC(make_forward_fn(model), steps=5)
+        >>> metric.update(scores, x, None, target)
+        >>> bool(metric.compute() == abpc(scores, x, None, target, make_forward_fn(model), steps=5))
+        True
     """
 
     def __init__(

@@ -28,6 +28,17 @@ class AOPC(RankedRemovalMetric):
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
     target_ids (batch,), protected=None)`` (shapes as in :func:`heat_module.metrics.functional.aopc.aopc`) calls
     ``aopc_update``; ``compute()`` returns the mean AOPC (scalar tensor) by ``aopc_compute``.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import AOPC
+        >>> from heat_module.metrics.functional import aopc
+        >>> metric = AOPC(make_forward_fn(model))
+        >>> metric.update(scores, x, None, target)
+        >>> bool(metric.compute() == aopc(scores, x, None, target, make_forward_fn(model)))  # the class = the function
+        True
     """
 
     def __init__(

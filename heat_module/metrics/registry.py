@@ -120,7 +120,24 @@ def canonical(name: str) -> str:
 def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], title: str,
                     keys: Mapping[str, str] | None = None, aliases: tuple[str, ...] = (),
                     options: Mapping[str, Any] | None = None, default: bool = False) -> Callable[[type], type]:
-    """Class decorator: declare the metric ``name`` (fields as :class:`MetricEntry`)."""
+    """Class decorator: declare the metric ``name`` (fields as :class:`MetricEntry`).
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics import metric_entry, register_metric
+        >>> from heat_module.metrics.registry import unregister_metric
+        >>> from torchmetrics import MeanMetric
+        >>> def top_share(scores, gold, attention_mask=None):  # the functional form
+        ...     return (scores * gold).sum() / scores.sum()
+        >>> @register_metric("top_share", inputs="gold", functional=top_share, title="Gold share")
+        ... class TopShare(MeanMetric):
+        ...     higher_is_better = True
+        ...     def update(self, scores, gold, attention_mask=None):
+        ...         super().update(top_share(scores, gold, attention_mask))
+        >>> metric_entry("top_share").title
+        'Gold share'
+        >>> unregister_metric("top_share")
+    """
     if inputs not in INPUTS:
         raise ValueError(f"Expected inputs among {list(INPUTS)}, got {inputs!r}")
     key = canonical(name)
@@ -133,6 +150,14 @@ def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], t
         return cls
 
     return declare
+
+
+def unregister_metric(name: str) -> None:
+    """Remove the metric ``name`` and its aliases (a user's metric, or one an example or a test registered)."""
+    entry = metric_entry(name)
+    del _ENTRIES[entry.name]
+    for alias in entry.aliases:
+        _ALIASES.pop(alias, None)
 
 
 def load_declarations() -> None:
@@ -152,13 +177,25 @@ def load_declarations() -> None:
 
 
 def metric_entries() -> dict[str, MetricEntry]:
-    """name -> :class:`MetricEntry` of every registered metric, sorted by name."""
+    """name -> :class:`MetricEntry` of every registered metric, sorted by name.
+
+    Example:
+        >>> from heat_module.metrics import metric_entries
+        >>> metric_entries()["aopc"].title, metric_entries()["aopc"].inputs
+        ('AOPC', 'model')
+    """
     load_declarations()
     return dict(sorted(_ENTRIES.items()))
 
 
 def available_metrics() -> list[str]:
-    """The registered metric names (aliases excluded), sorted."""
+    """The registered metric names (aliases excluded), sorted.
+
+    Example:
+        >>> from heat_module.metrics import available_metrics
+        >>> {"aopc", "abpc", "soft_nc", "dsa"} <= set(available_metrics())
+        True
+    """
     return list(metric_entries())
 
 
@@ -168,7 +205,16 @@ def default_metrics() -> list[str]:
 
 
 def metric_entry(name: str) -> MetricEntry:
-    """The entry of ``name`` or an alias (case-insensitive, ``-`` = ``_``); ``KeyError`` naming the known ones."""
+    """The entry of ``name`` or an alias (case-insensitive, ``-`` = ``_``); ``KeyError`` naming the known ones.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.metrics import metric_entry
+        >>> from heat_module.testing import tiny_model
+        >>> metric = metric_entry("aopc").build(forward_fn=make_forward_fn(tiny_model("llama")))
+        >>> type(metric).__name__, metric.higher_is_better
+        ('AOPC', True)
+    """
     load_declarations()
     key = canonical(name)
     key = _ALIASES.get(key, key)

@@ -50,6 +50,16 @@ class SoftFaithfulness(SumCountMetric):
     :func:`soft_faithfulness`).
     ``target_ids`` is accepted for the common signature of model-based metrics and only shape-checked:
     Soft-NC/NS compare full next-token distributions.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import SoftFaithfulness
+        >>> metric = SoftFaithfulness(make_forward_fn(model), num_masks=4)
+        >>> metric.update(scores, x, None, target)
+        >>> sorted(metric.compute())
+        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random', 'soft_ns', 'soft_ns_log_ratio', 'soft_ns_random']
     """
 
     higher_is_better = True
@@ -99,6 +109,16 @@ class SoftNC(SoftFaithfulness):
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import SoftNC
+        >>> metric = SoftNC(make_forward_fn(model), num_masks=4)
+        >>> metric.update(scores, x, None, target)
+        >>> sorted(metric.compute())  # the method's value, the random baseline's and ln(method / random)
+        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random']
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
@@ -111,6 +131,16 @@ class SoftNS(SoftFaithfulness):
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import SoftNS
+        >>> metric = SoftNS(make_forward_fn(model), num_masks=4, random_baseline=False)
+        >>> metric.update(scores, x, None, target)
+        >>> sorted(metric.compute())
+        ['soft_ns']
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:

@@ -117,6 +117,15 @@ def aopc(
         perturbation: ``"zero"`` (embeddings zeroed) or ``"deletion"`` (tokens taken out of the sequence).
         protected: further positions never removed nor ranked: a bool (batch, n) mask or per-example index lists
             counted from the first real token (e.g. the query span of a templated prompt).
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import aopc
+        >>> value = aopc(scores, x, None, target, make_forward_fn(model), percents=(20, 40))
+        >>> value.shape, bool(value.isfinite())
+        (torch.Size([]), True)
     """
     total_aopc, total = aopc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn, protected,
                                      percents=percents, batch_size=batch_size, exclude_last=exclude_last,

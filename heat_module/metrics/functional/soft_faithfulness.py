@@ -290,6 +290,15 @@ def soft_faithfulness(
             the first real token (e.g. the query span of a templated prompt).
     Returns:
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import soft_faithfulness
+        >>> values = soft_faithfulness(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False)
+        >>> sorted(values)
+        ['soft_nc', 'soft_ns']
     """
     sums, total = soft_faithfulness_update(
         scores, inputs_embeds, attention_mask, forward_fn, protected, kinds=kinds, definition=definition,
@@ -303,7 +312,16 @@ def soft_nc(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NC: ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio"}`` (see :func:`soft_faithfulness`; options by
     keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
-    ``protected``, ...)."""
+    ``protected``, ...).
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import soft_nc
+        >>> sorted(soft_nc(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False))
+        ['soft_nc']
+    """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("nc",), **options)
 
 
@@ -311,5 +329,14 @@ def soft_ns(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NS: ``{"soft_ns", "soft_ns_random", "soft_ns_log_ratio"}`` (see :func:`soft_faithfulness`; options by
     keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
-    ``protected``, ...)."""
+    ``protected``, ...).
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.testing import tiny_metric_example
+        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import soft_ns
+        >>> sorted(soft_ns(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False))
+        ['soft_ns']
+    """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("ns",), **options)

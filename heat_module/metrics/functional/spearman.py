@@ -17,7 +17,14 @@ from heat_module.metrics.functional.common import mid_ranks
 
 
 def spearman_rho(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman ρ of two (m,) vectors (0 when either is constant or m < 2), a 0-dim fp64 tensor."""
+    """Spearman ρ of two (m,) vectors (0 when either is constant or m < 2), a 0-dim fp64 tensor.
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics.functional import spearman_rho
+        >>> spearman_rho(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 30.0, 20.0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
     if a.shape != b.shape or a.dim() != 1:
         raise ValueError(f"Expected two vectors of the same length, got {tuple(a.shape)} and {tuple(b.shape)}")
     if len(a) < 2:
@@ -68,5 +75,12 @@ def active_passive_compute(sum_rho: torch.Tensor, total: torch.Tensor | int) -> 
 def active_passive_robustness(
     scores_a: torch.Tensor, scores_b: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean Spearman ρ over aligned (original, rephrased) pairs: scalar tensor (shapes as in the class)."""
+    """Mean Spearman ρ over aligned (original, rephrased) pairs: scalar tensor (shapes as in the class).
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics.functional import active_passive_robustness
+        >>> active_passive_robustness(torch.tensor([[0.1, 0.5, 0.2]]), torch.tensor([[0.3, 0.2, 0.1]]))
+        tensor(-0.5000)
+    """
     return active_passive_compute(*active_passive_update(scores_a, scores_b, valid))

@@ -33,6 +33,19 @@ def read_longra(path: str | os.PathLike, tokenizer: Any,
 
     Args:
         on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> import json, tempfile
+        >>> from heat_module.data import read_longra
+        >>> path = tempfile.mkdtemp() + "/longra.jsonl"
+        >>> with open(path, "w") as f:
+        ...     print(json.dumps({"prompt": "the dog ran . i saw the", "target_text": " dog"}), file=f)
+        ...     print(json.dumps({"prompt": "the cat sat on the", "target_text": " big hill"}), file=f)
+        >>> examples, dropped, total = read_longra(path, tok)  # a target of two tokens is dropped
+        >>> [e.id for e in examples], dropped, total
+        (['0'], 1, 2)
     """
     path = resolve_path(path)
     examples: list[Example] = []

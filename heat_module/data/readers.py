@@ -23,7 +23,17 @@ OnBad = Callable[[str, str], None]
 
 
 class DataError(ValueError):
-    """A malformed data file or example; the message starts with ``<file>:<line>`` or ``<file>: example k``."""
+    """A malformed data file or example; the message starts with ``<file>:<line>`` or ``<file>: example k``.
+
+    Example:
+        >>> from heat_module.data import DataError, read_text_prompts
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> try:
+        ...     read_text_prompts(["the cat", ""], tiny_tokenizer())
+        ... except DataError as e:
+        ...     print(str(e).split(":")[0])
+        prompts[1]
+    """
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -31,6 +41,11 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
     Raises:
         FileNotFoundError: naming every place looked at.
+
+    Example:
+        >>> from heat_module.data import resolve_path
+        >>> resolve_path("setup.py").name  # relative to the working directory, else to the repository root
+        'setup.py'
     """
     given = Path(path).expanduser()
     if given.is_file():
@@ -48,7 +63,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def resolve_tokenizer(tokenizer: Any) -> Any:
-    """A tokenizer object from ``tokenizer``: returned as is, or loaded from ``"smollm2"`` / an HF folder or id."""
+    """A tokenizer object from ``tokenizer``: returned as is, or loaded from ``"smollm2"`` / an HF folder or id.
+
+    Example:
+        >>> from heat_module.data import resolve_tokenizer
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> resolve_tokenizer(tok) is tok  # an object as is; "smollm2" or an HF folder / id is loaded
+        True
+    """
     if tokenizer is None:
         raise ValueError("Expected a tokenizer (an object, 'smollm2', or an HF folder/id), got None")
     if isinstance(tokenizer, (str, os.PathLike)):
@@ -109,7 +132,17 @@ def read_text(path: Path) -> str:
 
 def read_texts(path: str, field_name: str | None = None, limit: int | None = None) -> list[str]:
     """Texts from a .jsonl (one object per line; ``field_name`` or the first of prompt/text/input/question),
-    a .json list (of strings or objects) or a plain text file (one example per non-empty line)."""
+    a .json list (of strings or objects) or a plain text file (one example per non-empty line).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.data import read_texts
+        >>> path = tempfile.mkdtemp() + "/prompts.jsonl"
+        >>> with open(path, "w") as f:
+        ...     print('{"prompt": "the cat sat"}', '{"text": "the dog ran"}', sep="\\n", file=f)
+        >>> read_texts(path)
+        ['the cat sat', 'the dog ran']
+    """
     keys = [field_name] if field_name else ["prompt", "text", "input", "question"]
 
     def pick(obj: object) -> str:

@@ -366,6 +366,18 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
     lists — or use the :class:`~heat_module.AttributionWriter` with ``return_predictions=False``.
     ``test_step`` attributes the batch and updates the metrics; ``on_test_epoch_end`` logs ``test/<metric>`` and
     ``test/num_examples`` (synchronised over processes by torchmetrics).
+
+    Example:
+        >>> import lightning.pytorch as L
+        >>> from heat_module import HEATModule
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> module = HEATModule((tiny_model("llama"), tiny_tokenizer()), metrics=["dsa"])  # or HEATModule("smollm2")
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog ran"], tokenizer=tiny_tokenizer())
+        >>> trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+        ...                     inference_mode=False)
+        >>> [len(r.tokens) for batch in trainer.predict(module, datamodule=data) for r in batch]
+        [5, 3]
     """
 
     def __init__(

@@ -176,6 +176,22 @@ class AttributionWriter(BasePredictionWriter):
 
     Attributes:
         done_ids: ids already in the shards at setup (with the current config hash), as strings.
+
+    Example:
+        >>> import json, tempfile
+        >>> import lightning.pytorch as L
+        >>> from heat_module import AttributionWriter, HEATModule
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> out = tempfile.mkdtemp()
+        >>> trainer = L.Trainer(callbacks=[AttributionWriter(out, fsync=False)], logger=False,
+        ...                     enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog ran"], tokenizer=tiny_tokenizer())
+        >>> module = HEATModule((tiny_model("llama"), tiny_tokenizer()))
+        >>> trainer.predict(module, datamodule=data, return_predictions=False)
+        >>> with open(out + "/predictions-rank0.jsonl") as f:
+        ...     [json.loads(line)["id"] for line in f]
+        ['0', '1']
     """
 
     def __init__(

@@ -7,6 +7,10 @@ and a small vocabulary, in fp32 eval mode, deterministically from ``seed``. ``ti
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -267,6 +271,21 @@ def tiny_metric_example(arch: str = "llama") -> tuple[nn.Module, torch.Tensor, t
     with torch.no_grad():
         x = embed(model, ids)
     return model, x, torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]]), target
+
+
+def tiny_eval_config(folder: str | os.PathLike, **overrides: Any) -> Any:
+    """An :class:`~heat_module.evaluation.config.EvalConfig` for examples: the tiny llama model on two prompts
+    (written to ``folder/prompts.txt`` as the ``wikibio`` dataset), the random baseline and no HEAT rows, small
+    metric settings, results and report in ``folder``; ``overrides`` replace any field."""
+    from heat_module.evaluation.config import EvalConfig, parse_methods  # lazy: the evaluation is a later layer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prompts.txt").write_text("the cat sat on the\nthe dog ran to the\n", encoding="utf-8")
+    settings = dict(model=(tiny_model("llama"), tiny_tokenizer()), datasets=["wikibio"],
+                    wikibio=str(folder / "prompts.txt"), limit=2, num_masks=2, bootstrap=10, heat=False,
+                    baselines=parse_methods(["random"]), out_dir=str(folder), figures=False, progress=False)
+    return EvalConfig(**{**settings, **overrides})
 
 
 def grad_x_input_fn(model: nn.Module):

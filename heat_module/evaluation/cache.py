@@ -23,6 +23,15 @@ class Cache:
     Args:
         path: the JSON-lines file (created on the first :meth:`add`).
         fingerprint: the run's fingerprint; written into every record.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from heat_module.evaluation import Cache
+        >>> path = Path(tempfile.mkdtemp()) / "cache.jsonl"
+        >>> Cache(path, fingerprint="run-a").add({"key": Cache.key("wikibio", "0", "random"), "metrics": {"aopc": 0.1}})
+        >>> Cache(path, "run-a").has("wikibio/0/random"), Cache(path, "run-b").has("wikibio/0/random")
+        (True, False)
     """
 
     def __init__(self, path: Path, fingerprint: str) -> None:

@@ -84,8 +84,6 @@ def build_curated_examples(
         A list of example dicts in the curated schema.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
         >>> from heat_module.data import build_curated_examples
         >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
         ...            "answer": "water", "important_words": ["water"]}
@@ -138,17 +136,12 @@ def save_curated_dataset(examples: list[dict], path: str | os.PathLike, name: st
     """Write ``examples`` as a curated JSON file readable by :class:`~heat_module.data.CuratedDataModule`.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> from heat_module.data import build_curated_examples
-        >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
-        ...            "answer": "water", "important_words": ["water"]}
-        >>> raw = build_curated_examples(["the cat sat on the hill ."], [support])
-        >>> import tempfile
-        >>> from heat_module.data import read_curated, save_curated_dataset
-        >>> path = save_curated_dataset(raw, tempfile.mkdtemp() + "/mine.json")
-        >>> [e.id for e in read_curated(path, tok)] == [raw[0]["id"]]
-        True
+        >>> import json, tempfile
+        >>> from heat_module.data import save_curated_dataset
+        >>> from heat_module.testing import tiny_curated_examples
+        >>> path = save_curated_dataset(tiny_curated_examples(), tempfile.mkdtemp() + "/mine.json", name="mine")
+        >>> sorted(json.loads(path.read_text()))
+        ['dataset_name', 'description', 'examples', 'num_examples']
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

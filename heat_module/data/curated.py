@@ -78,12 +78,8 @@ def curated_example(raw: dict, tokenizer: Any, where: str) -> Example:
         DataError: naming ``where`` for a missing field, segments not found in ``input_text``, or bad indices.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> from heat_module.data import build_curated_examples
-        >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
-        ...            "answer": "water", "important_words": ["water"]}
-        >>> raw = build_curated_examples(["the cat sat on the hill ."], [support])
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
         >>> from heat_module.data import curated_example
         >>> example = curated_example(raw[0], tok, where="mine.json: example 0")
         >>> [tok.convert_ids_to_tokens(example.input_ids)[i] for i in example.gold], tok.decode([example.target_id])
@@ -169,18 +165,11 @@ def read_curated(path: str | os.PathLike, tokenizer: Any, on_bad: OnBad = raise_
         limit: stop after this many usable examples.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> from heat_module.data import build_curated_examples
-        >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
-        ...            "answer": "water", "important_words": ["water"]}
-        >>> raw = build_curated_examples(["the cat sat on the hill ."], [support])
-        >>> import json, tempfile
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
         >>> from heat_module.data import read_curated
-        >>> path = tempfile.mkdtemp() + "/mine.json"
-        >>> with open(path, "w") as f:
-        ...     json.dump({"examples": raw}, f)
-        >>> example, = read_curated(path, tok)
+        >>> from heat_module.testing import tiny_jsonl
+        >>> example, = read_curated(tiny_jsonl([{"examples": raw}], "mine.json"), tok)  # one JSON object
         >>> len(example.gold), len(example.distractor)  # "water"; the narrative's seven tokens
         (1, 7)
     """

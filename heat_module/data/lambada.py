@@ -34,14 +34,10 @@ def load_annotated_lambada(path: str | os.PathLike, tokenizer: Any) -> list[Exam
         tokenizer: a fast HF tokenizer (or anything :func:`heat_module.data.readers.resolve_tokenizer` accepts).
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> import json, tempfile
         >>> from heat_module.data import load_annotated_lambada
-        >>> path = tempfile.mkdtemp() + "/lambada.jsonl"
-        >>> with open(path, "w") as f:  # the rationale: characters 4..7, "dog"
-        ...     print(json.dumps({"text": "the dog ran to the river . the dog was", "rationale": [[4, 7]]}), file=f)
-        >>> example, = load_annotated_lambada(path, tok)
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> passage = {"text": "the dog ran to the river . the dog was", "rationale": [[4, 7]]}  # "dog"
+        >>> example, = load_annotated_lambada(tiny_jsonl([passage]), tiny_tokenizer())
         >>> example.gold, example.target_id
         ([1], -1)
     """

@@ -35,15 +35,11 @@ def read_longra(path: str | os.PathLike, tokenizer: Any,
         on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> import json, tempfile
         >>> from heat_module.data import read_longra
-        >>> path = tempfile.mkdtemp() + "/longra.jsonl"
-        >>> with open(path, "w") as f:
-        ...     print(json.dumps({"prompt": "the dog ran . i saw the", "target_text": " dog"}), file=f)
-        ...     print(json.dumps({"prompt": "the cat sat on the", "target_text": " big hill"}), file=f)
-        >>> examples, dropped, total = read_longra(path, tok)  # a target of two tokens is dropped
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> rows = [{"prompt": "the dog ran . i saw the", "target_text": " dog"},
+        ...         {"prompt": "the cat sat on the", "target_text": " big hill"}]  # two tokens: dropped
+        >>> examples, dropped, total = read_longra(tiny_jsonl(rows), tiny_tokenizer())
         >>> [e.id for e in examples], dropped, total
         (['0'], 1, 2)
     """

@@ -175,13 +175,13 @@ def save_inseq_generation(results: Sequence[ExportableGeneration], path: str | P
     :func:`inseq_generation_sequence`).
 
     Example:
-        >>> from heat_module import HEAT
-        >>> from heat_module.testing import tiny_model, tiny_tokenizer
-        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
         >>> import json, tempfile
+        >>> from heat_module.attribution.registry import build
         >>> from heat_module.interop import save_inseq_generation
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())  # any method, HEAT alike
         >>> path = tempfile.mkdtemp() + "/answer.json"
-        >>> save_inseq_generation([heat.attribute_generation("the cat sat", max_new_tokens=2)], path)
+        >>> save_inseq_generation([occlusion.attribute_generation("the cat sat", max_new_tokens=2)], path)
         >>> with open(path) as f:  # one sequence per answer, with every step
         ...     len(json.load(f)["attributes"]["sequence_attributions"])
         1

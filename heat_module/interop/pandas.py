@@ -21,12 +21,12 @@ def results_to_dataframe(results: Sequence[Any]):
         results: :class:`heat_module.result.AttributionResult` objects; ``example`` is the index in this list.
 
     Example:
-        >>> from heat_module import HEAT
-        >>> from heat_module.testing import tiny_model, tiny_tokenizer
-        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
         >>> import pytest
         >>> _ = pytest.importorskip("pandas")  # optional: pip install pandas
+        >>> from heat_module import HEAT
         >>> from heat_module.interop import results_to_dataframe
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
         >>> frame = results_to_dataframe([heat.attribute("the cat sat"), heat.attribute("the dog")])
         >>> len(frame)  # one row per token
         5
@@ -58,13 +58,13 @@ def generation_to_dataframe(result: Any):
     :data:`GENERATION_COLUMNS`: one row per step t and column inside its prefix (the causal triangle left out).
 
     Example:
-        >>> from heat_module import HEAT
-        >>> from heat_module.testing import tiny_model, tiny_tokenizer
-        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
         >>> import pytest
-        >>> _ = pytest.importorskip("pandas")  # optional: pip install pandas
+        >>> from heat_module.attribution.registry import build
         >>> from heat_module.interop import generation_to_dataframe
-        >>> frame = generation_to_dataframe(heat.attribute_generation("the cat sat", max_new_tokens=2))
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> _ = pytest.importorskip("pandas")  # optional: pip install pandas
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())  # any method, HEAT alike
+        >>> frame = generation_to_dataframe(occlusion.attribute_generation("the cat sat", max_new_tokens=2))
         >>> len(frame)  # one row per (generated token, column it may see): 2 steps over 3 + 4 columns
         7
     """

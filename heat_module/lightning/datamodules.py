@@ -254,17 +254,13 @@ class LongRADataModule(HEATDataModule):
     After ``setup``, ``num_dropped`` holds how many examples were dropped for a multi-token target.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> import json, tempfile
         >>> from heat_module.data import LongRADataModule
-        >>> path = tempfile.mkdtemp() + "/longra.jsonl"
-        >>> with open(path, "w") as f:
-        ...     print(json.dumps({"prompt": "the dog ran . ( the sun was warm ) . i saw the", "target_text": " dog"}),
-        ...           file=f)
-        >>> batch = next(iter(LongRADataModule(path, tokenizer=tok).predict_dataloader()))
-        >>> batch["ids"], tok.decode(batch["target_ids"])
-        (['0'], 'dog')
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> row = {"prompt": "the dog ran . ( the sun was warm ) . i saw the", "target_text": " dog"}
+        >>> data = LongRADataModule(tiny_jsonl([row]), tokenizer=tiny_tokenizer())
+        >>> batch = next(iter(data.predict_dataloader()))
+        >>> batch["ids"], batch["distractor_mask"].any().item()  # no original tokens in the row: no distractor
+        (['0'], False)
     """
 
     def __init__(
@@ -298,12 +294,8 @@ class CuratedDataModule(HEATDataModule):
         tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
 
     Example:
-        >>> from heat_module.testing import tiny_tokenizer
-        >>> tok = tiny_tokenizer()
-        >>> from heat_module.data import build_curated_examples
-        >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
-        ...            "answer": "water", "important_words": ["water"]}
-        >>> raw = build_curated_examples(["the cat sat on the hill ."], [support])
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
         >>> import tempfile
         >>> from heat_module.data import CuratedDataModule, save_curated_dataset
         >>> path = save_curated_dataset(raw, tempfile.mkdtemp() + "/mine.json")

@@ -29,15 +29,14 @@ class ABPC(RankedRemovalMetric):
     ``abpc_update``; ``compute()`` returns the mean ABPC (scalar tensor) by ``abpc_compute``.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import ABPC
-        >>> from heat_module.metrics.functional import abpc
-        >>> metric = ABPC(make_forward_fn(model), steps=5)
+        >>> metric = ABPC(forward_fn, steps=5)  # deletion and insertion curves at 0, 20, ..., 100 % removed
         >>> metric.update(scores, x, None, target)
-        >>> bool(metric.compute() == abpc(scores, x, None, target, make_forward_fn(model), steps=5))
-        True
+        >>> metric.update(scores.flip(-1), x, None, target)  # the mean over every example added
+        >>> metric.compute().shape
+        torch.Size([])
     """
 
     def __init__(

@@ -30,14 +30,13 @@ class AOPC(RankedRemovalMetric):
     ``aopc_update``; ``compute()`` returns the mean AOPC (scalar tensor) by ``aopc_compute``.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import AOPC
         >>> from heat_module.metrics.functional import aopc
-        >>> metric = AOPC(make_forward_fn(model))
+        >>> metric = AOPC(forward_fn)
         >>> metric.update(scores, x, None, target)
-        >>> bool(metric.compute() == aopc(scores, x, None, target, make_forward_fn(model)))  # the class = the function
+        >>> bool(metric.compute() == aopc(scores, x, None, target, forward_fn))  # the class = the function
         True
     """
 

@@ -26,9 +26,7 @@ class F1Alignment(SumCountMetric):
         >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
         >>> gold = torch.tensor([[False, True, True, False, False]])
         >>> from heat_module.metrics import F1Alignment
-        >>> metric = F1Alignment()
-        >>> metric.update(scores, gold, None)
-        >>> metric.compute()  # the two highest scores are the two gold tokens
+        >>> F1Alignment()(scores, gold, None)  # the two highest scores are the two gold tokens
         {'f1': tensor(1.), 'span_f1': tensor(1.)}
     """
 

@@ -30,9 +30,8 @@ class Sensitivity(SumCountMetric):
     ``scores`` argument: the metric attributes the noisy copies itself. ``compute()`` returns the mean (scalar).
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import Sensitivity
         >>> def attribute_fn(inputs_embeds, attention_mask, target_ids):  # any method, on noisy embeddings
         ...     return inputs_embeds.norm(dim=-1)

@@ -31,7 +31,7 @@ class SoftFaithfulness(SumCountMetric):
 
     Args:
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``, e.g.
-            ``heat_module.lm.forward.make_forward_fn(model)``.
+            ``heat_module.lm.forward.forward_fn``.
         kinds: which of ``"nc"``, ``"ns"`` to compute (both share the reference forwards).
         definition: ``"reagent"`` or ``"heta"``.
         num_masks: Bernoulli masks per example.
@@ -52,11 +52,10 @@ class SoftFaithfulness(SumCountMetric):
     Soft-NC/NS compare full next-token distributions.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import SoftFaithfulness
-        >>> metric = SoftFaithfulness(make_forward_fn(model), num_masks=4)
+        >>> metric = SoftFaithfulness(forward_fn, num_masks=4)
         >>> metric.update(scores, x, None, target)
         >>> sorted(metric.compute())
         ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random', 'soft_ns', 'soft_ns_log_ratio', 'soft_ns_random']
@@ -111,14 +110,11 @@ class SoftNC(SoftFaithfulness):
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
-        >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import SoftNC
-        >>> metric = SoftNC(make_forward_fn(model), num_masks=4)
-        >>> metric.update(scores, x, None, target)
-        >>> sorted(metric.compute())  # the method's value, the random baseline's and ln(method / random)
-        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random']
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()
+        >>> SoftNC(forward_fn, num_masks=4, random_baseline=False)(scores, x, None, target)  # one batch's value
+        {'soft_nc': tensor(...)}
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
@@ -133,14 +129,11 @@ class SoftNS(SoftFaithfulness):
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
-        >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics import SoftNS
-        >>> metric = SoftNS(make_forward_fn(model), num_masks=4, random_baseline=False)
-        >>> metric.update(scores, x, None, target)
-        >>> sorted(metric.compute())
-        ['soft_ns']
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()
+        >>> sorted(SoftNS(forward_fn, num_masks=4)(scores, x, None, target))  # the random baseline's too
+        ['soft_ns', 'soft_ns_log_ratio', 'soft_ns_random']
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:

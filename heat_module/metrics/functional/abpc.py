@@ -119,7 +119,7 @@ def abpc(
         inputs_embeds: (batch, n, d) left-padded embeddings.
         attention_mask: (batch, n) or ``None``.
         target_ids: (batch,) target ids.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         steps: T, the number of intervals of [0, 1] (T − 1 interior points, 2 (T − 1) forward rows per example).
         batch_size: rows per forward call.
         exclude_last: how many final real tokens are never removed nor ranked (0: every real token is context).
@@ -128,11 +128,10 @@ def abpc(
             counted from the first real token (e.g. the query span of a templated prompt).
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import abpc
-        >>> value = abpc(scores, x, None, target, make_forward_fn(model), steps=5)
+        >>> value = abpc(scores, x, None, target, forward_fn, steps=5)
         >>> value.shape, bool(value.isfinite())
         (torch.Size([]), True)
     """

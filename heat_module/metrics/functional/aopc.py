@@ -110,7 +110,7 @@ def aopc(
         inputs_embeds: (batch, n, d) left-padded embeddings.
         attention_mask: (batch, n) or ``None``.
         target_ids: (batch,) target ids.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         percents: the k values in percent (default 1, 5, 10, 20, 50).
         batch_size: rows per forward call.
         exclude_last: how many final real tokens are never removed nor ranked (0: every real token is context).
@@ -119,11 +119,10 @@ def aopc(
             counted from the first real token (e.g. the query span of a templated prompt).
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import aopc
-        >>> value = aopc(scores, x, None, target, make_forward_fn(model), percents=(20, 40))
+        >>> value = aopc(scores, x, None, target, forward_fn, percents=(20, 40))
         >>> value.shape, bool(value.isfinite())
         (torch.Size([]), True)
     """

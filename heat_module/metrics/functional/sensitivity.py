@@ -146,9 +146,8 @@ def sensitivity(
         normalize: normalise each sample's scores (clip at 0, sum one) before taking standard deviations.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import sensitivity
         >>> value = sensitivity(x, None, target, lambda e, mask, t: e.norm(dim=-1), num_samples=2)
         >>> bool(value >= 0)

@@ -275,7 +275,7 @@ def soft_faithfulness(
         scores: (batch, n) attribution scores from any method.
         inputs_embeds: (batch, n, d) left-padded input embeddings.
         attention_mask: (batch, n) or ``None``.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         kinds: which of ``"nc"``, ``"ns"``.
         definition: ``"reagent"`` (default) or ``"heta"`` (the authors' code).
         num_masks: Bernoulli masks per example (``"reagent"`` only).
@@ -292,11 +292,10 @@ def soft_faithfulness(
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
         >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import soft_faithfulness
-        >>> values = soft_faithfulness(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False)
+        >>> values = soft_faithfulness(scores, x, None, forward_fn, num_masks=4, random_baseline=False)
         >>> sorted(values)
         ['soft_nc', 'soft_ns']
     """
@@ -315,12 +314,12 @@ def soft_nc(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
     ``protected``, ...).
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
-        >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import soft_nc
-        >>> sorted(soft_nc(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False))
-        ['soft_nc']
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, _ = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> values = soft_nc(scores, x, None, forward_fn, num_masks=4)
+        >>> sorted(values)  # the method's value, the random scores' and ln(method / random)
+        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random']
     """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("nc",), **options)
 
@@ -332,11 +331,10 @@ def soft_ns(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
     ``protected``, ...).
 
     Example:
-        >>> from heat_module.lm.forward import make_forward_fn
-        >>> from heat_module.testing import tiny_metric_example
-        >>> model, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
         >>> from heat_module.metrics.functional import soft_ns
-        >>> sorted(soft_ns(scores, x, None, make_forward_fn(model), num_masks=4, random_baseline=False))
-        ['soft_ns']
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, _ = tiny_metric_example()
+        >>> bool(soft_ns(scores, x, None, forward_fn, num_masks=4, random_baseline=False)["soft_ns"] >= 0)
+        True
     """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("ns",), **options)

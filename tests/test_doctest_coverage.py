@@ -1,5 +1,5 @@
 """Every public entry point has a short example that runs: a ``>>>`` example in its docstring (the doctests
-themselves run through ``--doctest-modules``, see ``pyproject.toml``).
+themselves run in ``make test`` as ``pytest --doctest-modules heat_module heat_kernels``).
 
 The public entry points are the names the packages export (``__all__`` of ``heat_module``, ``heat_kernels`` and
 the subpackage ``__init__`` files) and the few public names that live in a module rather than a package
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,9 @@ MODULE_NAMES = (
 )
 #: names whose examples another change writes (HEATConfig, heat/estimator.py): expected to fail until it lands
 PENDING = {("heat_module", "HEATConfig"), ("heat_module", "attribute_batch"), ("heat_module.heat", "attribute_batch")}
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def public_names() -> list[tuple[str, str]]:
@@ -59,3 +64,9 @@ def test_public_name_has_an_example(module, name):
     if inspect.ismodule(obj) or not callable(obj):  # a subpackage (its names are listed) or a constant (DATASETS)
         return
     assert has_example(obj), f"Expected a '>>>' example in the docstring of {module}.{name}, got none"
+
+
+def test_make_test_runs_the_doctests():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe and "--doctest-modules heat_module heat_kernels" in recipe.group(1)

@@ -15,12 +15,12 @@ no optional dependency, so listing them costs only their import).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from heat_module.registry import Registry
 
 #: packages whose every module is imported to collect the declarations
 METRIC_MODULES = ("heat_module.metrics",)
@@ -42,9 +42,7 @@ INPUTS: dict[str, str] = {
 SUFFIX_TITLES = {"_rank": " (ranks)", "_random": " of random scores", "_log_ratio": " ln(method / random)",
                  "_uniform": " of uniform scores"}
 
-_ENTRIES: dict[str, MetricEntry] = {}
-_ALIASES: dict[str, str] = {}
-_LOADED = False
+_REGISTRY = Registry("metric", METRIC_MODULES)
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,7 @@ class MetricEntry:
 
 
 def canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"Expected a metric name string, got {type(name).__name__}")
-    return name.strip().lower().replace("-", "_")
+    return _REGISTRY.canonical(name)
 
 
 def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], title: str,
@@ -143,10 +139,9 @@ def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], t
     key = canonical(name)
 
     def declare(cls: type) -> type:
-        _ENTRIES[key] = MetricEntry(key, cls, inputs, functional, title, dict(keys or {key: title}),
-                                    tuple(canonical(a) for a in aliases), dict(options or {}), default)
-        for alias in aliases:
-            _ALIASES[canonical(alias)] = key
+        _REGISTRY.declare(key, MetricEntry(key, cls, inputs, functional, title, dict(keys or {key: title}),
+                                           tuple(canonical(a) for a in aliases), dict(options or {}), default),
+                          aliases)
         return cls
 
     return declare
@@ -154,26 +149,12 @@ def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], t
 
 def unregister_metric(name: str) -> None:
     """Remove the metric ``name`` and its aliases (a user's metric, or one an example or a test registered)."""
-    entry = metric_entry(name)
-    del _ENTRIES[entry.name]
-    for alias in entry.aliases:
-        _ALIASES.pop(alias, None)
+    _REGISTRY.remove(name)
 
 
 def load_declarations() -> None:
     """Import every module of :data:`METRIC_MODULES` once, so every metric has declared its entry."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
-        for name in METRIC_MODULES:
-            module = importlib.import_module(name)
-            for info in pkgutil.iter_modules(module.__path__):
-                importlib.import_module(f"{name}.{info.name}")
-    except BaseException:
-        _LOADED = False  # a failed import is retried (and raises again) on the next read
-        raise
+    _REGISTRY.load()
 
 
 def metric_entries() -> dict[str, MetricEntry]:
@@ -184,8 +165,7 @@ def metric_entries() -> dict[str, MetricEntry]:
         >>> metric_entries()["aopc"].title, metric_entries()["aopc"].inputs
         ('AOPC', 'model')
     """
-    load_declarations()
-    return dict(sorted(_ENTRIES.items()))
+    return _REGISTRY.entries()
 
 
 def available_metrics() -> list[str]:
@@ -215,13 +195,7 @@ def metric_entry(name: str) -> MetricEntry:
         >>> type(metric).__name__, metric.higher_is_better
         ('AOPC', True)
     """
-    load_declarations()
-    key = canonical(name)
-    key = _ALIASES.get(key, key)
-    if key not in _ENTRIES:
-        raise KeyError(f"Expected a metric name in {available_metrics()} (or an alias in {sorted(_ALIASES)}), "
-                       f"got {name!r}")
-    return _ENTRIES[key]
+    return _REGISTRY.entry(name)
 
 
 def metric_title(key: str) -> str:

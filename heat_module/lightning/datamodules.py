@@ -77,6 +77,9 @@ class HEATDataModule(pl.LightningDataModule):
         skip_bad_examples: drop malformed examples (empty prompt, bad annotation, ...) with a warning naming the
             file and line, instead of raising. Unreadable files and invalid JSON always raise.
 
+    Protocol boilerplate, on purpose: every data module below lists these arguments again in its own ``__init__``
+    (rather than ``**kwargs``), because LightningCLI builds the YAML config from the constructor's signature.
+
     Example:
         >>> from heat_module.testing import tiny_tokenizer
         >>> tok = tiny_tokenizer()

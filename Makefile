@@ -35,6 +35,7 @@ nvcc-check:
 test: venv nvcc-check
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=20 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --doctest-modules heat_module heat_kernels  # the docstring examples
 
 lint: venv
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples

@@ -4,8 +4,8 @@
 ``lowrank``, ``layer_sampling``), ``information`` (I, eq. 4), ``combine`` (eq. 5, Table 5), ``cost`` (the FE cost
 model), ``estimator`` (class :class:`HEAT`), ``windowing`` (Algorithm 1), ``sentence`` (eq. 23–24), ``fit`` (Thm 3).
 
-This file only re-exports, so ``from heat_module.heat import HEAT`` keeps working; the modules of the package import
-each other by their full module path.
+This file gives the package's public names (``from heat_module.heat import HEAT``); the modules of the package
+import each other by their full module path.
 """
 
 from heat_module.heat.combine import Components, combine

@@ -57,6 +57,7 @@ from heat_module.heat.i_exact import ExactI  # noqa: E402
 from heat_module.heat.s_exact import ExactS  # noqa: E402
 from heat_module.heat.s_fisher import FisherS  # noqa: E402
 from heat_module.heat.s_lowrank import LowRankS  # noqa: E402
+from heat_module.metrics.functional.spearman import spearman_rho  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/reagent"
 # the paper's Table 12 averages over LongRA, TellMeWhy and WikiBio: contexts alternate between the three
@@ -143,13 +144,6 @@ def peak_mb(device: str = "cpu") -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------- metrics
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    from scipy.stats import spearmanr
-
-    value = spearmanr(a.double().numpy(), b.double().numpy()).statistic
-    return float(value)
-
-
 def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
     k = min(k, a.numel())
     return len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
@@ -228,7 +222,7 @@ def run(args) -> tuple[list[dict], list[str]]:
                     "n": n, "context": j, "variant": name, "seconds": seconds, "peak_rss_mb": peak,
                     "forward_equivalents": float(res.cost.get("forward_equivalents", float("nan"))),
                     "hvps": int(res.cost.get("hvps", 0)), "gradients": int(res.cost.get("gradients", 0)),
-                    "spearman": spearman(res.scores, ref.scores) if ref is not None else float("nan"),
+                    "spearman": float(spearman_rho(res.scores, ref.scores)) if ref is not None else float("nan"),
                     "top5": top_overlap(res.scores, ref.scores) if ref is not None else float("nan"),
                     "leakage": float(res.extra.get("window_leakage", float("nan"))),
                     "target_agrees": bool(ref is None or res.target_id == ref.target_id),

@@ -178,12 +178,6 @@ def rel_err(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.double().cpu().numpy(), b.double().cpu().numpy()).statistic)
-
-
 # ------------------------------------------------------------------------------------------------------ models
 def hf_config(name: str, vocab: int | None = None):
     s = dict(SHAPES[name], **({"V": vocab} if vocab else {}))
@@ -324,7 +318,7 @@ def step_prepare(args, rec: Recorder) -> None:
             cb["init_args"]["output_dir"] = str(work / "predict_out")
     if not args.device.startswith("cuda"):  # the dry run: the template's GPU trainer settings on one CPU process
         cfg["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true")
-        cfg["model"]["config"].update(probes=1)
+        cfg["model"]["config"]["curvature"]["init_args"]["probes"] = 1
         cfg["data"]["init_args"]["num_workers"] = 0
     (work / "predict.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rec.add("predict", "config", str(work / "predict.yaml"))
@@ -341,6 +335,7 @@ def step_equality(args, rec: Recorder) -> None:
     import torch
 
     import heat_module as hm
+    from heat_module.metrics.functional.spearman import spearman_rho
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -382,7 +377,8 @@ def step_equality(args, rec: Recorder) -> None:
     rec.add(f"{name}_n{n}", "bf16_finite", int(finite), "", "1", "PASS" if finite else "FAIL")
     rec.add(f"{name}_n{n}", "bf16_target_agrees", int(out.target_id == ref.target_id))
     for comp, (tol, rho_min) in BF16_TOL.items():
-        err, rho = rel_err(getattr(out, comp), getattr(ref, comp)), spearman(getattr(out, comp), getattr(ref, comp))
+        got, want = getattr(out, comp).cpu(), getattr(ref, comp).cpu()
+        err, rho = rel_err(got, want), float(spearman_rho(got, want))
         rec.add(f"{name}_n{n}", f"bf16_{comp}_rel_err", err, "", f"<= {tol:g}", "PASS" if err <= tol else "FAIL")
         rec.add(f"{name}_n{n}", f"bf16_{comp}_spearman", rho, "", f">= {rho_min:g}",
                 "PASS" if rho >= rho_min else "FAIL")

@@ -125,6 +125,19 @@ class Evaluator:
     Args:
         cfg: the run's settings.
         model, tokenizer: the model to evaluate (``None``: ``load_model(cfg.model)``).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import Evaluator, load_dataset
+        >>> evaluator = Evaluator(cfg, *cfg.model)
+        >>> example = load_dataset("wikibio", cfg, evaluator.tokenizer)[0]
+        >>> [v.key for v in evaluator.todo(example)]
+        ['random']
+        >>> _ = evaluator.run_example(example)
+        >>> evaluator.todo(example)  # the row is in the cache now
+        []
     """
 
     def __init__(self, cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None) -> None:
@@ -287,6 +300,15 @@ def run(cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None, 
         model, tokenizer: the model (``None``: ``cfg.model`` as a ``(model, tokenizer)`` pair, or loaded by name).
         command: the command line recorded at the end of the report.
         machine: a description of the machine for the report's setup section (``None``: not mentioned).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import run
+        >>> report = run(cfg)  # a second call resumes from cfg.cache_path and computes nothing again
+        >>> report.name, report.read_text().startswith("# HEAT evaluation")
+        ('RESULTS-eval.md', True)
     """
     t_start = time.perf_counter()
     data_paths = {d: cfg.data_path(d) for d in cfg.datasets}  # a missing path fails before the model loads

@@ -6,8 +6,8 @@ model), ``estimator`` (class :class:`HEAT`), ``windowing`` (Algorithm 1), ``sent
 The estimators of S and I are parts HEAT composes (``part``): ``s_exact``, ``s_fisher``, ``s_lowrank``, ``i_exact``,
 ``i_fisher``, one file each, registered by name (:func:`heat_module.config.register_s_estimator`).
 
-This file only re-exports, so ``from heat_module.heat import HEAT`` keeps working; the modules of the package import
-each other by their full module path.
+This file gives the package's public names (``from heat_module.heat import HEAT``); the modules of the package
+import each other by their full module path.
 """
 
 from heat_module.heat.combine import Components, combine

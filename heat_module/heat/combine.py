@@ -29,6 +29,15 @@ class Components:
         information: I (eq. 4) or ``None``.
         first_order: ‖∇_{x_i} g‖₁ (HEAT+FO) or ``None``.
         cost: what computing them spent.
+
+    Example:
+        >>> import torch
+        >>> from heat_module import HEATConfig
+        >>> from heat_module.heat import Components, combine
+        >>> parts = Components(transition=torch.tensor([0.5, 0.5]), curvature=None,
+        ...                    information=torch.tensor([1.0, 3.0]), first_order=None)
+        >>> combine(parts, HEATConfig())  # M·I (β = 0)
+        tensor([0.5000, 1.5000])
     """
 
     transition: torch.Tensor
@@ -74,6 +83,14 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     normalised S and I would let the gradient's magnitude, not α, decide how much it counts).
 
     A component that is ``None`` counts as zero (under every ``normalize``).
+
+    Example:
+        >>> import torch
+        >>> from heat_module import HEATConfig
+        >>> from heat_module.heat import Components, combine
+        >>> parts = Components(torch.tensor([0.5, 0.5]), torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0]), None)
+        >>> combine(parts, HEATConfig.preset("exact"))  # eq. 5: M·(0.5·S + 0.5·I)
+        tensor([0.7500, 0.7500])
     """
     n = parts.transition.shape[0]
     zero = torch.zeros(n, dtype=parts.transition.dtype, device=parts.transition.device)

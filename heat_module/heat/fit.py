@@ -181,6 +181,14 @@ def fit_weights(heat: HEAT, examples: Iterable, num_spans: int = 8, seed: int = 
         max_span: longest span (default max(2, n // 4)).
     Returns:
         :class:`FitResult` (β, γ, 𝓛 and the relative residual).
+
+    Example:
+        >>> from heat_module import HEAT, HEATConfig, fit_weights
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer(), HEATConfig.preset("fisher"))
+        >>> fit = fit_weights(heat, ["the cat sat on the", "the dog ran to the"], num_spans=2)
+        >>> fit.beta >= 0 and fit.gamma >= 0
+        True
     """
     features, drops, count = collect(heat, examples, num_spans, seed, max_span)
     return nnls_fit(features, drops, count)

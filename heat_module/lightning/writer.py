@@ -43,6 +43,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
 from heat_module.config import FLAT_FIELDS, HEATConfig
+from heat_module.data.readers import json_lines
 from heat_module.hashing import stable_hash
 from heat_module.lightning.output_lock import OutputLock
 from heat_module.result import AttributionResult
@@ -114,22 +115,13 @@ class Shard:
 def scan_jsonl(path: Path) -> Shard:
     """Read a shard without stopping at damage: every good row, and every corrupt line with its number."""
     rows, corrupt, torn = [], [], False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for k, line in enumerate(f, 1):
-            if not line.strip("\x00 \t\r\n"):
-                if line.strip():  # a run of NUL bytes: what a filesystem leaves of a block never written
-                    corrupt.append((k, line.rstrip("\n")))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if isinstance(row, dict) and "id" in row:
-                rows.append(row)
-            elif line.endswith("\n"):
-                corrupt.append((k, line.rstrip("\n")))
-            else:
-                torn = True
+    for k, line, row in json_lines(path):
+        if isinstance(row, dict) and "id" in row:
+            rows.append(row)
+        elif line.endswith("\n") or not line.strip("\x00 \t\r\n"):  # NUL bytes: a block the filesystem never wrote
+            corrupt.append((k, line.rstrip("\n")))
+        else:
+            torn = True
     return Shard(rows, corrupt, torn)
 
 
@@ -194,6 +186,22 @@ class AttributionWriter(BasePredictionWriter):
 
     Attributes:
         done_ids: ids already in the shards at setup (with the current config hash), as strings.
+
+    Example:
+        >>> import json, tempfile
+        >>> import lightning.pytorch as L
+        >>> from heat_module import AttributionWriter, HEATModule
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> out = tempfile.mkdtemp()
+        >>> trainer = L.Trainer(callbacks=[AttributionWriter(out, fsync=False)], logger=False,
+        ...                     enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog ran"], tokenizer=tiny_tokenizer())
+        >>> module = HEATModule((tiny_model("llama"), tiny_tokenizer()))
+        >>> trainer.predict(module, datamodule=data, return_predictions=False)
+        >>> with open(out + "/predictions-rank0.jsonl") as f:
+        ...     [json.loads(line)["id"] for line in f]
+        ['0', '1']
     """
 
     def __init__(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from heat_module.cli import main
+from heat_module.cli.main import main
 from heat_module.lightning.cli import run_lightning
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -91,7 +91,7 @@ def test_heat_predict_smollm2_curated_config_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("command", ["attribute", "fit-weights", "eval"])
 def test_plain_subcommands_are_wired(command, capsys):
-    from heat_module.cli import main
+    from heat_module.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -25,8 +25,6 @@ MODULE_NAMES = (
     ("heat_module.viz", "results_table"),
     ("heat_module.words", "word_groups"),  # the rule of AttributionResult.aggregate
 )
-#: names whose examples another change writes (HEATConfig, heat/estimator.py): expected to fail until it lands
-PENDING = {("heat_module", "HEATConfig"), ("heat_module", "attribute_batch"), ("heat_module.heat", "attribute_batch")}
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +52,7 @@ def test_has_example_tells_a_documented_name_from_a_bare_one():
 
 
 def cases() -> list:
-    return [pytest.param(m, n, id=f"{m}.{n}", marks=[pytest.mark.xfail(strict=True)] if (m, n) in PENDING else [])
-            for m, n in public_names()]
+    return [pytest.param(m, n, id=f"{m}.{n}") for m, n in public_names()]
 
 
 @pytest.mark.parametrize(("module", "name"), cases())

@@ -361,5 +361,14 @@ def attribute_batch(
     """Functional entry point: HEAT on a left-padded batch with any model (see :meth:`HEAT.attribute_batch`).
 
     This is what a user's own LightningModule calls in its ``predict_step`` to add HEAT without subclassing.
+
+    Example (two left-padded prompts of a tiny random model; ``target_ids=None``: the greedy next tokens):
+        >>> import torch
+        >>> from heat_module import attribute_batch
+        >>> from heat_module.testing import tiny_model
+        >>> ids = torch.tensor([[0, 5, 9, 14], [7, 8, 9, 10]])
+        >>> mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+        >>> [len(r.scores) for r in attribute_batch(tiny_model("llama"), ids, mask)]
+        [3, 4]
     """
     return HEAT(model, tokenizer, config).attribute_batch(input_ids, attention_mask, target_ids)

@@ -25,12 +25,12 @@ from heat_module.attribution.registry import register_method
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
 from heat_module.heat.cost import FE_GRADIENT
+from heat_module.heat.m_gate import GateM
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.part import Example
 from heat_module.heat.progress import AUTO_SECONDS, Meter, expected_seconds
 from heat_module.heat.s_fisher import shared_fisher, shares_factors
 from heat_module.heat.sentence import attribute_sentence
-from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, capture, install, slice_captures, uninstall
 from heat_module.lm.forward import embed, next_token_logits, score_dtype
@@ -142,9 +142,7 @@ class HEAT(Attributor):
                      cfg.seed)
         with meter.part("transition"):
             if transition is None:
-                transition = transition_from_captures(
-                    captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
-                )[0]
+                transition = GateM.from_config(cfg).estimate(ex).values
         curv = info = fo = None
         if shares_factors(s_part, i_part):  # one forward and one K-cotangent backward give both
             with meter.part("information", n + s_units):
@@ -240,8 +238,7 @@ class HEAT(Attributor):
             return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self.forward_with_captures(input_ids, attention_mask)
-        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend,
-                                         gate=cfg.gate)
+        m_all = GateM.from_config(cfg).batch(captures, attention_mask)
         t_batch = time.perf_counter() - t0
         results = []
         for b in range(input_ids.shape[0]):

@@ -1,6 +1,7 @@
 """The parts HEAT composes (eq. 5): what an estimator of S or I receives and returns, and HEAT-LS for every S.
 
-An estimator of S (:class:`heat_module.config.SEstimator`: ``s_exact``, ``s_fisher``, ``s_lowrank``) or of I
+The gate M (:class:`heat_module.heat.m_gate.GateM`), an estimator of S (:class:`heat_module.config.SEstimator`:
+``s_exact``, ``s_fisher``, ``s_lowrank``) or of I
 (:class:`heat_module.config.IEstimator`: ``i_exact``, ``i_fisher``) is a frozen dataclass of its own settings whose
 ``estimate(example)`` takes one unpadded :class:`Example` and returns a :class:`PartOutput`: the (n,) values and the
 :class:`~heat_module.result.Cost` of computing them, counted by the estimator itself (:mod:`heat_module.heat.cost`

@@ -18,6 +18,7 @@ from heat_module.config import (
 from heat_module.heat.fisher import fisher_factors
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.m_gate import GateM
 from heat_module.heat.part import Example, PartOutput
 from heat_module.heat.progress import Meter
 from heat_module.heat.s_exact import ExactS
@@ -28,11 +29,13 @@ from heat_module.lm.forward import embed, next_token_logits
 from heat_module.result import Cost
 from tests.conftest import make_tiny
 
+IDS = [5, 9, 14, 22, 7, 30, 11]
+
 
 @pytest.fixture(scope="module")
 def example():
     model = make_tiny("llama")
-    ids = torch.tensor([[5, 9, 14, 22, 7, 30, 11]])
+    ids = torch.tensor([IDS])
     x = embed(model, ids).detach()
     with torch.no_grad(), capture() as caps:
         logits = next_token_logits(model, x, torch.ones_like(ids))
@@ -162,3 +165,12 @@ def test_fisher_s_and_i_with_different_k_run_apart_each_counted(tiny_tok):
     assert (b.cost.forward_passes, b.cost.gradients) == (3, 4 + 3)
     torch.testing.assert_close(a.curvature, b.curvature, rtol=0, atol=0)
     assert not torch.equal(a.information, b.information)
+
+
+def test_gate_part_is_the_transition_heat_reports(example, tiny_tok):
+    cfg = HEATConfig(sink="keep", rollout_layers=[1])
+    m = GateM.from_config(cfg).estimate(example)
+    assert m.cost.is_empty() and m.values.shape == (example.n,)
+    res = HEAT(example.model, tiny_tok, cfg).attribute(torch.tensor(IDS))
+    torch.testing.assert_close(res.transition, m.values.to(res.transition.dtype), rtol=0, atol=0)
+    assert not torch.equal(m.values, GateM.from_config(HEATConfig(sink="keep")).estimate(example).values)

@@ -15,7 +15,10 @@ quantities at once:
   with ``origin``), including the ``"auto"`` sink rule (its mass shares and mean norm are taken over the row's own
   positions ≤ p_t) and the renormalisation over those positions.
 
-What is shared equals the per-row calls up to the round-off of a longer forward. :func:`shared_rows` returns the
+This needs only that the output at position p depends on the tokens ≤ p alone, which holds for every causal decoder
+(mixture-of-experts layers route each token on its own: the tiny GPT-OSS test covers one); positional encodings are
+absolute positions, the same in the prefix and the longer sequence. What is shared equals the per-row calls up to the
+round-off of a longer forward. :func:`shared_rows` returns the
 rows for the methods where this holds exactly, and ``None`` for every other method or configuration, which then
 keeps its per-row calls: HEAT with S (one set of Hessian-vector products per target), Fisher I (one K-cotangent
 backward per target), the first-order term α or a contrast (foil); HEAT-WIN; gradient methods (AttnLRP, input ×
@@ -38,6 +41,7 @@ positions instead of one) is not in the FE count; the benchmark's seconds includ
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -270,15 +274,15 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
     return rows
 
 
-def _installed(model: torch.nn.Module):
-    """Context: HEAT's attention installed for the block (the capture and prefix cache need it), then removed."""
-    class _Ctx:
-        def __enter__(self):
-            install(model)
-
-        def __exit__(self, *exc):
-            uninstall(model)
-    return _Ctx()
+@contextlib.contextmanager
+def _installed(model: torch.nn.Module) -> Iterator[None]:
+    """HEAT's attention installed for the block (the capture and the prefix cache need it), then removed: the model
+    is left as it was (as :meth:`heat_module.baselines.gated.Gated.gate` does)."""
+    install(model)
+    try:
+        yield
+    finally:
+        uninstall(model)
 
 
 def occlusion_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult]:

@@ -61,7 +61,9 @@ def attribute_generation(
             (:mod:`heat_module.attribution.shared_generation`: HEAT's M and exact I, occlusion, the gate of
             ``gated:*``; chosen automatically, ``batch_size`` then unused); ``False`` = one call per row.
     Returns:
-        A :class:`GenerationResult` (a list of them for list input, equal to one-by-one calls).
+        A :class:`GenerationResult` (a list of them for list input, equal to one-by-one calls); ``extra["shared"]``
+        says whether the rows were computed together, and ``result.cost`` sums the rows' costs (shared rows carry
+        1/T each of the shared work, in forwards of the longest prefix).
     """
     if (prompt is None) == (messages is None):
         raise ValueError("Expected exactly one of prompt or messages, got "

@@ -14,6 +14,8 @@ from heat_module.attribution import shared_generation
 from heat_module.attribution.registry import build
 from heat_module.config import HEATConfig
 from heat_module.heat.cost import information_fe
+from heat_module.heat.information import information_naive
+from heat_module.lm.forward import embed, mask_vector
 from heat_module.testing import tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,6 +95,20 @@ def test_shared_components_equal_per_row_components(tiny64):
         assert float((a.information - b.information).abs().max() / b.information.abs().max()) <= 1e-10
         assert float((a.transition - b.transition).abs().max()) <= 1e-6
         assert float(a.transition.sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_shared_information_equals_the_models_own_masked_forwards(tiny64):
+    """I of every shared row against one full forward of the model per masked token of the row's own prefix
+    (:func:`information_naive`: no capture, no prefix cache). The occlusion rows above are compared with the
+    occlusion baseline, which is such a literal forward per masked copy too."""
+    arch, model = tiny64
+    method = build("heat", model, None)
+    shared = method.attribute_generation(PROMPT, continuation=ANSWER)
+    full = torch.tensor(PROMPT + ANSWER)
+    for t, row in enumerate(shared.rows):
+        x = embed(model, full[None, : len(PROMPT) + t])
+        ref = information_naive(model, x, None, mask_vector(model, "zero"))
+        assert float((row.information - ref).abs().max() / ref.abs().max()) <= 1e-10
 
 
 def test_shared_list_input_equals_one_by_one(tiny64):

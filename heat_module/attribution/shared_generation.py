@@ -93,8 +93,7 @@ def row_builder(method: Any) -> Callable[[Any, torch.Tensor, int], list[Attribut
     if kind == "heat":
         cfg = method.config
         fo = cfg.alpha > 0 and cfg.ablation not in ("transition", "curvature", "information")
-        if (cfg.computes_s or (cfg.computes_i and cfg.information != "exact") or fo or cfg.window is not None
-                or cfg.extra.get("targets") is not None):
+        if cfg.computes_s or (cfg.computes_i and cfg.information.name != "exact") or fo or cfg.window is not None:
             return None
         return heat_rows
     if kind == "occlusion":
@@ -251,11 +250,11 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
     info = None
     if cfg.computes_i:
         t0 = time.perf_counter()
-        mask = mask_vector(model, cfg.mask, cfg.mask_token_id)
-        info = _information_rows(model, x, captures, ref_logits, mask, n, cfg.info_batch_size,
+        mask = mask_vector(model, cfg.information.mask, cfg.information.mask_token_id)
+        info = _information_rows(model, x, captures, ref_logits, mask, n, cfg.information.batch_size,
                                  lambda ref, logq, rows: kl_divergence(ref, logq), dt)
         cost.forward_passes += N
-        cost.forward_equivalents += masked_runs_fe(N, n - 1, cfg.info_batch_size, ref_logits.shape[-1],
+        cost.forward_equivalents += masked_runs_fe(N, n - 1, cfg.information.batch_size, ref_logits.shape[-1],
                                                    can_share_prefix(captures))
         cost.seconds["information"] = time.perf_counter() - t0
     rows = []

@@ -28,7 +28,8 @@ ANSWER = [12, 13, 14, 15, 16]
 # occlusion runs in the model's precision
 METHODS = [
     ("heat", {"config": HEATConfig(progress=False)}, 1e-6),
-    ("heat", {"config": HEATConfig(progress=False, sink="keep", mask="mean", normalize="sum")}, 1e-6),
+    ("heat", {"config": HEATConfig(progress=False, sink="keep", information={"name": "exact", "mask": "mean"},
+                                        normalize="sum")}, 1e-6),
     ("heat", {"config": HEATConfig(progress=False, ablation="information")}, 1e-10),
     ("occlusion", {"measure": "kl"}, 1e-6),
     ("occlusion", {"measure": "prob", "replacement": "mean"}, 1e-6),
@@ -173,7 +174,7 @@ def test_shared_cost_is_one_captured_forward_and_n_masked_runs():
     N = n + T - 1
     assert shared.cost.forward_passes == 1 + N
     assert shared.cost.forward_equivalents == pytest.approx(
-        1 + information_fe(N, method.config.info_batch_size, True))
+        1 + information_fe(N, method.config.information.batch_size, True))
     assert "longest prefix (11 tokens)" in shared.cost.details["shared_cost"]
     assert sum(r.cost.forward_passes for r in shared.rows) == 1 + N  # the rows sum to the whole
     assert single.cost.forward_passes == sum(1 + n + t for t in range(T))

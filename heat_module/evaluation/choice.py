@@ -35,6 +35,8 @@ from heat_module.attribution.registry import build, method_entries, method_entry
 from heat_module.baselines.attnlrp import AttnLRP
 from heat_module.config import HEATConfig
 from heat_module.data.lambada import load_annotated_lambada
+from heat_module.data.readers import json_lines
+from heat_module.evaluation.cache import rounded
 from heat_module.evaluation.config import DATA_DIR_ENV, DATA_FILES, EvalConfig
 from heat_module.evaluation.datasets import EvalExample, from_data_module, load_dataset, select_examples
 from heat_module.evaluation.variants import sink_transitions
@@ -203,12 +205,9 @@ class JsonCache:
         if not self.path.parent.exists():
             return
         for file in sorted(self.path.parent.glob("cache*.jsonl")):
-            for line in file.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.records.setdefault(rec["key"], rec)
+            for _, _, rec in json_lines(file):  # a line cut by an interrupted run reads as None: skipped
+                if isinstance(rec, dict):
+                    self.records.setdefault(rec["key"], rec)
 
     def add(self, rec: dict) -> None:
         self.records[rec["key"]] = rec
@@ -222,7 +221,7 @@ def _key(example: EvalExample, what: str) -> str:
 
 
 def _floats(t: torch.Tensor) -> list[float]:
-    return [float(f"{v:.7g}") for v in t.detach().float().cpu().tolist()]
+    return rounded(t.float(), digits=7)
 
 
 # ------------------------------------------------------------------------------------------------------ components

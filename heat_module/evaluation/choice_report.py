@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from heat_module.evaluation.choice import (
     ALIGNMENT,
@@ -28,6 +29,7 @@ from heat_module.evaluation.choice import (
     JsonCache,
 )
 from heat_module.evaluation.stats import bootstrap_ci
+from heat_module.metrics.functional.common import mid_ranks
 from heat_module.metrics.registry import metric_entry, metric_title
 
 #: the benchmark columns: the rule's metrics, and on ranks those that take ``scores_transform`` (``model_metrics``)
@@ -88,11 +90,9 @@ def apply_rule(table: dict, resamples: int = 0) -> dict[str, Any]:
         for m in RULE_METRICS:
             means = {r: float(np.mean([v[m] for v in table.get((d, r), {}).values() if m in v]))
                      for r in eligible if table.get((d, r))}
-            order = sorted(means, key=lambda r: -means[r])
-            for r in eligible:
-                if r in means:  # average ranks for ties
-                    tied = [i + 1 for i, q in enumerate(order) if means[q] == means[r]]
-                    ranks[r].append(float(np.mean(tied)))
+            mid = mid_ranks(-torch.tensor(list(means.values()), dtype=torch.float64))  # 1 = best; ties share
+            for r, rank in zip(means, mid.tolist()):
+                ranks[r].append(rank)
     mean_rank = {r: float(np.mean(v)) if v else math.nan for r, v in ranks.items()}
     finite = [r for r in eligible if math.isfinite(mean_rank[r])]
     winner = min(finite, key=lambda r: (mean_rank[r], sec[r])) if finite else None

@@ -4,8 +4,9 @@ under a budget (``HEATConfig.max_memory``).
 Budget. ``max_memory`` is the memory one attribution may add on top of the loaded model (bytes, or a string such
 as ``"6GB"`` / ``"512MiB"``: KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024, as in accelerate);
 ``None`` means what the device has now: the available RAM on the CPU (``MemAvailable``), the free memory of the CUDA
-device. The plan only ever lowers the configured sizes (``info_batch_size``, the HVP chunk, the Fisher chunk): with
-enough memory it changes nothing; chunk sizes change memory, not the work, and the scores only in the last bits.
+device. The plan only ever lowers the configured sizes (the exact I's ``batch_size``, the exact S's HVP chunk, the
+Fisher estimators' ``chunk``): with enough memory it changes nothing; chunk sizes change memory, not the work, and
+the scores only in the last bits.
 
 Stages and their predicted peaks (bytes above the loaded model; it = the model dtype's item size, f = 4, L layers,
 H query heads, H_kv key/value heads, d_h head size, d hidden size, F MLP size, b a batch of sequences):
@@ -48,6 +49,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from heat_module.heat.curvature import hvp_chunk
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS
+from heat_module.lm.offload import input_device
 
 logger = logging.getLogger("heat_module")
 
@@ -242,16 +250,21 @@ class MemoryPlan:
         return {**dataclasses.asdict(self), "peak": self.peak}
 
     def applied(self, config):
-        """``config`` with the sizes this plan lowered (``info_batch_size``; ``hvp_chunk_size`` with
-        ``hvp_memory_mb=None`` for the HVP and Fisher chunks); ``config`` itself when it lowered none."""
+        """``config`` (a :class:`~heat_module.config.HEATConfig`) with its estimators' sizes lowered to this plan's:
+        the exact I's ``batch_size``, the exact S's ``hvp_chunk_size`` (with ``hvp_memory_mb=None``, so the chunk is
+        used as given) and every Fisher estimator's ``chunk`` above the planned one (a Fisher S and I sharing their
+        factors keep equal chunks); ``config`` itself when nothing is lowered."""
         changes: dict = {}
-        if self.info_batch is not None and self.info_batch < config.info_batch_size:
-            changes["info_batch_size"] = self.info_batch
-        chunks = [c for c, lowered in ((self.hvp_chunk, self.hvp_lowered), (self.fisher_chunk, self.fisher_lowered))
-                  if c is not None and lowered]
-        if chunks:
-            changes.update(hvp_chunk_size=min(chunks), hvp_memory_mb=None)
-        return dataclasses.replace(config, **changes) if changes else config
+        s, i = config.curvature, config.information
+        if isinstance(s, ExactS) and self.hvp_lowered and self.hvp_chunk is not None:
+            changes["curvature"] = dataclasses.replace(s, hvp_chunk_size=self.hvp_chunk, hvp_memory_mb=None)
+        if isinstance(s, FisherS) and self.fisher_chunk is not None and self.fisher_chunk < s.chunk:
+            changes["curvature"] = dataclasses.replace(s, chunk=self.fisher_chunk)
+        if isinstance(i, ExactI) and self.info_batch is not None and self.info_batch < i.batch_size:
+            changes["information"] = dataclasses.replace(i, batch_size=self.info_batch)
+        if isinstance(i, FisherI) and self.fisher_chunk is not None and self.fisher_chunk < i.chunk:
+            changes["information"] = dataclasses.replace(i, chunk=self.fisher_chunk)
+        return config.replace(**changes) if changes else config
 
 
 def _largest(limit: int, fits) -> int | None:
@@ -326,28 +339,31 @@ def _refusal(n: int, budget: int, stage: str, needed: float, window: int | None)
 
 def plan_for(model: nn.Module, n: int, config, dtype: torch.dtype | None = None) -> MemoryPlan:
     """:func:`plan_memory` for a :class:`~heat_module.config.HEATConfig` on ``model`` (``config.max_memory``, or
-    what the model's device has free when it is ``None``), logged at INFO level. A model whose config lacks the
-    sizes (hidden size, layers, heads) gets the configured sizes unplanned when ``max_memory`` is ``None`` and a
-    ``TypeError`` when it is set."""
-    from heat_module.heat.curvature import hvp_chunk
-    from heat_module.lm.offload import input_device
-
+    what the model's device has free when it is ``None``), logged at INFO level. The configured sizes are the
+    estimators' (``ExactS.hvp_chunk_size`` / ``hvp_memory_mb``, ``ExactI.batch_size``, ``FisherS.chunk`` /
+    ``FisherI.chunk``); other estimators (``LowRankS``) run with their own sizes, unplanned. A model whose config
+    lacks the sizes (hidden size, layers, heads) gets the configured sizes unplanned when ``max_memory`` is ``None``
+    and a ``TypeError`` when it is set."""
+    s = config.curvature if config.computes_s else None
+    i = config.information if config.computes_i else None
+    exact_i = isinstance(i, ExactI)
     try:
         dims = ModelDims.from_model(model)
     except TypeError:
         if config.max_memory is not None:
             raise
         # a model without the usual config sizes: nothing to plan with, so the configured sizes stay
-        return MemoryPlan(n=n, budget=0, info_batch=config.info_batch_size, rollout="unplanned")
+        return MemoryPlan(n=n, budget=0, info_batch=i.batch_size if exact_i else None, rollout="unplanned")
     if dtype is not None:
         dims = dataclasses.replace(dims, itemsize=torch.empty((), dtype=dtype).element_size())
     device = input_device(model)
     budget = parse_memory(config.max_memory)
     if budget is None:
         budget = available_memory(device)
-    s, i = config.computes_s, config.computes_i
-    hvp_limit = hvp_chunk(model, n, config.hvp_memory_mb,
-                          None if config.hvp_memory_mb is not None else config.hvp_chunk_size, dims.itemsize)
+    exact_s = isinstance(s, ExactS)
+    hvp_limit = hvp_chunk(model, n, s.hvp_memory_mb, None if s.hvp_memory_mb is not None else s.hvp_chunk_size,
+                          dims.itemsize) if exact_s else 1
+    fisher_chunks = [part.chunk for part in (s, i) if isinstance(part, (FisherS, FisherI))]
     from heat_kernels import extension
 
     try:
@@ -355,11 +371,9 @@ def plan_for(model: nn.Module, n: int, config, dtype: torch.dtype | None = None)
     except (RuntimeError, ValueError, ImportError):  # the rollout itself reports an unusable backend
         materialises = False
     plan = plan_memory(
-        dims, n, budget,
-        exact_s=s and config.curvature == "exact", exact_i=i and config.information == "exact",
-        fisher=(s and config.curvature == "fisher") or (i and config.information == "fisher"),
-        probes=config.probes, hvp_chunk=hvp_limit, info_batch=config.info_batch_size,
-        fisher_chunk=config.hvp_chunk_size, window=config.window, stride=config.effective_stride,
+        dims, n, budget, exact_s=exact_s, exact_i=exact_i, fisher=bool(fisher_chunks),
+        probes=s.probes if s is not None else 1, hvp_chunk=hvp_limit, info_batch=i.batch_size if exact_i else 1,
+        fisher_chunk=max(fisher_chunks, default=1), window=config.window, stride=config.effective_stride,
         rollout_materialises=materialises,
     )
     logger.info(plan.describe())

@@ -9,6 +9,8 @@ from heat_module.heat import fisher
 from heat_module.heat.cost import information_fe
 from heat_module.heat.curvature import rademacher
 from heat_module.heat.fisher import curvature_fisher, fisher_factors, logprobs_fn, select_tokens
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.s_fisher import FisherS
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
@@ -82,7 +84,7 @@ def test_mass_cutoff_selects_fewest_tokens():
 def test_heat_fisher_mode_and_cost(tiny_tok):
     model = make_tiny("llama")
     text = "the cat sat on the hat because it was"
-    cfg = hm.HEATConfig.preset("fisher", fisher_topk=4, probes=2, info_batch_size=32)
+    cfg = hm.HEATConfig.preset("fisher", curvature=FisherS(topk=4, probes=2), information=ExactI(batch_size=32))
     res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
     ids = res.token_ids[None]
     x = embed(model, ids).detach()
@@ -92,8 +94,8 @@ def test_heat_fisher_mode_and_cost(tiny_tok):
     torch.testing.assert_close(res.curvature.double(), expected, rtol=1e-5, atol=1e-6)
     assert res.cost["gradients"] == 4 and res.cost["hvps"] == 0 and res.cost["fisher_k"] == 4
     # 1 unperturbed forward + (1 forward + 4 backward) + the prefix-shared masked forwards of I
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + information_fe(n, cfg.info_batch_size, True))
-    masked = hm.HEAT(model, tiny_tok, cfg.replace(fisher_mass=0.5, fisher_topk=50)).attribute(text)
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + information_fe(n, 32, True))
+    masked = hm.HEAT(model, tiny_tok, cfg.replace(curvature=FisherS(mass=0.5, topk=50, probes=2))).attribute(text)
     assert 1 <= masked.cost["fisher_k"] <= 50 and masked.cost["fisher_mass"] >= 0.5
 
 

@@ -9,6 +9,9 @@ import torch
 import heat_module as hm
 from heat_module.heat.fisher import fisher_factors
 from heat_module.heat.fisher_information import information_fisher, information_from_factors
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.s_fisher import FisherS
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
@@ -93,13 +96,13 @@ def test_truncated_is_the_top_k_part_of_the_sum():
 def test_heat_fisher_information_shares_one_backward_with_fisher_curvature():
     model, x = setup("llama", n=6, seed=5)
     ids = torch.randint(4, TINY_VOCAB, (6,), generator=torch.Generator().manual_seed(5))
-    cfg = hm.HEATConfig.preset("fast", fisher_topk=4)  # Fisher S + Fisher I, beta = gamma = 0.5
+    cfg = hm.HEATConfig.preset("fast", curvature=FisherS(topk=4), information=FisherI(topk=4))  # beta = gamma = 0.5
     res = hm.HEAT(model, None, cfg).attribute(ids)
     assert res.cost.forward_passes == 2 and res.cost.gradients == 4  # the unperturbed forward + one shared vjp
     x = embed(model, ids[None]).detach()
     want_i, _ = information_fisher(model, x, None, topk=4)
     torch.testing.assert_close(res.information.double(), want_i.double())
-    ref = hm.HEAT(model, None, cfg.replace(information="exact")).attribute(ids)
+    ref = hm.HEAT(model, None, cfg.replace(information=ExactI())).attribute(ids)
     torch.testing.assert_close(res.curvature, ref.curvature)
-    with pytest.raises(ValueError, match="Expected information to be one of"):
+    with pytest.raises(ValueError, match=r"Expected an I estimator name in \['exact', 'fisher'\], got 'approx'"):
         hm.HEATConfig(information="approx")

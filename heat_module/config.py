@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
 from heat_module.hashing import stable_hash
+from heat_module.memory_size import parse_memory
 
 MaskKind = Literal["zero", "mean", "token"]
 Ablation = Literal["full", "transition", "curvature", "information", "no_gate", "uniform_gate"]
@@ -198,8 +199,6 @@ class HEATConfig:
             if self.stride > self.window:
                 raise ValueError(f"Expected stride <= window, got stride={self.stride} > window={self.window}")
         if self.max_memory is not None:
-            from heat_module.heat.memory_plan import parse_memory  # lazy: heat/ imports this module
-
             parse_memory(self.max_memory)
         if self.progress is not None and not isinstance(self.progress, bool):
             raise ValueError(f"Expected progress to be True, False or None (auto), got {self.progress!r}")

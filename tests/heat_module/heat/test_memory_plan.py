@@ -17,7 +17,6 @@ from heat_module.heat.memory_plan import (
     available_memory,
     captures_bytes,
     forward_bytes,
-    parse_memory,
     plan_for,
     plan_memory,
 )
@@ -27,20 +26,6 @@ from heat_module.testing import tiny_model
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
 HUGE = 10**15
-
-
-@pytest.mark.parametrize(("value", "expected"), [
-    (None, None), (1000, 1000), (2.5e9, 2_500_000_000), ("6GB", 6 * 10**9), ("6 gb", 6 * 10**9),
-    ("512MiB", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30)), ("100", 100), ("2TB", 2 * 10**12),
-])
-def test_parse_memory(value, expected):
-    assert parse_memory(value) == expected
-
-
-@pytest.mark.parametrize("value", ["lots", "6 GX", "-1GB", 0, True, [1], "GB"])
-def test_parse_memory_refuses(value):
-    with pytest.raises(ValueError, match="max_memory"):
-        parse_memory(value)
 
 
 def test_config_validates_max_memory():

@@ -302,14 +302,21 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
 
 # ------------------------------------------------------------------------------------------------------ context
 def context_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
-    """(dataset, row) -> example id -> metric -> value (plus ``seconds``) of the context study's records."""
+    """(dataset, row) -> example id -> metric -> value (plus ``seconds``) of the context study's records, on the
+    examples that have every row of :data:`CONTEXT_ROWS` (an example an interrupted run left part-done is left out,
+    so every row is measured on the same examples)."""
     out: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
     for r in records:
-        if "/context/" not in r["key"]:
+        if "/context/" not in r["key"] or r["row"] not in CONTEXT_ROWS:
             continue
         vals = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
         vals["seconds"] = r["seconds"]
         out[(r["dataset"], r["row"])][r["example"]] = vals
+    for d in {d for d, _ in out}:
+        complete = set.intersection(*(set(out.get((d, row), {})) for row in CONTEXT_ROWS))
+        for row in CONTEXT_ROWS:
+            if (d, row) in out:
+                out[(d, row)] = {e: v for e, v in out[(d, row)].items() if e in complete}
     return out
 
 

@@ -184,3 +184,13 @@ def test_rule_needs_three_of_four_metrics_resolved():
     out = apply_context_rule(table, 200)
     assert out["beats_both"]["m_i"] == ["soft_nc", "recall_evidence"] and "m_i" not in out["eligible"]
     assert "m_i_rank" in out["eligible"]
+
+
+def test_context_table_keeps_only_examples_every_row_has():
+    from heat_module.evaluation.choice_report import context_table
+
+    recs = [{"key": f"longra/{e}/context/{row}", "dataset": "longra", "example": e, "row": row,
+             "metrics": {"soft_nc": 1.0}, "seconds": 1.0} for e in ("a", "b") for row in CONTEXT_ROWS
+            if not (e == "b" and row == "m_i")]  # "b" was interrupted before m_i
+    table = context_table(recs)
+    assert all(set(table[("longra", row)]) == {"a"} for row in CONTEXT_ROWS)

@@ -495,33 +495,73 @@ def context_seconds(row: str, comp: dict) -> float:
     return total
 
 
-def context_metrics(forward: MemoForward, scores: torch.Tensor, x: torch.Tensor, example: EvalExample,
-                    target: int, cfg: ChoiceConfig) -> dict[str, Any]:
-    """Over the context (``exclude_last=1``): Soft-NC / Soft-NS per seed and their mean, ABPC with deletion; on the
-    generated benchmark also the three evidence recalls (``EVIDENCE_METRICS``)."""
-    from heat_module.metrics.functional.evidence_recall import evidence_recall_values
+class RowCacheForward:
+    """``forward_fn`` that computes each distinct (embedding row, mask row) once until :meth:`clear`: the metrics'
+    reference rows (the original, the context zeroed) recur for every row and seed of an example, and the rows of all
+    methods of one example go through one call per chunk."""
 
-    s = scores[None].float()
-    out: dict[str, Any] = {}
-    per: dict[str, list[float]] = {"nc": [], "ns": []}
+    def __init__(self, model: nn.Module) -> None:
+        self.fn = make_forward_fn(model)
+        self.memo: dict[bytes, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.memo = {}
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        keys = [x[i].detach().cpu().numpy().tobytes() + b"|" + (b"-" if mask is None else
+                mask[i].detach().cpu().numpy().astype(np.int8).tobytes()) for i in range(x.shape[0])]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        if todo:
+            where = [keys.index(k) for k in todo]
+            out = self.fn(x[where], None if mask is None else mask[where])
+            self.memo.update(zip(todo, out))
+        return torch.stack([self.memo[k] for k in keys])
+
+
+def context_metrics(forward: Any, scores: torch.Tensor, x: torch.Tensor, example: EvalExample, target: int,
+                    cfg: ChoiceConfig) -> dict[str, Any]:
+    """Over the context (``exclude_last=1``): Soft-NC / Soft-NS per seed and their mean, ABPC with deletion; on the
+    generated benchmark also the three evidence recalls (``EVIDENCE_METRICS``). ``scores`` (n,); x (1, n, d)."""
+    return context_metrics_batch(forward, scores[None], x, example, target, cfg)[0]
+
+
+def context_metrics_batch(forward: Any, scores: torch.Tensor, x: torch.Tensor, example: EvalExample, target: int,
+                          cfg: ChoiceConfig) -> list[dict[str, Any]]:
+    """:func:`context_metrics` of R score vectors (R, n) of one example x (1, n, d) at once (the metrics draw their
+    masks per example from its embeddings, so each row gets the draws it would get alone)."""
+    from heat_module.metrics.functional.abpc import abpc_values
+    from heat_module.metrics.functional.evidence_recall import evidence_recall_values
+    from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness_values
+
+    s = scores.float()
+    r = s.shape[0]
+    xs = x.expand(r, -1, -1)
+    out: list[dict[str, Any]] = [{} for _ in range(r)]
+    per: dict[str, list[torch.Tensor]] = {"nc": [], "ns": []}
     for seed in cfg.seeds:
-        v = soft_faithfulness(s, x, None, forward, ("nc", "ns"), "reagent", 1, seed, cfg.metric_batch_size, False,
-                              exclude_last=1)
-        per["nc"].append(float(v["soft_nc"]))
-        per["ns"].append(float(v["soft_ns"]))
-    for kind in ("nc", "ns"):
-        out[f"soft_{kind}"] = float(np.mean(per[kind]))
-        out[f"soft_{kind}_seeds"] = per[kind]
-    out["abpc_deletion"] = float(abpc(s, x, None, torch.tensor([target]), forward, steps=cfg.abpc_steps,
-                                      batch_size=cfg.metric_batch_size, exclude_last=1, perturbation="deletion"))
+        v = soft_faithfulness_values(s, xs, None, forward, kinds=("nc", "ns"), definition="reagent", num_masks=1,
+                                     seed=seed, batch_size=cfg.metric_batch_size, random_baseline=False,
+                                     exclude_last=1)
+        per["nc"].append(v["soft_nc"])
+        per["ns"].append(v["soft_ns"])
+    ab = abpc_values(s, xs, None, torch.full((r,), target, dtype=torch.long), forward, steps=cfg.abpc_steps,
+                     batch_size=cfg.metric_batch_size, exclude_last=1, perturbation="deletion")
+    for i in range(r):
+        for kind in ("nc", "ns"):
+            seeds = [float(t[i]) for t in per[kind]]
+            out[i][f"soft_{kind}"] = float(np.mean(seeds))
+            out[i][f"soft_{kind}_seeds"] = seeds
+        out[i]["abpc_deletion"] = float(ab[i])
     if example.dataset == "evidence":
-        s = scores.detach().float().cpu()[None]
-        query = example.metadata["query_tokens"]
-        out["recall_evidence"] = float(evidence_recall_values(s, [example.gold], exclude_last=1)[0])
-        out["recall_evidence_noquery"] = float(evidence_recall_values(s, [example.gold], exclude_last=1,
-                                                                      protected=[query])[0])
-        out["recall_answer"] = float(evidence_recall_values(s, [example.metadata["answer_tokens"]],
-                                                            exclude_last=1)[0])
+        c = s.detach().cpu()
+        query = [example.metadata["query_tokens"]] * r
+        gold = [example.gold] * r
+        recalls = {"recall_evidence": evidence_recall_values(c, gold, exclude_last=1),
+                   "recall_evidence_noquery": evidence_recall_values(c, gold, exclude_last=1, protected=query),
+                   "recall_answer": evidence_recall_values(c, [example.metadata["answer_tokens"]] * r,
+                                                           exclude_last=1)}
+        for i in range(r):
+            out[i].update({k: float(v[i]) for k, v in recalls.items()})
     return out
 
 
@@ -617,7 +657,7 @@ def run_context(cfg: ChoiceConfig, model: nn.Module | None = None, tokenizer: An
     order = [g[k] for k in range(max((len(g) for g in groups.values()), default=0)) for g in groups.values()
              if k < len(g)]
     order = order[cfg.start:cfg.stop]
-    forward = MemoForward(model)
+    forward = RowCacheForward(model)
     for i, e in enumerate(order):
         t_example = time.perf_counter()
         ckey = _key(e, "components")
@@ -627,21 +667,21 @@ def run_context(cfg: ChoiceConfig, model: nn.Module | None = None, tokenizer: An
         ids = torch.tensor(e.input_ids, dtype=torch.long, device=input_device(model))
         with torch.no_grad():
             x = embed(model, ids[None]).detach()
-        done = 0
-        for row, (_, _, kind) in CONTEXT_ROWS.items():
-            mkey = _key(e, f"context/{row}")
-            if mkey in cache.records:
-                continue
-            if kind[0] == "registry":
-                scores = priors[row].attribute(ids, target=comp["target"]).scores.flatten()
-            else:
-                scores = context_scores(row, comp)
-            t0 = time.perf_counter()
-            metrics = (context_metrics(forward, scores, x, e, comp["target"], cfg) if e.dataset in RULE_DATASETS
-                       else free_metrics(scores, e))
-            cache.add({"key": mkey, "dataset": e.dataset, "example": e.id, "row": row, "metrics": metrics,
-                       "seconds": context_seconds(row, comp), "metric_seconds": time.perf_counter() - t0})
-            done += 1
-        log(f"[context] {i + 1}/{len(order)} {e.dataset}/{e.id} n={len(e.input_ids)} rows={done} "
+        rows = [row for row in CONTEXT_ROWS if _key(e, f"context/{row}") not in cache.records]
+        scores = [priors[row].attribute(ids, target=comp["target"]).scores.flatten().float()
+                  if CONTEXT_ROWS[row][2][0] == "registry" else context_scores(row, comp) for row in rows]
+        t0 = time.perf_counter()
+        if not rows:
+            metrics = []
+        elif e.dataset in RULE_DATASETS:
+            metrics = context_metrics_batch(forward, torch.stack(scores).to(x.device), x, e, comp["target"], cfg)
+        else:
+            metrics = [free_metrics(sc, e) for sc in scores]
+        forward.clear()
+        spent = (time.perf_counter() - t0) / max(len(rows), 1)
+        for row, m in zip(rows, metrics):
+            cache.add({"key": _key(e, f"context/{row}"), "dataset": e.dataset, "example": e.id, "row": row,
+                       "metrics": m, "seconds": context_seconds(row, comp), "metric_seconds": spent})
+        log(f"[context] {i + 1}/{len(order)} {e.dataset}/{e.id} n={len(e.input_ids)} rows={len(rows)} "
             f"{time.perf_counter() - t_example:.1f}s")
     return cache

@@ -194,3 +194,23 @@ def test_context_table_keeps_only_examples_every_row_has():
             if not (e == "b" and row == "m_i")]  # "b" was interrupted before m_i
     table = context_table(recs)
     assert all(set(table[("longra", row)]) == {"a"} for row in CONTEXT_ROWS)
+
+
+def test_batched_metrics_equal_one_by_one():
+    from heat_module.evaluation.choice import RowCacheForward, context_metrics_batch
+    from heat_module.lm.forward import make_forward_fn
+
+    model, tok = tiny_model("llama", seed=0), tiny_tokenizer()
+    ids = torch.tensor(tok("the cat sat on the mat and then")["input_ids"])
+    x = embed(model, ids[None]).detach()
+    example = EvalExample("evidence", "0", ids.tolist(), -1, gold=[1, 2],
+                          metadata={"query_tokens": [5, 6], "answer_tokens": [2]})
+    cfg = ChoiceConfig(model=(model, tok), seeds=(0, 1), abpc_steps=3, metric_batch_size=7)
+    scores = torch.rand(3, len(ids), generator=torch.Generator().manual_seed(0))
+    cached = RowCacheForward(model)
+    batch = context_metrics_batch(cached, scores, x, example, 3, cfg)
+    for i in range(3):
+        alone = context_metrics_batch(make_forward_fn(model), scores[i:i + 1], x, example, 3, cfg)[0]
+        for key, value in alone.items():
+            assert batch[i][key] == pytest.approx(value, abs=1e-5), (i, key)
+    assert batch[0]["soft_nc"] != pytest.approx(batch[1]["soft_nc"], abs=1e-6)

@@ -11,7 +11,10 @@ Metrics (:func:`model_metrics`, :func:`free_metrics`): Soft-NC / Soft-NS as ReAG
 per seed); ABPC (area between the deletion and insertion curves of P(y), rank-based); on the sets with gold
 tokens (the curated set, annotated LAMBADA) DSA and F1 of the top-|gold| tokens.
 
-The default follows the evidence by :data:`RULE`, fixed before the run (:func:`apply_rule`).
+The default follows the evidence by :data:`RULE`, fixed before the run (:func:`apply_rule`). The context study
+(:func:`run_context`, :data:`CONTEXT_RULE`) chooses again with every metric over the context (``exclude_last=1``),
+ABPC with deletion, the generated evidence benchmark as a fourth dataset and the trivial baselines (``last_token``,
+``recency`` and ``position_prior``, fitted on a held-apart split) as rows; it shares the cached components.
 
 Resumable: a JSON-lines cache under ``out_dir`` keyed by (dataset, example, what); a re-run computes only what is
 missing. Data paths come only from arguments or ``$HEAT_DATA_DIR`` (:class:`ChoiceConfig`).

@@ -214,3 +214,24 @@ def test_batched_metrics_equal_one_by_one():
         for key, value in alone.items():
             assert batch[i][key] == pytest.approx(value, abs=1e-5), (i, key)
     assert batch[0]["soft_nc"] != pytest.approx(batch[1]["soft_nc"], abs=1e-6)
+
+
+def test_context_report_keeps_the_earlier_report_below_once(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_choice", Path(__file__).resolve().parents[3] / "benchmarks" / "eval_choice.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cache.jsonl").write_text(json.dumps({"key": "fit/priors", "rate": 0.5, "profile": [0.5, 0.5],
+                                                 "held": ["longra/x"]}) + "\n")
+    report = tmp_path / "R.md"
+    report.write_text("# The earlier report\n")
+    for _ in range(2):  # a second report replaces the first and keeps the earlier one below, once
+        assert module.main(["--stage", "context-report", "--out-dir", str(out), "--report", str(report),
+                            "--no-notes"]) == 0
+    text = report.read_text()
+    assert text.startswith(module.CONTEXT_TITLE) and text.count("# The earlier report") == 1
+    assert text.count(module.CONTEXT_TITLE) == 1

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml Makefile $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu)
+$(STAMP): setup.py pyproject.toml Makefile $(wildcard csrc/*.cpp csrc/*.h csrc/*.cuh csrc/*.cu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -35,6 +35,7 @@ nvcc-check:
 test: venv nvcc-check
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=20 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --doctest-modules heat_module heat_kernels  # the docstring examples
 
 lint: venv
 	$(PY) -m ruff check heat_module heat_kernels tests benchmarks examples

@@ -20,7 +20,7 @@ import shutil
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-KERNEL_SOURCES = ("csrc/*.cpp", "csrc/*.h", "csrc/*.cu")
+KERNEL_SOURCES = ("csrc/*.cpp", "csrc/*.h", "csrc/*.cuh", "csrc/*.cu")
 
 
 class BuildPyWithSources(build_py):

@@ -36,9 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, read_csv, write_csv  # noqa: E402
-from bench_variants import mixed_contexts, read_prompts, spearman, top_overlap  # noqa: E402
+from bench_variants import mixed_contexts, read_prompts, top_overlap  # noqa: E402
 
 import heat_module as hm  # noqa: E402
+from heat_module.heat.i_fisher import FisherI  # noqa: E402
+from heat_module.heat.s_fisher import FisherS  # noqa: E402
+from heat_module.metrics.functional.spearman import spearman_rho  # noqa: E402
 
 
 def data_files(root: str) -> list[str]:
@@ -68,8 +71,9 @@ def main() -> None:
     torch.set_num_threads(1)
     model, tok = hm.load_model("smollm2")
     sources = [read_prompts(f, "prompt") for f in data_files(os.path.join(args.data_root, "reagent"))]
-    fast = hm.HEATConfig.preset("fast").replace(fisher_topk=args.fisher_topk)
-    fisher_s = hm.HEATConfig.preset("fisher", fisher_topk=args.fisher_topk)
+    fisher = FisherS(topk=args.fisher_topk)
+    fast = hm.HEATConfig.preset("fast", curvature=fisher, information=FisherI(topk=args.fisher_topk))
+    fisher_s = hm.HEATConfig.preset("fisher", curvature=fisher)
     exact = hm.HEATConfig.preset("exact")
     print(f"# machine: {machine()}; one torch thread; K = {args.fisher_topk}")
     rows = []
@@ -96,8 +100,9 @@ def main() -> None:
             for name, (res, sec) in runs.items():
                 row = {"n": n, "context": j, "variant": name, "seconds": sec,
                        "fe": float(res.cost.forward_equivalents),
-                       "rho_I": spearman(res.information, exact_i), "top5_I": top_overlap(res.information, exact_i),
-                       "rho_vs_ref": spearman(res.scores, ref.scores),
+                       "rho_I": float(spearman_rho(res.information, exact_i)),
+                       "top5_I": top_overlap(res.information, exact_i),
+                       "rho_vs_ref": float(spearman_rho(res.scores, ref.scores)),
                        "top5_vs_ref": top_overlap(res.scores, ref.scores),
                        "ref": ref_name}
                 rows.append(row)

@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, peak_rss_mb, prompt_ids, rss_mb, run_case  # noqa: E402
 
-CONFIGS = ("default", "fast", "windowed", "attnlrp")
+CONFIGS = ("default", "fast", "windowed", "attnlrp", "attnlrp-materialized")
 WINDOW = 256
 #: the reported FE may differ from the measured ratio by this fraction
 COST_TOLERANCE = 0.25
@@ -33,6 +33,8 @@ def build(name: str, model, tokenizer):
 
     if name == "attnlrp":
         return build_method("attnlrp", model, tokenizer)
+    if name == "attnlrp-materialized":  # the n × n probabilities kept for the backward
+        return build_method("attnlrp", model, tokenizer, attention="materialized")
     config = {"default": hm.HEATConfig(), "fast": hm.HEATConfig.preset("fast"),
               "windowed": hm.HEATConfig(window=WINDOW)}[name]
     return hm.HEAT(model, tokenizer, config)

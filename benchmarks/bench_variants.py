@@ -53,6 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from _common import machine, read_csv, rss_mb, status_kib, sync, write_csv  # noqa: E402
 
 import heat_module as hm  # noqa: E402
+from heat_module.heat.i_exact import ExactI  # noqa: E402
+from heat_module.heat.s_exact import ExactS  # noqa: E402
+from heat_module.heat.s_fisher import FisherS  # noqa: E402
+from heat_module.heat.s_lowrank import LowRankS  # noqa: E402
+from heat_module.metrics.functional.spearman import spearman_rho  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/reagent"
 # the paper's Table 12 averages over LongRA, TellMeWhy and WikiBio: contexts alternate between the three
@@ -96,16 +101,18 @@ def contexts(tokenizer, prompts: list[str], n: int, count: int) -> list[torch.Te
 def variants(n: int, args) -> dict[str, tuple[str, hm.HEATConfig]]:
     """name -> (family, config) of the six variants at context length n."""
     chunk = args.chunk if n <= 64 else args.chunk_long
-    base = hm.HEATConfig.preset("exact", probes=args.probes, hvp_chunk_size=chunk, seed=0)  # eq. 5, exact S
+    exact = ExactS(probes=args.probes, hvp_chunk_size=chunk)
+    base = hm.HEATConfig.preset("exact", curvature=exact, seed=0)  # eq. 5, exact S
     w = max(2, n // 4)
-    lowrank = dict(curvature="lowrank", rank=args.rank, oversample=args.oversample)
+    lowrank = LowRankS(probes=args.probes, rank=args.rank, oversample=args.oversample, chunk=chunk)
+    fisher = FisherS(probes=args.probes, topk=args.fisher_topk, chunk=chunk)
     return {
         "full": ("full", base),
-        f"LR({args.rank})": ("LR", base.replace(**lowrank)),
-        f"LS({args.ls_layers})": ("LS", base.replace(layers=args.ls_layers)),
+        f"LR({args.rank})": ("LR", base.replace(curvature=lowrank)),
+        f"LS({args.ls_layers})": ("LS", base.replace(curvature=exact.replace(layers=args.ls_layers))),
         f"WIN({w})": ("WIN", base.replace(window=w, window_leakage=True)),
-        f"LR({args.rank})+WIN({w})": ("LR+WIN", base.replace(window=w, window_leakage=True, **lowrank)),
-        f"Fisher({args.fisher_topk})": ("Fisher", base.replace(curvature="fisher", fisher_topk=args.fisher_topk)),
+        f"LR({args.rank})+WIN({w})": ("LR+WIN", base.replace(window=w, window_leakage=True, curvature=lowrank)),
+        f"Fisher({args.fisher_topk})": ("Fisher", base.replace(curvature=fisher)),
     }
 
 
@@ -137,13 +144,6 @@ def peak_mb(device: str = "cpu") -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------- metrics
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    from scipy.stats import spearmanr
-
-    value = spearmanr(a.double().numpy(), b.double().numpy()).statistic
-    return float(value)
-
-
 def top_overlap(a: torch.Tensor, b: torch.Tensor, k: int = 5) -> float:
     k = min(k, a.numel())
     return len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
@@ -222,7 +222,7 @@ def run(args) -> tuple[list[dict], list[str]]:
                     "n": n, "context": j, "variant": name, "seconds": seconds, "peak_rss_mb": peak,
                     "forward_equivalents": float(res.cost.get("forward_equivalents", float("nan"))),
                     "hvps": int(res.cost.get("hvps", 0)), "gradients": int(res.cost.get("gradients", 0)),
-                    "spearman": spearman(res.scores, ref.scores) if ref is not None else float("nan"),
+                    "spearman": float(spearman_rho(res.scores, ref.scores)) if ref is not None else float("nan"),
                     "top5": top_overlap(res.scores, ref.scores) if ref is not None else float("nan"),
                     "leakage": float(res.extra.get("window_leakage", float("nan"))),
                     "target_agrees": bool(ref is None or res.target_id == ref.target_id),
@@ -334,8 +334,7 @@ def append_results(report: list[str], args) -> None:
         f"Command: `python benchmarks/bench_variants.py {' '.join(sys.argv[1:])}`",
         f"Model {args.model}, data {', '.join(Path(d).name for d in args.data)} (alternating; `{args.field}` fields "
         f"of .jsonl files, lines of .txt files), probes m = {args.probes}, β = γ = 0.5, "
-        f"sink = {hm.HEATConfig().sink}, info_batch_size = {hm.HEATConfig().info_batch_size}, "
-        f"hvp_mode = {hm.HEATConfig().hvp_mode}. "
+        f"sink = {hm.HEATConfig().sink}, I batch size = {ExactI().batch_size}, hvp_mode = {ExactS().hvp_mode}. "
         "FE = forward-pass equivalents of the cost model in heat_module/heat/cost.py; memory = "
         + ("peak torch.cuda.max_memory_allocated above the allocation before the variant."
            if args.device.startswith("cuda") else

@@ -1,7 +1,18 @@
 """Is HEAT worth choosing? Run (or resume) the comparison and write its report.
 
-Data from ``--path dataset=FILE`` or ``$HEAT_DATA_DIR``. Stages: ``cheap`` (every row but exact-S HEAT), ``exact``
-(exact-S HEAT rows on the first ``--exact-limits`` examples), ``report`` (no computation). The recorded run::
+The context study (the rule in the README's "Choosing the default over the context", run first, reported on top of
+RESULTS-choice.md; caches in ``benchmarks/out/choice/``, git-ignored)::
+
+    export HEAT_DATA_DIR=/path/to/shared/data OMP_NUM_THREADS=1
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage context --datasets longra tellmewhy wikibio evidence \
+        --limits longra=25 evidence=30 --held-apart 10 --cache-name cache-rule.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage context --datasets curated lambada \
+        --limits curated=20 lambada=20 --cache-name cache-align.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage context-report    # -> benchmarks/RESULTS-choice.md
+
+The earlier study (Soft-NC/NS and ABPC over every token; its report is kept below the new one). Data from
+``--path dataset=FILE`` or ``$HEAT_DATA_DIR``. Stages: ``cheap`` (every row but exact-S HEAT), ``exact`` (exact-S
+HEAT rows on the first ``--exact-limits`` examples), ``report`` (no computation). The recorded run::
 
     export HEAT_DATA_DIR=/path/to/shared/data OMP_NUM_THREADS=1
     B="--datasets longra tellmewhy wikibio"; E="--exact-limits longra=50 tellmewhy=20 wikibio=22 --wait 3600"
@@ -45,10 +56,53 @@ import shlex
 import sys
 from pathlib import Path
 
-from heat_module.evaluation.choice import CHOICE_DATASETS, ChoiceConfig, run_choice
+from heat_module.evaluation.choice import CHOICE_DATASETS, CONTEXT_DATASETS, ChoiceConfig, run_choice, run_context
 from heat_module.evaluation.choice_report import write_choice_report
 
 HERE = Path(__file__).resolve().parent
+CONTEXT_TITLE = "# Is HEAT worth choosing? Over the context"
+SEPARATOR = "\n---\n\n"
+CONTEXT_NOTES = """
+## What ran
+
+- Commit 672801e, 2026-12-05 17:23–18:29 UTC, a shared 2-core CPU (AMD EPYC, no GPU; load average 4–5 from other
+  jobs), torch 2.13.0+cpu, 1 torch thread; SmolLM2-135M-Instruct, fp32; contexts ≤ 96 tokens. Commands in the module
+  docstring of `benchmarks/eval_choice.py` (`--stage context`, then `--stage context-report`).
+- **Rule datasets:** LongRA 25 (seeded order), TellMeWhy 20 (all), WikiBio 22 (all), generated evidence benchmark 30
+  (the first 30 items of `generate_evidence_items(seed=0)` that SmolLM2 answers right; target = the answer's first
+  token). Every row on every example. **Alignment (DSA, F1):** curated 14, annotated LAMBADA 13 (the run was stopped
+  at 18:29; it ran at low priority beside the rule run, so its seconds are not comparable and the rule does not use
+  them).
+- **Held apart** (never evaluated): the 10 LongRA examples after the evaluated 25 and the 10 generated items after the
+  evaluated 30; AttnLRP's scores on them fitted the recency rate (`fit_rate` over the context, rates < 1) and the
+  position profile. The fit gave rate 0.99: AttnLRP's mass over the context is nearly flat beyond the last two
+  tokens, so the fitted `recency` is almost uniform in its values and ranks by recency (on Soft-NC/NS it scores like
+  `last_token`, which over the context is uniform).
+- **Not run:** exact S (no time on this machine; the rule's candidates are those with Fisher S or without S);
+  `gated:attnlrp` and occlusion-KL are computed from the cached components (M × AttnLRP; I of eq. 4 with the zero
+  mask), not through their registry `attribute` (tested equal in the earlier study's tests); `last_token`, `recency`,
+  `position_prior` and AttnLRP go through their public `attribute`.
+
+## Reading
+
+1. **The rule applies; every candidate is eligible, and it picks HEAT with Fisher S and `normalize="sum"`**
+   (`HEATConfig.preset("fisher", normalize="sum")`, 15.6× AttnLRP): score 2.50, then M·I 3.12, M·AttnLRP 3.31,
+   occlusion-KL 4.75, AttnLRP 4.94. Every candidate beats both trivial baselines on Soft-NC, deletion-ABPC and
+   evidence recall; **none resolves a gain on Soft-NS over the context** (all intervals include 0).
+2. **The winner's lead over M·I is small and mostly unresolved:** per dataset, Fisher-S-sum − M·I resolves only on
+   evidence recall (+0.053 [+0.029, +0.079]) and, the other way, on LongRA Soft-NC (−0.035 [−0.077, −0.006]); every
+   other cell includes 0. Ranks count order, not margin.
+3. **AttnLRP finds the evidence best** (recall 0.537 vs 0.454 for the winner; −0.083 [−0.123, −0.040] for the
+   winner) at 1/16 of its cost, but ranks low on Soft-NC over the context. The gate M lowers evidence recall on
+   AttnLRP (0.537 → 0.452) and raises Soft-NC everywhere.
+4. **Position explains part of every score:** over the context, `position_prior` reaches Soft-NC 0.096 and
+   deletion-ABPC 0.070 with no model; the position-controlled scores (metric minus the prior's) of every real method
+   stay above 0 on Soft-NC, deletion-ABPC and evidence recall, and are at most +0.022 on Soft-NS.
+5. **Alignment (not in the rule; n = 13–14, thin):** on the curated set only AttnLRP-based rows find gold tokens
+   (DSA M·AttnLRP 0.094, AttnLRP 0.052; F1 AttnLRP 0.201); on annotated LAMBADA the recency prior has the best F1
+   (0.576, above every method: AttnLRP − recency −0.147 [−0.218, −0.067]), and rank-normalised HEAT the best DSA
+   (0.261–0.263).
+"""
 
 NOTES = """
 ## What ran (SmolLM2-135M-Instruct, fp32, greedy targets, contexts ≤ 96 tokens, LAMBADA ≤ 110, 1 torch thread)
@@ -113,8 +167,11 @@ def _pairs(items: list[str] | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="benchmarks/eval_choice.py", description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=("cheap", "exact", "report"), default="cheap")
-    p.add_argument("--datasets", nargs="+", default=list(CHOICE_DATASETS), choices=CHOICE_DATASETS)
+    p.add_argument("--stage", choices=("cheap", "exact", "report", "context", "context-report"), default="cheap")
+    p.add_argument("--datasets", nargs="+", default=None, choices=CONTEXT_DATASETS,
+                   help="default: every dataset of the stage (evidence: the context stages only)")
+    p.add_argument("--held-apart", type=int, default=10, help="context: LongRA and generated examples held apart to "
+                   "fit the priors")
     p.add_argument("--path", nargs="*", help="dataset=FILE (default: under $HEAT_DATA_DIR)")
     p.add_argument("--limits", nargs="*", default=["longra=50", "curated=50"], help="dataset=N (default: all)")
     p.add_argument("--exact-limits", nargs="*", default=[], help="dataset=N examples with exact S")
@@ -128,15 +185,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-notes", action="store_true", help="leave the recorded run's discussion out of the report")
     p.add_argument("--cache-name", default="cache.jsonl", help="this process's cache file (cache*.jsonl)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out-dir", default=str(HERE / "eval_choice"))
+    p.add_argument("--out-dir", default=str(HERE / "out" / "choice"), help="caches (git-ignored)")
     p.add_argument("--report", default=str(HERE / "RESULTS-choice.md"))
     args = p.parse_args(argv)
-    cfg = ChoiceConfig(model=args.model, datasets=list(args.datasets), paths=_pairs(args.path),
+    context = args.stage.startswith("context")
+    datasets = args.datasets or list(CONTEXT_DATASETS if context else CHOICE_DATASETS)
+    cfg = ChoiceConfig(model=args.model, datasets=list(datasets), held_apart=args.held_apart, paths=_pairs(args.path),
                        limits=_pairs(args.limits), exact_limits=_pairs(args.exact_limits), max_tokens=args.max_tokens,
                        abpc_steps=args.abpc_steps, out_dir=args.out_dir, threads=args.threads,
                        cache_name=args.cache_name, wait_for_components=args.wait, start=args.start,
                        stop=args.stop)
-    if args.stage != "report":
+    if args.stage == "context":
+        run_context(cfg, log=lambda m: print(m, flush=True))
+    elif args.stage == "context-report":
+        from heat_module.evaluation.choice_report import write_context_report
+
+        report = Path(args.report)
+        previous = report.read_text(encoding="utf-8") if report.exists() else ""
+        if previous.startswith(CONTEXT_TITLE) and SEPARATOR in previous:  # the earlier reports below ours stay
+            previous = previous.split(SEPARATOR, 1)[1]
+        elif previous.startswith(CONTEXT_TITLE):
+            previous = ""
+        path = write_context_report(cfg, report, command="benchmarks/eval_choice.py " + shlex.join(argv),
+                                    notes="" if args.no_notes else CONTEXT_NOTES, previous=previous)
+        print(f"Report written to {path}")
+    elif args.stage != "report":
         run_choice(cfg, args.stage, log=lambda m: print(m, flush=True))
     else:
         path = write_choice_report(cfg, Path(args.report), command="benchmarks/eval_choice.py " + shlex.join(argv),

@@ -178,12 +178,6 @@ def rel_err(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.double().cpu().numpy(), b.double().cpu().numpy()).statistic)
-
-
 # ------------------------------------------------------------------------------------------------------ models
 def hf_config(name: str, vocab: int | None = None):
     s = dict(SHAPES[name], **({"V": vocab} if vocab else {}))
@@ -324,7 +318,7 @@ def step_prepare(args, rec: Recorder) -> None:
             cb["init_args"]["output_dir"] = str(work / "predict_out")
     if not args.device.startswith("cuda"):  # the dry run: the template's GPU trainer settings on one CPU process
         cfg["trainer"].update(accelerator="cpu", devices=1, strategy="auto", precision="32-true")
-        cfg["model"]["config"].update(probes=1)
+        cfg["model"]["config"]["curvature"]["init_args"]["probes"] = 1
         cfg["data"]["init_args"]["num_workers"] = 0
     (work / "predict.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rec.add("predict", "config", str(work / "predict.yaml"))
@@ -341,11 +335,13 @@ def step_equality(args, rec: Recorder) -> None:
     import torch
 
     import heat_module as hm
+    from heat_module.metrics.functional.spearman import spearman_rho
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = args.device
-    cfg = hm.HEATConfig.preset("exact", seed=0, hvp_chunk_size=16, info_batch_size=16)  # eq. 5 with exact S, m = 1
+    cfg = hm.HEATConfig.preset("exact", seed=0, curvature={"name": "exact", "hvp_chunk_size": 16},
+                               information={"name": "exact", "batch_size": 16})  # eq. 5 with exact S, m = 1
     # (a) GPU vs CPU, tiny fp32 model, same weights
     cpu_model = build_model("tiny-llama", torch.float32, "cpu", seed=3)
     dev_model = copy.deepcopy(cpu_model).to(dev)
@@ -381,7 +377,8 @@ def step_equality(args, rec: Recorder) -> None:
     rec.add(f"{name}_n{n}", "bf16_finite", int(finite), "", "1", "PASS" if finite else "FAIL")
     rec.add(f"{name}_n{n}", "bf16_target_agrees", int(out.target_id == ref.target_id))
     for comp, (tol, rho_min) in BF16_TOL.items():
-        err, rho = rel_err(getattr(out, comp), getattr(ref, comp)), spearman(getattr(out, comp), getattr(ref, comp))
+        got, want = getattr(out, comp).cpu(), getattr(ref, comp).cpu()
+        err, rho = rel_err(got, want), float(spearman_rho(got, want))
         rec.add(f"{name}_n{n}", f"bf16_{comp}_rel_err", err, "", f"<= {tol:g}", "PASS" if err <= tol else "FAIL")
         rec.add(f"{name}_n{n}", f"bf16_{comp}_spearman", rho, "", f">= {rho_min:g}",
                 "PASS" if rho >= rho_min else "FAIL")
@@ -471,19 +468,21 @@ def _bench_call(rec, case, backend, call, dev, flops, nbytes, bw, peak, sdpa_mem
 
 def timed_attribution(model, cfg, warm_ids, ids, dev: str, rec: Recorder, case: str):
     """One warm-up and one timed ``HEAT(model, None, cfg).attribute(ids)``. On out-of-memory it retries with halved
-    chunks of what the config batches — the HVP tangents (``hvp_chunk_size``) when it computes S, else the masked
-    runs of I (``info_batch_size``: M·I has no HVPs, and setting its unused ``hvp_chunk_size`` would warn) — recording
+    chunks of what the config batches — the chunk of S's estimator (``hvp_chunk_size`` of the exact S, ``chunk`` of
+    the others) when it computes S, else the batch of I's (``batch_size`` of the exact I: M·I has no S) — recording
     each retry. Returns (result, seconds, the chunk field, its value) or None after a recorded failure (any other
     error, e.g. non-finite bf16 components, is recorded too, so the next variant still runs)."""
     import torch
 
     import heat_module as hm
 
-    knob = "hvp_chunk_size" if cfg.computes_s else "info_batch_size"
-    chunk = getattr(cfg, knob)
+    kind = "curvature" if cfg.computes_s else "information"
+    part = getattr(cfg, kind)
+    knob = next(k for k in ("hvp_chunk_size", "batch_size", "chunk") if hasattr(part, k))
+    chunk = getattr(part, knob)
     while True:
         try:
-            heat = hm.HEAT(model, None, cfg.replace(**{knob: chunk}))
+            heat = hm.HEAT(model, None, cfg.replace(**{kind: part.replace(**{knob: chunk})}))
             heat.attribute(warm_ids)  # compiles the Triton kernels, fills the allocator
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
@@ -509,14 +508,17 @@ def throughput_variants(n: int, tiny: bool, hvp_chunk: int, info_batch: int) -> 
     import heat_module as hm
 
     # "full": eq. 5 with exact S, m = 1 (HEATConfig.preset("exact")); "M*I": HEATConfig() (no S, so no HVP chunk)
-    base = hm.HEATConfig.preset("exact", seed=0, hvp_chunk_size=hvp_chunk, info_batch_size=info_batch)
+    exact_i = {"name": "exact", "batch_size": info_batch}
+    base = hm.HEATConfig.preset("exact", seed=0, curvature={"name": "exact", "hvp_chunk_size": hvp_chunk},
+                                information=exact_i)
     w = max(2, n // 4)
     rank = 8 if tiny else 64
     return {  # the issue's target (full HEAT, exact and Fisher S) first after the cheap M·I
-        "M*I": hm.HEATConfig(seed=0, info_batch_size=info_batch),
-        "Fisher": base.replace(curvature="fisher", fisher_topk=4 if tiny else 16),
+        "M*I": hm.HEATConfig(seed=0, information=exact_i),
+        "Fisher": base.replace(curvature={"name": "fisher", "topk": 4 if tiny else 16, "chunk": hvp_chunk}),
         "full": base,
-        f"LR({rank})+WIN({w})": base.replace(curvature="lowrank", rank=rank, oversample=4 if tiny else 8, window=w),
+        f"LR({rank})+WIN({w})": base.replace(curvature={"name": "lowrank", "rank": rank, "oversample": 4 if tiny else 8,
+                                                        "chunk": hvp_chunk}, window=w),
     }
 
 

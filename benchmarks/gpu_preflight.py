@@ -56,7 +56,7 @@ TARGETS = {80: 163 * 1024, 90: 227 * 1024}
 REGS_PER_SM = 65536
 ROLLOUT_HEAD_DIMS = (16, 32, 64, 128, 256)  # BLOCK_D = next power of two ≥ max(16, d_head): 192 → 256, 80 → 128
 BLOCK_NORM_PROBES = (1, 2, 4, 8, 16)  # m: HEAT's ``probes`` (default 1)
-BLOCK_NORM_FACTORS = (1, 2, 4, 8, 16, 32, 64)  # K: ``fisher_topk`` / ``rank`` (default 16)
+BLOCK_NORM_FACTORS = (1, 2, 4, 8, 16, 32, 64)  # K: ``FisherS.topk`` / ``LowRankS.rank`` (default 16)
 BLOCK_NORM_DIMS = (64, 4096)  # d: the hidden size; 4096 lets the d-chunk reach its register budget
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -22,6 +22,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda_limits.cuh"
 #include "heat_ops.h"
 #endif
 
@@ -97,7 +98,10 @@ at::Tensor block_norm_cuda(const at::Tensor& w, const at::Tensor& coef, const at
   auto s = at::zeros({n}, w.options().dtype(at::kFloat));
   if (n == 0) return s;
   const size_t smem = sizeof(float) * m * K;
-  TORCH_CHECK(smem <= 200 * 1024, "block_norm_cuda: expected m*K <= ", 200 * 1024 / sizeof(float), ", got ", m * K);
+  const size_t limit = max_dynamic_shared_memory(w.get_device());
+  TORCH_CHECK(smem <= limit, "block_norm_cuda: expected m*K <= ", limit / sizeof(float), " (this device has ",
+              limit / 1024, " KiB of shared memory per block), got m*K = ", m * K,
+              "; use fewer probes or backend=\"triton\"");
   const bool same = w.scalar_type() == r.scalar_type();
   const auto wc = same ? w.contiguous() : w.to(at::kFloat).contiguous();
   const auto rc = same ? r.contiguous() : r.to(at::kFloat).contiguous();

@@ -33,6 +33,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda_limits.cuh"
 #include "heat_ops.h"
 #endif
 
@@ -222,6 +223,10 @@ at::Tensor rollout_phi_cuda(const at::Tensor& q, const at::Tensor& k, const at::
 
   const size_t smem1 = sizeof(float) * (kRows * d + kWarp * (d + 1));
   const size_t smem2 = sizeof(float) * (kWarp * (d + 1) + kRows * d + kRows * kWarp);
+  const size_t limit = max_dynamic_shared_memory(q.get_device());
+  TORCH_CHECK(smem2 <= limit, "rollout_phi_cuda: expected a head dimension d <= ",
+              (limit / sizeof(float) - kWarp - kRows * kWarp) / (kWarp + kRows), " (this device has ", limit / 1024,
+              " KiB of shared memory per block), got d = ", d, "; use backend=\"triton\" or \"torch\"");
   const dim3 block(kWarp, kRows);
   const dim3 grid1(static_cast<unsigned>(B * H), static_cast<unsigned>((n + kRows - 1) / kRows));
   const dim3 grid2(static_cast<unsigned>(B * H), static_cast<unsigned>((n + kWarp - 1) / kWarp));

@@ -41,6 +41,13 @@ def block_norm_ref(w: torch.Tensor, coef: torch.Tensor, r: torch.Tensor) -> torc
         r: (m, n, d) probes.
     Returns:
         (n,) fp32 s.
+
+    Example:
+        >>> import torch
+        >>> from heat_kernels import block_norm_ref
+        >>> w = torch.tensor([[[1.0, 2.0]]])  # n = 1 token, K = 1 factor, d = 2
+        >>> block_norm_ref(w, torch.tensor([0.5]), torch.tensor([[[1.0, 1.0]]]))  # 0.5·(w·r)·‖w‖₁ = 0.5·3·3
+        tensor([4.5000])
     """
     wf, rf = w.float(), r.float()
     proj = torch.einsum("nkd,mnd->mnk", wf, rf) * coef.float()
@@ -187,6 +194,16 @@ def block_norm(
             ``"cpp"`` (C++ op, CPU), ``"cuda"`` (CUDA op), ``"triton"`` (CUDA, or CPU with TRITON_INTERPRET=1).
     Returns:
         (n,) fp32 s.
+
+    Example:
+        >>> import torch
+        >>> from heat_kernels import block_norm, block_norm_ref
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w, coef = torch.randn(5, 3, 8, generator=g), torch.rand(3, generator=g)  # n = 5, K = 3, d = 8
+        >>> r = torch.randn(2, 5, 8, generator=g)  # m = 2 probes
+        >>> s = block_norm(w, coef, r)  # the C++ op on the CPU when built, else the reference
+        >>> s.shape, torch.allclose(s, block_norm_ref(w, coef, r), atol=1e-5)
+        (torch.Size([5]), True)
     """
     _check_inputs(w, coef, r)
     resolved = extension.resolve_backend("block_norm", backend, w.device.type)

@@ -143,7 +143,8 @@ def _load_jit() -> ModuleType | str:
     cpp_sources = sorted(folder.glob("*.cpp"))
     cuda_sources = sorted(folder.glob("*.cu"))
     cuda = _want_cuda(cuda_sources)
-    key = _build_key(cpp_sources + (cuda_sources if cuda else []) + sorted(folder.glob("*.h")), cuda)
+    cuda_files = cuda_sources + sorted(folder.glob("*.cuh")) if cuda else []
+    key = _build_key(cpp_sources + cuda_files + sorted(folder.glob("*.h")), cuda)
     build_dir = cache_dir() / "kernels" / key
     name = "heat_kernels_C_" + key.rsplit("-", 1)[-1]
     library = build_dir / f"{name}{'.pyd' if sys.platform == 'win32' else '.so'}"

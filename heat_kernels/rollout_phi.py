@@ -115,6 +115,13 @@ def rollout_phi_ref(
         chunk: chunked attention (chunks of ``chunk`` positions from the first real token), None for none.
     Returns:
         (B, H, n) fp32 Φ.
+
+    Example:
+        >>> import torch
+        >>> from heat_kernels import rollout_phi_ref
+        >>> q = k = torch.zeros(1, 1, 3, 4)  # equal scores: query j spreads its weight evenly over keys 0..j
+        >>> rollout_phi_ref(q, k, torch.ones(1, 3))
+        tensor([[[1.8333, 0.8333, 0.3333]]])
     """
     B, H, n, d = q.shape
     Hkv = k.shape[1]
@@ -488,6 +495,16 @@ def rollout_phi(
             row's left padding (transformers' ``chunked_overlay``, Llama 4). None: none.
     Returns:
         (batch, heads, n) fp32 Φ.
+
+    Example:
+        >>> import torch
+        >>> from heat_kernels import rollout_phi, rollout_phi_ref
+        >>> g = torch.Generator().manual_seed(0)
+        >>> q, k = torch.randn(1, 4, 6, 8, generator=g), torch.randn(1, 2, 6, 8, generator=g)  # 4 query heads, 2 kv
+        >>> rho = torch.rand(1, 6, generator=g)
+        >>> phi = rollout_phi(q, k, rho)  # the C++ op on the CPU when built, else the reference
+        >>> phi.shape, torch.allclose(phi, rollout_phi_ref(q, k, rho), atol=1e-5)
+        (torch.Size([1, 4, 6]), True)
     """
     _check_inputs(q, k, rho, key_padding_mask)
     scaling = q.shape[-1] ** -0.5 if scaling is None else float(scaling)

@@ -53,6 +53,16 @@ class GenerationResult(MatrixViews):
         foil: the contrast token of a contrastive explanation, else None.
         rows: the per-step :class:`AttributionResult` (with components) when kept, else None.
         extra: ``cost`` (summed :class:`Cost` dict), ``prompt_columns`` and ``groups`` after :meth:`aggregate`, ...
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
+        >>> answer = heat.attribute_generation("the cat sat on the", max_new_tokens=3)  # any method's, alike
+        >>> answer.matrix.shape, len(answer.tokens)  # T rows over the n + T columns, NaN above the causal diagonal
+        (torch.Size([3, 8]), 8)
+        >>> sorted(answer.step_scores)
+        ['entropy', 'probability', 'rank']
     """
 
     prompt_ids: torch.Tensor

@@ -31,6 +31,12 @@ class Cost:
     Serialised by :meth:`to_dict` as one flat dict (the counters, ``seconds``, then the details), the format of
     ``AttributionResult.to_dict()["cost"]``; a cost that counted nothing serialises as ``{}`` (the baselines).
     Read access by key (``cost["hvps"]``, ``cost.get("fisher_k")``) looks at that flat dict.
+
+    Example:
+        >>> from heat_module import Cost
+        >>> cost = Cost(forward_passes=3, forward_equivalents=3.0)
+        >>> cost.add(Cost(gradients=1, forward_equivalents=2.0)).forward_equivalents
+        5.0
     """
 
     forward_passes: int = 0
@@ -105,6 +111,17 @@ class AttributionResult:
         config: the configuration that produced it, as a dict.
         cost: forward passes, HVPs, gradients and wall time per component (:class:`Cost`).
         extra: method-specific extras (e.g. target ids of a sentence, window leakage).
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> res = HEAT(tiny_model("llama"), tiny_tokenizer()).attribute("the cat sat on the")
+        >>> res.tokens, res.scores.shape, res.curvature is None  # the default config computes no S
+        (['the', 'cat', 'sat', 'on', 'the'], torch.Size([5]), True)
+        >>> [token for _, token, _ in res.topk(2)]
+        ['sat', 'the']
+        >>> res.aggregate([(0, 2), (2, 5)]).tokens  # token spans merged (sum of their scores)
+        ['thecat', 'satonthe']
     """
 
     tokens: list[str]
@@ -286,7 +303,17 @@ class AttributionResult:
 
 class ResultList(list):
     """A list of :class:`AttributionResult` (what :meth:`HEAT.attribute_batch` returns) that renders as one table
-    in Jupyter and exports as a whole; otherwise a plain ``list``."""
+    in Jupyter and exports as a whole; otherwise a plain ``list``.
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> batch = tok(["the cat sat on the", "the dog ran"], return_tensors="pt", padding=True)
+        >>> results = HEAT(tiny_model("llama"), tok).attribute_batch(batch["input_ids"], batch["attention_mask"])
+        >>> type(results).__name__, [len(r) for r in results]
+        ('ResultList', [5, 3])
+    """
 
     def table(self, title: str | None = None) -> ResultsTable:
         return ResultsTable(self, title)

@@ -7,11 +7,18 @@ and a small vocabulary, in fp32 eval mode, deterministically from ``seed``. ``ti
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
 from heat_module.lm.architectures import TINY_CONFIG
-from heat_module.lm.forward import next_token_logits
+from heat_module.lm.forward import embed, make_forward_fn, next_token_logits
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "mistral", "gemma3", "gpt_neox", "gptj", "phi3")
 #: architectures with more than causal attention: soft-capping and sliding windows (gemma2; gemma3's
@@ -256,6 +263,50 @@ def tiny_model(arch: str = "llama", seed: int = 0, attn_implementation: str = "s
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def tiny_metric_example(arch: str = "llama") -> tuple[Callable, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One example for the metrics' examples: ``(forward_fn, inputs_embeds (1, 5, d), scores (1, 5), target_ids
+    (1,))``, the tiny model of ``arch`` (``forward_fn = make_forward_fn(model)``) on "the cat sat on the" with
+    target "road" and fixed scores."""
+    model, tok = tiny_model(arch), tiny_tokenizer()
+    ids = tok("the cat sat on the", return_tensors="pt")["input_ids"]
+    target = torch.tensor(tok.convert_tokens_to_ids(["road"]))
+    with torch.no_grad():
+        x = embed(model, ids)
+    return make_forward_fn(model), x, torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]]), target
+
+
+def tiny_curated_examples() -> list[dict]:
+    """One curated example (:func:`heat_module.data.build_curated_examples`) in the tiny vocabulary: a narrative
+    distractor, a support whose important word is "water", and its question."""
+    from heat_module.data.build_curated import build_curated_examples  # lazy: data readers are a later layer
+
+    support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
+               "answer": "water", "important_words": ["water"]}
+    return build_curated_examples(["the cat sat on the hill ."], [support])
+
+
+def tiny_jsonl(rows: list[dict], name: str = "data.jsonl") -> str:
+    """Write ``rows`` as JSON lines to ``name`` in a new temporary folder; the file's path."""
+    path = Path(tempfile.mkdtemp()) / name
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+def tiny_eval_config(folder: str | os.PathLike, **overrides: Any) -> Any:
+    """An :class:`~heat_module.evaluation.config.EvalConfig` for examples: the tiny llama model on two prompts
+    (written to ``folder/prompts.txt`` as the ``wikibio`` dataset), the random baseline and no HEAT rows, small
+    metric settings, results and report in ``folder``; ``overrides`` replace any field."""
+    from heat_module.evaluation.config import EvalConfig, parse_methods  # lazy: the evaluation is a later layer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prompts.txt").write_text("the cat sat on the\nthe dog ran to the\n", encoding="utf-8")
+    settings = dict(model=(tiny_model("llama"), tiny_tokenizer()), datasets=["wikibio"],
+                    wikibio=str(folder / "prompts.txt"), limit=2, num_masks=2, bootstrap=10, heat=False,
+                    baselines=parse_methods(["random"]), out_dir=str(folder), figures=False, progress=False)
+    return EvalConfig(**{**settings, **overrides})
 
 
 def grad_x_input_fn(model: nn.Module):

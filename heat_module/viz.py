@@ -227,7 +227,17 @@ class ResultsTable:
 
 
 def results_table(results: Sequence[Attribution], title: str | None = None) -> ResultsTable:
-    """One table for a list of results (``_repr_html_`` for notebooks)."""
+    """One table for a list of results (``_repr_html_`` for notebooks).
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> from heat_module.viz import results_table
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
+        >>> table = results_table([heat.attribute("the cat sat"), heat.attribute("the dog ran")], title="two")
+        >>> table.to_html().count("<tr>")  # the header and one row per result
+        3
+    """
     return ResultsTable(results, title)
 
 

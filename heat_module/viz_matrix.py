@@ -8,7 +8,7 @@ The colour scale is set per row and leaves out the cell right before y_t (column
 which in a causal LM often carries most of the mass): each row is divided by its largest magnitude over its other
 shown tokens, so one dominant cell cannot wash the rest of the row out. The left-out cell is marked (•), drawn at
 most at full colour, and its value printed at the end of the row. Special / chat-template tokens are hidden by
-default. The functions take plain arguments (tensors, lists, strings), so they sit below
+default. The layout takes plain arguments (tensors, lists, strings), so these functions sit below
 :class:`heat_module.generation_result.GenerationResult`, whose ``to_html`` / ``save_png`` / ``to_text`` call them.
 """
 
@@ -219,22 +219,9 @@ def matrix_table(layout: MatrixLayout) -> str:
     return "".join(parts)
 
 
-def matrix_to_html(
-    tokens: Sequence[str],
-    matrix: torch.Tensor,
-    row_labels: Sequence[str] | None,
-    step_probability: torch.Tensor | Sequence[float] | None,
-    special: torch.Tensor | Sequence[bool] | None,
-    spans: Sequence[tuple[int, int, str]] | None,
-    n_prompt: int,
-    title: str | None = None,
-    foil: str | None = None,
-    show_special: bool = False,
-) -> str:
-    """A self-contained HTML page (no JavaScript) with the matrix heatmap, its title and its legend; the arguments
-    are those of :func:`matrix_layout`."""
-    layout = matrix_layout(tokens, matrix, row_labels, step_probability, special, spans, n_prompt, title, foil,
-                           show_special)
+def matrix_to_html(layout: MatrixLayout) -> str:
+    """A self-contained HTML page (no JavaScript) with the matrix heatmap of ``layout`` (:func:`matrix_layout`),
+    its title and its legend."""
     return "\n".join([
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(layout.title)}</title>",
@@ -246,28 +233,14 @@ def matrix_to_html(
     ])
 
 
-def save_matrix_png(
-    tokens: Sequence[str],
-    matrix: torch.Tensor,
-    row_labels: Sequence[str] | None,
-    step_probability: torch.Tensor | Sequence[float] | None,
-    special: torch.Tensor | Sequence[bool] | None,
-    spans: Sequence[tuple[int, int, str]] | None,
-    n_prompt: int,
-    title: str | None,
-    foil: str | None,
-    path: str,
-    show_special: bool = False,
-    dpi: int = 120,
-) -> None:
-    """The matrix heatmap as a PNG (matplotlib): the same colours, marks and legend as :func:`matrix_to_html`."""
+def save_matrix_png(layout: MatrixLayout, path: str, dpi: int = 120) -> None:
+    """The matrix heatmap of ``layout`` (:func:`matrix_layout`) as a PNG (matplotlib): the same colours, marks and
+    legend as :func:`matrix_to_html`."""
     import matplotlib  # lazy: heavy optional dependency, only for PNGs
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layout = matrix_layout(tokens, matrix, row_labels, step_probability, special, spans, n_prompt, title, foil,
-                           show_special)
     n_rows, n_cols = len(layout.row_labels), len(layout.columns)
     image = torch.full((max(n_rows, 1), max(n_cols, 1), 3), 255, dtype=torch.uint8)
     for t in range(n_rows):
@@ -310,27 +283,12 @@ def _ansi(text: str, share: float) -> str:
     return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;{ink}m{text}\x1b[0m"
 
 
-def matrix_to_text(
-    tokens: Sequence[str],
-    matrix: torch.Tensor,
-    row_labels: Sequence[str] | None,
-    step_probability: torch.Tensor | Sequence[float] | None,
-    special: torch.Tensor | Sequence[bool] | None,
-    spans: Sequence[tuple[int, int, str]] | None,
-    n_prompt: int,
-    title: str | None = None,
-    foil: str | None = None,
-    color: bool = True,
-    show_special: bool = False,
-    top: int = 3,
-) -> str:
+def matrix_to_text(layout: MatrixLayout, color: bool = True, top: int = 3) -> str:
     """The matrix for a terminal: one line per generated token with P(y_t) and the previous token's score (off the
     colour scale). With ``color``, the line shows the prompt and answer so far, each token on a 24-bit ANSI
     background in the colours of the HTML picture (the previous token in [brackets], ``|`` where a turn starts,
     ``||`` where the answer starts); without, it lists the row's ``top`` tokens other than the previous one, and
     the text holds no escape codes."""
-    layout = matrix_layout(tokens, matrix, row_labels, step_probability, special, spans, n_prompt, title, foil,
-                           show_special)
     lines = [layout.title]
     if color:
         lines.append("(colour: red +, blue −, each row scaled without the [previous token]; its score after •)")
@@ -375,8 +333,8 @@ class Generation(Protocol):
 
 
 def generation_arguments(result: Generation, title: str | None = None) -> dict[str, Any]:
-    """The plain arguments of :func:`matrix_to_html` / :func:`save_matrix_png` / :func:`matrix_to_text` for a
-    generation result (default title: "<method>: what each answer token was attributed to")."""
+    """The arguments of :func:`matrix_layout` for a generation result (default title: "<method>: what each answer
+    token was attributed to")."""
     n = int(result.n_prompt)
     labels = getattr(result, "generated_tokens", None)  # the row labels; also right after columns were merged
     return dict(tokens=list(result.tokens), matrix=result.matrix,
@@ -388,17 +346,17 @@ def generation_arguments(result: Generation, title: str | None = None) -> dict[s
 
 def generation_to_html(result: Generation, title: str | None = None) -> str:
     """:func:`matrix_to_html` of a generation result."""
-    return matrix_to_html(**generation_arguments(result, title))
+    return matrix_to_html(matrix_layout(**generation_arguments(result, title)))
 
 
 def save_generation_png(result: Generation, path: str, title: str | None = None) -> None:
     """:func:`save_matrix_png` of a generation result."""
-    save_matrix_png(**generation_arguments(result, title), path=path)
+    save_matrix_png(matrix_layout(**generation_arguments(result, title)), path)
 
 
 def generation_to_text(result: Generation, color: bool = True, title: str | None = None) -> str:
     """:func:`matrix_to_text` of a generation result."""
-    return matrix_to_text(**generation_arguments(result, title), color=color)
+    return matrix_to_text(matrix_layout(**generation_arguments(result, title)), color=color)
 
 
 class MatrixViews:

@@ -98,7 +98,13 @@ def _assign(text: str, offsets: Sequence[tuple[int, int]], units: Sequence[tuple
 
 def word_groups(text: str, offsets: Sequence[tuple[int, int]]) -> list[list[int]]:
     """Token indices of each word (a maximal non-whitespace run of ``text``; words joined by a token that spans
-    them form one group), in order."""
+    them form one group), in order.
+
+    Example:
+        >>> from heat_module.words import word_groups
+        >>> word_groups("the cat sat", [(0, 3), (3, 4), (4, 7), (8, 11)])  # "cat" spans the tokens " " and "cat"
+        [[0], [1, 2], [3]]
+    """
     return _assign(text, offsets, [m.span() for m in re.finditer(r"\S+", text)])
 
 

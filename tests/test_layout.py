@@ -189,7 +189,7 @@ PUBLIC = [
     ("heat_module.lm.loading", "load_model"), ("heat_module.lm.capture", "capture"),
     ("heat_module.lm.forward", "make_forward_fn"), ("heat_module.lightning.module", "HEATModule"),
     ("heat_module.lightning.writer", "AttributionWriter"), ("heat_module.lightning.progress", "HEATProgressBar"),
-    ("heat_module.lightning.cli", "HEATCLI"), ("heat_module.cli", "main"), ("heat_module.cli.main", "main"),
+    ("heat_module.lightning.cli", "HEATCLI"), ("heat_module.cli.main", "main"),
 ]
 
 

@@ -36,6 +36,21 @@ class Attributor:
     :func:`@register_method(name, ...) <heat_module.attribution.registry.register_method>`, which sets :attr:`name`
     (written to ``AttributionResult.method``); they validate their options in ``__init__`` ("Expected X, got Y") and
     implement :meth:`_scores` (or override :meth:`_attribute_batch`).
+
+    Example: a method that scores each token by its position (a recency prior), registered by name.
+
+        >>> import torch
+        >>> from heat_module.attribution.base import Attributor
+        >>> from heat_module.attribution.registry import build, register_method, unregister_method
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> @register_method("position_demo", uses_model=False)
+        ... class PositionDemo(Attributor):
+        ...     def _scores(self, input_ids, attention_mask, inputs_embeds, targets):  # (B, n) scores, extras
+        ...         return torch.arange(1.0, input_ids.shape[1] + 1).expand(input_ids.shape[0], -1), None
+        >>> res = build("position_demo", tiny_model("llama"), tiny_tokenizer()).attribute("the cat sat")
+        >>> res.method, res.scores.tolist()
+        ('position_demo', [1.0, 2.0, 3.0])
+        >>> unregister_method("position_demo")
     """
 
     name: ClassVar[str] = "base"

@@ -3,10 +3,13 @@
 Given a prompt (text, token ids, or chat ``messages`` rendered with the tokenizer's own chat template and
 ``add_generation_prompt=True``) and either a given continuation or ``max_new_tokens`` (greedy, stopping after an EOS
 token), the answer y_1..y_T is fixed first; then row t of the T × (n + T) matrix is exactly the method's
-``attribute(prefix_t, target=y_t)`` with prefix_t = prompt + y_1..y_{t-1} (teacher forcing). With ``batch_size`` > 1
-the rows go through the method's ``attribute_batch`` as left-padded batches of prefixes (equal to one-by-one up to the
-round-off of a padded forward). Every row also gets its step scores from one forward of the whole sequence: P(y_t),
-the rank of y_t (0 = argmax) and the entropy (nats) of the next-token distribution.
+``attribute(prefix_t, target=y_t)`` with prefix_t = prompt + y_1..y_{t-1} (teacher forcing). Where that is exact for
+the method (HEAT's M and exact I, occlusion, the gate of ``gated:*``) the rows are computed together from the longest
+prefix (:mod:`heat_module.attribution.shared_generation`: N masked runs instead of Σ_t (n + t), one captured forward
+for every row's gate); every other method makes one call per row. With ``batch_size`` > 1 those rows go through the
+method's ``attribute_batch`` as left-padded batches of prefixes (equal to one-by-one up to the round-off of a padded
+forward). Every row also gets its step scores from one forward of the whole sequence: P(y_t), the rank of y_t (0 =
+argmax) and the entropy (nats) of the next-token distribution.
 
 Chat prompts: template text (role headers, ``<|im_start|>``, a default system turn the template adds) and the
 tokenizer's special tokens are flagged in ``GenerationResult.special``; each message is a turn span labelled with its
@@ -39,6 +42,7 @@ def attribute_generation(
     batch_size: int = 1,
     keep_rows: bool = True,
     foil: int | str | None = None,
+    share: bool = True,
 ) -> GenerationResult | list[GenerationResult]:
     """The T × (n + T) attribution matrix of an answer (see the module docstring).
 
@@ -53,8 +57,13 @@ def attribute_generation(
         batch_size: rows per ``attribute_batch`` call (1 = ``attribute`` per row).
         keep_rows: keep every row's :class:`AttributionResult` (its components) in ``result.rows``.
         foil: a contrast token for methods that take one (HEAT): every row explains log P(y_t) − log P(foil).
+        share: compute the rows together from the longest prefix where that is exact for the method
+            (:mod:`heat_module.attribution.shared_generation`: HEAT's M and exact I, occlusion, the gate of
+            ``gated:*``; chosen automatically, ``batch_size`` then unused); ``False`` = one call per row.
     Returns:
-        A :class:`GenerationResult` (a list of them for list input, equal to one-by-one calls).
+        A :class:`GenerationResult` (a list of them for list input, equal to one-by-one calls); ``extra["shared"]``
+        says whether the rows were computed together, and ``result.cost`` sums the rows' costs (shared rows carry
+        1/T each of the shared work, in forwards of the longest prefix).
     """
     if (prompt is None) == (messages is None):
         raise ValueError("Expected exactly one of prompt or messages, got "
@@ -66,7 +75,8 @@ def attribute_generation(
             raise ValueError(f"Expected one continuation per item ({len(items)}), got {len(conts)}")
         key = "prompt" if prompt is not None else "messages"
         return [attribute_generation(method, **{key: item}, continuation=c, max_new_tokens=max_new_tokens,
-                                     keep_special=keep_special, batch_size=batch_size, keep_rows=keep_rows, foil=foil)
+                                     keep_special=keep_special, batch_size=batch_size, keep_rows=keep_rows, foil=foil,
+                                     share=share)
                 for item, c in zip(items, conts)]
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected batch_size to be an integer >= 1, got {batch_size!r}")
@@ -88,7 +98,15 @@ def attribute_generation(
         answer = greedy_answer(method, prompt_ids, max_new_tokens)
     full = torch.cat([prompt_ids, prompt_ids.new_tensor(answer)])
     T = len(answer)
-    rows = attribute_rows(method, full, n, batch_size, foil)
+    rows, shared = None, False
+    if share and foil is None:
+        # imported here: the shared rows use HEAT's components, and HEAT's module imports this package's base
+        from heat_module.attribution.shared_generation import shared_rows
+
+        rows = shared_rows(method, full, n)
+        shared = rows is not None
+    if rows is None:
+        rows = attribute_rows(method, full, n, batch_size, foil)
     dtype = torch.float64 if any(r.scores.dtype == torch.float64 for r in rows) else torch.float32
     matrix = torch.full((T, n + T), float("nan"), dtype=dtype)
     cost = Cost()
@@ -117,7 +135,7 @@ def attribute_generation(
         foil=foil_text,
         rows=rows if keep_rows else None,
         extra={"cost": cost.to_dict(), "keep_special": bool(keep_special), "generated": continuation is None,
-               "batch_size": batch_size},
+               "batch_size": batch_size, "shared": shared},
     )
 
 

@@ -25,7 +25,6 @@ its optional dependency (captum) only when it is built. Adding a baseline is the
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,12 +32,12 @@ from typing import Any
 
 from torch import nn
 
+from heat_module.registry import Registry
+
 #: modules whose import declares methods: a module name, or a package whose every module is imported
 METHOD_MODULES = ("heat_module.heat.estimator", "heat_module.baselines")
 
-_ENTRIES: dict[str, MethodEntry] = {}
-_ALIASES: dict[str, str] = {}
-_LOADED = False
+_REGISTRY = Registry("method", METHOD_MODULES)
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,7 @@ class MethodEntry:
 
 def canonical(name: str) -> str:
     """The lookup form of a name: stripped, lower case, ``-`` as ``_``."""
-    if not isinstance(name, str):
-        raise TypeError(f"Expected a method name string, got {type(name).__name__}")
-    return name.strip().lower().replace("-", "_")
+    return _REGISTRY.canonical(name)
 
 
 def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = "", needs: tuple[str, ...] = (),
@@ -84,24 +81,29 @@ def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = ""
 
     Registering a name again replaces its entry (a user may override a built-in method); an alias that names
     another registered method is refused.
+
+    Example: see :class:`heat_module.attribution.base.Attributor` for a whole method.
+
+        >>> from heat_module.attribution.base import Attributor
+        >>> from heat_module.attribution.registry import unregister_method
+        >>> from heat_module.baselines import method_entries, register_method
+        >>> @register_method("mine", aliases=("my_method",), title="My method")
+        ... class Mine(Attributor): ...
+        >>> Mine.name, method_entries()["mine"].title
+        ('mine', 'My method')
+        >>> unregister_method("mine")
     """
     key = canonical(name)
 
     def declare(cls: type) -> type:
-        for alias in aliases:
-            owner = _ALIASES.get(canonical(alias))
-            if canonical(alias) in _ENTRIES or (owner is not None and owner != key):
-                raise ValueError(f"Expected alias {alias!r} of {key!r} to name no other method, got it taken by "
-                                 f"{owner or canonical(alias)!r}")
+        _REGISTRY.check_aliases(key, aliases)
         try:
             cls.name = key
         except (AttributeError, TypeError):  # a callable that is not a class: its name stays its own
             pass
-        _ENTRIES[key] = MethodEntry(key, cls, tuple(canonical(a) for a in aliases), title or key, tuple(needs),
-                                    uses_model, dict(evaluation or {}),
-                                    None if example_options is None else dict(example_options))
-        for alias in aliases:
-            _ALIASES[canonical(alias)] = key
+        _REGISTRY.declare(key, MethodEntry(key, cls, tuple(canonical(a) for a in aliases), title or key, tuple(needs),
+                                           uses_model, dict(evaluation or {}),
+                                           None if example_options is None else dict(example_options)), aliases)
         return cls
 
     return declare
@@ -109,7 +111,16 @@ def register_method(name: str, *, aliases: tuple[str, ...] = (), title: str = ""
 
 def register(name: str, target: type | str, **fields: Any) -> None:
     """Register ``target`` (a class, or a ``"module:Class"`` path imported now) under ``name`` from outside its
-    file, e.g. a user's method; ``fields`` as :func:`register_method`."""
+    file, e.g. a user's method; ``fields`` as :func:`register_method`.
+
+    Example:
+        >>> from heat_module.attribution.registry import unregister_method
+        >>> from heat_module.baselines import get_method, register
+        >>> register("occlusion_again", "heat_module.baselines.occlusion:Occlusion")
+        >>> get_method("occlusion_again").__name__
+        'Occlusion'
+        >>> unregister_method("occlusion_again")
+    """
     if isinstance(target, str):
         if ":" not in target:
             raise ValueError(f"Expected a class or a 'module:Class' path, got {target!r}")
@@ -120,43 +131,39 @@ def register(name: str, target: type | str, **fields: Any) -> None:
 
 def unregister_method(name: str) -> None:
     """Remove the method ``name`` and its aliases (a user's method, or one a test registered)."""
-    entry = method_entry(name)
-    del _ENTRIES[entry.name]
-    for alias in entry.aliases:
-        _ALIASES.pop(alias, None)
+    _REGISTRY.remove(name)
 
 
 def load_declarations() -> None:
     """Import the modules of :data:`METHOD_MODULES` once, so every built-in method has declared its entry."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
-        for name in METHOD_MODULES:
-            module = importlib.import_module(name)
-            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-                importlib.import_module(f"{name}.{info.name}")
-    except BaseException:
-        _LOADED = False  # a failed import is retried (and raises again) on the next read
-        raise
+    _REGISTRY.load()
 
 
 def method_entries() -> dict[str, MethodEntry]:
-    """name -> :class:`MethodEntry` of every registered method, sorted by name."""
-    load_declarations()
-    return dict(sorted(_ENTRIES.items()))
+    """name -> :class:`MethodEntry` of every registered method, sorted by name.
+
+    Example:
+        >>> from heat_module.baselines import method_entries
+        >>> method_entries()["integrated_gradients"].aliases
+        ('ig',)
+    """
+    return _REGISTRY.entries()
 
 
 def available_methods() -> list[str]:
-    """The registered method names (aliases excluded), sorted."""
+    """The registered method names (aliases excluded), sorted.
+
+    Example:
+        >>> from heat_module.baselines import available_methods
+        >>> {"heat", "attnlrp", "occlusion"} <= set(available_methods())
+        True
+    """
     return list(method_entries())
 
 
 def method_aliases() -> dict[str, str]:
     """alias -> registered name."""
-    load_declarations()
-    return dict(sorted(_ALIASES.items()))
+    return _REGISTRY.aliases()
 
 
 def method_entry(name: str) -> MethodEntry:
@@ -165,18 +172,17 @@ def method_entry(name: str) -> MethodEntry:
     Raises:
         KeyError: naming the known methods when ``name`` is unknown.
     """
-    load_declarations()
-    key = canonical(name)
-    key = _ALIASES.get(key, key)
-    if key not in _ENTRIES:
-        raise KeyError(
-            f"Expected a method name in {available_methods()} (or an alias in {sorted(_ALIASES)}), got {name!r}"
-        )
-    return _ENTRIES[key]
+    return _REGISTRY.entry(name)
 
 
 def get_method(name: str) -> type:
-    """The method class registered under ``name`` (see :func:`method_entry`)."""
+    """The method class registered under ``name`` (see :func:`method_entry`).
+
+    Example:
+        >>> from heat_module.baselines import get_method
+        >>> get_method("ig").__name__  # by name or alias
+        'IntegratedGradients'
+    """
     return method_entry(name).cls
 
 
@@ -188,6 +194,13 @@ def build(name: str, model: nn.Module, tokenizer: Any = None, config: Any = None
     Raises:
         ValueError: when ``name`` is unknown (the message lists the known methods).
         ImportError: when the method's optional dependency (captum) is missing.
+
+    Example:
+        >>> from heat_module.attribution.registry import build
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())
+        >>> occlusion.attribute("the cat sat on the").method
+        'occlusion'
     """
     if isinstance(name, str) and name.strip().lower().startswith("gated:"):  # "gated:attnlrp" = M · AttnLRP
         options = {**options, "method": name.strip().split(":", 1)[1]}

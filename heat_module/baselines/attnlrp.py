@@ -39,6 +39,12 @@ layer's relevance onto its inputs without loss (linear maps with the normalisers
 Euler-homogeneous of degree 1, the halved bilinear products of degree 2), and the softmax's Taylor residual is what
 ``softmax_bias`` sums. The paper's "near conservation" is the statement that this residual is small.
 
+**Memory.** The attention's backward needs each layer's n × n probabilities. By default they are not kept: the
+attention runs as one autograd function that saves q, k and v only and recomputes the probabilities in blocks of
+query rows in its backward, applying the rules above block by block (every rule acts row by row, so the blocks give
+the same numbers; tested against the materialised form in fp64), so memory grows like n. ``attention="materialized"``
+keeps them (layers × heads × n² values: +12.4 GB at n = 2048 on SmolLM2).
+
 The model is switched to the ``"heat_attnlrp"`` attention function, its norms and MLP activations are wrapped, and
 its parameters stop requiring gradients only inside :func:`attnlrp_rules`; everything is restored afterwards.
 """
@@ -60,6 +66,9 @@ from heat_module.lm.forward import next_token_logits
 
 ATTN_IMPLEMENTATION = "heat_attnlrp"
 OBJECTIVES = ("logit", "logprob")
+ATTENTIONS = ("blockwise", "materialized")
+#: entries of one (B, H, rows, n_k) block temporary of the blockwise attention (the backward holds about six)
+BLOCK_ELEMENTS = 2**22
 _state = threading.local()
 
 
@@ -135,8 +144,51 @@ def attnlrp_attention_forward(
     softcap: float | None = None,
     sliding_window: int | None = None,
     **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``"heat_attnlrp"`` attention function (transformers' ``AttentionInterface`` signature): blockwise
+    (:class:`_BlockwiseAttention`, memory linear in n) unless :func:`attnlrp_rules` was entered with
+    ``attention="materialized"`` (:func:`attnlrp_attention_materialized`).
+
+    Args: query (B, H, n, d_h) post-RoPE, key/value (B, H_kv, n_k, d_h), attention_mask (B, 1, n, n_k) additive.
+    Returns: output (B, n, H, d_h) in the query's dtype and ``None`` for the probabilities (blockwise) or the
+    probabilities (B, H, n, n_k) (materialized). Dropout is never applied; the sliding window is in the mask.
+    """
+    if getattr(_state, "attention", "blockwise") == "materialized":
+        return attnlrp_attention_materialized(module, query, key, value, attention_mask, scaling, dropout, softcap,
+                                              sliding_window, **kwargs)
+    dtype = query.dtype
+    work = torch.promote_types(dtype, torch.float32)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    q, k, v = query.to(work), key.to(work), value.to(work)
+    mask = attention_mask[..., : k.shape[-2]].to(work) if attention_mask is not None else None
+    bias = getattr(_state, "bias", None)
+    block = getattr(_state, "block_size", None) or attention_block_rows(q.shape[0], q.shape[1], k.shape[-2])
+    out = _BlockwiseAttention.apply(q, k, v, mask, scaling, softcap, block, bias if bias is not None else [])
+    return out.transpose(1, 2).contiguous().to(dtype), None
+
+
+def attention_block_rows(batch: int, heads: int, keys: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Query rows per block of the blockwise AttnLRP attention: as many as keep one (B, H, rows, n_k) block
+    temporary within ``elements`` entries (at least 1)."""
+    return max(1, elements // max(1, batch * heads * keys))
+
+
+def attnlrp_attention_materialized(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``"heat_attnlrp"`` attention function (transformers' ``AttentionInterface`` signature).
+    """AttnLRP attention that keeps the (B, H, n, n_k) probabilities for the backward (memory ∝ layers·heads·n²):
+    the rules written with autograd, the reference :func:`attnlrp_attention_forward` is tested against, and
+    ``AttnLRP(attention="materialized")``.
 
     Args: query (B, H, n, d_h) post-RoPE, key/value (B, H_kv, n_k, d_h), attention_mask (B, 1, n, n_k) additive.
     Returns: output (B, n, H, d_h) in the query's dtype and probabilities (B, H, n, n_k). Dropout is never applied;
@@ -160,6 +212,67 @@ def attnlrp_attention_forward(
     probs = _SoftmaxRule.apply(z, mask, bias if bias is not None else [])
     out = torch.matmul(divide_gradient(probs, 2.0), v)
     return out.transpose(1, 2).contiguous().to(dtype), probs.to(dtype)
+
+
+class _BlockwiseAttention(torch.autograd.Function):
+    """softmax(z + mask)·v with z = q·kᵀ·scaling (soft-capped if set) under the AttnLRP rules, computed in blocks of
+    query rows in both directions: the forward keeps q, k, v (linear in n), never the (B, H, n, n_k) probabilities;
+    the backward recomputes each block's probabilities and applies, per block, exactly the rules of
+    :func:`attnlrp_attention_materialized` (halved gradients at q, k, v and A, the softmax rule with its absorbed
+    relevance, the identity rule through the soft-cap). Every rule acts row by row, so the blocks give the same
+    numbers as the whole matrix."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scaling, softcap, block, bias):
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.scaling, ctx.softcap, ctx.block, ctx.bias = scaling, softcap, block, bias
+        n_rep = q.shape[1] // k.shape[1]
+        kr, vr = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+        for r0 in range(0, q.shape[2], block):
+            rows = slice(r0, r0 + block)
+            _, s = _block_probs(q[:, :, rows], kr, mask, rows, scaling, softcap)
+            out[:, :, rows] = torch.matmul(s, vr)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, mask = ctx.saved_tensors
+        scaling, softcap, block = ctx.scaling, ctx.softcap, ctx.block
+        n_rep = q.shape[1] // k.shape[1]
+        kr, vr = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        dq = torch.empty_like(q)
+        dkr, dvr = torch.zeros_like(kr), torch.zeros_like(vr)
+        absorbed = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
+        for r0 in range(0, q.shape[2], block):
+            rows = slice(r0, r0 + block)
+            g = grad[:, :, rows]
+            u, s = _block_probs(q[:, :, rows], kr, mask, rows, scaling, softcap)
+            z = u if softcap is None else torch.tanh(u / softcap) * softcap  # the pre-mask logits
+            dvr += torch.matmul(s.transpose(2, 3), g)  # A·v: the plain gradient at v (halved below)
+            g_s = torch.matmul(g, vr.transpose(2, 3)) / 2.0  # ... and half of it at A
+            r_out = (s * g_s).sum(-1, keepdim=True)  # softmax rule: Σ_j R_j^l per row
+            dz = s * (g_s - r_out)
+            absorbed += r_out.flatten(1).sum(-1) - (z * dz).flatten(1).sum(-1)
+            if softcap is not None:  # identity rule through c·tanh(u/c): ∂̃ = tanh(u/c)/(u/c)
+                t = u / softcap
+                dz = dz * torch.where(t != 0, torch.tanh(t) / torch.where(t != 0, t, 1), 0)
+            du = dz * scaling
+            dq[:, :, rows] = torch.matmul(du, kr) / 2.0  # q·kᵀ: half to q, half to k
+            dkr += torch.matmul(du.transpose(2, 3), q[:, :, rows])
+        ctx.bias.append(absorbed.detach())
+        B, H, n_k = k.shape[0], k.shape[1], k.shape[2]
+        dk = dkr.view(B, H, n_rep, n_k, -1).sum(2) / 2.0
+        dv = dvr.view(B, H, n_rep, n_k, -1).sum(2) / 2.0
+        return dq, dk, dv, None, None, None, None, None
+
+
+def _block_probs(q_rows, kr, mask, rows, scaling, softcap):
+    """(u, s) of one block of query rows: u = q·kᵀ·scaling (B, H, r, n_k), s its masked softmax after the
+    soft-cap."""
+    u = torch.matmul(q_rows, kr.transpose(2, 3)) * scaling
+    z = u if softcap is None else torch.tanh(u / softcap) * softcap
+    return u, torch.softmax(z if mask is None else z + mask[:, :, rows], dim=-1)
 
 
 def _register() -> None:
@@ -243,8 +356,12 @@ def _mlp_plan(mlp: nn.Module) -> tuple[nn.Module, nn.Module | None]:
 
 
 @contextlib.contextmanager
-def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+def attnlrp_rules(model: nn.Module, attention: str = "blockwise",
+                  block_size: int | None = None) -> Iterator[list[torch.Tensor]]:
     """Inside the block ``model``'s backward is AttnLRP's modified gradient (see the module docstring).
+
+    ``attention``: ``"blockwise"`` (memory linear in n; ``block_size`` query rows per block, ``None``:
+    :func:`attention_block_rows`) or ``"materialized"`` (keeps every layer's n × n probabilities; same values).
 
     Yields a list to which every backward appends, per attention call, the (B,) relevance its softmax absorbed.
     The model's attention implementation, module forwards, training flag and ``requires_grad`` flags are restored
@@ -254,6 +371,10 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     if config is None or not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"Expected a transformers PreTrainedModel, got {type(model).__name__}")
     check_supported(model)  # its own attention replaces the model's: only on architectures shown exact
+    if attention not in ATTENTIONS:
+        raise ValueError(f"Expected attention to be one of {list(ATTENTIONS)}, got {attention!r}")
+    if block_size is not None and (not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1):
+        raise ValueError(f"Expected block_size to be an integer >= 1 or None, got {block_size!r}")
     norms, acts, downs, seen = [], [], [], set()
     for path, module in model.named_modules():
         cls = type(module).__name__
@@ -272,7 +393,8 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     previous = config._attn_implementation
     training = model.training
     bias: list[torch.Tensor] = []
-    outer = getattr(_state, "bias", None)
+    outer = (getattr(_state, "bias", None), getattr(_state, "attention", "blockwise"),
+             getattr(_state, "block_size", None))
     handles = []
     _register()
     try:
@@ -283,10 +405,10 @@ def attnlrp_rules(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         for p, _ in flags:
             p.requires_grad_(False)
         model.eval()
-        _state.bias = bias
+        _state.bias, _state.attention, _state.block_size = bias, attention, block_size
         yield bias
     finally:
-        _state.bias = outer
+        _state.bias, _state.attention, _state.block_size = outer
         model.train(training)
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -311,20 +433,32 @@ class AttnLRP(Attributor):
         objective: ``"logit"`` (default; the paper explains the logit, and conservation holds for it) or
             ``"logprob"`` (log P(y | X), the quantity the other baselines explain; the log-softmax over the vocabulary
             gets the plain gradient).
+        attention: ``"blockwise"`` (default: the attention's backward recomputes the probabilities in blocks of
+            query rows, so memory grows like n) or ``"materialized"`` (every layer's n × n probabilities are kept for
+            the backward: memory ∝ layers·heads·n², +12.4 GB at n = 2048 on SmolLM2). Same scores.
+        block_size: query rows per block of the blockwise attention; ``None`` (default) picks them so one block
+            temporary has at most :data:`BLOCK_ELEMENTS` entries.
 
     Extras per example: ``logit``, ``logprob``, ``softmax_bias`` (the relevance the attention softmaxes absorbed; with
     the logit objective and no biases, Σ_i score_i = logit − softmax_bias).
     """
 
     def __init__(self, model: nn.Module, tokenizer: object | None = None, objective: str = "logit",
-                 **options: Any) -> None:
+                 attention: str = "blockwise", block_size: int | None = None, **options: Any) -> None:
         super().__init__(model, tokenizer, **options)
         if objective not in OBJECTIVES:
             raise ValueError(f"Expected objective to be one of {list(OBJECTIVES)}, got {objective!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"Expected attention to be one of {list(ATTENTIONS)}, got {attention!r}")
+        if block_size is not None and (not isinstance(block_size, int) or isinstance(block_size, bool)
+                                       or block_size < 1):
+            raise ValueError(f"Expected block_size to be an integer >= 1 or None, got {block_size!r}")
         self.objective = objective
+        self.attention = attention
+        self.block_size = block_size
 
     def options(self) -> dict:
-        return {"objective": self.objective}
+        return {"objective": self.objective}  # attention and block_size change memory, not the scores
 
     def _attribute_batch(self, input_ids, attention_mask, target_ids):
         results = super()._attribute_batch(input_ids, attention_mask, target_ids)
@@ -336,7 +470,7 @@ class AttnLRP(Attributor):
 
     def _scores(self, input_ids, attention_mask, inputs_embeds, targets):
         rows = torch.arange(inputs_embeds.shape[0], device=inputs_embeds.device)
-        with attnlrp_rules(self.model) as absorbed, torch.enable_grad():
+        with attnlrp_rules(self.model, self.attention, self.block_size) as absorbed, torch.enable_grad():
             x = inputs_embeds.detach().requires_grad_(True)
             logits = next_token_logits(self.model, x, attention_mask)
             logit = logits[rows, targets.to(logits.device)]

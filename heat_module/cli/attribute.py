@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from heat_module.attribution.registry import available_methods, build, method_entry
-from heat_module.config import CURVATURES, MASKS, PRESETS, SINKS, HEATConfig
+from heat_module.config import MASKS, PRESETS, SINKS, HEATConfig, s_estimator, s_estimator_names
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.loading import load_model
 
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="weight of S (eq. 5); the default preset has 0")
     p.add_argument("--gamma", type=float, default=None, help="weight of I (eq. 5)")
     p.add_argument("--alpha", type=float, default=None, help="weight of the first-order term (eq. 22)")
-    p.add_argument("--curvature", default=None, choices=list(CURVATURES), help="how S is estimated (needs beta > 0)")
-    p.add_argument("--probes", type=int, default=None, help="Rademacher probes of the exact S (needs beta > 0)")
-    p.add_argument("--mask", default=None, choices=list(MASKS))
+    p.add_argument("--curvature", default=None, choices=s_estimator_names(),
+                   help="the estimator of S, with its default settings (needs beta > 0)")
+    p.add_argument("--probes", type=int, default=None, help="Rademacher probes of S's estimator (needs beta > 0)")
+    p.add_argument("--mask", default=None, choices=list(MASKS), help="what replaces a token's embedding for I")
     p.add_argument("--sink", default=None, choices=list(SINKS), help="attention-sink handling of M")
     p.add_argument("--window", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -94,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", default=None, help="write an HTML heatmap to this path")
     p.add_argument("--png", default=None, help="write a PNG heatmap to this path")
     return p
+
+
+def estimator_changes(args: argparse.Namespace) -> dict:
+    """``curvature`` and ``information`` of the preset changed by ``--curvature``, ``--probes`` and ``--mask`` (the
+    preset's own estimator kept where the flags name no other)."""
+    base = HEATConfig.preset(args.preset)
+    out: dict = {}
+    if args.curvature is not None or args.probes is not None:
+        same = base.curvature is not None and args.curvature in (None, base.curvature.name)
+        s = base.curvature if same else s_estimator(args.curvature or "exact")
+        out["curvature"] = s if args.probes is None else s.replace(probes=args.probes)
+    if args.mask is not None:
+        out["information"] = base.information.replace(mask=args.mask)
+    return out
 
 
 def read_messages(path: str) -> list[dict[str, str]]:
@@ -160,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("the following arguments are required: --text (or --messages FILE with --generate N)")
     if (args.chat or args.messages or args.keep_special) and not answer:
         parser.error("--chat, --messages and --keep-special explain an answer: add --generate N or --continuation")
-    given = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, curvature=args.curvature, probes=args.probes,
-                 mask=args.mask, sink=args.sink, window=args.window, seed=args.seed)
+    given = dict(beta=args.beta, gamma=args.gamma, alpha=args.alpha, sink=args.sink, window=args.window, seed=args.seed)
     changes = {k: v for k, v in given.items() if v is not None}
     if args.progress is not None:
         changes["progress"] = {"auto": None, "on": True, "off": False}[args.progress]
@@ -171,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.option:
                 raise ValueError(f"Expected no --option with --method heat (its options are the flags above), got "
                                  f"{[k for k, _ in args.option]}")
-            config = HEATConfig.preset(args.preset, **changes)
+            config = HEATConfig.preset(args.preset, **changes, **estimator_changes(args))
             model, tokenizer = load_model(args.model)
             heat = HEAT(model, tokenizer, config)
             if answer:

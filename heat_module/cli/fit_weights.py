@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from heat_module.config import CURVATURES, HEATConfig
+from heat_module.config import HEATConfig, s_estimator_names
 from heat_module.data.readers import read_texts
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.fit import fit_weights
@@ -34,19 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-spans", type=int, default=8)
     p.add_argument("--max-span", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--curvature", default="exact", choices=list(CURVATURES))
-    p.add_argument("--probes", type=int, default=1)
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--fisher-topk", type=int, default=16)
-    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--curvature", default="exact", choices=s_estimator_names(), help="the S estimator")
+    p.add_argument("--probes", type=int, default=None, help="its Rademacher probes (default 1)")
+    p.add_argument("--rank", type=int, default=None, help="k of --curvature lowrank (default 16)")
+    p.add_argument("--fisher-topk", type=int, default=None, help="K of --curvature fisher (default 16)")
+    p.add_argument("--layers", type=int, default=None, help="HEAT-LS: S w.r.t. the input of layer L - k")
     p.add_argument("--window", type=int, default=None)
     p.add_argument("--json", default=None, help="write the result as JSON here")
     args = p.parse_args(argv)
 
     model, tok = load_model(args.model)
     # β = γ = 1: what the fit computes its features with (fit.collect), so S's settings are never a no-op here
-    cfg = HEATConfig(beta=1.0, gamma=1.0, curvature=args.curvature, probes=args.probes, rank=args.rank,
-                     fisher_topk=args.fisher_topk, layers=args.layers, window=args.window, seed=args.seed)
+    settings = {"probes": args.probes, "layers": args.layers, "rank": args.rank, "topk": args.fisher_topk}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    own = {"lowrank": "rank", "fisher": "topk"}
+    stray = [f"--{'fisher-topk' if k == 'topk' else k}" for k in ("rank", "topk")
+             if k in settings and own.get(args.curvature) != k]
+    if stray:
+        p.error(f"{', '.join(stray)} do not apply to --curvature {args.curvature}")
+    cfg = HEATConfig(beta=1.0, gamma=1.0, curvature={"name": args.curvature, **settings}, window=args.window,
+                     seed=args.seed)
     heat = HEAT(model, tok, cfg)
     texts = read_texts(args.data, args.field, args.limit)
     examples = []

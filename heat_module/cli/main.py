@@ -3,7 +3,7 @@
 - ``heat predict --config configs/<name>.yaml [--output_dir DIR] [--data.limit K] ...`` and ``heat test ...`` run
   :class:`heat_module.lightning.cli.HEATCLI` (Lightning's ``LightningCLI`` with :class:`~heat_module.HEATModule`
   and any ``LightningDataModule`` in subclass mode); every ``LightningCLI`` option works (``--print_config``,
-  ``--trainer.devices 2``, ``--model.config.probes 4``, ...).
+  ``--trainer.devices 2``, ``--model.config.beta 0.5``, ...).
 - ``heat attribute ...`` (one text, no Trainer): :mod:`heat_module.cli.attribute`.
 - ``heat fit-weights ...`` (β, γ by NNLS, Thm 3): :mod:`heat_module.cli.fit_weights`.
 - ``heat eval ...`` (methods × datasets with the paper's metrics): :mod:`heat_module.cli.eval`.

@@ -10,9 +10,9 @@
 
 The batch dict the collator produces is documented in :mod:`heat_module.data.collate`. The Lightning data modules
 (``HEATDataModule``, ``TextPromptsDataModule``, ``LongRADataModule``, ``CuratedDataModule``,
-``GenerationDataModule``, ``UnrepeatedShardSampler``) live in :mod:`heat_module.lightning.datamodules`; they stay
-importable from here (``from heat_module.data import CuratedDataModule``) through a lazy module attribute, so
-importing this package does not import Lightning.
+``GenerationDataModule``, ``UnrepeatedShardSampler``) live in :mod:`heat_module.lightning.datamodules`; they are
+public here too (``from heat_module.data import CuratedDataModule``, the ``class_path`` of ``configs/*.yaml``)
+through a lazy module attribute, so importing this package does not import Lightning.
 """
 
 from __future__ import annotations

@@ -82,6 +82,14 @@ def build_curated_examples(
         separator: the segment separator inside ``input_text``.
     Returns:
         A list of example dicts in the curated schema.
+
+    Example:
+        >>> from heat_module.data import build_curated_examples
+        >>> support = {"support": "the plant took water in the sun .", "question": "what did the plant take ?",
+        ...            "answer": "water", "important_words": ["water"]}
+        >>> raw = build_curated_examples(["the cat sat on the hill ."], [support])
+        >>> len(raw), raw[0]["input_text"]
+        (1, 'the cat sat on the hill . <s> the plant took water in the sun . <s> Question: what did the plant take ?')
     """
     texts = _narratives(narratives)
     rows = _supports(supports_with_questions)
@@ -125,7 +133,16 @@ def build_curated_examples(
 
 
 def save_curated_dataset(examples: list[dict], path: str | os.PathLike, name: str = "curated") -> Path:
-    """Write ``examples`` as a curated JSON file readable by :class:`~heat_module.data.CuratedDataModule`."""
+    """Write ``examples`` as a curated JSON file readable by :class:`~heat_module.data.CuratedDataModule`.
+
+    Example:
+        >>> import json, tempfile
+        >>> from heat_module.data import save_curated_dataset
+        >>> from heat_module.testing import tiny_curated_examples
+        >>> path = save_curated_dataset(tiny_curated_examples(), tempfile.mkdtemp() + "/mine.json", name="mine")
+        >>> sorted(json.loads(path.read_text()))
+        ['dataset_name', 'description', 'examples', 'num_examples']
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {

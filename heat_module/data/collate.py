@@ -39,6 +39,11 @@ class Example:
         gold: token positions (0..n-1) of the gold evidence, or ``None`` when the example has no annotation.
         distractor: token positions of the distractor segment, or ``None``.
         metadata: JSON-serialisable extras (source file and line, category, the raw text, ...).
+
+    Example:
+        >>> from heat_module.data import Example
+        >>> Example(id="q1", input_ids=[4, 29, 65], gold=[1]).target_id  # -1: the model's greedy next token
+        -1
     """
 
     id: str
@@ -71,6 +76,12 @@ class LeftPadCollator:
 
     Args:
         pad_id: the token id written into padding positions (masked out; any valid id works).
+
+    Example:
+        >>> from heat_module.data import Example, LeftPadCollator
+        >>> batch = LeftPadCollator(pad_id=0)([Example("a", [4, 29, 65], gold=[1]), Example("b", [7, 8])])
+        >>> batch["input_ids"].tolist(), batch["gold_mask"].tolist(), batch["has_gold"].tolist()
+        ([[4, 29, 65], [0, 7, 8]], [[False, True, False], [False, False, False]], [True, False])
     """
 
     def __init__(self, pad_id: int = 0) -> None:
@@ -114,6 +125,11 @@ def char_spans_to_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tup
     Returns:
         Sorted token positions. A token that straddles a span's border (a BPE token with a leading space, or one
         that joins a word and its punctuation) counts as inside.
+
+    Example:
+        >>> from heat_module.data import char_spans_to_tokens
+        >>> char_spans_to_tokens([(0, 3), (4, 7), (8, 11)], [(4, 9)])  # tokens overlapping characters 4..8
+        [1, 2]
     """
     out = []
     for i, (s, e) in enumerate(offsets):
@@ -130,6 +146,13 @@ def continuation_ids(tokenizer: Any, context: str, continuation: str) -> list[in
     Tokenises ``context + continuation`` and keeps what comes after the context's own tokens, so a BPE tokenizer
     sees the leading space and a word-level tokenizer drops it; falls back to encoding ``continuation`` alone when
     the concatenation re-tokenises the end of the context.
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> from heat_module.data import continuation_ids
+        >>> tok.convert_ids_to_tokens(continuation_ids(tok, "the cat sat on the", " hill ."))
+        ['hill', '.']
     """
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
     full = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]

@@ -76,6 +76,14 @@ def curated_example(raw: dict, tokenizer: Any, where: str) -> Example:
 
     Raises:
         DataError: naming ``where`` for a missing field, segments not found in ``input_text``, or bad indices.
+
+    Example:
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
+        >>> from heat_module.data import curated_example
+        >>> example = curated_example(raw[0], tok, where="mine.json: example 0")
+        >>> [tok.convert_ids_to_tokens(example.input_ids)[i] for i in example.gold], tok.decode([example.target_id])
+        (['water'], 'water')
     """
     if not isinstance(raw, dict):
         raise DataError(f"{where}: Expected a JSON object, got {type(raw).__name__}")
@@ -155,6 +163,15 @@ def read_curated(path: str | os.PathLike, tokenizer: Any, on_bad: OnBad = raise_
         tokenizer: a fast tokenizer (character offsets).
         on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
         limit: stop after this many usable examples.
+
+    Example:
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
+        >>> from heat_module.data import read_curated
+        >>> from heat_module.testing import tiny_jsonl
+        >>> example, = read_curated(tiny_jsonl([{"examples": raw}], "mine.json"), tok)  # one JSON object
+        >>> len(example.gold), len(example.distractor)  # "water"; the narrative's seven tokens
+        (1, 7)
     """
     resolved, rows = load_curated_file(path)
     examples = []

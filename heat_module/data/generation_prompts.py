@@ -33,6 +33,11 @@ class GenerationRequest:
         continuation: the answer to explain, or ``None`` for the model's greedy answer.
         max_new_tokens: how many tokens to generate when ``continuation`` is None.
         metadata: JSON-serialisable extras (source file and line, anything given in the line's ``metadata``).
+
+    Example:
+        >>> from heat_module.data import GenerationRequest
+        >>> GenerationRequest(id="0", messages=[{"role": "user", "content": "Name a fruit."}]).max_new_tokens
+        16
     """
 
     id: str
@@ -104,6 +109,12 @@ def read_generation_requests(
         max_new_tokens: the default number of generated tokens (a line's ``max_new_tokens`` wins).
         on_bad: called as ``on_bad(where, message)`` for a malformed line (default: raise :class:`DataError`).
             Unreadable files and invalid JSON always raise.
+
+    Example:
+        >>> from heat_module.data import read_generation_requests
+        >>> chat = {"messages": [{"role": "user", "content": "Name a fruit."}], "continuation": "An apple."}
+        >>> [(r.id, r.prompt, r.continuation) for r in read_generation_requests(["the cat sat on the", chat])]
+        [('0', 'the cat sat on the', None), ('1', None, 'An apple.')]
     """
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ValueError(f"Expected max_new_tokens to be an integer >= 1, got {max_new_tokens!r}")

@@ -32,6 +32,14 @@ def load_annotated_lambada(path: str | os.PathLike, tokenizer: Any) -> list[Exam
     Args:
         path: the JSON-lines file (``reagent/data/annotated_lambada.json`` of the shared data).
         tokenizer: a fast HF tokenizer (or anything :func:`heat_module.data.readers.resolve_tokenizer` accepts).
+
+    Example:
+        >>> from heat_module.data import load_annotated_lambada
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> passage = {"text": "the dog ran to the river . the dog was", "rationale": [[4, 7]]}  # "dog"
+        >>> example, = load_annotated_lambada(tiny_jsonl([passage]), tiny_tokenizer())
+        >>> example.gold, example.target_id
+        ([1], -1)
     """
     file = resolve_path(path)
     tok = resolve_tokenizer(tokenizer)

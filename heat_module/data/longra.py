@@ -33,6 +33,15 @@ def read_longra(path: str | os.PathLike, tokenizer: Any,
 
     Args:
         on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
+
+    Example:
+        >>> from heat_module.data import read_longra
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> rows = [{"prompt": "the dog ran . i saw the", "target_text": " dog"},
+        ...         {"prompt": "the cat sat on the", "target_text": " big hill"}]  # two tokens: dropped
+        >>> examples, dropped, total = read_longra(tiny_jsonl(rows), tiny_tokenizer())
+        >>> [e.id for e in examples], dropped, total
+        (['0'], 1, 2)
     """
     path = resolve_path(path)
     examples: list[Example] = []

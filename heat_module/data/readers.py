@@ -1,4 +1,5 @@
-"""Plain-Python reading of data files: path resolution, tokenizer resolution, JSON lines with file:line errors.
+"""Plain-Python reading of data files: path resolution, tokenizer resolution, JSON lines with file:line errors, and
+the one tolerant JSON-lines reader of the result files (evaluation caches, the writer's shards).
 
 Used by the dataset readers of this package (:mod:`~heat_module.data.curated`, :mod:`~heat_module.data.longra`,
 :mod:`~heat_module.data.text_prompts`), by the Lightning data modules (:mod:`heat_module.lightning.datamodules`)
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,17 @@ OnBad = Callable[[str, str], None]
 
 
 class DataError(ValueError):
-    """A malformed data file or example; the message starts with ``<file>:<line>`` or ``<file>: example k``."""
+    """A malformed data file or example; the message starts with ``<file>:<line>`` or ``<file>: example k``.
+
+    Example:
+        >>> from heat_module.data import DataError, read_text_prompts
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> try:
+        ...     read_text_prompts(["the cat", ""], tiny_tokenizer())
+        ... except DataError as e:
+        ...     print(str(e).split(":")[0])
+        prompts[1]
+    """
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -30,6 +41,11 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
     Raises:
         FileNotFoundError: naming every place looked at.
+
+    Example:
+        >>> from heat_module.data import resolve_path
+        >>> resolve_path("setup.py").name  # relative to the working directory, else to the repository root
+        'setup.py'
     """
     given = Path(path).expanduser()
     if given.is_file():
@@ -47,7 +63,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 
 def resolve_tokenizer(tokenizer: Any) -> Any:
-    """A tokenizer object from ``tokenizer``: returned as is, or loaded from ``"smollm2"`` / an HF folder or id."""
+    """A tokenizer object from ``tokenizer``: returned as is, or loaded from ``"smollm2"`` / an HF folder or id.
+
+    Example:
+        >>> from heat_module.data import resolve_tokenizer
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> resolve_tokenizer(tok) is tok  # an object as is; "smollm2" or an HF folder / id is loaded
+        True
+    """
     if tokenizer is None:
         raise ValueError("Expected a tokenizer (an object, 'smollm2', or an HF folder/id), got None")
     if isinstance(tokenizer, (str, os.PathLike)):
@@ -75,6 +99,28 @@ def parse_json_line(line: str, where: str) -> Any:
         raise DataError(f"{where}: Expected a JSON object, got invalid JSON ({e.msg} at column {e.colno})") from e
 
 
+def json_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
+    """Every non-blank line of a JSON-lines file as ``(line number, raw line, parsed value)``, without stopping at
+    damage: the value is ``None`` where the line is not JSON (a line cut by an interrupted write, bytes a crash left),
+    and bytes that are not UTF-8 are replaced. The caller decides whether to skip, report or refuse such a line.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rows.jsonl"
+    >>> _ = path.write_text('{"id": 1}\\n\\n{"id": 2, "cut')
+    >>> [(k, value) for k, _, value in json_lines(path)]
+    [(1, {'id': 1}), (3, None)]
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                value = None
+            yield k, line, value
+
+
 def read_text(path: Path) -> str:
     """The file's text (UTF-8), with a clear error naming the file when it cannot be decoded."""
     try:
@@ -86,7 +132,17 @@ def read_text(path: Path) -> str:
 
 def read_texts(path: str, field_name: str | None = None, limit: int | None = None) -> list[str]:
     """Texts from a .jsonl (one object per line; ``field_name`` or the first of prompt/text/input/question),
-    a .json list (of strings or objects) or a plain text file (one example per non-empty line)."""
+    a .json list (of strings or objects) or a plain text file (one example per non-empty line).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.data import read_texts
+        >>> path = tempfile.mkdtemp() + "/prompts.jsonl"
+        >>> with open(path, "w") as f:
+        ...     print('{"prompt": "the cat sat"}', '{"text": "the dog ran"}', sep="\\n", file=f)
+        >>> read_texts(path)
+        ['the cat sat', 'the dog ran']
+    """
     keys = [field_name] if field_name else ["prompt", "text", "input", "question"]
 
     def pick(obj: object) -> str:

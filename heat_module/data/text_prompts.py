@@ -81,6 +81,14 @@ def read_text_prompts(
         targets: optional continuations aligned with a list / ``.txt`` file (``None`` or ``""`` = greedy).
         on_bad: called as ``on_bad(where, message)`` for a malformed example (default: raise :class:`DataError`).
         multi_token_target: ``"error"`` (a bad example) or ``"first"`` (use its first token).
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> from heat_module.data import read_text_prompts
+        >>> examples = read_text_prompts(["the cat sat on the", "the dog"], tok, targets=[" hill", None])
+        >>> [(e.id, tok.decode([e.target_id]) if e.target_id >= 0 else e.target_id) for e in examples]
+        [('0', 'hill'), ('1', -1)]
     """
     examples = []
     for where, ex_id, prompt, target in prompt_rows(prompts, targets):

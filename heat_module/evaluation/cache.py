@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from heat_module.data.readers import json_lines
+
 
 class Cache:
     """JSON-lines results keyed by ``dataset/example/method`` (records of another fingerprint are ignored).
@@ -21,18 +23,23 @@ class Cache:
     Args:
         path: the JSON-lines file (created on the first :meth:`add`).
         fingerprint: the run's fingerprint; written into every record.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from heat_module.evaluation import Cache
+        >>> path = Path(tempfile.mkdtemp()) / "cache.jsonl"
+        >>> Cache(path, fingerprint="run-a").add({"key": Cache.key("wikibio", "0", "random"), "metrics": {"aopc": 0.1}})
+        >>> Cache(path, "run-a").has("wikibio/0/random"), Cache(path, "run-b").has("wikibio/0/random")
+        (True, False)
     """
 
     def __init__(self, path: Path, fingerprint: str) -> None:
         self.path, self.fingerprint = Path(path), fingerprint
         self.records: dict[str, dict] = {}
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by an interrupted run
-                    continue
-                if rec.get("fp") == fingerprint:
+            for _, _, rec in json_lines(self.path):  # a line cut by an interrupted run reads as None: skipped
+                if isinstance(rec, dict) and rec.get("fp") == fingerprint:
                     self.records[rec["key"]] = rec
 
     @staticmethod
@@ -53,6 +60,10 @@ class Cache:
             f.flush()
 
 
-def rounded(values: torch.Tensor) -> list[float]:
-    """(n,) values as a list of floats with 6 significant digits (what the cache stores)."""
-    return [float(f"{v:.6g}") for v in values.tolist()]
+def rounded(values: torch.Tensor, digits: int = 6) -> list[float]:
+    """(n,) values as a list of floats with ``digits`` significant digits (what the caches store).
+
+    >>> rounded(torch.tensor([1 / 3, 2.0]))
+    [0.333333, 2.0]
+    """
+    return [float(f"{v:.{digits}g}") for v in values.detach().cpu().tolist()]

@@ -11,7 +11,10 @@ Metrics (:func:`model_metrics`, :func:`free_metrics`): Soft-NC / Soft-NS as ReAG
 per seed); ABPC (area between the deletion and insertion curves of P(y), rank-based); on the sets with gold
 tokens (the curated set, annotated LAMBADA) DSA and F1 of the top-|gold| tokens.
 
-The default follows the evidence by :data:`RULE`, fixed before the run (:func:`apply_rule`).
+The default follows the evidence by :data:`RULE`, fixed before the run (:func:`apply_rule`). The context study
+(:func:`run_context`, :data:`CONTEXT_RULE`) chooses again with every metric over the context (``exclude_last=1``),
+ABPC with deletion, the generated evidence benchmark as a fourth dataset and the trivial baselines (``last_token``,
+``recency`` and ``position_prior``, fitted on a held-apart split) as rows; it shares the cached components.
 
 Resumable: a JSON-lines cache under ``out_dir`` keyed by (dataset, example, what); a re-run computes only what is
 missing. Data paths come only from arguments or ``$HEAT_DATA_DIR`` (:class:`ChoiceConfig`).
@@ -35,6 +38,8 @@ from heat_module.attribution.registry import build, method_entries, method_entry
 from heat_module.baselines.attnlrp import AttnLRP
 from heat_module.config import HEATConfig
 from heat_module.data.lambada import load_annotated_lambada
+from heat_module.data.readers import json_lines
+from heat_module.evaluation.cache import rounded
 from heat_module.evaluation.config import DATA_DIR_ENV, DATA_FILES, EvalConfig
 from heat_module.evaluation.datasets import EvalExample, from_data_module, load_dataset, select_examples
 from heat_module.evaluation.variants import sink_transitions
@@ -126,6 +131,8 @@ class ChoiceConfig:
         start: skip the first ``start`` examples of the interleaved order (a second process can then work on a
             later part of the same order at the same time; both append to their own cache files).
         stop: end of this process's part of the interleaved order (exclusive; None: to the end).
+        held_apart: context study: LongRA and generated examples held apart (after the evaluated ones) to fit the
+            recency rate and the position prior; never evaluated.
     """
 
     model: Any = "smollm2"
@@ -145,11 +152,13 @@ class ChoiceConfig:
     wait_for_components: float = 0.0
     start: int = 0
     stop: int | None = None
+    held_apart: int = 10
 
     def __post_init__(self) -> None:
-        bad = [d for d in self.datasets if d not in CHOICE_DATASETS]
+        bad = [d for d in self.datasets if d not in CHOICE_DATASETS + ("evidence",)]
         if bad or not self.datasets:
-            raise ValueError(f"Expected datasets among {list(CHOICE_DATASETS)}, got {self.datasets!r}")
+            raise ValueError(f"Expected datasets among {list(CHOICE_DATASETS) + ['evidence']} (evidence: the context "
+                             f"study only), got {self.datasets!r}")
         if not self.seeds:
             raise ValueError(f"Expected at least one mask seed, got {self.seeds!r}")
 
@@ -203,12 +212,9 @@ class JsonCache:
         if not self.path.parent.exists():
             return
         for file in sorted(self.path.parent.glob("cache*.jsonl")):
-            for line in file.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.records.setdefault(rec["key"], rec)
+            for _, _, rec in json_lines(file):  # a line cut by an interrupted run reads as None: skipped
+                if isinstance(rec, dict):
+                    self.records.setdefault(rec["key"], rec)
 
     def add(self, rec: dict) -> None:
         self.records[rec["key"]] = rec
@@ -222,7 +228,7 @@ def _key(example: EvalExample, what: str) -> str:
 
 
 def _floats(t: torch.Tensor) -> list[float]:
-    return [float(f"{v:.7g}") for v in t.detach().float().cpu().tolist()]
+    return rounded(t.float(), digits=7)
 
 
 # ------------------------------------------------------------------------------------------------------ components
@@ -307,11 +313,12 @@ class MemoForward:
         self.memo: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.memo is not None and self.memo[0].shape == x.shape and torch.equal(self.memo[0], x):
+        if (self.memo is not None and self.memo[0].shape == x.shape and torch.equal(self.memo[0], x)
+                and (mask is None) == (self.memo[1] is None) and (mask is None or torch.equal(self.memo[1], mask))):
             return self.memo[2]
         out = self.fn(x, mask)
         if x.shape[0] <= 2:
-            self.memo = (x.clone(), mask, out)
+            self.memo = (x.clone(), None if mask is None else mask.clone(), out)
         return out
 
 
@@ -350,6 +357,9 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
     ``exact_limits[d]`` examples). Examples of the datasets are interleaved, so a partial run covers all."""
     if stage not in ("cheap", "exact"):
         raise ValueError(f"Expected stage 'cheap' or 'exact', got {stage!r}")
+    if "evidence" in cfg.datasets:
+        raise ValueError("Expected datasets among those of the cheap and exact stages, got 'evidence' (the generated "
+                         "benchmark is a dataset of the context study: run_context)")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if model is None:
@@ -402,5 +412,278 @@ def run_choice(cfg: ChoiceConfig, stage: str = "cheap", model: nn.Module | None 
                        "seconds": row_seconds(row, comp), "metric_seconds": time.perf_counter() - t0})
             done += 1
         log(f"[{stage}] {i + 1}/{len(order)} {e.dataset}/{e.id} n={len(e.input_ids)} rows={done} "
+            f"{time.perf_counter() - t_example:.1f}s")
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------------ context
+# The study of the rule written in the README before its run ("Choosing the default over the context"): every
+# faithfulness metric over the context (the final token never perturbed nor ranked), ABPC with the tokens deleted,
+# the generated benchmark whose evidence is known as a fourth dataset, and the trivial baselines as rows.
+RULE_DATASETS = ("longra", "tellmewhy", "wikibio", "evidence")
+CONTEXT_DATASETS = RULE_DATASETS + ALIGNMENT
+CONTEXT_METRICS = ("soft_nc", "soft_ns", "abpc_deletion", "recall_evidence")
+#: the metrics of the rule on the datasets where each is defined
+METRIC_DATASETS = {"soft_nc": RULE_DATASETS, "soft_ns": RULE_DATASETS, "abpc_deletion": RULE_DATASETS,
+                   "recall_evidence": ("evidence",)}
+EVIDENCE_METRICS = ("recall_evidence", "recall_evidence_noquery", "recall_answer")
+#: the baselines every eligible method must beat; ``position_prior`` is the position control
+TRIVIAL = ("last_token", "recency")
+TITLES["evidence"] = "Evidence (generated)"
+#: row -> (title, components it needs, how its scores are made): ``("heat", (preset, changes))`` is
+#: ``combine`` of the components under ``HEATConfig.preset(preset, **changes)`` (``None``: ``HEATConfig(**changes)``),
+#: ``("registry", name)`` the registry method's ``attribute`` (fitted priors), else the component formula of
+#: :func:`context_scores`.
+CONTEXT_ROWS: dict[str, tuple[str, tuple[str, ...], tuple]] = {
+    "last_token": ("Last token (prior, no model)", (), ("registry", "last_token")),
+    "recency": ("Recency prior (rate fitted on the held-apart split)", (), ("registry", "recency")),
+    "position_prior": ("Position prior (fitted on the held-apart split)", (), ("registry", "position_prior")),
+    "attnlrp": ("AttnLRP", ("A",), ("A",)),
+    "m_attnlrp": ("M·AttnLRP (gated:attnlrp)", ("M", "A"), ("M·A",)),
+    "occlusion_kl": ("Occlusion-KL (= I)", ("I",), ("I",)),
+    "m_i": ("M·I (β = 0, γ = 1; normalize none ≡ sum)", ("M", "I"), ("heat", (None, {"beta": 0.0, "gamma": 1.0}))),
+    "m_i_rank": ("M·I, normalize=rank", ("M", "I"),
+                 ("heat", (None, {"beta": 0.0, "gamma": 1.0, "normalize": "rank"}))),
+    "heat_fisher": ("HEAT eq. 5, Fisher S, normalize=none", ("M", "I", "SF"), ("heat", ("fisher", {}))),
+    "heat_fisher_sum": ("HEAT eq. 5, Fisher S, normalize=sum", ("M", "I", "SF"),
+                        ("heat", ("fisher", {"normalize": "sum"}))),
+    "heat_fisher_rank": ("HEAT eq. 5, Fisher S, normalize=rank", ("M", "I", "SF"),
+                         ("heat", ("fisher", {"normalize": "rank"}))),
+}
+HEAT_CANDIDATES = ("m_i", "m_i_rank", "heat_fisher", "heat_fisher_sum", "heat_fisher_rank")
+CONTEXT_CANDIDATES = ("attnlrp", "m_attnlrp", "occlusion_kl") + HEAT_CANDIDATES
+
+CONTEXT_RULE = f"""**Decision rule (fixed before the run, written in the README first).** Four metrics, all over the
+context: Soft-NC and Soft-NS (ReAGent, 3 mask seeds) and ABPC with the tokens deleted (T = 4), each with
+`exclude_last=1`, on {', '.join(TITLES[d] for d in RULE_DATASETS)}; and evidence recall (top-k, final token left out)
+on the generated benchmark. A method **beats** a trivial baseline on a metric when the mean over the metric's datasets
+of the per-dataset mean paired difference is above 0 and its 95 % bootstrap interval (examples resampled within each
+dataset) lies above 0. **Eligible:** beats both `last_token` and `recency` on at least 3 of the 4 metrics and costs
+≤ {MAX_COST_RATIO:g}× AttnLRP (mean seconds per example on the rule's examples). **Ranking** among the eligible of
+{', '.join(f'`{c}`' for c in CONTEXT_CANDIDATES)}: each (metric, dataset) cell ranks the means (1 = best, ties
+shared); score = mean over the four metrics of the mean rank over that metric's datasets; lowest wins, ties to the
+cheaper. Applied only with ≥ {MIN_EXAMPLES} examples per dataset for every candidate. The best eligible method is the
+first recommendation; the best eligible HEAT configuration becomes `HEATConfig()`."""
+
+
+def context_scores(row: str, comp: dict, seed: int = 0) -> torch.Tensor:
+    """(n,) scores of a row of :data:`CONTEXT_ROWS` from an example's components (registry rows: their
+    ``attribute``, see :func:`run_context`)."""
+    kind = CONTEXT_ROWS[row][2]
+    if kind[0] == "registry":
+        raise ValueError(f"Expected a row computed from components, got {row!r}, a registry method's row")
+    if kind[0] == "random":
+        return row_scores("random", comp, seed)
+    t = {k: torch.tensor(comp[k], dtype=torch.float32) for k in ("M", "I", "A", "SF") if k in comp}
+    if kind[0] == "A":
+        return t["A"]
+    if kind[0] == "I":
+        return t["I"]
+    if kind[0] == "M·A":
+        return t["M"] * t["A"]
+    preset, changes = kind[1]
+    config = HEATConfig(**changes) if preset is None else HEATConfig.preset(preset, **changes)
+    s = t["SF"] if config.beta > 0 else None
+    return combine(Components(t["M"], s, t["I"], None), config)
+
+
+def context_seconds(row: str, comp: dict) -> float:
+    """Seconds per example of a row of :data:`CONTEXT_ROWS` (0 for the model-free rows)."""
+    need = CONTEXT_ROWS[row][1]
+    sec = comp["seconds"]
+    total = sum(sec.get(k, math.nan) for k in need)
+    if any(k in need for k in ("M", "I", "SF")):
+        total += sec.get("fwd", 0.0)
+    return total
+
+
+class RowCacheForward:
+    """``forward_fn`` that computes each distinct (embedding row, mask row) once until :meth:`clear`: the metrics'
+    reference rows (the original, the context zeroed) recur for every row and seed of an example, and the rows of all
+    methods of one example go through one call per chunk."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.fn = make_forward_fn(model)
+        self.memo: dict[bytes, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.memo = {}
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        keys = [x[i].detach().cpu().numpy().tobytes() + b"|" + (b"-" if mask is None else
+                mask[i].detach().cpu().numpy().astype(np.int8).tobytes()) for i in range(x.shape[0])]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        if todo:
+            where = [keys.index(k) for k in todo]
+            out = self.fn(x[where], None if mask is None else mask[where])
+            self.memo.update(zip(todo, out))
+        return torch.stack([self.memo[k] for k in keys])
+
+
+def context_metrics(forward: Any, scores: torch.Tensor, x: torch.Tensor, example: EvalExample, target: int,
+                    cfg: ChoiceConfig) -> dict[str, Any]:
+    """Over the context (``exclude_last=1``): Soft-NC / Soft-NS per seed and their mean, ABPC with deletion; on the
+    generated benchmark also the three evidence recalls (``EVIDENCE_METRICS``). ``scores`` (n,); x (1, n, d)."""
+    return context_metrics_batch(forward, scores[None], x, example, target, cfg)[0]
+
+
+def context_metrics_batch(forward: Any, scores: torch.Tensor, x: torch.Tensor, example: EvalExample, target: int,
+                          cfg: ChoiceConfig) -> list[dict[str, Any]]:
+    """:func:`context_metrics` of R score vectors (R, n) of one example x (1, n, d) at once (the metrics draw their
+    masks per example from its embeddings, so each row gets the draws it would get alone)."""
+    from heat_module.metrics.functional.abpc import abpc_values
+    from heat_module.metrics.functional.evidence_recall import evidence_recall_values
+    from heat_module.metrics.functional.soft_faithfulness import soft_faithfulness_values
+
+    s = scores.float()
+    r = s.shape[0]
+    xs = x.expand(r, -1, -1)
+    out: list[dict[str, Any]] = [{} for _ in range(r)]
+    per: dict[str, list[torch.Tensor]] = {"nc": [], "ns": []}
+    for seed in cfg.seeds:
+        v = soft_faithfulness_values(s, xs, None, forward, kinds=("nc", "ns"), definition="reagent", num_masks=1,
+                                     seed=seed, batch_size=cfg.metric_batch_size, random_baseline=False,
+                                     exclude_last=1)
+        per["nc"].append(v["soft_nc"])
+        per["ns"].append(v["soft_ns"])
+    ab = abpc_values(s, xs, None, torch.full((r,), target, dtype=torch.long), forward, steps=cfg.abpc_steps,
+                     batch_size=cfg.metric_batch_size, exclude_last=1, perturbation="deletion")
+    for i in range(r):
+        for kind in ("nc", "ns"):
+            seeds = [float(t[i]) for t in per[kind]]
+            out[i][f"soft_{kind}"] = float(np.mean(seeds))
+            out[i][f"soft_{kind}_seeds"] = seeds
+        out[i]["abpc_deletion"] = float(ab[i])
+    if example.dataset == "evidence":
+        c = s.detach().cpu()
+        query = [example.metadata["query_tokens"]] * r
+        gold = [example.gold] * r
+        recalls = {"recall_evidence": evidence_recall_values(c, gold, exclude_last=1),
+                   "recall_evidence_noquery": evidence_recall_values(c, gold, exclude_last=1, protected=query),
+                   "recall_answer": evidence_recall_values(c, [example.metadata["answer_tokens"]] * r,
+                                                           exclude_last=1)}
+        for i in range(r):
+            out[i].update({k: float(v[i]) for k, v in recalls.items()})
+    return out
+
+
+def evidence_examples(model: nn.Module, tokenizer: Any, count: int, seed: int = 0, generate: int = 2000
+                      ) -> list[EvalExample]:
+    """The first ``count`` generated items (``heat_module.data.evidence``, seeded) that ``model`` answers right, as
+    examples (target: the answer's first token; gold: the evidence tokens)."""
+    from heat_module.data.evidence import generate_evidence_items, keep_answered, to_example
+
+    kept = []
+    for item in generate_evidence_items(generate, seed=seed):
+        if len(kept) >= count:
+            break
+        if keep_answered([item], model, tokenizer):
+            kept.append(to_example(item, tokenizer))
+    if len(kept) < count:
+        raise ValueError(f"Expected {count} generated items the model answers right, got {len(kept)} of {generate}")
+    return from_data_module("evidence", kept)
+
+
+def context_examples(cfg: ChoiceConfig, model: nn.Module, tokenizer: Any
+                     ) -> tuple[dict[str, list[EvalExample]], list[EvalExample]]:
+    """(dataset -> the evaluated examples, the held-apart examples). Held apart: the ``cfg.held_apart`` examples
+    after the evaluated ones in LongRA's seeded order and in the generated benchmark (TellMeWhy and WikiBio are too
+    small to spare any); they only fit the priors and are never evaluated."""
+    held = cfg.held_apart
+    out: dict[str, list[EvalExample]] = {}
+    spare: list[EvalExample] = []
+    datasets = [d for d in cfg.datasets if d != "evidence"]
+    if datasets:
+        ev = EvalConfig(model="smollm2", **{d: cfg.path(d) for d in datasets if d != "lambada"})
+    for d in cfg.datasets:
+        if d == "evidence":
+            limit = cfg.limits.get(d, 40)
+            items = evidence_examples(model, tokenizer, limit + held)
+            out[d], spare = items[:limit], spare + items[limit:]
+            continue
+        if d == "lambada":
+            examples = from_data_module("lambada", load_annotated_lambada(cfg.path(d), tokenizer))
+        else:
+            examples = load_dataset(d, ev, tokenizer)
+        limit = cfg.limits.get(d, len(examples))
+        chosen = select_examples(examples, limit + (held if d == "longra" else 0), cfg.max_tokens, 0)
+        out[d] = chosen[:limit]
+        if d == "longra":
+            spare += chosen[limit:]
+    return out, spare
+
+
+def fit_priors(model: nn.Module, tokenizer: Any, held: list[EvalExample]) -> dict[str, Any]:
+    """The recency rate (``fit_rate``) and the position profile (``fit_position_prior``) fitted on AttnLRP's scores
+    of the held-apart examples (greedy or given targets).
+
+    The rate is fitted over the context the metrics see (the final token's score left out) among rates < 1: rate 1
+    is uniform scores, not a recency prior (over the context it would score exactly as ``last_token`` does)."""
+    from heat_module.baselines.position_prior import fit_position_prior
+    from heat_module.baselines.recency import RATE_GRID, fit_rate
+
+    if not held:
+        raise ValueError("Expected held-apart examples to fit the recency rate and the position prior, got none "
+                         "(held_apart = 0, or no LongRA / evidence dataset)")
+    method = build("attnlrp", model, tokenizer)
+    results = []
+    for e in held:
+        ids = torch.tensor(e.input_ids, dtype=torch.long, device=input_device(model))
+        results.append(method.attribute(ids, target=e.target_id if e.target_id >= 0 else None).scores.flatten())
+    rates = tuple(r for r in RATE_GRID if r < 1.0)
+    return {"rate": fit_rate([r[:-1] for r in results], rates), "profile": fit_position_prior(results),
+            "held": [f"{e.dataset}/{e.id}" for e in held]}
+
+
+def run_context(cfg: ChoiceConfig, model: nn.Module | None = None, tokenizer: Any = None, log: Any = print
+                ) -> JsonCache:
+    """Compute what the cache lacks for the context study (:data:`CONTEXT_RULE`): the priors' fit (once, on the
+    held-apart split), the components of each example (shared with :func:`run_choice`) and the metrics of every row
+    of :data:`CONTEXT_ROWS` (keys ``.../context/<row>``). Examples of the datasets are interleaved."""
+    bad = [d for d in cfg.datasets if d not in CONTEXT_DATASETS]
+    if bad:
+        raise ValueError(f"Expected datasets among {list(CONTEXT_DATASETS)}, got {bad!r}")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if model is None:
+        model, tokenizer = cfg.model if isinstance(cfg.model, tuple) else load_model(cfg.model)
+    cache = JsonCache(cfg.cache_path)
+    groups, held = context_examples(cfg, model, tokenizer)
+    if "fit/priors" not in cache.records:
+        cache.add({"key": "fit/priors", **fit_priors(model, tokenizer, held)})
+    fit = cache.records["fit/priors"]
+    log(f"[context] priors fitted on {len(fit['held'])} held-apart examples: rate {fit['rate']}")
+    priors = {"last_token": build("last_token", model, tokenizer),
+              "recency": build("recency", model, tokenizer, rate=fit["rate"]),
+              "position_prior": build("position_prior", model, tokenizer, profile=fit["profile"])}
+    order = [g[k] for k in range(max((len(g) for g in groups.values()), default=0)) for g in groups.values()
+             if k < len(g)]
+    order = order[cfg.start:cfg.stop]
+    forward = RowCacheForward(model)
+    for i, e in enumerate(order):
+        t_example = time.perf_counter()
+        ckey = _key(e, "components")
+        if ckey not in cache.records:
+            cache.add({"key": ckey, "n": len(e.input_ids), **components(model, tokenizer, e)})
+        comp = cache.records[ckey]
+        ids = torch.tensor(e.input_ids, dtype=torch.long, device=input_device(model))
+        with torch.no_grad():
+            x = embed(model, ids[None]).detach()
+        rows = [row for row in CONTEXT_ROWS if _key(e, f"context/{row}") not in cache.records]
+        scores = [priors[row].attribute(ids, target=comp["target"]).scores.flatten().float()
+                  if CONTEXT_ROWS[row][2][0] == "registry" else context_scores(row, comp) for row in rows]
+        t0 = time.perf_counter()
+        if not rows:
+            metrics = []
+        elif e.dataset in RULE_DATASETS:
+            metrics = context_metrics_batch(forward, torch.stack(scores).to(x.device), x, e, comp["target"], cfg)
+        else:
+            metrics = [free_metrics(sc, e) for sc in scores]
+        forward.clear()
+        spent = (time.perf_counter() - t0) / max(len(rows), 1)
+        for row, m in zip(rows, metrics):
+            cache.add({"key": _key(e, f"context/{row}"), "dataset": e.dataset, "example": e.id, "row": row,
+                       "metrics": m, "seconds": context_seconds(row, comp), "metric_seconds": spent})
+        log(f"[context] {i + 1}/{len(order)} {e.dataset}/{e.id} n={len(e.input_ids)} rows={len(rows)} "
             f"{time.perf_counter() - t_example:.1f}s")
     return cache

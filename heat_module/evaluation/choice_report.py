@@ -11,23 +11,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from heat_module.evaluation.choice import (
     ALIGNMENT,
     BENCHMARKS,
     CANDIDATES,
     COMPARED,
+    CONTEXT_CANDIDATES,
+    CONTEXT_METRICS,
+    CONTEXT_ROWS,
+    CONTEXT_RULE,
+    EVIDENCE_METRICS,
+    HEAT_CANDIDATES,
     MAX_COST_RATIO,
+    METRIC_DATASETS,
     MIN_EXAMPLES,
     PRIOR_ROWS,
     ROWS,
     RULE,
+    RULE_DATASETS,
     RULE_METRICS,
     TITLES,
+    TRIVIAL,
     ChoiceConfig,
     JsonCache,
 )
 from heat_module.evaluation.stats import bootstrap_ci
+from heat_module.metrics.functional.common import mid_ranks
 from heat_module.metrics.registry import metric_entry, metric_title
 
 #: the benchmark columns: the rule's metrics, and on ranks those that take ``scores_transform`` (``model_metrics``)
@@ -88,11 +99,9 @@ def apply_rule(table: dict, resamples: int = 0) -> dict[str, Any]:
         for m in RULE_METRICS:
             means = {r: float(np.mean([v[m] for v in table.get((d, r), {}).values() if m in v]))
                      for r in eligible if table.get((d, r))}
-            order = sorted(means, key=lambda r: -means[r])
-            for r in eligible:
-                if r in means:  # average ranks for ties
-                    tied = [i + 1 for i, q in enumerate(order) if means[q] == means[r]]
-                    ranks[r].append(float(np.mean(tied)))
+            mid = mid_ranks(-torch.tensor(list(means.values()), dtype=torch.float64))  # 1 = best; ties share
+            for r, rank in zip(means, mid.tolist()):
+                ranks[r].append(rank)
     mean_rank = {r: float(np.mean(v)) if v else math.nan for r, v in ranks.items()}
     finite = [r for r in eligible if math.isfinite(mean_rank[r])]
     winner = min(finite, key=lambda r: (mean_rank[r], sec[r])) if finite else None
@@ -288,4 +297,253 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ context
+def context_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """(dataset, row) -> example id -> metric -> value (plus ``seconds``) of the context study's records, on the
+    examples that have every row of :data:`CONTEXT_ROWS` (an example an interrupted run left part-done is left out,
+    so every row is measured on the same examples)."""
+    out: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+    for r in records:
+        if "/context/" not in r["key"] or r["row"] not in CONTEXT_ROWS:
+            continue
+        vals = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+        vals["seconds"] = r["seconds"]
+        out[(r["dataset"], r["row"])][r["example"]] = vals
+    for d in {d for d, _ in out}:
+        complete = set.intersection(*(set(out.get((d, row), {})) for row in CONTEXT_ROWS))
+        for row in CONTEXT_ROWS:
+            if (d, row) in out:
+                out[(d, row)] = {e: v for e, v in out[(d, row)].items() if e in complete}
+    return out
+
+
+def pooled_difference(table: dict, a: str, b: str, metric: str, datasets: Iterable[str], resamples: int,
+                      seed: int = 0) -> tuple[tuple[float, float, float], dict[str, int]]:
+    """The rule's comparison of row ``a`` with row ``b`` (``b`` may be ``None``: ``a``'s own values): the mean over
+    ``datasets`` of the per-dataset mean of a − b on the examples both have, with its percentile 95 % bootstrap
+    interval (``resamples`` resamples, examples resampled within each dataset). Datasets where the two share no
+    example are left out; none left: NaN. Returns ((estimate, low, high), dataset -> examples)."""
+    diffs: dict[str, np.ndarray] = {}
+    for d in datasets:
+        xa, xb = table.get((d, a), {}), table.get((d, b), {}) if b is not None else {}
+        common = sorted(e for e in xa if metric in xa[e] and (b is None or (e in xb and metric in xb[e])))
+        if common:
+            diffs[d] = np.array([xa[e][metric] - (xb[e][metric] if b is not None else 0.0) for e in common])
+    counts = {d: len(v) for d, v in diffs.items()}
+    if not diffs:
+        return (math.nan, math.nan, math.nan), counts
+    est = float(np.mean([v.mean() for v in diffs.values()]))
+    if resamples <= 0 or min(len(v) for v in diffs.values()) < 2:
+        return (est, math.nan, math.nan), counts
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(resamples)
+    for v in diffs.values():
+        boots += v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+    boots /= len(diffs)
+    return (est, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))), counts
+
+
+def apply_context_rule(table: dict, resamples: int = 1000) -> dict[str, Any]:
+    """The outcome of :data:`heat_module.evaluation.choice.CONTEXT_RULE` on the context table.
+
+    Returns:
+        ``{"applicable", "reason", "beats": {row: {baseline: [metrics]}}, "eligible": [...], "score": {row: float},
+        "winner": row | None, "heat_winner": row | None, "heat_beats_attnlrp": bool, "cost_ratio": {row: float},
+        "seconds": {row: float}, "counts": {row: {dataset: n}}, "diffs": {(row, baseline, metric): ci}}``.
+    """
+    seconds = {}
+    for r in CONTEXT_ROWS:
+        vals = [v["seconds"] for d in RULE_DATASETS for v in table.get((d, r), {}).values()]
+        seconds[r] = float(np.mean(vals)) if vals else math.nan
+    base = seconds.get("attnlrp", math.nan)
+    ratio = {r: seconds[r] / base if base and math.isfinite(base) else math.nan for r in CONTEXT_CANDIDATES}
+    counts = {r: {d: sum(1 for v in table.get((d, r), {}).values()
+                         if all(m in v for m in CONTEXT_METRICS if d in METRIC_DATASETS[m])) for d in RULE_DATASETS}
+              for r in CONTEXT_CANDIDATES}
+    beats: dict[str, dict[str, list[str]]] = {}
+    diffs = {}
+    for r in CONTEXT_CANDIDATES:
+        beats[r] = {}
+        for b in TRIVIAL:
+            beats[r][b] = []
+            for m in CONTEXT_METRICS:
+                ci, _ = pooled_difference(table, r, b, m, METRIC_DATASETS[m], resamples)
+                diffs[(r, b, m)] = ci
+                if ci[0] > 0 and ci[1] > 0:
+                    beats[r][b].append(m)
+    both = {r: [m for m in CONTEXT_METRICS if all(m in beats[r][b] for b in TRIVIAL)] for r in CONTEXT_CANDIDATES}
+    eligible = [r for r in CONTEXT_CANDIDATES if len(both[r]) >= 3 and math.isfinite(ratio[r])
+                and ratio[r] <= MAX_COST_RATIO]
+    per_metric: dict[str, dict[str, list[float]]] = {r: {m: [] for m in CONTEXT_METRICS} for r in eligible}
+    for m in CONTEXT_METRICS:
+        for d in METRIC_DATASETS[m]:
+            means = {r: float(np.mean([v[m] for v in table[(d, r)].values() if m in v])) for r in eligible
+                     if any(m in v for v in table.get((d, r), {}).values())}
+            for r in means:  # 1 = best; ties share the mean of their ranks
+                better = sum(1 for q in means if means[q] > means[r])
+                tied = sum(1 for q in means if means[q] == means[r])
+                per_metric[r][m].append(better + (tied + 1) / 2)
+    score = {r: float(np.mean([np.mean(v) for v in per_metric[r].values()]))
+             if all(len(per_metric[r][m]) == len(METRIC_DATASETS[m]) for m in CONTEXT_METRICS) else math.nan
+             for r in eligible}
+    ranked = sorted((r for r in eligible if math.isfinite(score[r])), key=lambda r: (score[r], seconds[r]))
+    winner = ranked[0] if ranked else None
+    heat = [r for r in ranked if r in HEAT_CANDIDATES]
+    heat_winner = heat[0] if heat else None
+    heat_beats_attnlrp = heat_winner is not None and ("attnlrp" not in score or score[heat_winner] < score["attnlrp"])
+    short = {r: c for r, c in counts.items() if min(c.values()) < MIN_EXAMPLES}
+    applicable = not short
+    reason = (f"every candidate has ≥ {MIN_EXAMPLES} examples on each dataset" if applicable else
+              "not enough examples: " + ", ".join(f"`{r}` ({', '.join(f'{TITLES[d]} {n}' for d, n in c.items())})"
+                                                  for r, c in short.items()))
+    return {"applicable": applicable, "reason": reason, "beats": beats, "beats_both": both, "eligible": eligible,
+            "score": score, "ranked": ranked, "winner": winner, "heat_winner": heat_winner,
+            "heat_beats_attnlrp": heat_beats_attnlrp, "cost_ratio": ratio, "seconds": seconds, "counts": counts,
+            "diffs": diffs}
+
+
+CONTEXT_TITLES = {"soft_nc": "Soft-NC (context)", "soft_ns": "Soft-NS (context)",
+                  "abpc_deletion": "ABPC deletion (context)", "recall_evidence": "evidence recall",
+                  "recall_evidence_noquery": "evidence recall (query left out)", "recall_answer": "answer recall"}
+
+
+def signed(ci: tuple[float, float, float]) -> str:
+    est, lo, hi = ci
+    if not math.isfinite(est):
+        return "–"
+    return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else f"{est:+.3f}"
+
+
+def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes: str = "",
+                         records: Iterable[dict] | None = None, previous: str = "") -> Path:
+    """Write the context study's markdown report (what the cache holds) to ``path``, followed by ``previous`` (an
+    earlier report's text, kept below: newest first); returns ``path``."""
+    cache = JsonCache(cfg.cache_path) if records is None else None
+    records = list(cache.records.values() if cache is not None else records)
+    table = context_table(records)
+    fit = next((r for r in records if r.get("key") == "fit/priors"), None)
+    R = cfg.bootstrap
+    out = apply_context_rule(table, R)
+    title = {r: CONTEXT_ROWS[r][0] for r in CONTEXT_ROWS}
+    lines = ["# Is HEAT worth choosing? Over the context, beside trivial baselines", "",
+             "Every faithfulness metric over the context (the final token never perturbed nor ranked; scores "
+             "renormalised over the rest), ABPC with the tokens deleted, a generated benchmark whose evidence is "
+             "known, and trivial baselines as rows (`heat_module/evaluation/choice.py` `run_context`, "
+             "`benchmarks/eval_choice.py --stage context`). Means over examples with percentile bootstrap 95 % "
+             f"intervals ({R} resamples) in brackets; n = examples.", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    if fit is not None:
+        lines += [f"Priors fitted on the held-apart split ({len(fit['held'])} examples: "
+                  f"{', '.join(sorted({h.split('/')[0] for h in fit['held']}))}; AttnLRP's scores): recency rate "
+                  f"{fit['rate']:g}; position profile (distance 0, 1, 2, … from the end) "
+                  f"{', '.join(f'{p:.3f}' for p in fit['profile'][:8])}, ….", ""]
+    lines += ["## Decision rule", "", CONTEXT_RULE, "", "## Outcome of the rule", "",
+              "Beats: the metrics on which the pooled paired difference to the baseline is above 0 with its interval "
+              "above 0 (NC = Soft-NC, NS = Soft-NS, AB = ABPC deletion, ER = evidence recall).", "",
+              "| candidate | beats `last_token` on | beats `recency` on | × AttnLRP | eligible | score (mean rank) | "
+              "n (" + ", ".join(TITLES[d] for d in RULE_DATASETS) + ") |", "|---|---|---|---|---|---|---|"]
+    short = {"soft_nc": "NC", "soft_ns": "NS", "abpc_deletion": "AB", "recall_evidence": "ER"}
+    for r in CONTEXT_CANDIDATES:
+        sc = out["score"].get(r, math.nan)
+        lines.append(f"| `{r}` {title[r]} | " + " | ".join(", ".join(short[m] for m in out["beats"][r][b]) or "none"
+                                                          for b in TRIVIAL)
+                     + f" | {out['cost_ratio'][r]:.1f} | {'yes' if r in out['eligible'] else 'no'} | "
+                     + (f"{sc:.2f}" if math.isfinite(sc) else "–") + " | "
+                     + ", ".join(str(out["counts"][r][d]) for d in RULE_DATASETS) + " |")
+    if out["applicable"]:
+        lines += ["", f"**Rule applied.** Best method: `{out['winner']}`; best HEAT configuration: "
+                      f"`{out['heat_winner']}`; a HEAT configuration ranks above AttnLRP: "
+                      f"{'yes' if out['heat_beats_attnlrp'] else 'no'}.", ""]
+    else:
+        lines += ["", f"**Rule not applied** ({out['reason']}); by the data so far: best `{out['winner']}`, best HEAT "
+                      f"`{out['heat_winner']}`.", ""]
+
+    # summary over the rule's datasets
+    metrics = CONTEXT_METRICS
+    lines += ["## Summary: pooled means (mean of the per-dataset means) and the position-controlled score", "",
+              "Position-controlled: the method's value minus `position_prior`'s on the same example, pooled the same "
+              "way (0: no better than position alone).", "",
+              "| method | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " | "
+              + " | ".join(f"{CONTEXT_TITLES[m]} − position" for m in metrics) + " | s/example |",
+              "|---|" + "---|" * (2 * len(metrics) + 1)]
+    for r in CONTEXT_ROWS:
+        cells = [fmt(pooled_difference(table, r, None, m, METRIC_DATASETS[m], R)[0]) for m in metrics]
+        cells += [signed(pooled_difference(table, r, "position_prior", m, METRIC_DATASETS[m], R)[0])
+                  if r != "position_prior" else "0" for m in metrics]
+        lines.append(f"| {title[r]} | " + " | ".join(cells) + f" | {out['seconds'][r]:.2f} |")
+    lines.append("")
+
+    for b in TRIVIAL + ("position_prior",):
+        lines += [f"## Paired differences: each method minus `{b}` (pooled over the datasets)", "",
+                  "| method − " + b + " | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for r in CONTEXT_ROWS:
+            if r != b:
+                lines.append(f"| {title[r]} | " + " | ".join(
+                    signed(pooled_difference(table, r, b, m, METRIC_DATASETS[m], R)[0]) for m in metrics) + " |")
+        lines.append("")
+
+    for d in RULE_DATASETS + ALIGNMENT:
+        rows = [r for r in CONTEXT_ROWS if table.get((d, r))]
+        if not rows:
+            continue
+        ms = (("soft_nc", "soft_ns", "abpc_deletion") + (EVIDENCE_METRICS if d == "evidence" else ())
+              if d in RULE_DATASETS else ALIGN_METRICS)
+        names = [CONTEXT_TITLES.get(m, metric_title(m) if m in ALIGN_METRICS else m) for m in ms]
+        lines += [f"## {TITLES[d]}", "", "| method | n | " + " | ".join(names) + " | s/example |",
+                  "|---|---|" + "---|" * (len(ms) + 1)]
+        for r in rows:
+            vals = table[(d, r)]
+            cells = [fmt(cell([v[m] for v in vals.values() if m in v], R)) for m in ms]
+            lines.append(f"| {title[r]} | {len(vals)} | " + " | ".join(cells)
+                         + f" | {np.mean([v['seconds'] for v in vals.values()]):.2f} |")
+        lines.append("")
+        if d in ALIGNMENT:
+            for b in TRIVIAL:
+                lines += [f"Paired differences on {TITLES[d]}: method − `{b}`", "",
+                          "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(ms)]
+                for r in rows:
+                    if r != b:
+                        lines.append(f"| {title[r]} | " + " | ".join(
+                            signed(pooled_difference(table, r, b, m, (d,), R)[0]) for m in ms) + " |")
+                lines.append("")
+
+    if out["heat_winner"] is not None:
+        ref = out["heat_winner"]
+        lines += [f"## Paired differences per dataset: the best HEAT configuration `{ref}` minus each method", ""]
+        for d in RULE_DATASETS:
+            ms = ("soft_nc", "soft_ns", "abpc_deletion") + (("recall_evidence",) if d == "evidence" else ())
+            lines += [f"**{TITLES[d]}**", "", f"| `{ref}` − | " + " | ".join(CONTEXT_TITLES[m] for m in ms) + " |",
+                      "|---|" + "---|" * len(ms)]
+            for r in CONTEXT_ROWS:
+                if r != ref:
+                    lines.append(f"| {title[r]} | " + " | ".join(
+                        signed(pooled_difference(table, ref, r, m, (d,), R)[0]) for m in ms) + " |")
+            lines.append("")
+
+    lines += ["## Rows", ""]
+    for r, (t, need, kind) in CONTEXT_ROWS.items():
+        how = {"registry": lambda k: f"`build({k[1]!r}, model, tok, …).attribute(ids, target)` (no model; fitted "
+                                     "on the held-apart split where it has a fit)",
+               "A": lambda k: "`AttnLRP(model, tok).attribute(ids, target)`",
+               "I": lambda k: "I of eq. 4 (zero mask) = `build('occlusion', model, measure='kl')`",
+               "M·A": lambda k: "M (`sink='auto'`) × AttnLRP = `build('gated:attnlrp', model)`",
+               "heat": lambda k: ("`HEATConfig(" if k[1][0] is None else f"`HEATConfig.preset({k[1][0]!r}"
+                                  + (", " if k[1][1] else "")) + ", ".join(f"{a}={v!r}" for a, v in k[1][1].items())
+                                 + ")` via `combine`"}[kind[0]](kind)
+        lines.append(f"- `{r}` — {t}: {how}; components {', '.join(need) or '–'}.")
+    lines += ["", f"Run settings: contexts ≤ {cfg.max_tokens} tokens, Soft-NC/NS mask seeds {list(cfg.seeds)} (one "
+              f"mask each), ABPC T = {cfg.abpc_steps} with deletion, `exclude_last=1` everywhere.", ""]
+    if command:
+        lines += ["Report command:", "", f"    {command}", ""]
+    text = "\n".join(lines) + "\n"
+    if previous:
+        text += "\n---\n\n" + previous
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     return path

@@ -35,7 +35,13 @@ BENCHMARKS = ("longra", "tellmewhy", "wikibio")
 
 def default_baselines() -> dict[str, tuple[str, dict]]:
     """The baselines run by default, label -> (registry name, options): the ``evaluation`` rows every entry of the
-    method registry declares (:class:`heat_module.attribution.registry.MethodEntry`)."""
+    method registry declares (:class:`heat_module.attribution.registry.MethodEntry`).
+
+    Example:
+        >>> from heat_module.evaluation import default_baselines
+        >>> default_baselines()["random"]  # row label -> (registry name, options)
+        ('random', {})
+    """
     return {label: (name, dict(options)) for name, entry in method_entries().items()
             for label, (_, options) in entry.evaluation.items()}
 
@@ -94,6 +100,16 @@ class EvalConfig:
         progress: show a tqdm progress bar.
         report_only: compute nothing; write the report from what the cache holds for the selected examples.
         notes: markdown inserted after the setup section of the report (a discussion written by a person).
+
+    Example:
+        >>> from heat_module.evaluation import EvalConfig
+        >>> cfg = EvalConfig(datasets=["curated"], curated="curated.json", limit=5)
+        >>> cfg.model, cfg.report_path.name
+        ('smollm2', 'RESULTS-eval.md')
+        >>> EvalConfig(limit=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected limit to be an integer >= 1, got 0
     """
 
     model: Any = "smollm2"
@@ -186,7 +202,13 @@ class EvalConfig:
 def parse_methods(specs: Sequence[str] | None) -> dict[str, tuple[str, dict]]:
     """``["occlusion", "ig16=integrated_gradients:steps=16,baseline=mean"]`` -> baseline specs (``None``: the
     default set, :func:`default_baselines`). A bare label is a default row's label or a registry name (or alias)
-    without options; every name must be in the method registry."""
+    without options; every name must be in the method registry.
+
+    Example:
+        >>> from heat_module.evaluation import parse_methods
+        >>> parse_methods(["random", "ig4=integrated_gradients:steps=4"])
+        {'random': ('random', {}), 'ig4': ('integrated_gradients', {'steps': 4})}
+    """
     defaults = default_baselines()
     if specs is None:
         return defaults

@@ -26,7 +26,13 @@ from heat_module.evaluation.config import DATASETS, EvalConfig
 @dataclass
 class EvalExample:
     """One example: context ids, target (-1 = greedy), optional gold / distractor positions (counted from the
-    first token)."""
+    first token).
+
+    Example:
+        >>> from heat_module.evaluation import EvalExample
+        >>> EvalExample("curated", "c0", input_ids=[4, 29, 65], target_id=38, gold=[1]).distractor is None
+        True
+    """
 
     dataset: str
     id: str
@@ -44,7 +50,17 @@ def from_data_module(dataset: str, examples: Iterable, prefix: str = "") -> list
 
 
 def load_dataset(name: str, cfg: EvalConfig, tokenizer: Any) -> list[EvalExample]:
-    """Every usable example of one dataset (before ``limit``), in file order; the path is ``cfg.data_path(name)``."""
+    """Every usable example of one dataset (before ``limit``), in file order; the path is ``cfg.data_path(name)``.
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import load_dataset
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> [(e.dataset, e.id, len(e.input_ids)) for e in load_dataset("wikibio", cfg, tiny_tokenizer())]
+        [('wikibio', '0', 5), ('wikibio', '1', 5)]
+    """
     if name not in DATASETS:
         raise ValueError(f"Expected a dataset among {list(DATASETS)}, got {name!r}")
     path = cfg.data_path(name)
@@ -74,7 +90,15 @@ def usable(examples: Sequence[EvalExample], max_tokens: int) -> list[EvalExample
 
 
 def select_examples(examples: Sequence[EvalExample], limit: int, max_tokens: int, seed: int) -> list[EvalExample]:
-    """The first ``limit`` examples of at most ``max_tokens`` tokens, in a seeded random order (prefix-stable)."""
+    """The first ``limit`` examples of at most ``max_tokens`` tokens, in a seeded random order (prefix-stable).
+
+    Example:
+        >>> from heat_module.evaluation import EvalExample, select_examples
+        >>> examples = [EvalExample("wikibio", str(k), list(range(2 + k)), -1) for k in range(6)]
+        >>> chosen = select_examples(examples, limit=3, max_tokens=5, seed=0)  # seeded order; n <= 5 only
+        >>> len(chosen), all(len(e.input_ids) <= 5 for e in chosen)
+        (3, True)
+    """
     kept = usable(examples, max_tokens)
     order = np.random.default_rng(seed).permutation(len(kept))
     return [kept[i] for i in order[:limit]]

@@ -27,7 +27,8 @@ def draw_figures(model: nn.Module, tokenizer: Any, out_dir: Path, sink: str, pro
     Returns:
         One ``{"path", "target", "top"}`` per figure (``top``: the four highest-scored tokens with their scores).
     """
-    heat = HEAT(model, tokenizer, HEATConfig.preset("exact", sink=sink, probes=probes, seed=seed))
+    heat = HEAT(model, tokenizer, HEATConfig.preset("exact", sink=sink, curvature={"name": "exact", "probes": probes},
+                                                          seed=seed))
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for k, (prompt, _) in enumerate(FIGURE_PROMPTS, 1):

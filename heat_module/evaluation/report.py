@@ -58,6 +58,21 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
             description of the machine, given by the caller), ``usable`` and ``greedy_match`` per dataset,
             ``data_paths`` per dataset, ``wall_seconds``, ``figures`` (from :func:`heat_module.evaluation.figures.
             draw_figures`), ``figure_sink``, ``command``.
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from pathlib import Path
+        >>> from heat_module.evaluation import Evaluator, load_dataset, summarize, write_report
+        >>> evaluator = Evaluator(cfg, *cfg.model)
+        >>> for example in load_dataset("wikibio", cfg, evaluator.tokenizer):
+        ...     _ = evaluator.run_example(example)
+        >>> summary = summarize(evaluator.cache.records.values(), cfg, evaluator.variants)
+        >>> path = Path(cfg.out_dir) / "report.md"
+        >>> text = write_report(summary, cfg, evaluator.variants, path, meta={"model_name": "tiny"})
+        >>> text.splitlines()[0]
+        '# HEAT evaluation on tiny'
     """
     c = summary.cells
     datasets = list(cfg.datasets)

@@ -125,6 +125,19 @@ class Evaluator:
     Args:
         cfg: the run's settings.
         model, tokenizer: the model to evaluate (``None``: ``load_model(cfg.model)``).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import Evaluator, load_dataset
+        >>> evaluator = Evaluator(cfg, *cfg.model)
+        >>> example = load_dataset("wikibio", cfg, evaluator.tokenizer)[0]
+        >>> [v.key for v in evaluator.todo(example)]
+        ['random']
+        >>> _ = evaluator.run_example(example)
+        >>> evaluator.todo(example)  # the row is in the cache now
+        []
     """
 
     def __init__(self, cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None) -> None:
@@ -155,7 +168,8 @@ class Evaluator:
         ``HEATConfig()`` is M·I) with the run's probes and seed (built once)."""
         if self._heat is None:
             self._heat = HEAT(self.model, self.tokenizer,
-                              HEATConfig.preset("exact", probes=self.cfg.probes, seed=self.cfg.seed))
+                              HEATConfig.preset("exact", curvature={"name": "exact", "probes": self.cfg.probes},
+                                                seed=self.cfg.seed))
         return self._heat
 
     def todo(self, example: EvalExample) -> list[Variant]:
@@ -271,7 +285,8 @@ class Evaluator:
 
     def fisher_curvature(self, ids: torch.Tensor, target: int, captures: list) -> torch.Tensor:
         """(n,) S with ``curvature="fisher"`` (the run's HEAT settings otherwise)."""
-        heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature="fisher"))
+        fisher = {"name": "fisher", "probes": self.heat.config.curvature.probes}
+        heat = HEAT(self.model, self.tokenizer, self.heat.config.replace(curvature=fisher))
         s = heat.curvature(self.scorer.embeds(ids), target, captures, Cost())
         return s.detach().float().cpu()
 
@@ -285,6 +300,15 @@ def run(cfg: EvalConfig, model: nn.Module | None = None, tokenizer: Any = None, 
         model, tokenizer: the model (``None``: ``cfg.model`` as a ``(model, tokenizer)`` pair, or loaded by name).
         command: the command line recorded at the end of the report.
         machine: a description of the machine for the report's setup section (``None``: not mentioned).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import run
+        >>> report = run(cfg)  # a second call resumes from cfg.cache_path and computes nothing again
+        >>> report.name, report.read_text().startswith("# HEAT evaluation")
+        ('RESULTS-eval.md', True)
     """
     t_start = time.perf_counter()
     data_paths = {d: cfg.data_path(d) for d in cfg.datasets}  # a missing path fails before the model loads

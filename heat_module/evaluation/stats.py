@@ -19,7 +19,14 @@ from heat_module.heat.transition import GATE_OPTIONS
 
 def bootstrap_ci(values: Sequence[float], resamples: int, seed: int,
                  statistic: Callable[[np.ndarray], float] | None = None) -> tuple[float, float, float]:
-    """(estimate, low, high): the statistic (default: mean) and its percentile 95 % bootstrap interval."""
+    """(estimate, low, high): the statistic (default: mean) and its percentile 95 % bootstrap interval.
+
+    Example:
+        >>> from heat_module.evaluation import bootstrap_ci
+        >>> mean, low, high = bootstrap_ci([0.1, 0.2, 0.3, 0.4], resamples=200, seed=0)
+        >>> round(mean, 6), low <= mean <= high
+        (0.25, True)
+    """
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return (math.nan, math.nan, math.nan)
@@ -38,7 +45,15 @@ def bootstrap_ci(values: Sequence[float], resamples: int, seed: int,
 
 def log_ratio_ci(method: Sequence[float], random: Sequence[float], resamples: int, seed: int
                  ) -> tuple[float, float, float]:
-    """ln(mean(method) / mean(random)) with a paired bootstrap interval (NaN when a mean is ≤ 0)."""
+    """ln(mean(method) / mean(random)) with a paired bootstrap interval (NaN when a mean is ≤ 0).
+
+    Example:
+        >>> import math
+        >>> from heat_module.evaluation import log_ratio_ci
+        >>> estimate, low, high = log_ratio_ci([0.4, 0.6], [0.2, 0.3], resamples=100, seed=0)
+        >>> math.isclose(estimate, math.log(0.5 / 0.25)), low <= estimate <= high  # ln(mean method / mean random)
+        (True, True)
+    """
     pairs = np.stack([np.asarray(method, float), np.asarray(random, float)], axis=1)
 
     def stat(p: np.ndarray) -> float:
@@ -50,7 +65,15 @@ def log_ratio_ci(method: Sequence[float], random: Sequence[float], resamples: in
 
 @dataclass
 class Summary:
-    """Per (dataset, method, metric): (estimate, low, high) and the example count."""
+    """Per (dataset, method, metric): (estimate, low, high) and the example count.
+
+    Example:
+        >>> from heat_module.evaluation import Summary
+        >>> summary = Summary(cells={("wikibio", "random", "aopc"): (0.1, 0.05, 0.15)},
+        ...                   counts={("wikibio", "random"): 2}, facts={})
+        >>> summary.cells[("wikibio", "random", "aopc")][0]  # (estimate, low, high)
+        0.1
+    """
 
     cells: dict[tuple[str, str, str], tuple[float, float, float]]
     counts: dict[tuple[str, str], int]
@@ -58,7 +81,20 @@ class Summary:
 
 
 def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant]) -> Summary:
-    """Means and bootstrap intervals from cache records (only examples where every listed row is present)."""
+    """Means and bootstrap intervals from cache records (only examples where every listed row is present).
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import Evaluator, load_dataset, summarize
+        >>> evaluator = Evaluator(cfg, *cfg.model)
+        >>> for example in load_dataset("wikibio", cfg, evaluator.tokenizer):
+        ...     _ = evaluator.run_example(example)
+        >>> summary = summarize(evaluator.cache.records.values(), cfg, evaluator.variants)
+        >>> summary.counts[("wikibio", "random")]
+        2
+    """
     by: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # (dataset, method) -> example -> metrics
     refs: dict[str, dict[str, dict]] = defaultdict(dict)
     seconds, extras, components = [], defaultdict(list), []

@@ -31,6 +31,11 @@ class Variant:
 
     ``key`` is the cache key; ``family`` is ``"baseline"``, ``"heat"``, ``"ablation"``, ``"sweep"`` or ``"extra"``;
     ``model_metrics`` says whether the model-based metrics (Soft-NC/NS, AOPC) are computed for it.
+
+    Example:
+        >>> from heat_module.evaluation import Variant
+        >>> Variant(key="heat[first]", family="heat", title="HEAT, sink first", sink="first").ablation
+        'full'
     """
 
     key: str
@@ -48,7 +53,18 @@ def heat_key(sink: str, beta: float = 0.5) -> str:
 
 
 def variants(cfg: EvalConfig) -> list[Variant]:
-    """Every row of the run, in report order."""
+    """Every row of the run, in report order.
+
+    Example:
+        >>> import tempfile
+        >>> from heat_module.testing import tiny_eval_config
+        >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
+        >>> from heat_module.evaluation import variants
+        >>> [v.key for v in variants(cfg)]
+        ['random']
+        >>> len(variants(cfg.__class__(**{**vars(cfg), "heat": True}))) > 10  # HEAT's sinks, ablations and sweep
+        True
+    """
     out = [Variant(label, "baseline", baseline_title(label, spec)) for label, spec in cfg.baselines.items()]
     if not cfg.heat:
         return out

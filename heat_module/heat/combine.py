@@ -1,16 +1,9 @@
 """Eq. 5 and the Table 5 ablations: Attr_i = M[i]·(β S_i + γ I_i), and HEAT+FO (appendix eq. 22).
 
-HEAT+FO adds the first-order term ‖∇_{x_i} g‖₁ with weight α, in one of two named forms
-(``HEATConfig.first_order``):
-
-- ``"gated"`` (default, the paper's eq. 22): Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + β S_i + γ I_i) — the gate scales the
-  gradient term like the others;
-- ``"outside"`` (kept for comparison with earlier runs of this library): Attr_i = M[i]·(β S_i + γ I_i) +
-  α‖∇_{x_i} g‖₁ — the gradient term ungated.
-
-With α = 0 both are eq. 5. Under ``HEATConfig.normalize`` the gradient term is normalised like S and I. The
-ablations of Table 5 act on the gate: ``"no_gate"`` drops M (both forms then give
-α‖∇g‖₁ + βS + γI), ``"uniform_gate"`` replaces M by 1/n.
+HEAT+FO adds the first-order term ‖∇_{x_i} g‖₁ with weight α inside the gate, as the paper's eq. 22 does:
+Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + β S_i + γ I_i); with α = 0 this is eq. 5. Under ``HEATConfig.normalize`` the
+gradient term is normalised like S and I. The ablations of Table 5 act on the gate: ``"no_gate"`` drops M
+(α‖∇g‖₁ + βS + γI), ``"uniform_gate"`` replaces M by 1/n.
 
 :class:`Components` holds the per-token parts of one example; :func:`combine` turns them into scores for a
 configuration, so the components can be computed once and recombined (e.g. for every ablation or sink option).
@@ -36,6 +29,15 @@ class Components:
         information: I (eq. 4) or ``None``.
         first_order: ‖∇_{x_i} g‖₁ (HEAT+FO) or ``None``.
         cost: what computing them spent.
+
+    Example:
+        >>> import torch
+        >>> from heat_module import HEATConfig
+        >>> from heat_module.heat import Components, combine
+        >>> parts = Components(transition=torch.tensor([0.5, 0.5]), curvature=None,
+        ...                    information=torch.tensor([1.0, 3.0]), first_order=None)
+        >>> combine(parts, HEATConfig())  # M·I (β = 0)
+        tensor([0.5000, 1.5000])
     """
 
     transition: torch.Tensor
@@ -75,12 +77,20 @@ def normalize_component(values: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
-    """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22, or the ``"outside"`` form) and the Table 5 ablations,
+    """(n,) Attr from the components: eq. 5, HEAT+FO (eq. 22) and the Table 5 ablations,
     with S, I and the first-order term ‖∇_{x_i} g‖₁ each first normalised as ``config.normalize`` says
     (:func:`normalize_component`), so that α, β and γ weigh terms on one scale (a raw gradient norm beside
     normalised S and I would let the gradient's magnitude, not α, decide how much it counts).
 
     A component that is ``None`` counts as zero (under every ``normalize``).
+
+    Example:
+        >>> import torch
+        >>> from heat_module import HEATConfig
+        >>> from heat_module.heat import Components, combine
+        >>> parts = Components(torch.tensor([0.5, 0.5]), torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0]), None)
+        >>> combine(parts, HEATConfig.preset("exact"))  # eq. 5: M·(0.5·S + 0.5·I)
+        tensor([0.7500, 0.7500])
     """
     n = parts.transition.shape[0]
     zero = torch.zeros(n, dtype=parts.transition.dtype, device=parts.transition.device)
@@ -100,6 +110,4 @@ def combine(parts: Components, config: HEATConfig) -> torch.Tensor:
     if ablation == "no_gate":
         return inner + config.alpha * fo
     gate = torch.full_like(parts.transition, 1.0 / n) if ablation == "uniform_gate" else parts.transition
-    if config.first_order == "outside":
-        return gate * inner + config.alpha * fo
     return gate * (config.alpha * fo + inner)  # eq. 22

@@ -9,30 +9,23 @@ positions i0..n-1 on the frozen KV cache of the prefix (from the unperturbed for
 recompute on average. ``curvature_naive`` is the authors'-code-style loop (one double backward per token and
 probe), kept as the reference and the benchmark baseline.
 
-:func:`estimate_curvature` is what :class:`heat_module.heat.estimator.HEAT` calls: the configured estimator
-(``exact`` here, ``fisher`` :mod:`heat_module.heat.fisher`, ``lowrank`` :mod:`heat_module.heat.lowrank`), each
-optionally w.r.t. the residual stream entering layer L-k (HEAT-LS, :mod:`heat_module.heat.layer_sampling`),
-counting its work into a :class:`~heat_module.result.Cost` (:mod:`heat_module.heat.cost`).
+:class:`heat_module.heat.estimator.HEAT` runs S through the estimator parts that call these functions (``s_exact``
+here, ``s_fisher`` :mod:`heat_module.heat.fisher`, ``s_lowrank`` :mod:`heat_module.heat.lowrank`), each optionally
+w.r.t. the residual stream entering layer L-k (HEAT-LS, :func:`heat_module.heat.part.on_residual_stream`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 
-from heat_module.config import CURVATURES, HEATConfig
-from heat_module.heat.cost import FE_BACKWARD, FE_FORWARD, FE_HVP, exact_fe, hvp_runs
-from heat_module.heat.fisher import curvature_fisher
-from heat_module.heat.layer_sampling import num_layers, residual_input, residual_stream, start_layer
-from heat_module.heat.lowrank import curvature_lowrank
+from heat_module.heat.cost import hvp_runs
 from heat_module.heat.objective import batched_hvp, resolve_hvp_mode, target_logprob_fn
 from heat_module.lm.capture import LayerCapture, PrefixKV, can_share_prefix
 from heat_module.lm.forward import position_ids_from_mask
 from heat_module.lm.offload import offloaded_modules
-from heat_module.result import Cost
 
 
 def rademacher(m: int, n: int, d: int, seed: int = 0, device: str | torch.device = "cpu",
@@ -187,76 +180,3 @@ def offload_hvp_mode(model: nn.Module, mode: str, device: torch.device) -> str:
         )
     resolve_hvp_mode(mode, device)  # validates the name
     return "reverse_over_reverse"
-
-
-def estimate_curvature(
-    model: nn.Module,
-    config: HEATConfig,
-    inputs_embeds: torch.Tensor,
-    target: int,
-    captures: Sequence[LayerCapture],
-    probes: torch.Tensor,
-    cost: Cost,
-    foil: int | None = None,
-    progress: Callable[[int], object] | None = None,
-) -> torch.Tensor:
-    """(n,) fp32 S of one unpadded example with the estimator ``config`` selects (eq. 2–3 or a surrogate).
-
-    Args:
-        model: the causal LM (on the ``"heat"`` attention implementation).
-        config: ``curvature``, ``layers`` (HEAT-LS), ``probes``, chunk sizes, ``hvp_mode``, ``backend``, ``seed``.
-        inputs_embeds: (1, n, d) input embeddings X.
-        target: the target id y.
-        captures: the unperturbed run's captures (their keys/values are the frozen prefix cache of the exact mode).
-        probes: (m, n, d) Rademacher probes (eq. 3).
-        cost: updated in place (``hvps``, ``gradients``, ``forward_passes``, ``forward_equivalents``, details).
-        foil: contrastive S, of g = log P(target) − log P(foil) (``"exact"`` only).
-        progress: called with a number of HVPs done (exact: per run; other estimators: once at the end).
-    """
-    cfg = config
-    if foil is not None and cfg.curvature != "exact":
-        raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {cfg.curvature!r}")
-    hvp_mode = offload_hvp_mode(model, cfg.hvp_mode, inputs_embeds.device) if cfg.curvature != "fisher" else None
-    _, n, _ = inputs_embeds.shape
-    m = probes.shape[0]
-    z, caps, context, frac = inputs_embeds, list(captures), nullcontext(), 1.0
-    if cfg.layers is not None:
-        start = start_layer(model, cfg.layers)
-        z = residual_input(model, inputs_embeds, start)
-        caps = [c for c in caps if c.decoder_layer >= start] if all(
-            c.decoder_layer is not None for c in caps) else caps[start:]
-        context = residual_stream(model, start)
-        frac = cfg.layers / num_layers(model)
-        cost.forward_passes += 1
-        cost.forward_equivalents += FE_FORWARD
-        cost.details["curvature_layers"] = [start, num_layers(model)]
-    with context:
-        if cfg.curvature == "exact":
-            share = bool(caps) and can_share_prefix(caps)
-            s = curvature_exact(model, z, target, probes, None, caps if share else None,
-                                None if cfg.hvp_memory_mb is not None else cfg.hvp_chunk_size, mode=hvp_mode,
-                                memory_mb=cfg.hvp_memory_mb, foil=foil, progress=progress)
-            runs = len(hvp_runs(list(range(n)), m, n, share))
-            cost.hvps += n * m
-            cost.gradients += runs
-            cost.forward_passes += n * m
-            cost.forward_equivalents += frac * exact_fe(n, m, cfg.hvp_chunk_size, share)
-            return s
-        if cfg.curvature == "fisher":
-            s, factors = curvature_fisher(model, z, probes, cfg.fisher_topk, cfg.fisher_mass, cfg.hvp_chunk_size,
-                                          cfg.backend)
-            K = int(factors.u.shape[0])
-            cost.forward_passes += 1
-            cost.gradients += K
-            cost.forward_equivalents += frac * (FE_FORWARD + K * FE_BACKWARD)
-            cost.details["fisher_k"] = K
-            cost.details["fisher_mass"] = factors.mass
-            return s.float()
-        if cfg.curvature == "lowrank":
-            s, lr = curvature_lowrank(model, z, target, probes, cfg.rank, cfg.oversample, cfg.hvp_chunk_size, cfg.seed,
-                                      cfg.backend, mode=hvp_mode)
-            cost.hvps += lr.hvps
-            cost.forward_equivalents += frac * lr.hvps * FE_HVP
-            cost.details["lowrank_k"] = int(lr.eigenvalues.numel())
-            return s.float()
-    raise ValueError(f"Expected curvature to be one of {list(CURVATURES)}, got {cfg.curvature!r}")

@@ -12,6 +12,7 @@ Pramanik et al., "Can Linear Attributions Explain Nonlinear LLMs?" (docs/paper.m
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,17 +24,17 @@ from heat_module.attribution.base import Attributor, TargetIds, is_list_input, t
 from heat_module.attribution.registry import register_method
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine
-from heat_module.heat.cost import FE_GRADIENT, information_fe
-from heat_module.heat.curvature import estimate_curvature, rademacher
-from heat_module.heat.fisher_information import fisher_components
-from heat_module.heat.information import information
+from heat_module.heat.cost import FE_GRADIENT
+from heat_module.heat.m_gate import GateM
+from heat_module.heat.memory_plan import plan_for
 from heat_module.heat.objective import gradient_norms
-from heat_module.heat.progress import AUTO_SECONDS, expected_seconds, progress_bar
+from heat_module.heat.part import Example
+from heat_module.heat.progress import AUTO_SECONDS, Meter, expected_seconds
+from heat_module.heat.s_fisher import shared_fisher, shares_factors
 from heat_module.heat.sentence import attribute_sentence
-from heat_module.heat.transition import transition_from_captures
 from heat_module.heat.windowing import attribute_windowed
-from heat_module.lm.capture import LayerCapture, can_share_prefix, capture, install, slice_captures, uninstall
-from heat_module.lm.forward import embed, mask_vector, next_token_logits, score_dtype
+from heat_module.lm.capture import LayerCapture, capture, install, slice_captures, uninstall
+from heat_module.lm.forward import embed, next_token_logits, score_dtype
 from heat_module.lm.quantization import check_not_bitsandbytes
 from heat_module.result import AttributionResult, Cost, ResultList
 
@@ -42,10 +43,19 @@ from heat_module.result import AttributionResult, Cost, ResultList
 class HEAT(Attributor):
     """Hessian-enhanced attribution of a decoder-only LM's next-token prediction.
 
-    Example:
-        >>> model, tok = load_model("smollm2")
-        >>> res = HEAT(model, tok, HEATConfig()).attribute("The capital of France is")
-        >>> res.topk(3)
+    Example (a tiny random model; ``heat_module.load_model("smollm2")`` gives the real one):
+        >>> from heat_module import HEAT, HEATConfig
+        >>> from heat_module.heat.s_fisher import FisherS
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> model, tok = tiny_model("llama"), tiny_tokenizer()
+        >>> res = HEAT(model, tok, HEATConfig()).attribute("the cat sat on the hat")  # M·I
+        >>> len(res.tokens), res.curvature is None
+        (6, True)
+        >>> config = HEATConfig(beta=0.5, gamma=0.5, curvature=FisherS(topk=4))  # eq. 5 with the Fisher S
+        >>> with HEAT(model, tok, config) as heat:
+        ...     res = heat.attribute("the cat sat on the hat")
+        >>> res.cost["fisher_k"], res.curvature.shape
+        (4, torch.Size([6]))
 
     ``HEATConfig()`` (also ``config=None``) is M·I, eq. 5 with β = 0: no S, no HVPs;
     ``HEATConfig.preset("exact")`` is eq. 5 with the exact S (β = γ = 0.5).
@@ -108,7 +118,11 @@ class HEAT(Attributor):
         transition: torch.Tensor | None = None,
         foil: int | None = None,
     ) -> Components:
-        """All components of one unpadded example.
+        """All components of one unpadded example: the parts M, S, I (and the α term) composed, their costs and
+        progress summed in one :class:`~heat_module.heat.progress.Meter`. First the memory plan
+        (:func:`~heat_module.heat.memory_plan.plan_for`) lowers the estimators' chunk sizes to fit
+        ``config.max_memory``; the parts run with the planned estimators, and the plan's summary goes on the progress
+        bar and into ``cost.details["memory_plan"]``.
 
         Args:
             ids: (n,) token ids.
@@ -118,63 +132,56 @@ class HEAT(Attributor):
             transition: (n,) M if already computed (batched); else computed from ``captures``.
             foil: a foil id: S and I of the contrast log P(target) − log P(foil) (see :meth:`attribute`).
         """
-        cfg = self.config
-        cost = Cost(forward_passes=1, forward_equivalents=1.0)
-        x = embed(self.model, ids[None]).detach()
         n = ids.numel()
-        t0 = time.perf_counter()
-        if transition is None:
-            transition = transition_from_captures(
-                captures, layers=cfg.rollout_layers, sink=cfg.sink, backend=cfg.backend, gate=cfg.gate
-            )[0]
-        cost.seconds["transition"] = time.perf_counter() - t0
-        need_s, need_i = cfg.computes_s, cfg.computes_i
+        x = embed(self.model, ids[None]).detach()
+        plan = plan_for(self.model, n, self.config, x.dtype)  # chunk sizes under max_memory, or MemoryPlanError
+        cfg = plan.applied(self.config)  # the parts below read their settings from cfg, not self.config
+        s_part = cfg.curvature if cfg.computes_s else None
+        i_part = cfg.information if cfg.computes_i else None
+        for kind, part in (("curvature", s_part), ("information", i_part)):
+            if foil is not None and part is not None and not part.contrastive:
+                raise ValueError(f"Expected {kind}='exact' for a contrastive (foil) attribution, got {part.name!r}")
+        s_units = n * s_part.probes if s_part is not None else 0
+        meter = Meter(s_units + (n if i_part is not None else 0), self.progress_enabled(n),
+                      Cost(forward_passes=1, forward_equivalents=1.0))  # the captured forward
+        meter.cost.details["memory_plan"] = plan.summary()
+        meter.bar.set_postfix_str(plan.summary(), refresh=False)
+        ex = Example(self.model, x, target, captures, logits, foil, cfg.backend, cfg.seed)
+        with meter.part("transition"):
+            if transition is None:
+                transition = GateM.from_config(cfg).estimate(ex).values
         curv = info = fo = None
-        bar = progress_bar((n * cfg.probes if need_s else 0) + (n if need_i else 0),
-                           self.progress_enabled(n))
-        mask = mask_vector(self.model, cfg.mask, cfg.mask_token_id) if need_i else None
-        if need_i and cfg.information == "fisher":
-            if foil is not None:
-                raise ValueError("Expected information='exact' for a contrastive (foil) attribution, got 'fisher'")
-            # I from the Fisher factors; with Fisher S (on X, not HEAT-LS) S comes from the same factors
-            shared = need_s and cfg.curvature == "fisher" and cfg.layers is None
-            t0 = time.perf_counter()
-            probes = rademacher(cfg.probes, n, x.shape[-1], seed=cfg.seed, device=x.device, dtype=x.dtype)
-            s_shared, info = fisher_components(self.model, cfg, x, probes if shared else None, mask, cost)
-            cost.seconds["information"] = time.perf_counter() - t0
-            bar.update(n)
-            if shared:
-                curv, need_s = s_shared, False
-                cost.seconds["curvature"] = 0.0  # counted in "information": one shared forward + backward
-                bar.update(n * cfg.probes)
-        if need_s:
-            t0 = time.perf_counter()
-            bar.set_description("HEAT S (HVPs)")
-            curv = self.curvature(x, target, captures, cost, foil=foil, progress=bar.update)
-            if cfg.curvature != "exact":  # the surrogates report no per-chunk progress: complete their part
-                bar.update(n * cfg.probes)
-            cost.seconds["curvature"] = time.perf_counter() - t0
-        if need_i and cfg.information == "exact":
-            t0 = time.perf_counter()
-            bar.set_description("HEAT I (masked runs)")
-            logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-            info = information(
-                self.model, x, captures, logp, None, mask, cfg.info_batch_size,
-                contrast=None if foil is None else (target, foil), progress=bar.update,
-            )
-            cost.forward_passes += n
-            cost.forward_equivalents += information_fe(n, cfg.info_batch_size, can_share_prefix(captures))
-            cost.seconds["information"] = time.perf_counter() - t0
-        bar.close()
+        if shares_factors(s_part, i_part):  # one forward and one K-cotangent backward give both
+            with meter.part("information", n + s_units):
+                s_out, i_out = shared_fisher(s_part, i_part, ex)
+            meter.cost.seconds["curvature"] = 0.0  # counted in "information"
+            curv, info = s_out.values, i_out.values
+            meter.add(i_out.cost)
+            s_part = i_part = None
+        if i_part is not None and not i_part.grows_with_n:  # the surrogate first, as one pass
+            with meter.part("information", n):
+                out = i_part.estimate(ex)
+            info = out.values
+            meter.add(out.cost)
+            i_part = None
+        if s_part is not None:
+            with meter.part("curvature", s_units, "HEAT S (HVPs)") as progress:
+                out = s_part.estimate(dataclasses.replace(ex, progress=progress))
+            curv = out.values
+            meter.add(out.cost)
+        if i_part is not None:
+            with meter.part("information", n, "HEAT I (masked runs)") as progress:
+                out = i_part.estimate(dataclasses.replace(ex, progress=progress))
+            info = out.values
+            meter.add(out.cost)
+        meter.close()
         if cfg.alpha > 0 and cfg.ablation not in ("transition", "curvature", "information"):  # else combine drops it
-            t0 = time.perf_counter()
-            fo = gradient_norms(self.model, x, target, foil=foil)
-            cost.gradients += 1
-            cost.forward_equivalents += FE_GRADIENT
-            cost.seconds["first_order"] = time.perf_counter() - t0
+            with meter.part("first_order"):
+                fo = gradient_norms(self.model, ex.x, target, foil=foil)
+            meter.add(Cost(gradients=1, forward_equivalents=FE_GRADIENT))
         # every component in the score dtype: fp64 for fp64 models, else fp32 (Components)
-        dt = score_dtype(x.dtype)
-        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), cost)
+        dt = score_dtype(ex.x.dtype)
+        parts = Components(*(None if v is None else v.to(dt) for v in (transition, curv, info, fo)), meter.cost)
         if cfg.check_finite:
             for name in ("transition", "curvature", "information", "first_order"):
                 value = getattr(parts, name)
@@ -188,25 +195,34 @@ class HEAT(Attributor):
 
     def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost,
                   foil: int | None = None, progress: Any = None) -> torch.Tensor:
-        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; ``cost`` updated
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; its cost added to ``cost``
         (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
-        cfg = self.config
-        n, d = x.shape[1], x.shape[2]
-        probes = rademacher(cfg.probes, n, d, seed=cfg.seed, device=x.device, dtype=x.dtype)
-        return estimate_curvature(self.model, cfg, x, target, captures, probes, cost, foil=foil, progress=progress)
+        part = self.config.curvature
+        if part is None:
+            raise ValueError("Expected a config that computes S (beta > 0 or ablation='curvature'), got "
+                             f"beta={self.config.beta}, ablation={self.config.ablation!r}")
+        if foil is not None and not part.contrastive:
+            raise ValueError(f"Expected curvature='exact' for a contrastive (foil) attribution, got {part.name!r}")
+        out = part.estimate(Example(self.model, x, target, captures, None, foil, self.config.backend,
+                                    self.config.seed, progress))
+        cost.add(out.cost)
+        return out.values
 
     def progress_enabled(self, n: int) -> bool:
         """Whether an attribution of n tokens shows a progress bar: ``config.progress`` if set, else ``show_progress``
-        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS` for what the config
-        computes, ``config.computes_s`` / ``computes_i``; only the exact S and the exact I grow with n — the Fisher
-        and low-rank surrogates cost a fixed number of passes)."""
+        if set, else auto (expected work above :data:`heat_module.heat.progress.AUTO_SECONDS` for the parts the config
+        computes; only those whose work grows with n count — the exact S and the exact I; the Fisher and low-rank
+        surrogates cost a fixed number of passes)."""
         if self.config.progress is not None:
             return self.config.progress
         if self.show_progress is not None:
             return self.show_progress
-        hvps = self.config.computes_s and self.config.curvature == "exact"
-        masked_runs = self.config.computes_i and self.config.information == "exact"
-        return expected_seconds(self.model, n, self.config.probes, hvps, masked_runs) > AUTO_SECONDS
+        s_part = self.config.curvature if self.config.computes_s else None
+        i_part = self.config.information if self.config.computes_i else None
+        hvps = s_part is not None and s_part.grows_with_n
+        masked_runs = i_part is not None and i_part.grows_with_n
+        return expected_seconds(self.model, n, s_part.probes if s_part is not None else 1, hvps,
+                                masked_runs) > AUTO_SECONDS
 
     def forward_with_captures(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -225,12 +241,11 @@ class HEAT(Attributor):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: TargetIds
     ) -> list[AttributionResult]:
         cfg = self.config
-        if cfg.window is not None or cfg.extra.get("targets") is not None:
+        if cfg.window is not None:
             return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self.forward_with_captures(input_ids, attention_mask)
-        m_all = transition_from_captures(captures, attention_mask, cfg.rollout_layers, cfg.sink, cfg.backend,
-                                         gate=cfg.gate)
+        m_all = GateM.from_config(cfg).batch(captures, attention_mask)
         t_batch = time.perf_counter() - t0
         results = []
         for b in range(input_ids.shape[0]):
@@ -286,6 +301,7 @@ class HEAT(Attributor):
         if foil is not None and self.config.window is not None:
             raise ValueError(f"Expected window=None for a contrastive (foil) attribution, got {self.config.window}")
         if self.config.window is not None and self.config.window < ids.numel():
+            plan_for(self.model, ids.numel(), self.config)  # the windows' captures fit, or MemoryPlanError
             return attribute_windowed(self, ids, target)
         logits, captures = self.forward_with_captures(ids[None], torch.ones_like(ids)[None])
         target_id = self.target_id(target, logits[0])
@@ -350,5 +366,14 @@ def attribute_batch(
     """Functional entry point: HEAT on a left-padded batch with any model (see :meth:`HEAT.attribute_batch`).
 
     This is what a user's own LightningModule calls in its ``predict_step`` to add HEAT without subclassing.
+
+    Example (two left-padded prompts of a tiny random model; ``target_ids=None``: the greedy next tokens):
+        >>> import torch
+        >>> from heat_module import attribute_batch
+        >>> from heat_module.testing import tiny_model
+        >>> ids = torch.tensor([[0, 5, 9, 14], [7, 8, 9, 10]])
+        >>> mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+        >>> [len(r.scores) for r in attribute_batch(tiny_model("llama"), ids, mask)]
+        [3, 4]
     """
     return HEAT(model, tokenizer, config).attribute_batch(input_ids, attention_mask, target_ids)

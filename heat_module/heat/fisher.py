@@ -87,11 +87,14 @@ class FisherFactors:
         u: (K, n, d) the gradients u_y = ∇_X log P_y (dtype of X).
         probs: (K,) P_y (at least fp32).
         token_ids: (K,) the ids y.
+        recomputed_forwards: the decoder-layer forwards recomputed by checkpointing (one per backward call; 0 when
+            the layers were not checkpointed).
     """
 
     u: torch.Tensor
     probs: torch.Tensor
     token_ids: torch.Tensor
+    recomputed_forwards: int = 0
 
     @property
     def mass(self) -> float:
@@ -139,7 +142,7 @@ def fisher_factors(
             cot[torch.arange(sel.numel(), device=cot.device), sel] = 1.0
             (u,) = torch.autograd.grad(logp, x, cot, is_grads_batched=True, retain_graph=True)  # (c, 1, n, d)
             parts.append(u[:, 0].detach())
-    return FisherFactors(torch.cat(parts, 0), probs[ids], ids)
+    return FisherFactors(torch.cat(parts, 0), probs[ids], ids, len(parts) if checkpoint else 0)
 
 
 def fisher_block_norms(factors: FisherFactors, probes: torch.Tensor, backend: str = "auto") -> torch.Tensor:

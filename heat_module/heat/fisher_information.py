@@ -12,7 +12,7 @@ the Fisher information of the categorical output w.r.t. X (= the Hessian of ε �
 With the full vocabulary this is exactly the second-order expansion of eq. 4 (it approaches eq. 4 as δ → 0); the
 sum is truncated to the K most probable tokens as for the Fisher surrogate of S (:mod:`heat_module.heat.fisher`), and
 the K gradients u_y are the same: one forward plus one K-cotangent backward give both S and I at any n
-(``HEATConfig(curvature="fisher", information="fisher")``). It is an approximation of eq. 4 (masking is not a small
+(``HEATConfig.preset("fast")``). It is an approximation of eq. 4 (masking is not a small
 perturbation); ``benchmarks/bench_fisher_information.py`` measures how far its ranking is from the exact I.
 """
 
@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from heat_module.config import HEATConfig
-from heat_module.heat.cost import attention_share, fisher_fe
-from heat_module.heat.fisher import FisherFactors, checkpoints_layers, fisher_block_norms, fisher_factors
-from heat_module.lm.flops import attention_flops, linear_flops_per_token
-from heat_module.result import Cost
+from heat_module.heat.fisher import FisherFactors, fisher_factors
 
 
 def information_from_factors(
@@ -69,41 +65,3 @@ def information_fisher(
     """
     factors = fisher_factors(model, inputs_embeds, topk, mass, chunk_size)
     return information_from_factors(factors, inputs_embeds, mask_value), factors
-
-
-def fisher_components(
-    model: torch.nn.Module,
-    config: HEATConfig,
-    inputs_embeds: torch.Tensor,
-    probes: torch.Tensor | None,
-    mask_value: torch.Tensor | None,
-    cost: Cost,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """S (Fisher surrogate, eq. 3 with H → F) and I (Fisher quadratic form of eq. 4) from ONE forward and ONE
-    K-cotangent backward: what ``HEATConfig(curvature="fisher", information="fisher")`` costs at any n.
-
-    Args:
-        config: ``fisher_topk``, ``fisher_mass``, ``hvp_chunk_size``, ``backend``.
-        inputs_embeds: (1, n, d) X (S and I are both w.r.t. the input embeddings here: no HEAT-LS).
-        probes: (m, n, d) Rademacher probes, or ``None`` to skip S.
-        mask_value: (d,) the mask vector of I.
-        cost: updated in place (1 forward + K input-gradient backward passes, attention's n² part counted, plus
-            one recomputed forward per chunk of cotangents when the layers are checkpointed:
-            :func:`heat_module.heat.cost.fisher_fe`).
-    Returns:
-        (S (n,) fp32 or ``None``, I (n,) fp32, fp64 for an fp64 model).
-    """
-    factors = fisher_factors(model, inputs_embeds, config.fisher_topk, config.fisher_mass, config.hvp_chunk_size)
-    K = int(factors.u.shape[0])
-    cost.forward_passes += 1
-    cost.gradients += K
-    n = inputs_embeds.shape[1]
-    share = attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
-    recomputed = -(-K // max(1, config.hvp_chunk_size)) if checkpoints_layers(n) else 0
-    cost.forward_passes += recomputed
-    cost.forward_equivalents += fisher_fe(K, share, recomputed)
-    cost.details["fisher_recomputed_forwards"] = recomputed
-    cost.details["fisher_k"] = K
-    cost.details["fisher_mass"] = factors.mass
-    s = None if probes is None else fisher_block_norms(factors, probes, config.backend).float()
-    return s, information_from_factors(factors, inputs_embeds, mask_value)

@@ -150,7 +150,8 @@ def collect(heat: HEAT, examples: Iterable, num_spans: int = 8, seed: int = 0, m
     """
     cfg = heat.config.replace(beta=1.0, gamma=1.0, alpha=0.0, ablation="full")
     fitter = HEAT(heat.model, heat.tokenizer, cfg)
-    mask = mask_vector(heat.model, cfg.mask, cfg.mask_token_id)
+    mask = mask_vector(heat.model, cfg.information.mask, cfg.information.mask_token_id)
+    batch_size = getattr(cfg.information, "batch_size", 8)  # masked runs per forward (only the exact I has one)
     gen = torch.Generator().manual_seed(int(seed))
     feats, drops, count = [], [], 0
     for item in examples:
@@ -159,7 +160,7 @@ def collect(heat: HEAT, examples: Iterable, num_spans: int = 8, seed: int = 0, m
         subsets = random_subsets(len(res.tokens), num_spans, gen, max_span)
         feats.append(subset_features(res.transition, res.curvature, res.information, subsets))
         drops.append(removal_drops(heat.model, res.token_ids.to(fitter.device), res.target_id, subsets, mask,
-                                   cfg.info_batch_size))
+                                   batch_size))
         count += 1
     if not count:
         raise ValueError("Expected at least one example to fit beta and gamma on, got none")
@@ -172,15 +173,22 @@ def fit_weights(heat: HEAT, examples: Iterable, num_spans: int = 8, seed: int = 
 
     Args:
         heat: a :class:`heat_module.heat.estimator.HEAT` (model, tokenizer and the configuration of M, S, I); the fit
-            runs it with β = γ = 1 whatever its own weights. To choose S's estimator, build it from a preset that
-            computes S (``HEATConfig.preset("fisher")``, ``"exact"``): ``HEATConfig(curvature="fisher")`` alone keeps
-            the default β = 0 and warns that its S settings have no effect — true of that config, not of the fit.
+            runs it with β = γ = 1 whatever its own weights, with the config's S estimator
+            (``HEATConfig.preset("fisher")``: Fisher S), or the exact S where the config computes none.
         examples: texts / id sequences / ``(text, target)`` pairs / dicts (see :func:`collect`).
         num_spans: random contiguous spans per example, besides all singletons.
         seed: seed of the span sampler.
         max_span: longest span (default max(2, n // 4)).
     Returns:
         :class:`FitResult` (β, γ, 𝓛 and the relative residual).
+
+    Example:
+        >>> from heat_module import HEAT, HEATConfig, fit_weights
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer(), HEATConfig.preset("fisher"))
+        >>> fit = fit_weights(heat, ["the cat sat on the", "the dog ran to the"], num_spans=2)
+        >>> fit.beta >= 0 and fit.gamma >= 0
+        True
     """
     features, drops, count = collect(heat, examples, num_spans, seed, max_span)
     return nnls_fit(features, drops, count)

@@ -4,7 +4,7 @@ docs/design.md "S", ``lowrank``).
 H = ∇²_X g ∈ R^{nd×nd} is approximated by H_k = U Λ Uᵀ (U: nd×k orthonormal, Λ the k eigenvalues of largest |λ|)
 with the two-pass randomized range finder of Halko, Martinsson & Tropp (2011, Alg. 4.1 + 5.3), using only
 full-support Hessian-vector products (forward-over-reverse ``jvp(grad(g))`` vmapped in chunks, or — with
-``HEATConfig(hvp_mode="reverse_over_reverse")`` — batched second backward passes through one retained ∇g graph):
+``LowRankS(hvp_mode="reverse_over_reverse")`` — batched second backward passes through one retained ∇g graph):
 
 1. Ω ∈ R^{nd×ℓ} Gaussian, ℓ = min(k + oversample, nd);  Y = H Ω          (ℓ HVPs)
 2. Q = orth(Y) (thin QR);  B = Qᵀ H Q, symmetrised                         (ℓ HVPs)

@@ -11,13 +11,18 @@ their attribution (``leave=False``) so they do not clash with an outer bar.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
 
 from heat_module.heat.cost import FE_HVP
 from heat_module.lm.offload import input_device
+from heat_module.result import Cost
 
 AUTO_SECONDS = 3.0
 CPU_FLOPS = 5e10
@@ -39,3 +44,43 @@ def progress_bar(total: int, enabled: bool, desc: str = "HEAT") -> Any:
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr, unit="op",
                 dynamic_ncols=True)
+
+
+class Meter:
+    """The progress bar and the :class:`~heat_module.result.Cost` of one attribution, in one place.
+
+    ``with meter.part("curvature", units) as progress:`` times the block into ``cost.seconds["curvature"]``, lets
+    the part report its units through ``progress`` (a callable taking a count) and completes the part's ``units`` on
+    the bar when the block ends (estimators that report no per-chunk progress); :meth:`add` sums a part's cost.
+    """
+
+    def __init__(self, total: int, enabled: bool, cost: Cost | None = None) -> None:
+        self.bar = progress_bar(total, enabled)
+        self.cost = cost if cost is not None else Cost()
+
+    @contextlib.contextmanager
+    def part(self, name: str, units: int = 0, desc: str | None = None) -> Iterator[Callable[[int], object]]:
+        done = 0
+
+        def update(k: int) -> None:
+            nonlocal done
+            done += k
+            self.bar.update(k)
+
+        if desc is not None:
+            self.bar.set_description(desc)
+        t0 = time.perf_counter()
+        yield update
+        self.cost.seconds[name] = self.cost.seconds.get(name, 0.0) + time.perf_counter() - t0
+        if units > done:
+            self.bar.update(units - done)
+
+    def add(self, cost: Cost, scale: float = 1.0) -> None:
+        """Add a part's cost: counters and seconds summed (its FE × ``scale``); its details (``fisher_k``, ...)
+        describe how that part ran, so they are set, not summed (S and I with separate Fisher factors each report
+        their own K)."""
+        self.cost.add(dataclasses.replace(cost, details={}), scale)
+        self.cost.details.update(cost.details)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -83,7 +83,8 @@ def attribute_sentence(
     """Sentence-level HEAT (eq. 23) over the prompt tokens, with span-to-span scores (eq. 24) on request.
 
     The per-target rows are the rows of the generation matrix
-    (:func:`heat_module.attribution.generation.attribute_generation`, one ``attribute`` call per target), aggregated
+    (:func:`heat_module.attribution.generation.attribute_generation`: each row the ``attribute`` call of its target,
+    computed together from the longest prefix where that is exact), aggregated
     by :func:`sentence_from_generation`.
 
     Args:

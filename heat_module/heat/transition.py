@@ -127,6 +127,7 @@ def transition_from_captures(
     backend: str = "auto",
     return_parts: bool = False,
     gate: str = "full",
+    origin: torch.Tensor | None = None,
 ):
     """M (B, n) from one forward pass's captures (one per layer, bottom to top).
 
@@ -141,6 +142,9 @@ def transition_from_captures(
         return_parts: also return a dict with the raw (un-normalised, sink-kept) M and the sink mask.
         gate: ``"full"`` (refused on hybrid decoders) or ``"attention_only"`` (the rollout over the attention
             layers only; ρ passes the non-attention layers unchanged).
+        origin: (B,) the position whose next-token prediction row b explains (ρ^{L-1} = e_origin; default n − 1).
+            Positions after it count as padding: in a causal model its rollout only reads attention rows at or
+            before it, so it equals the rollout of the prefix ending there.
     Returns:
         (B, n) fp32 M with Σ_i M[i] = 1 over real tokens, 0 on padding.
     """
@@ -165,7 +169,12 @@ def transition_from_captures(
                          f"{list(layers)}")
     chosen = set(range(L)) if layers is None else {int(x) % L for x in layers}
     rho = torch.zeros(B, n, dtype=torch.float32, device=device)
-    rho[:, n - 1] = 1.0
+    if origin is None:
+        rho[:, n - 1] = 1.0
+    else:
+        origin = origin.to(device)
+        rho[torch.arange(B, device=device), origin] = 1.0
+        valid = valid & (torch.arange(n, device=device)[None] <= origin[:, None])
     m = torch.zeros(B, n, dtype=torch.float32, device=device)
     phi_mass = torch.zeros_like(m)
     norm_mass = torch.zeros_like(m)

@@ -86,7 +86,17 @@ def _document(methods: set[str], texts: dict[str, Any], sequences: list[dict], i
 
 
 def inseq_document(results: Sequence[Exportable], info: dict[str, Any] | None = None) -> dict:
-    """The ``FeatureAttributionOutput`` JSON object of ``results`` (before serialisation)."""
+    """The ``FeatureAttributionOutput`` JSON object of ``results`` (before serialisation).
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
+        >>> from heat_module.interop import inseq_document
+        >>> doc = inseq_document([heat.attribute("the cat sat on the")])
+        >>> len(doc["attributes"]["sequence_attributions"])
+        1
+    """
     if not results:
         raise ValueError("Expected at least one result to export, got none")
     texts = {"input_texts": ["".join(r.tokens) for r in results],
@@ -101,6 +111,18 @@ def save_inseq(results: Sequence[Exportable], path: str | Path, info: dict[str, 
         results: attribution results (one inseq sequence each).
         path: the output file (``.json``).
         info: extra entries of inseq's ``info`` dict (e.g. ``model_name``).
+
+    Example:
+        >>> from heat_module import HEAT
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
+        >>> import json, tempfile
+        >>> from heat_module.interop import save_inseq
+        >>> path = tempfile.mkdtemp() + "/heat.json"
+        >>> save_inseq([heat.attribute("the cat sat"), heat.attribute("the dog ran")], path)
+        >>> with open(path) as f:
+        ...     len(json.load(f)["attributes"]["sequence_attributions"])
+        2
     """
     text = json.dumps(inseq_document(results, info), allow_nan=True, indent=4, sort_keys=True)
     Path(path).write_text(text, encoding="utf-8")
@@ -150,7 +172,20 @@ def inseq_generation_sequence(result: ExportableGeneration) -> dict:
 def save_inseq_generation(results: Sequence[ExportableGeneration], path: str | Path,
                           info: dict[str, Any] | None = None) -> None:
     """Write generation results as one inseq JSON file (one sequence each, every step; see
-    :func:`inseq_generation_sequence`)."""
+    :func:`inseq_generation_sequence`).
+
+    Example:
+        >>> import json, tempfile
+        >>> from heat_module.attribution.registry import build
+        >>> from heat_module.interop import save_inseq_generation
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())  # any method, HEAT alike
+        >>> path = tempfile.mkdtemp() + "/answer.json"
+        >>> save_inseq_generation([occlusion.attribute_generation("the cat sat", max_new_tokens=2)], path)
+        >>> with open(path) as f:  # one sequence per answer, with every step
+        ...     len(json.load(f)["attributes"]["sequence_attributions"])
+        1
+    """
     if not results:
         raise ValueError("Expected at least one result to export, got none")
     texts = {"input_texts": ["".join(r.tokens[:r.prompt_ids.numel()]) for r in results],

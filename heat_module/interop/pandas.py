@@ -19,6 +19,17 @@ def results_to_dataframe(results: Sequence[Any]):
 
     Args:
         results: :class:`heat_module.result.AttributionResult` objects; ``example`` is the index in this list.
+
+    Example:
+        >>> import pytest
+        >>> _ = pytest.importorskip("pandas")  # optional: pip install pandas
+        >>> from heat_module import HEAT
+        >>> from heat_module.interop import results_to_dataframe
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> heat = HEAT(tiny_model("llama"), tiny_tokenizer())
+        >>> frame = results_to_dataframe([heat.attribute("the cat sat"), heat.attribute("the dog")])
+        >>> len(frame)  # one row per token
+        5
     """
     try:
         import pandas as pd  # optional dependency
@@ -44,7 +55,19 @@ GENERATION_COLUMNS = ("step", "target", "target_id", "probability", "rank", "ent
 
 def generation_to_dataframe(result: Any):
     """A ``pandas.DataFrame`` of a :class:`heat_module.generation_result.GenerationResult` with columns
-    :data:`GENERATION_COLUMNS`: one row per step t and column inside its prefix (the causal triangle left out)."""
+    :data:`GENERATION_COLUMNS`: one row per step t and column inside its prefix (the causal triangle left out).
+
+    Example:
+        >>> import pytest
+        >>> from heat_module.attribution.registry import build
+        >>> from heat_module.interop import generation_to_dataframe
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> _ = pytest.importorskip("pandas")  # optional: pip install pandas
+        >>> occlusion = build("occlusion", tiny_model("llama"), tiny_tokenizer())  # any method, HEAT alike
+        >>> frame = generation_to_dataframe(occlusion.attribute_generation("the cat sat", max_new_tokens=2))
+        >>> len(frame)  # one row per (generated token, column it may see): 2 steps over 3 + 4 columns
+        7
+    """
     try:
         import pandas as pd  # optional dependency
     except ImportError as err:

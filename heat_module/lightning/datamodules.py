@@ -47,6 +47,11 @@ class UnrepeatedShardSampler(DistributedSampler):
     A ``DistributedSampler`` subclass, so Lightning leaves it in place instead of injecting its own (which pads
     shards with duplicates in ``trainer.test``). Unlike Lightning's ``UnrepeatedDistributedSampler`` it allows a
     rank to get no example (prediction and metric updates need no per-batch collective).
+
+    Example:
+        >>> from heat_module.data import UnrepeatedShardSampler
+        >>> [list(UnrepeatedShardSampler(range(5), num_replicas=2, rank=r)) for r in (0, 1)]
+        [[0, 2, 4], [1, 3]]
     """
 
     def __init__(self, dataset: Sequence, num_replicas: int, rank: int) -> None:
@@ -71,6 +76,20 @@ class HEATDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers (tokenisation happens once in ``setup``, so 0 is usually right).
         skip_bad_examples: drop malformed examples (empty prompt, bad annotation, ...) with a warning naming the
             file and line, instead of raising. Unreadable files and invalid JSON always raise.
+
+    Protocol boilerplate, on purpose: every data module below lists these arguments again in its own ``__init__``
+    (rather than ``**kwargs``), because LightningCLI builds the YAML config from the constructor's signature.
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> from heat_module.data import Example, HEATDataModule
+        >>> class Fixed(HEATDataModule):  # a data module is its load_examples
+        ...     def load_examples(self):
+        ...         return [Example(str(k), self.encode(text)) for k, text in enumerate(["the cat", "a dog ran"])]
+        >>> batch = next(iter(Fixed(tokenizer=tok, batch_size=2).predict_dataloader()))
+        >>> batch["ids"], batch["input_ids"].shape
+        (['0', '1'], torch.Size([2, 3]))
     """
 
     def __init__(
@@ -189,6 +208,17 @@ class TextPromptsDataModule(HEATDataModule):
         targets: optional continuations aligned with a list / ``.txt`` file (``None`` or ``""`` = greedy).
         multi_token_target: ``"error"`` (a bad example) or ``"first"`` (use its first token).
         tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog"], targets=[" hill", None], tokenizer=tok)
+        >>> batch = next(iter(data.predict_dataloader()))
+        >>> batch["attention_mask"].tolist(), batch["target_ids"][1].item()  # left padded; -1 = the greedy token
+        ([[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]], -1)
+        >>> tok.decode(batch["target_ids"][:1])
+        'hill'
     """
 
     def __init__(
@@ -225,6 +255,15 @@ class LongRADataModule(HEATDataModule):
         tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
 
     After ``setup``, ``num_dropped`` holds how many examples were dropped for a multi-token target.
+
+    Example:
+        >>> from heat_module.data import LongRADataModule
+        >>> from heat_module.testing import tiny_jsonl, tiny_tokenizer
+        >>> row = {"prompt": "the dog ran . ( the sun was warm ) . i saw the", "target_text": " dog"}
+        >>> data = LongRADataModule(tiny_jsonl([row]), tokenizer=tiny_tokenizer())
+        >>> batch = next(iter(data.predict_dataloader()))
+        >>> batch["ids"], batch["distractor_mask"].any().item()  # no original tokens in the row: no distractor
+        (['0'], False)
     """
 
     def __init__(
@@ -256,6 +295,16 @@ class CuratedDataModule(HEATDataModule):
     Args:
         path: the curated JSON file (default: the shared copy, relative to the working directory or the repo root).
         tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule`.
+
+    Example:
+        >>> from heat_module.testing import tiny_curated_examples, tiny_tokenizer
+        >>> raw, tok = tiny_curated_examples(), tiny_tokenizer()  # one example: narrative, support, question
+        >>> import tempfile
+        >>> from heat_module.data import CuratedDataModule, save_curated_dataset
+        >>> path = save_curated_dataset(raw, tempfile.mkdtemp() + "/mine.json")
+        >>> batch = next(iter(CuratedDataModule(path, tokenizer=tok).predict_dataloader()))
+        >>> batch["input_ids"].shape, int(batch["gold_mask"].sum())
+        (torch.Size([1, 29]), 1)
     """
 
     def __init__(
@@ -285,6 +334,14 @@ class GenerationDataModule(HEATDataModule):
         max_new_tokens: generated tokens per request without a ``continuation`` (a line's own value wins).
         tokenizer, batch_size, limit, num_workers, skip_bad_examples: see :class:`HEATDataModule` (the tokenizer
             is not needed to read the file: the attribution call tokenises, with the chat template for messages).
+
+    Example:
+        >>> from heat_module.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> from heat_module.data import GenerationDataModule
+        >>> data = GenerationDataModule([{"prompt": "the cat sat on the", "continuation": " hill ."}], tokenizer=tok)
+        >>> data.prepare_examples()[0].continuation
+        ' hill .'
     """
 
     def __init__(

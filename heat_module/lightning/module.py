@@ -234,13 +234,20 @@ class HEATPredictMixin:
     """Add HEAT to the predict loop of your own LightningModule, without subclassing :class:`HEATModule`.
 
     Example:
+        >>> import lightning.pytorch as L
+        >>> from heat_module import HEATConfig, HEATPredictMixin
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
         >>> class MyLM(HEATPredictMixin, L.LightningModule):
         ...     def __init__(self):
         ...         super().__init__()
-        ...         self.model, self.tokenizer = load_model("smollm2")
+        ...         self.model, self.tokenizer = tiny_model("llama"), tiny_tokenizer()  # or load_model("smollm2")
         ...         self.heat_config = HEATConfig()  # M·I; HEATConfig.preset("exact") for eq. 5 with S
         ...     def predict_step(self, batch, batch_idx):
         ...         return self.heat_predict_step(batch, batch_idx)
+        >>> batch = MyLM().heat_tokenizer()(["the cat sat on the"], return_tensors="pt")
+        >>> result, = MyLM().predict_step(dict(batch, ids=["a"]), 0)
+        >>> result.scores.shape
+        torch.Size([5])
 
     Override :meth:`heat_model` / :meth:`heat_tokenizer` when your LM is not ``self.model`` /
     ``self.tokenizer``. Set ``heat_config`` (a :class:`~heat_module.HEATConfig`) and ``heat_skip_bad_examples``
@@ -359,6 +366,18 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
     lists — or use the :class:`~heat_module.AttributionWriter` with ``return_predictions=False``.
     ``test_step`` attributes the batch and updates the metrics; ``on_test_epoch_end`` logs ``test/<metric>`` and
     ``test/num_examples`` (synchronised over processes by torchmetrics).
+
+    Example:
+        >>> import lightning.pytorch as L
+        >>> from heat_module import HEATModule
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> module = HEATModule((tiny_model("llama"), tiny_tokenizer()), metrics=["dsa"])  # or HEATModule("smollm2")
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog ran"], tokenizer=tiny_tokenizer())
+        >>> trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+        ...                     inference_mode=False)
+        >>> [len(r.tokens) for batch in trainer.predict(module, datamodule=data) for r in batch]
+        [5, 3]
     """
 
     def __init__(

@@ -33,7 +33,6 @@ import errno
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
-from heat_module.config import S_UNUSED_WARNING, HEATConfig
+from heat_module.config import FLAT_FIELDS, HEATConfig
+from heat_module.data.readers import json_lines
 from heat_module.hashing import stable_hash
 from heat_module.lightning.output_lock import OutputLock
 from heat_module.result import AttributionResult
@@ -62,11 +62,22 @@ def config_hash(config: dict | HEATConfig | None) -> str | None:
     if isinstance(config, HEATConfig):
         return config.hash()
     try:
-        with warnings.catch_warnings():  # the β = 0 no-op warning was given when the config was made
-            warnings.filterwarnings("ignore", message=S_UNUSED_WARNING, category=UserWarning)
-            return HEATConfig(**config).hash()
+        return HEATConfig.from_dict(config).hash()
     except (TypeError, ValueError):  # a baseline's own config: hash the dict the same way
         return stable_hash(config)
+
+
+def check_readable_config(row: dict, path: Path) -> None:
+    """Refuse a HEAT row whose stored config is in the flat layout (S's and I's settings as fields of the config):
+    its config hash was computed another way, so it can be neither matched nor told apart from this run's."""
+    config = row.get("config")
+    if row.get("method") == "heat" and isinstance(config, dict) and any(k in config for k in FLAT_FIELDS):
+        raise ValueError(
+            f"{path}: Expected predictions whose HEAT config holds S's and I's settings inside 'curvature' and "
+            f"'information', got a row (id {row.get('id')!r}) with the flat fields "
+            f"{sorted(k for k in config if k in FLAT_FIELDS)}: its config_hash cannot be compared with this run's. "
+            "Write to a fresh output_dir, or move the old predictions away to attribute those examples again"
+        )
 
 
 def _repair_tail(path: Path) -> None:
@@ -104,22 +115,13 @@ class Shard:
 def scan_jsonl(path: Path) -> Shard:
     """Read a shard without stopping at damage: every good row, and every corrupt line with its number."""
     rows, corrupt, torn = [], [], False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for k, line in enumerate(f, 1):
-            if not line.strip("\x00 \t\r\n"):
-                if line.strip():  # a run of NUL bytes: what a filesystem leaves of a block never written
-                    corrupt.append((k, line.rstrip("\n")))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if isinstance(row, dict) and "id" in row:
-                rows.append(row)
-            elif line.endswith("\n"):
-                corrupt.append((k, line.rstrip("\n")))
-            else:
-                torn = True
+    for k, line, row in json_lines(path):
+        if isinstance(row, dict) and "id" in row:
+            rows.append(row)
+        elif line.endswith("\n") or not line.strip("\x00 \t\r\n"):  # NUL bytes: a block the filesystem never wrote
+            corrupt.append((k, line.rstrip("\n")))
+        else:
+            torn = True
     return Shard(rows, corrupt, torn)
 
 
@@ -184,6 +186,22 @@ class AttributionWriter(BasePredictionWriter):
 
     Attributes:
         done_ids: ids already in the shards at setup (with the current config hash), as strings.
+
+    Example:
+        >>> import json, tempfile
+        >>> import lightning.pytorch as L
+        >>> from heat_module import AttributionWriter, HEATModule
+        >>> from heat_module.data import TextPromptsDataModule
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> out = tempfile.mkdtemp()
+        >>> trainer = L.Trainer(callbacks=[AttributionWriter(out, fsync=False)], logger=False,
+        ...                     enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
+        >>> data = TextPromptsDataModule(["the cat sat on the", "the dog ran"], tokenizer=tiny_tokenizer())
+        >>> module = HEATModule((tiny_model("llama"), tiny_tokenizer()))
+        >>> trainer.predict(module, datamodule=data, return_predictions=False)
+        >>> with open(out + "/predictions-rank0.jsonl") as f:
+        ...     [json.loads(line)["id"] for line in f]
+        ['0', '1']
     """
 
     def __init__(
@@ -260,6 +278,7 @@ class AttributionWriter(BasePredictionWriter):
             if shard.corrupt:
                 damaged.append(f"{path.name} (line {', '.join(str(k) for k, _ in shard.corrupt[:10])})")
             for row in shard.rows:
+                check_readable_config(row, path)
                 if self._hash is None or row.get("config_hash") == self._hash:
                     key = str(row.get("id"))
                     if key in done:

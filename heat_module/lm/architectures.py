@@ -230,6 +230,16 @@ def check_supported(model_or_config: Any) -> None:
     Reads only the config (``model_type``, ``is_encoder_decoder``) and, for a model, whether its attention goes
     through transformers' AttentionInterface: nothing is changed, so :func:`heat_module.lm.capture.install` calls it
     before it touches the model.
+
+    Example:
+        >>> from heat_module import check_supported
+        >>> from heat_module.testing import tiny_config
+        >>> check_supported(tiny_config("llama"))  # shown exact: returns None
+        >>> from transformers import BertConfig
+        >>> check_supported(BertConfig())
+        Traceback (most recent call last):
+        ...
+        heat_module.lm.architectures.UnsupportedArchitecture: ...
     """
     config = _config_of(model_or_config)
     model_type = str(getattr(config, "model_type", "") or type(config).__name__)

@@ -125,6 +125,13 @@ def load_model(
         quantization_config: passed to ``from_pretrained`` (e.g. transformers' ``BitsAndBytesConfig``).
     Returns:
         ``(model, tokenizer)``.
+
+    Example:
+        >>> from heat_module import load_model
+        >>> from heat_module.testing import tiny_model, tiny_tokenizer
+        >>> model, tok = load_model((tiny_model("llama"), tiny_tokenizer()))  # or load_model("smollm2")
+        >>> type(model).__name__, model.training
+        ('LlamaForCausalLM', False)
     """
     if isinstance(name_or_path_or_model, (tuple, nn.Module)) and (
         device_map is not None or quantization_config is not None

@@ -27,6 +27,16 @@ class ABPC(RankedRemovalMetric):
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
     target_ids (batch,), protected=None)`` (shapes as in :func:`heat_module.metrics.functional.abpc.abpc`) calls
     ``abpc_update``; ``compute()`` returns the mean ABPC (scalar tensor) by ``abpc_compute``.
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import ABPC
+        >>> metric = ABPC(forward_fn, steps=5)  # deletion and insertion curves at 0, 20, ..., 100 % removed
+        >>> metric.update(scores, x, None, target)
+        >>> metric.update(scores.flip(-1), x, None, target)  # the mean over every example added
+        >>> metric.compute().shape
+        torch.Size([])
     """
 
     def __init__(

@@ -28,6 +28,16 @@ class AOPC(RankedRemovalMetric):
     ``update(scores (batch, n), inputs_embeds (batch, n, d), attention_mask (batch, n) | None,
     target_ids (batch,), protected=None)`` (shapes as in :func:`heat_module.metrics.functional.aopc.aopc`) calls
     ``aopc_update``; ``compute()`` returns the mean AOPC (scalar tensor) by ``aopc_compute``.
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import AOPC
+        >>> from heat_module.metrics.functional import aopc
+        >>> metric = AOPC(forward_fn)
+        >>> metric.update(scores, x, None, target)
+        >>> bool(metric.compute() == aopc(scores, x, None, target, forward_fn))  # the class = the function
+        True
     """
 
     def __init__(

@@ -19,6 +19,16 @@ class DSA(SumCountMetric):
 
     ``update(scores (batch, n), gold (batch, n) bool | index lists, distractor (same), attention_mask (batch, n) |
     None)``; ``compute()`` returns the mean DSA (scalar tensor).
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics import DSA
+        >>> metric = DSA()
+        >>> metric.update(scores, gold, torch.tensor([[True, False, False, False, False]]), None)
+        >>> metric.compute()  # 0.2 + 0.5 on the gold, 0.1 on the distractor: (0.7 - 0.1)
+        tensor(0.6000)
     """
 
     higher_is_better = True

@@ -26,6 +26,16 @@ class EvidenceRecall(SumCountMetric):
 
     ``update(scores (batch, n), evidence (batch, n) bool | index lists, attention_mask (batch, n) | None,
     protected=None)``; ``compute()`` returns the mean recall (scalar tensor).
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics import EvidenceRecall
+        >>> metric = EvidenceRecall(top_k=2)
+        >>> metric.update(scores, gold, None)
+        >>> metric.compute()
+        tensor(1.)
     """
 
     higher_is_better = True

@@ -20,6 +20,14 @@ class F1Alignment(SumCountMetric):
 
     ``update(scores (batch, n), gold (batch, n) bool | index lists, attention_mask (batch, n) | None)``;
     ``compute()`` returns ``{"f1", "span_f1"}``.
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics import F1Alignment
+        >>> F1Alignment()(scores, gold, None)  # the two highest scores are the two gold tokens
+        {'f1': tensor(1.), 'span_f1': tensor(1.)}
     """
 
     higher_is_better = True

@@ -15,12 +15,12 @@ no optional dependency, so listing them costs only their import).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from heat_module.registry import Registry
 
 #: packages whose every module is imported to collect the declarations
 METRIC_MODULES = ("heat_module.metrics",)
@@ -42,9 +42,7 @@ INPUTS: dict[str, str] = {
 SUFFIX_TITLES = {"_rank": " (ranks)", "_random": " of random scores", "_log_ratio": " ln(method / random)",
                  "_uniform": " of uniform scores"}
 
-_ENTRIES: dict[str, MetricEntry] = {}
-_ALIASES: dict[str, str] = {}
-_LOADED = False
+_REGISTRY = Registry("metric", METRIC_MODULES)
 
 
 @dataclass(frozen=True)
@@ -112,53 +110,72 @@ class MetricEntry:
 
 
 def canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"Expected a metric name string, got {type(name).__name__}")
-    return name.strip().lower().replace("-", "_")
+    return _REGISTRY.canonical(name)
 
 
 def register_metric(name: str, *, inputs: str, functional: Callable[..., Any], title: str,
                     keys: Mapping[str, str] | None = None, aliases: tuple[str, ...] = (),
                     options: Mapping[str, Any] | None = None, default: bool = False) -> Callable[[type], type]:
-    """Class decorator: declare the metric ``name`` (fields as :class:`MetricEntry`)."""
+    """Class decorator: declare the metric ``name`` (fields as :class:`MetricEntry`).
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics import metric_entry, register_metric
+        >>> from heat_module.metrics.registry import unregister_metric
+        >>> from torchmetrics import MeanMetric
+        >>> def top_share(scores, gold, attention_mask=None):  # the functional form
+        ...     return (scores * gold).sum() / scores.sum()
+        >>> @register_metric("top_share", inputs="gold", functional=top_share, title="Gold share")
+        ... class TopShare(MeanMetric):
+        ...     higher_is_better = True
+        ...     def update(self, scores, gold, attention_mask=None):
+        ...         super().update(top_share(scores, gold, attention_mask))
+        >>> metric_entry("top_share").title
+        'Gold share'
+        >>> unregister_metric("top_share")
+    """
     if inputs not in INPUTS:
         raise ValueError(f"Expected inputs among {list(INPUTS)}, got {inputs!r}")
     key = canonical(name)
 
     def declare(cls: type) -> type:
-        _ENTRIES[key] = MetricEntry(key, cls, inputs, functional, title, dict(keys or {key: title}),
-                                    tuple(canonical(a) for a in aliases), dict(options or {}), default)
-        for alias in aliases:
-            _ALIASES[canonical(alias)] = key
+        _REGISTRY.declare(key, MetricEntry(key, cls, inputs, functional, title, dict(keys or {key: title}),
+                                           tuple(canonical(a) for a in aliases), dict(options or {}), default),
+                          aliases)
         return cls
 
     return declare
 
 
+def unregister_metric(name: str) -> None:
+    """Remove the metric ``name`` and its aliases (a user's metric, or one an example or a test registered)."""
+    _REGISTRY.remove(name)
+
+
 def load_declarations() -> None:
     """Import every module of :data:`METRIC_MODULES` once, so every metric has declared its entry."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    try:  # set first: a module that reads the registry while it is imported sees what is declared so far
-        for name in METRIC_MODULES:
-            module = importlib.import_module(name)
-            for info in pkgutil.iter_modules(module.__path__):
-                importlib.import_module(f"{name}.{info.name}")
-    except BaseException:
-        _LOADED = False  # a failed import is retried (and raises again) on the next read
-        raise
+    _REGISTRY.load()
 
 
 def metric_entries() -> dict[str, MetricEntry]:
-    """name -> :class:`MetricEntry` of every registered metric, sorted by name."""
-    load_declarations()
-    return dict(sorted(_ENTRIES.items()))
+    """name -> :class:`MetricEntry` of every registered metric, sorted by name.
+
+    Example:
+        >>> from heat_module.metrics import metric_entries
+        >>> metric_entries()["aopc"].title, metric_entries()["aopc"].inputs
+        ('AOPC', 'model')
+    """
+    return _REGISTRY.entries()
 
 
 def available_metrics() -> list[str]:
-    """The registered metric names (aliases excluded), sorted."""
+    """The registered metric names (aliases excluded), sorted.
+
+    Example:
+        >>> from heat_module.metrics import available_metrics
+        >>> {"aopc", "abpc", "soft_nc", "dsa"} <= set(available_metrics())
+        True
+    """
     return list(metric_entries())
 
 
@@ -168,14 +185,17 @@ def default_metrics() -> list[str]:
 
 
 def metric_entry(name: str) -> MetricEntry:
-    """The entry of ``name`` or an alias (case-insensitive, ``-`` = ``_``); ``KeyError`` naming the known ones."""
-    load_declarations()
-    key = canonical(name)
-    key = _ALIASES.get(key, key)
-    if key not in _ENTRIES:
-        raise KeyError(f"Expected a metric name in {available_metrics()} (or an alias in {sorted(_ALIASES)}), "
-                       f"got {name!r}")
-    return _ENTRIES[key]
+    """The entry of ``name`` or an alias (case-insensitive, ``-`` = ``_``); ``KeyError`` naming the known ones.
+
+    Example:
+        >>> from heat_module.lm.forward import make_forward_fn
+        >>> from heat_module.metrics import metric_entry
+        >>> from heat_module.testing import tiny_model
+        >>> metric = metric_entry("aopc").build(forward_fn=make_forward_fn(tiny_model("llama")))
+        >>> type(metric).__name__, metric.higher_is_better
+        ('AOPC', True)
+    """
+    return _REGISTRY.entry(name)
 
 
 def metric_title(key: str) -> str:

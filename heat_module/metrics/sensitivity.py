@@ -28,6 +28,17 @@ class Sensitivity(SumCountMetric):
 
     ``update(inputs_embeds (batch, n, d), attention_mask (batch, n) | None, target_ids (batch,) | None)`` — no
     ``scores`` argument: the metric attributes the noisy copies itself. ``compute()`` returns the mean (scalar).
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import Sensitivity
+        >>> def attribute_fn(inputs_embeds, attention_mask, target_ids):  # any method, on noisy embeddings
+        ...     return inputs_embeds.norm(dim=-1)
+        >>> metric = Sensitivity(attribute_fn, num_samples=2)
+        >>> metric.update(x, None, target)
+        >>> bool(metric.compute() >= 0)
+        True
     """
 
     higher_is_better = False

@@ -31,7 +31,7 @@ class SoftFaithfulness(SumCountMetric):
 
     Args:
         forward_fn: ``f(inputs_embeds (rows, n, d), attention_mask (rows, n)) -> logits (rows, V)``, e.g.
-            ``heat_module.lm.forward.make_forward_fn(model)``.
+            ``heat_module.lm.forward.forward_fn``.
         kinds: which of ``"nc"``, ``"ns"`` to compute (both share the reference forwards).
         definition: ``"reagent"`` or ``"heta"``.
         num_masks: Bernoulli masks per example.
@@ -50,6 +50,15 @@ class SoftFaithfulness(SumCountMetric):
     :func:`soft_faithfulness`).
     ``target_ids`` is accepted for the common signature of model-based metrics and only shape-checked:
     Soft-NC/NS compare full next-token distributions.
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics import SoftFaithfulness
+        >>> metric = SoftFaithfulness(forward_fn, num_masks=4)
+        >>> metric.update(scores, x, None, target)
+        >>> sorted(metric.compute())
+        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random', 'soft_ns', 'soft_ns_log_ratio', 'soft_ns_random']
     """
 
     higher_is_better = True
@@ -99,6 +108,13 @@ class SoftNC(SoftFaithfulness):
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
+
+    Example:
+        >>> from heat_module.metrics import SoftNC
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()
+        >>> SoftNC(forward_fn, num_masks=4, random_baseline=False)(scores, x, None, target)  # one batch's value
+        {'soft_nc': tensor(...)}
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:
@@ -111,6 +127,13 @@ class SoftNS(SoftFaithfulness):
 
     Its other arguments (``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``,
     ``scores_transform``, ``entropy_fraction``, ``exclude_last``, ``Metric`` options) by keyword.
+
+    Example:
+        >>> from heat_module.metrics import SoftNS
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()
+        >>> sorted(SoftNS(forward_fn, num_masks=4)(scores, x, None, target))  # the random baseline's too
+        ['soft_ns', 'soft_ns_log_ratio', 'soft_ns_random']
     """
 
     def __init__(self, forward_fn: ForwardFn, **kwargs: Any) -> None:

@@ -22,6 +22,14 @@ class ActivePassiveRobustness(SumCountMetric):
     """Mean Spearman ρ over aligned pairs (sum and count states).
 
     ``update(scores_a (batch, m), scores_b (batch, m), valid (batch, m) bool | None)``; ``compute()`` -> scalar.
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics import ActivePassiveRobustness
+        >>> metric = ActivePassiveRobustness()
+        >>> metric.update(torch.tensor([[0.1, 0.5, 0.2]]), torch.tensor([[0.2, 0.9, 0.3]]), None)  # aligned tokens
+        >>> metric.compute()
+        tensor(1.)
     """
 
     higher_is_better = True

@@ -71,12 +71,13 @@ def test_dry_run_of_the_driver(tmp_path):
 
 
 def test_out_of_memory_retry_halves_what_the_config_batches(tmp_path, monkeypatch):
-    """M·I (no S) retries with smaller batches of masked runs (its hvp_chunk_size is unused and may not be set at
-    β = 0: that warning is an error in the tests); eq. 5 with S halves the HVP chunks; a run that never fits is a
-    recorded FAIL."""
+    """M·I (no S) retries with smaller batches of masked runs; eq. 5 with S halves the HVP chunks; a run that never
+    fits is a recorded FAIL."""
     import torch
 
     import heat_module as hm
+    from heat_module.heat.i_exact import ExactI
+    from heat_module.heat.s_exact import ExactS
     from heat_module.testing import tiny_model
 
     driver = load_driver()
@@ -85,22 +86,22 @@ def test_out_of_memory_retry_halves_what_the_config_batches(tmp_path, monkeypatc
     original = hm.HEAT.attribute
 
     def fits_at_two(self, *args, **kwargs):  # out of memory unless the chunk that matters is at most 2
-        size = self.config.hvp_chunk_size if self.config.computes_s else self.config.info_batch_size
+        size = self.config.curvature.hvp_chunk_size if self.config.computes_s else self.config.information.batch_size
         if size > 2:
             raise torch.OutOfMemoryError("fake")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(hm.HEAT, "attribute", fits_at_two)
     rec = driver.Recorder(tmp_path, "throughput")
-    res, seconds, knob, chunk = driver.timed_attribution(model, hm.HEATConfig(info_batch_size=8), ids[:4], ids,
-                                                         "cpu", rec, "mi")
-    assert (knob, chunk) == ("info_batch_size", 2) and seconds > 0 and res.curvature is None
-    _, _, knob, chunk = driver.timed_attribution(model, hm.HEATConfig.preset("exact", hvp_chunk_size=4), ids[:4],
-                                                 ids, "cpu", rec, "full")
+    mi = hm.HEATConfig(information=ExactI(batch_size=8))
+    res, seconds, knob, chunk = driver.timed_attribution(model, mi, ids[:4], ids, "cpu", rec, "mi")
+    assert (knob, chunk) == ("batch_size", 2) and seconds > 0 and res.curvature is None
+    full = hm.HEATConfig.preset("exact", curvature=ExactS(hvp_chunk_size=4))
+    _, _, knob, chunk = driver.timed_attribution(model, full, ids[:4], ids, "cpu", rec, "full")
     assert (knob, chunk) == ("hvp_chunk_size", 2)
     monkeypatch.setattr(hm.HEAT, "attribute", lambda self, *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
     assert driver.timed_attribution(model, hm.HEATConfig(), ids[:4], ids, "cpu", rec, "never") is None
     rows = [(r["case"], r["metric"], r["value"]) for r in csv.DictReader((tmp_path / driver.CSV_NAME).open())]
-    assert rows[:3] == [("mi", "oom_retry_info_batch_size", "4"), ("mi", "oom_retry_info_batch_size", "2"),
+    assert rows[:3] == [("mi", "oom_retry_batch_size", "4"), ("mi", "oom_retry_batch_size", "2"),
                         ("full", "oom_retry_hvp_chunk_size", "2")]
     assert ("never", "error", "OutOfMemoryError") in rows

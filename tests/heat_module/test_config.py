@@ -1,8 +1,14 @@
-import warnings
+import dataclasses
 
 import pytest
 
-from heat_module.config import PRESETS, S_ONLY_FIELDS, S_UNUSED_WARNING, HEATConfig, s_only_changes
+from heat_module.config import FLAT_FIELDS, PRESETS, HEATConfig
+from heat_module.hashing import stable_hash
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS
+from heat_module.heat.s_lowrank import LowRankS
 
 
 @pytest.mark.parametrize(
@@ -11,25 +17,24 @@ from heat_module.config import PRESETS, S_ONLY_FIELDS, S_UNUSED_WARNING, HEATCon
         (dict(beta=-0.1), "beta"),
         (dict(gamma=float("nan")), "gamma"),
         (dict(alpha=-1), "alpha"),
-        (dict(probes=0), "probes"),
-        (dict(curvature="newton"), "curvature"),
-        (dict(mask="blank"), "mask"),
-        (dict(mask="token"), "mask_token_id"),
+        (dict(beta=0.5, curvature=dict(name="exact", probes=0)), "probes"),
+        (dict(beta=0.5, curvature="newton"), "S estimator"),
+        (dict(information=dict(name="exact", mask="blank")), "mask"),
+        (dict(information=dict(name="fisher", mask="token")), "mask_token_id"),
         (dict(ablation="nope"), "ablation"),
         (dict(sink="last"), "sink"),
         (dict(window=0), "window"),
         (dict(window=8, stride=9), "stride"),
         (dict(stride=2), "window"),
-        (dict(fisher_mass=1.5), "fisher_mass"),
-        (dict(fisher_mass="half"), "fisher_mass"),
-        (dict(fisher_mass=True), "fisher_mass"),
-        (dict(hvp_memory_mb=0), "hvp_memory_mb"),
-        (dict(hvp_memory_mb=float("inf")), "hvp_memory_mb"),
-        (dict(information="approx"), "information"),
+        (dict(beta=0.5, curvature=dict(name="fisher", mass=1.5)), "mass"),
+        (dict(beta=0.5, curvature=dict(name="fisher", mass="half")), "mass"),
+        (dict(information=dict(name="fisher", mass=True)), "mass"),
+        (dict(beta=0.5, curvature=dict(name="exact", hvp_memory_mb=0)), "hvp_memory_mb"),
+        (dict(beta=0.5, curvature=dict(name="exact", hvp_memory_mb=float("inf"))), "hvp_memory_mb"),
+        (dict(information="approx"), "I estimator"),
         (dict(gate="attention"), "gate"),
         (dict(normalize="l2"), "normalize"),
-        (dict(first_order="inside"), "first_order"),
-        (dict(hvp_mode="fast"), "hvp_mode"),
+        (dict(beta=0.5, curvature=dict(name="lowrank", hvp_mode="fast")), "hvp_mode"),
         (dict(progress="yes"), "progress"),
         (dict(rollout_layers=[]), "rollout_layers"),
         (dict(rollout_layers=[1, 1]), "rollout_layers"),
@@ -46,88 +51,97 @@ def test_invalid_config_names_field(changes, message):
     assert "Expected" in str(err.value)
 
 
+@pytest.mark.parametrize("gone", ["probes", "fisher_topk", "mask", "info_batch_size", "first_order", "extra"])
+def test_settings_of_s_and_i_are_not_fields_of_the_config(gone):
+    with pytest.raises(TypeError, match=gone):
+        HEATConfig(**{gone: 1})
+
+
 def test_defaults_and_hash():
     cfg = HEATConfig()  # M·I since the choice study: eq. 5 with beta = 0, gamma = 1
-    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.probes, cfg.mask) == (0.0, 1.0, 0.0, "exact", 1, "zero")
+    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.information) == (0.0, 1.0, 0.0, None, ExactI())
     assert cfg.hash() == HEATConfig().hash()
     assert cfg.hash() != cfg.replace(beta=0.25).hash()
+    assert cfg.hash() == cfg.replace(progress=True).hash()  # only what is printed
+    exact = HEATConfig.preset("exact")
+    assert exact.hash() != exact.replace(curvature=ExactS(probes=2)).hash()  # S's settings are hashed
+    assert cfg.hash() != cfg.replace(information=ExactI(mask="mean")).hash()
     assert HEATConfig(window=10).effective_stride == 5
 
 
-#: HEATConfig.preset("exact") (eq. 5 with exact S), field by field
-OLD_DEFAULT = dict(beta=0.5, gamma=0.5, alpha=0.0, first_order="gated", curvature="exact", information="exact",
-                   probes=1, hvp_chunk_size=8, hvp_mode="auto", hvp_memory_mb=2048.0, fisher_topk=16, fisher_mass=None,
-                   rank=16, oversample=8, layers=None, rollout_layers=None, mask="zero", mask_token_id=None,
-                   info_batch_size=8, ablation="full", sink="auto", gate="full", normalize="none", window=None,
-                   stride=None, window_leakage=False, aggregation="mean", backend="auto", seed=0, check_finite=True,
-                   progress=None, extra={})
+def test_max_memory_is_hashed_only_when_set():
+    """A config without a memory budget hashes as if the field did not exist; a budget may change chunk sizes (the
+    last bits), so it is hashed when set, and it survives the dict round trip."""
+    cfg = HEATConfig()
+    fields = cfg.to_dict()
+    fields.pop("progress")
+    fields.pop("max_memory")
+    assert cfg.hash() == stable_hash(fields)
+    budget = cfg.replace(max_memory="6GB")
+    assert budget.hash() != cfg.hash()
+    assert HEATConfig.from_dict(budget.to_dict()) == budget
+    with pytest.raises(ValueError, match="Expected max_memory like '6GB'"):
+        HEATConfig(max_memory="lots")
+
+
+@pytest.mark.parametrize("s", [ExactS(probes=3), FisherS(topk=4), LowRankS(rank=2), "fisher", {"name": "lowrank"}],
+                         ids=str)
+def test_an_s_estimator_where_s_is_not_computed_is_an_error(s):
+    """At beta = 0 (the default) S is not computed: its estimator would be a silent no-op, so it is refused."""
+    with pytest.raises(ValueError, match=r"Expected curvature=None where S is not computed \(beta=0"):
+        HEATConfig(curvature=s)
+    with pytest.raises(ValueError, match="Expected curvature=None"):
+        HEATConfig(beta=0.5, ablation="transition", curvature=s)
+    with pytest.raises(ValueError, match="Expected curvature=None"):
+        HEATConfig.preset("exact").replace(beta=0.0)
+
+
+def test_s_is_computed_with_an_estimator_always():
+    assert HEATConfig(beta=0.5).curvature == ExactS()  # eq. 3, the paper's S, unless another is given
+    assert HEATConfig(ablation="curvature").curvature == ExactS()
+    assert HEATConfig(beta=0.5, curvature="fisher").curvature == FisherS()
+    assert HEATConfig(beta=0.5, curvature={"name": "lowrank", "rank": 3}).curvature == LowRankS(rank=3)
+    assert HEATConfig(information="fisher").information == FisherI()
+    assert HEATConfig(ablation="transition").curvature is None
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_every_preset_constructs_without_warning(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cfg = HEATConfig.preset(name)
-    assert isinstance(cfg, HEATConfig) and not s_only_changes(cfg)
-    assert (cfg.beta > 0) == (name != "default")  # every preset but the default has eq. 5's S
+def test_every_preset_round_trips_through_its_dict(name):
+    cfg = HEATConfig.preset(name)
+    back = HEATConfig.from_dict(cfg.to_dict())
+    assert back == cfg and back.hash() == cfg.hash()
+    assert (cfg.beta > 0) == (name != "default") == (cfg.curvature is not None)  # every preset but the default has S
 
 
 def test_presets():
     assert HEATConfig.preset("default") == HEATConfig()
-    assert HEATConfig.preset("exact").to_dict() == OLD_DEFAULT  # the old default, explicit
-    assert HEATConfig.preset("exact").hash() == HEATConfig(beta=0.5, gamma=0.5).hash()
+    exact = HEATConfig.preset("exact")
+    assert exact == HEATConfig(beta=0.5, gamma=0.5, curvature=ExactS(), information=ExactI())
+    assert exact.to_dict()["curvature"] == {"name": "exact", "probes": 1, "hvp_chunk_size": 8, "hvp_mode": "auto",
+                                            "hvp_memory_mb": 2048.0, "layers": None}
     fast = HEATConfig.preset("fast")
-    assert (fast.curvature, fast.information, fast.beta, fast.gamma) == ("fisher", "fisher", 0.5, 0.5)
+    assert (fast.curvature, fast.information, fast.beta, fast.gamma) == (FisherS(), FisherI(), 0.5, 0.5)
     paper = HEATConfig.preset("paper", seed=3)
-    assert (paper.curvature, paper.information, paper.probes, paper.beta, paper.gamma) == ("exact", "exact", 10, 0.5,
-                                                                                          0.5)
+    assert (paper.curvature, paper.information, paper.beta, paper.gamma) == (ExactS(probes=10), ExactI(), 0.5, 0.5)
     assert (paper.sink, paper.seed) == ("keep", 3)
     fisher = HEATConfig.preset("fisher")
-    assert (fisher.curvature, fisher.information, fisher.beta, fisher.gamma) == ("fisher", "exact", 0.5, 0.5)
+    assert (fisher.curvature, fisher.information, fisher.beta, fisher.gamma) == (FisherS(), ExactI(), 0.5, 0.5)
+    assert HEATConfig.preset("fisher", beta=0.0) == HEATConfig(gamma=0.5)  # S turned off: the preset's S goes too
+    with pytest.raises(ValueError, match="Expected curvature=None"):
+        HEATConfig.preset("fisher", beta=0.0, curvature=FisherS())  # but a given one is refused
     with pytest.raises(ValueError, match="Expected preset to be one of"):
         HEATConfig.preset("fastest")
-    with pytest.raises(ValueError, match="Expected hvp_memory_mb"):
-        HEATConfig(hvp_memory_mb=0)
 
 
-@pytest.mark.parametrize("changes", [
-    dict(curvature="fisher"), dict(probes=4), dict(curvature="lowrank", rank=4, oversample=2), dict(layers=2),
-    dict(hvp_mode="reverse_over_reverse"), dict(hvp_memory_mb=None), dict(hvp_chunk_size=2), dict(fisher_topk=4),
-    dict(fisher_mass=0.9), dict(ablation="no_gate", probes=2), dict(ablation="uniform_gate", curvature="fisher"),
-    dict(information="fisher", curvature="fisher"), dict(information="fisher", probes=3),
-], ids=str)
-def test_s_only_settings_at_beta_zero_warn(changes):
-    """At beta = 0 (the default) S is not computed: a setting of S alone would be a silent no-op."""
-    with pytest.warns(UserWarning, match=S_UNUSED_WARNING) as record:
-        HEATConfig(**changes)
-    message = str(record[0].message)
-    assert all(f"{k}=" in message for k in changes if k not in ("ablation", "information"))
-    assert "beta > 0" in message and "preset('exact')" in message
-
-
-@pytest.mark.parametrize("changes", [
-    dict(), dict(ablation="curvature", curvature="fisher"), dict(ablation="information", probes=4),
-    dict(ablation="transition", curvature="lowrank"), dict(beta=0.5, curvature="fisher", probes=3),
-    dict(beta=1e-3, layers=2), dict(information="fisher"), dict(information="fisher", fisher_topk=4, hvp_chunk_size=2),
-    dict(gamma=0.5, sink="keep", normalize="sum", seed=5, info_batch_size=2, alpha=0.5), dict(curvature="exact"),
-], ids=str)
-def test_no_warning_where_s_settings_act_or_are_defaults(changes):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cfg = HEATConfig(**changes)
-    assert not s_only_changes(cfg)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        HEATConfig.preset("fisher")
-        HEATConfig.preset("exact", probes=4, hvp_chunk_size=2)
-
-
-def test_s_only_changes_names_every_changed_s_field():
-    with pytest.warns(UserWarning, match=S_UNUSED_WARNING):
-        cfg = HEATConfig(curvature="lowrank", rank=4, fisher_topk=3, seed=2, sink="keep")
-    assert s_only_changes(cfg) == {"curvature": "lowrank", "fisher_topk": 3, "rank": 4}  # not seed, not sink
-    assert s_only_changes(cfg.replace(beta=0.5)) == {}
-    assert set(S_ONLY_FIELDS) <= set(OLD_DEFAULT)
+def test_from_dict_refuses_the_flat_layout_naming_the_fields():
+    flat = {"beta": 0.5, "gamma": 0.5, "curvature": "exact", "probes": 1, "fisher_topk": 16, "mask": "zero",
+            "first_order": "gated", "extra": {}}
+    with pytest.raises(ValueError, match=r"got the flat fields \['extra', 'first_order', 'fisher_topk', 'mask', "
+                                         r"'probes', 'curvature'\]"):
+        HEATConfig.from_dict(flat)
+    with pytest.raises(ValueError, match=r"unknown \['colour'\]"):
+        HEATConfig.from_dict({"colour": 1})
+    assert set(FLAT_FIELDS).isdisjoint(f.name for f in dataclasses.fields(HEATConfig))
 
 
 @pytest.mark.parametrize("fields, s, i", [
@@ -143,6 +157,7 @@ def test_s_only_changes_names_every_changed_s_field():
 def test_computes_s_and_i_by_hand(fields, s, i):
     cfg = HEATConfig(**fields)
     assert (cfg.computes_s, cfg.computes_i) == (s, i)
+    assert (cfg.curvature is not None) == s
 
 
 @pytest.mark.parametrize("ablation", ["transition", "curvature", "information"])

@@ -69,7 +69,7 @@ def test_dominant_final_token_leaves_the_context_visible(tmp_path):
 
 def test_generation_matrix_renders(tmp_path):
     """The matrix picture: red and blue cells, the blank causal triangle, the foil in the title."""
-    from heat_module.viz_matrix import cell_rgb, matrix_to_html
+    from heat_module.viz_matrix import cell_rgb, matrix_layout, matrix_to_html
 
     tokens = ["<|im_start|>", "user", "\n", "Name", " a", " fruit", "<|im_end|>", "\n", "<|im_start|>", "assistant",
               "\n", "An", " apple", " a", " day", "."]
@@ -81,8 +81,8 @@ def test_generation_matrix_renders(tmp_path):
         m[t, n + t - 1] = 50.0
         m[t, n + t:] = float("nan")
     special = torch.tensor([k in (0, 1, 2, 6, 7, 8, 9, 10) for k in range(n + T)])
-    page = matrix_to_html(tokens, m, None, torch.tensor([0.5, 0.9, 0.3, 0.8, 0.6]), special,
-                          [(0, 8, "user"), (8, 16, "assistant")], n, "Name a fruit", " pear")
+    page = matrix_to_html(matrix_layout(tokens, m, None, torch.tensor([0.5, 0.9, 0.3, 0.8, 0.6]), special,
+                                        [(0, 8, "user"), (8, 16, "assistant")], n, "Name a fruit", " pear"))
     (tmp_path / "matrix.html").write_text(page)
     pixels = screenshot(tmp_path / "matrix.html", tmp_path / "matrix.png")
     assert count(pixels, cell_rgb(1.0)) > 300, "no full-red ' fruit' column"

@@ -32,7 +32,7 @@ def page(**kw):
     args = dict(tokens=TOKENS, matrix=matrix(), row_labels=None, step_probability=PROB, special=SPECIAL, spans=SPANS,
                 n_prompt=N, title="The cat", foil=None)
     args.update(kw)
-    return matrix_to_html(**args)
+    return matrix_to_html(matrix_layout(**args))
 
 
 def body_rows(html):
@@ -97,12 +97,12 @@ def test_layout_rejects_shape_mismatch():
 
 
 def test_terminal_view_with_and_without_colour():
-    coloured = matrix_to_text(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, None, " dog")
+    coloured = matrix_to_text(matrix_layout(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, None, " dog"))
     assert "\x1b[48;2;" in coloured and "\x1b[0m" in coloured and "rather than ' dog'" in coloured
     assert "[ and]" in coloured and "||" in coloured  # the previous token of row 3 in brackets; the answer starts
     r, g, b = cell_rgb(0.5)
     assert f"\x1b[48;2;{r};{g};{b}m" in coloured  # ' cat' at half colour despite the dominant previous token
-    plain = matrix_to_text(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, None, None, color=False)
+    plain = matrix_to_text(matrix_layout(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, None, None), color=False)
     assert "\x1b" not in plain
     lines = plain.splitlines()[2:]
     assert len(lines) == 4 and all("P=" in line for line in lines)
@@ -113,7 +113,7 @@ def test_png_has_both_colours_and_a_blank_triangle(tmp_path):
     from PIL import Image
 
     path = tmp_path / "m.png"
-    save_matrix_png(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, "The cat", " dog", str(path))
+    save_matrix_png(matrix_layout(TOKENS, matrix(), None, PROB, SPECIAL, SPANS, N, "The cat", " dog"), str(path))
     pixels = torch.tensor(list(Image.open(path).convert("RGB").getdata()), dtype=torch.int32)
     assert (pixels == torch.tensor(cell_rgb(1.0))).all(-1).sum() > 50  # full red (' sat')
     assert (pixels == torch.tensor(cell_rgb(0.5))).all(-1).sum() > 50  # half red (' cat'), not washed out

@@ -3,6 +3,8 @@
 Each ``functional/<metric>.py`` holds the per-example values (``<metric>_values``), the running totals
 (``<metric>_update``), their reduction (``<metric>_compute``) and the public function; the Metric class in
 ``heat_module.metrics.<metric>`` calls the same update / compute helpers. ``common`` holds what they share.
+Protocol boilerplate, on purpose: the four functions have the same shape in every file, and the public function
+and the class's constructor list the same options, so each metric reads whole in its own two files.
 
 The functions share their names with the modules that define them (``aopc.py`` defines ``aopc``), so after this
 package is imported ``heat_module.metrics.functional.aopc`` is the function: import helpers with

@@ -119,13 +119,21 @@ def abpc(
         inputs_embeds: (batch, n, d) left-padded embeddings.
         attention_mask: (batch, n) or ``None``.
         target_ids: (batch,) target ids.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         steps: T, the number of intervals of [0, 1] (T − 1 interior points, 2 (T − 1) forward rows per example).
         batch_size: rows per forward call.
         exclude_last: how many final real tokens are never removed nor ranked (0: every real token is context).
         perturbation: ``"zero"`` (embeddings zeroed) or ``"deletion"`` (tokens taken out of the sequence).
         protected: further positions never removed nor ranked: a bool (batch, n) mask or per-example index lists
             counted from the first real token (e.g. the query span of a templated prompt).
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import abpc
+        >>> value = abpc(scores, x, None, target, forward_fn, steps=5)
+        >>> value.shape, bool(value.isfinite())
+        (torch.Size([]), True)
     """
     total_abpc, total = abpc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn, protected,
                                      steps=steps, batch_size=batch_size, exclude_last=exclude_last,

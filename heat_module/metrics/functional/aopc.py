@@ -110,13 +110,21 @@ def aopc(
         inputs_embeds: (batch, n, d) left-padded embeddings.
         attention_mask: (batch, n) or ``None``.
         target_ids: (batch,) target ids.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         percents: the k values in percent (default 1, 5, 10, 20, 50).
         batch_size: rows per forward call.
         exclude_last: how many final real tokens are never removed nor ranked (0: every real token is context).
         perturbation: ``"zero"`` (embeddings zeroed) or ``"deletion"`` (tokens taken out of the sequence).
         protected: further positions never removed nor ranked: a bool (batch, n) mask or per-example index lists
             counted from the first real token (e.g. the query span of a templated prompt).
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import aopc
+        >>> value = aopc(scores, x, None, target, forward_fn, percents=(20, 40))
+        >>> value.shape, bool(value.isfinite())
+        (torch.Size([]), True)
     """
     total_aopc, total = aopc_update(scores, inputs_embeds, attention_mask, target_ids, forward_fn, protected,
                                      percents=percents, batch_size=batch_size, exclude_last=exclude_last,

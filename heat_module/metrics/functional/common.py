@@ -110,15 +110,32 @@ ScoresTransform = Literal["none", "rank", "entropy"]
 SCORES_TRANSFORMS: tuple[str, ...] = get_args(ScoresTransform)
 
 
+def mid_ranks(values: torch.Tensor) -> torch.Tensor:
+    """(m,) values -> (m,) fp64 mid-ranks: the 1-based rank of each value from the lowest, tied values sharing the
+    mean of their ranks (what Spearman's ρ correlates). The ranks are whole or half numbers, exact in fp64. A NaN
+    value gets a NaN rank and leaves the ranks of the others as they are among themselves.
+
+    >>> mid_ranks(torch.tensor([0.3, 0.1, 0.3, 0.2]))
+    tensor([3.5000, 1.0000, 3.5000, 2.0000], dtype=torch.float64)
+    """
+    if values.dim() != 1:
+        raise ValueError(f"Expected a vector of values, got shape {tuple(values.shape)}")
+    order = torch.argsort(values, stable=True)
+    ranks = torch.empty(len(values), dtype=torch.float64, device=values.device)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64, device=values.device)
+    _, group = torch.unique(values, return_inverse=True)
+    sums = torch.zeros(int(group.max()) + 1 if len(values) else 0, dtype=torch.float64, device=values.device)
+    sums.index_add_(0, group, ranks)
+    out = (sums / torch.bincount(group).to(torch.float64))[group]
+    return out.masked_fill(values.isnan(), math.nan)
+
+
 def rank_scores(scores: torch.Tensor) -> torch.Tensor:
     """(n,) scores -> (n,) fp32 normalised ranks summing to one: r_i / Σ_j r_j with r_i the 1-based rank of s_i
-    from the lowest (tied values share the mean of their ranks). Only the ordering of the scores is kept, so every
-    method gets the same concentration (a linear ramp): a metric on these scores measures correctness, not
-    peakedness."""
-    v = scores.float()
-    less = (v[None, :] < v[:, None]).sum(-1).float()
-    equal = (v[None, :] == v[:, None]).sum(-1).float()
-    r = less + (equal + 1.0) / 2.0
+    from the lowest (tied values share the mean of their ranks, :func:`mid_ranks`). Only the ordering of the scores
+    is kept, so every method gets the same concentration (a linear ramp): a metric on these scores measures
+    correctness, not peakedness."""
+    r = mid_ranks(scores.float()).float()
     return r / r.sum()
 
 

@@ -55,6 +55,14 @@ def dsa(
         gold: (batch, n) bool mask, or per-example index lists counted from the first real token.
         distractor: same form as ``gold``.
         attention_mask: (batch, n) or ``None``.
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics.functional import dsa
+        >>> dsa(scores, gold, torch.tensor([[True, False, False, False, False]]))
+        tensor(0.6000)
     """
     sum_dsa, total = dsa_update(scores, gold, distractor, attention_mask)
     return dsa_compute(sum_dsa, total)

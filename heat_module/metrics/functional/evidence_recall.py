@@ -103,6 +103,14 @@ def evidence_recall(
         exclude_last: how many final real tokens are left out of the ranking (default 1: the last token, which
             every causal LM leans on, can neither win nor take a place in the top k).
         protected: further positions left out of the ranking (e.g. the query), same forms as ``evidence``.
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics.functional import evidence_recall
+        >>> evidence_recall(scores, gold, top_k=2)
+        tensor(1.)
     """
     total_recall, total = evidence_recall_update(scores, evidence, attention_mask, top_k, exclude_last, protected)
     return evidence_recall_compute(total_recall, total)

@@ -91,5 +91,13 @@ def f1_alignment(
         attention_mask: (batch, n) or ``None``.
     Returns:
         ``{"f1": scalar, "span_f1": scalar}``.
+
+    Example:
+        >>> import torch
+        >>> scores = torch.tensor([[0.1, 0.2, 0.5, 0.1, 0.1]])
+        >>> gold = torch.tensor([[False, True, True, False, False]])
+        >>> from heat_module.metrics.functional import f1_alignment
+        >>> f1_alignment(scores, gold)
+        {'f1': tensor(1.), 'span_f1': tensor(1.)}
     """
     return f1_alignment_compute(*f1_alignment_update(scores, gold, attention_mask))

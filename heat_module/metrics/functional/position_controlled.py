@@ -31,6 +31,11 @@ def position_controlled(
     Raises:
         ValueError: when the two are not 1-d of one length, or a value is not finite (a NaN would silently drop an
             example from one side only).
+
+    Example:
+        >>> from heat_module.metrics.functional import position_controlled
+        >>> position_controlled([0.5, 0.7], [0.4, 0.4])  # a method's per-example values minus the position prior's
+        tensor([0.1000, 0.3000], dtype=torch.float64)
     """
     m = torch.as_tensor(metric_values, dtype=torch.float64).detach().cpu()
     p = torch.as_tensor(prior_values, dtype=torch.float64).detach().cpu()

@@ -144,6 +144,14 @@ def sensitivity(
         seed: seed of the per-example generators.
         batch_size: rows per ``attribute_fn`` call.
         normalize: normalise each sample's scores (clip at 0, sum one) before taking standard deviations.
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import sensitivity
+        >>> value = sensitivity(x, None, target, lambda e, mask, t: e.norm(dim=-1), num_samples=2)
+        >>> bool(value >= 0)
+        True
     """
     sum_sensitivity, total = sensitivity_update(
         inputs_embeds, attention_mask, target_ids, attribute_fn, num_samples=num_samples, delta=delta, seed=seed,

@@ -275,7 +275,7 @@ def soft_faithfulness(
         scores: (batch, n) attribution scores from any method.
         inputs_embeds: (batch, n, d) left-padded input embeddings.
         attention_mask: (batch, n) or ``None``.
-        forward_fn: from ``heat_module.lm.forward.make_forward_fn(model)``.
+        forward_fn: from ``heat_module.lm.forward.forward_fn``.
         kinds: which of ``"nc"``, ``"ns"``.
         definition: ``"reagent"`` (default) or ``"heta"`` (the authors' code).
         num_masks: Bernoulli masks per example (``"reagent"`` only).
@@ -290,6 +290,14 @@ def soft_faithfulness(
             the first real token (e.g. the query span of a templated prompt).
     Returns:
         ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio", "soft_ns", ...}``: scalar tensors.
+
+    Example:
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, target = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> from heat_module.metrics.functional import soft_faithfulness
+        >>> values = soft_faithfulness(scores, x, None, forward_fn, num_masks=4, random_baseline=False)
+        >>> sorted(values)
+        ['soft_nc', 'soft_ns']
     """
     sums, total = soft_faithfulness_update(
         scores, inputs_embeds, attention_mask, forward_fn, protected, kinds=kinds, definition=definition,
@@ -303,7 +311,16 @@ def soft_nc(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NC: ``{"soft_nc", "soft_nc_random", "soft_nc_log_ratio"}`` (see :func:`soft_faithfulness`; options by
     keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
-    ``protected``, ...)."""
+    ``protected``, ...).
+
+    Example:
+        >>> from heat_module.metrics.functional import soft_nc
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, _ = tiny_metric_example()  # "the cat sat on the" -> "road", fixed scores
+        >>> values = soft_nc(scores, x, None, forward_fn, num_masks=4)
+        >>> sorted(values)  # the method's value, the random scores' and ln(method / random)
+        ['soft_nc', 'soft_nc_log_ratio', 'soft_nc_random']
+    """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("nc",), **options)
 
 
@@ -311,5 +328,13 @@ def soft_ns(scores: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
             forward_fn: ForwardFn, **options: Any) -> dict[str, torch.Tensor]:
     """Soft-NS: ``{"soft_ns", "soft_ns_random", "soft_ns_log_ratio"}`` (see :func:`soft_faithfulness`; options by
     keyword: ``definition``, ``num_masks``, ``seed``, ``batch_size``, ``random_baseline``, ``exclude_last``,
-    ``protected``, ...)."""
+    ``protected``, ...).
+
+    Example:
+        >>> from heat_module.metrics.functional import soft_ns
+        >>> from heat_module.testing import tiny_metric_example
+        >>> forward_fn, x, scores, _ = tiny_metric_example()
+        >>> bool(soft_ns(scores, x, None, forward_fn, num_masks=4, random_baseline=False)["soft_ns"] >= 0)
+        True
+    """
     return soft_faithfulness(scores, inputs_embeds, attention_mask, forward_fn, ("ns",), **options)

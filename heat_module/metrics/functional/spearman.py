@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import torch
 
-
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """(m,) values -> (m,) fp64 ranks 0..m-1, ties sharing their mean rank."""
-    order = torch.argsort(x, stable=True)
-    ranks = torch.empty(len(x), dtype=torch.float64, device=x.device)
-    ranks[order] = torch.arange(len(x), dtype=torch.float64, device=x.device)
-    _, inverse = torch.unique(x, return_inverse=True)
-    sums = torch.zeros(int(inverse.max()) + 1 if len(x) else 0, dtype=torch.float64, device=x.device)
-    sums.index_add_(0, inverse, ranks)
-    counts = torch.bincount(inverse).to(torch.float64)
-    return (sums / counts)[inverse]
+from heat_module.metrics.functional.common import mid_ranks
 
 
 def spearman_rho(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman ρ of two (m,) vectors (0 when either is constant or m < 2), a 0-dim fp64 tensor."""
+    """Spearman ρ of two (m,) vectors (0 when either is constant or m < 2), a 0-dim fp64 tensor.
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics.functional import spearman_rho
+        >>> spearman_rho(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 30.0, 20.0]))
+        tensor(0.5000, dtype=torch.float64)
+    """
     if a.shape != b.shape or a.dim() != 1:
         raise ValueError(f"Expected two vectors of the same length, got {tuple(a.shape)} and {tuple(b.shape)}")
     if len(a) < 2:
         return torch.zeros((), dtype=torch.float64, device=a.device)
-    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = mid_ranks(a), mid_ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = (ra.pow(2).sum() * rb.pow(2).sum()).sqrt()
     if denom == 0:
@@ -78,5 +75,12 @@ def active_passive_compute(sum_rho: torch.Tensor, total: torch.Tensor | int) -> 
 def active_passive_robustness(
     scores_a: torch.Tensor, scores_b: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean Spearman ρ over aligned (original, rephrased) pairs: scalar tensor (shapes as in the class)."""
+    """Mean Spearman ρ over aligned (original, rephrased) pairs: scalar tensor (shapes as in the class).
+
+    Example:
+        >>> import torch
+        >>> from heat_module.metrics.functional import active_passive_robustness
+        >>> active_passive_robustness(torch.tensor([[0.1, 0.5, 0.2]]), torch.tensor([[0.3, 0.2, 0.1]]))
+        tensor(-0.5000)
+    """
     return active_passive_compute(*active_passive_update(scores_a, scores_b, valid))

@@ -91,8 +91,8 @@ def test_heat_module_resolves_baselines(model, tok, batch):
 
 
 def test_build_gives_heat_its_config_and_a_baseline_its_options(model, tok):
-    heat = build("heat", model, tok, HEATConfig.preset("exact", probes=2))
-    assert isinstance(heat, HEAT) and heat.config.probes == 2
+    heat = build("heat", model, tok, HEATConfig.preset("exact", curvature={"name": "exact", "probes": 2}))
+    assert isinstance(heat, HEAT) and heat.config.curvature.probes == 2
     with pytest.raises(ValueError, match="method_options"):
         build("heat", model, tok, None, steps=4)
     ig = build("ig", model, tok, HEATConfig(), steps=4)

@@ -58,8 +58,23 @@ def test_default_is_m_times_i_and_preset_exact_adds_s(capsys, tiny_folder):
     assert data["cost"]["hvps"] == 0
     assert attribute_command(base + ["--preset", "exact", "--probes", "2"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["probes"]) == (0.5, 0.5, 2)
+    assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["curvature"]["probes"]) == (0.5, 0.5, 2)
     assert data["curvature"] is not None and data["cost"]["hvps"] == 2 * len(data["tokens"])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_estimator_flags_change_the_presets_estimators(capsys, tiny_folder):
+    """``--probes`` keeps the preset's S estimator, ``--curvature`` names another, ``--mask`` changes I's mask; an S
+    estimator where S is not computed (β = 0) is refused with the config's error."""
+    base = ["--model", tiny_folder, "--text", "the cat sat on the old", "--json", "--progress", "off"]
+    assert attribute_command(base + ["--preset", "fisher", "--probes", "3", "--mask", "mean"]) == 0
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert (config["curvature"]["name"], config["curvature"]["probes"], config["information"]["mask"]) == (
+        "fisher", 3, "mean")
+    assert attribute_command(base + ["--beta", "0.5", "--curvature", "lowrank"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["curvature"]["name"] == "lowrank"
+    assert attribute_command(base + ["--curvature", "fisher"]) == 2
+    assert "Expected curvature=None where S is not computed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from heat_module.cli import main
+from heat_module.cli.main import main
 from heat_module.lightning.cli import run_lightning
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,7 +52,8 @@ def test_every_config_parses(name, capsys):
 def test_predict_with_a_config_and_output_dir_override(tiny_dir, tmp_path):
     out = tmp_path / "out"
     code = main(["predict", "--config", str(ROOT / "configs" / "smollm2_prompts.yaml"), "--model.model", str(tiny_dir),
-                 "--model.config.beta", "0.0", "--data.init_args.tokenizer", str(tiny_dir),
+                 "--model.config.beta", "0.0", "--model.config.curvature", "null",  # M·I: no S (estimator)
+                 "--data.init_args.tokenizer", str(tiny_dir),
                  "--data.init_args.prompts", str(FIXTURES / "prompts.txt"), "--output_dir", str(out)])
     assert code == 0
     assert [row["id"] for row in lines(out)] == ["0", "1", "2", "3"]
@@ -90,7 +91,7 @@ def test_heat_predict_smollm2_curated_config_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("command", ["attribute", "fit-weights", "eval"])
 def test_plain_subcommands_are_wired(command, capsys):
-    from heat_module.cli import main
+    from heat_module.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from heat_module import HEAT, HEATConfig
-from heat_module.heat.curvature import curvature_exact, curvature_naive, estimate_curvature, rademacher
+from heat_module.heat.curvature import curvature_exact, curvature_naive, rademacher
 from heat_module.heat.information import information, information_naive
 from heat_module.heat.layer_sampling import residual_input, residual_stream
 from heat_module.heat.objective import target_logprob_fn
+from heat_module.heat.s_exact import ExactS
 from heat_module.heat.transition import sink_positions, transition_from_captures
 from heat_module.lm.anatomy import mask_band
 from heat_module.lm.capture import can_share_prefix, capture, install
@@ -206,12 +207,13 @@ def test_layer_sampling_maps_decoder_layers_on_a_hybrid():
     layer, and S w.r.t. the residual stream equals the double backward through the unmodified model's layers."""
     model, reference = _models("lfm2")
     ids = _ids(7)
-    cfg = HEATConfig(layers=2, probes=1, hvp_chunk_size=4, beta=1.0, gamma=0.0, sink="keep", gate="attention_only")
+    cfg = HEATConfig(curvature=ExactS(layers=2, probes=1, hvp_chunk_size=4), beta=1.0, gamma=0.0, sink="keep",
+                     gate="attention_only")
     heat = HEAT(model, config=cfg)
     x = embed(model, ids)
     _, caps = _captures(model, x)
     probes = rademacher(1, 7, x.shape[-1], seed=cfg.seed, dtype=x.dtype)
-    got = estimate_curvature(model, cfg, x, 17, caps, probes, Cost())
+    got = heat.curvature(x, 17, caps, Cost())
     start = 1
     z = residual_input(reference, x, start)
     with residual_stream(reference, start):

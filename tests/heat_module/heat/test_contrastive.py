@@ -6,6 +6,7 @@ import torch
 
 import heat_module as hm
 from heat_module.heat.curvature import rademacher
+from heat_module.heat.s_exact import ExactS
 from heat_module.lm.capture import install
 from heat_module.testing import tiny_model
 
@@ -30,7 +31,7 @@ def contrast_fn(model, target, foil):
 
 
 def test_foil_equal_to_target_gives_zero_scores(models, tiny_tok):
-    cfg = hm.HEATConfig.preset("exact", probes=2, alpha=0.5)
+    cfg = hm.HEATConfig.preset("exact", curvature=ExactS(probes=2), alpha=0.5)
     res = hm.HEAT(models[1], tiny_tok, cfg).attribute(TEXT, target="hat", foil="hat")
     assert torch.count_nonzero(res.scores) == 0
     assert torch.count_nonzero(res.curvature) == 0 and torch.count_nonzero(res.information) == 0
@@ -40,7 +41,7 @@ def test_foil_equal_to_target_gives_zero_scores(models, tiny_tok):
 
 def test_contrastive_s_and_i_equal_direct_computation(models, tiny_tok):
     reference, heat_model = models
-    cfg = hm.HEATConfig.preset("exact", probes=3, seed=7)
+    cfg = hm.HEATConfig.preset("exact", curvature=ExactS(probes=3), seed=7)
     res = hm.HEAT(heat_model, tiny_tok, cfg).attribute(TEXT, target="hat", foil="tree")
     t, f = res.target_id, res.extra["foil_id"]
     assert t != f
@@ -49,8 +50,9 @@ def test_contrastive_s_and_i_equal_direct_computation(models, tiny_tok):
     n, d = x.shape[1:]
     g = contrast_fn(reference, t, f)
     H = torch.autograd.functional.hessian(lambda flat: g(flat.view(1, n, d)), x.flatten()).view(n, d, n, d)
-    probes = rademacher(cfg.probes, n, d, seed=cfg.seed, dtype=x.dtype)
-    s = torch.stack([torch.stack([(H[i, :, i, :] @ probes[k, i]).abs().sum() for k in range(cfg.probes)]).mean()
+    m = cfg.curvature.probes
+    probes = rademacher(m, n, d, seed=cfg.seed, dtype=x.dtype)
+    s = torch.stack([torch.stack([(H[i, :, i, :] @ probes[k, i]).abs().sum() for k in range(m)]).mean()
                      for i in range(n)])
     torch.testing.assert_close(res.curvature.double(), s, rtol=1e-5, atol=1e-9)
     with torch.no_grad():

@@ -9,7 +9,9 @@ import torch
 import heat_module as hm
 from heat_module.heat import Components, combine
 from heat_module.heat.cost import information_fe
+from heat_module.heat.i_exact import ExactI
 from heat_module.heat.objective import gradient
+from heat_module.heat.s_exact import ExactS
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
 from tests.heat_module.heat.dense_reference import eager_copy
@@ -17,7 +19,7 @@ from tests.heat_module.heat.dense_reference import eager_copy
 
 @pytest.fixture(scope="module")
 def tiny_heat(tiny_tok):
-    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("exact", probes=2))  # eq. 5 with exact S
+    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("exact", curvature=ExactS(probes=2)))  # eq. 5
 
 
 TEXT = "the cat sat on the hat because it was warm and the dog ran"
@@ -81,8 +83,8 @@ def test_default_is_m_times_i(tiny_tok, text):
     """HEATConfig() since the choice study: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is
     one captured forward plus the prefix-shared masked runs of I."""
     cfg = hm.HEATConfig()
-    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.ablation, cfg.sink, cfg.mask) == (0.0, 1.0, 0.0, "full", "auto",
-                                                                                  "zero")
+    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.ablation, cfg.sink) == (0.0, 1.0, 0.0, "full", "auto")
+    assert cfg.curvature is None and cfg.information == ExactI(mask="zero")
     model = make_tiny("llama")
     res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
     n = len(res.tokens)
@@ -90,7 +92,7 @@ def test_default_is_m_times_i(tiny_tok, text):
     assert res.curvature is None and res.first_order is None
     assert res.cost["hvps"] == 0 and res.cost["gradients"] == 0 and "curvature" not in res.cost["seconds"]
     assert res.cost["forward_passes"] == n + 1
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.info_batch_size, True))
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.information.batch_size, True))
 
 
 def sink_model(tok, first_word: str):
@@ -160,18 +162,9 @@ def test_first_order_inside_the_gate_eq22_by_hand():
     # α = 0.5, β = 0.25, γ = 0.75: inner_i = 0.5·fo + 0.25·S + 0.75·I
     #   i=0: 1 + 0.25 + 3 = 4.25;  i=1: 0 + 0.5 + 2.25 = 2.75;  i=2: 2 + 0.75 + 1.5 = 4.25;  i=3: 4 + 1 + 0.75 = 5.75
     cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5)
-    assert cfg.first_order == "gated"
     torch.testing.assert_close(combine(parts, cfg), torch.tensor([0.4 * 4.25, 0.3 * 2.75, 0.2 * 4.25, 0.1 * 5.75]))
-    # the old form, by name: M·(βS + γI) + α‖∇g‖₁ = [0.4·3.25 + 1, 0.3·2.75 + 0, 0.2·2.25 + 2, 0.1·1.75 + 4]
-    outside = combine(parts, cfg.replace(first_order="outside"))
-    torch.testing.assert_close(outside, torch.tensor([2.3, 0.825, 2.45, 4.175]))
-    # α = 0: both forms are eq. 5
-    eq5 = hm.HEATConfig(beta=0.25, gamma=0.75)
-    torch.testing.assert_close(combine(parts, eq5), combine(parts, eq5.replace(first_order="outside")))
-    assert eq5.hash() == eq5.replace(first_order="outside").hash()  # no effect at α = 0: hash unchanged
-    assert cfg.hash() != cfg.replace(first_order="outside").hash()
-    with pytest.raises(ValueError, match="Expected first_order"):
-        hm.HEATConfig(first_order="inside")
+    with pytest.raises(TypeError, match="first_order"):  # one form only: the paper's
+        hm.HEATConfig(first_order="outside")
 
 
 def test_first_order_term_is_gradient_norm(tiny_tok):

@@ -6,9 +6,12 @@ import torch
 
 import heat_module as hm
 from heat_module.heat import fisher
-from heat_module.heat.cost import information_fe
+from heat_module.heat.cost import attention_share, fisher_fe, information_fe
 from heat_module.heat.curvature import rademacher
 from heat_module.heat.fisher import curvature_fisher, fisher_factors, logprobs_fn, select_tokens
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.s_fisher import FisherS
+from heat_module.lm.flops import attention_flops, linear_flops_per_token
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
@@ -82,7 +85,7 @@ def test_mass_cutoff_selects_fewest_tokens():
 def test_heat_fisher_mode_and_cost(tiny_tok):
     model = make_tiny("llama")
     text = "the cat sat on the hat because it was"
-    cfg = hm.HEATConfig.preset("fisher", fisher_topk=4, probes=2, info_batch_size=32)
+    cfg = hm.HEATConfig.preset("fisher", curvature=FisherS(topk=4, probes=2), information=ExactI(batch_size=32))
     res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
     ids = res.token_ids[None]
     x = embed(model, ids).detach()
@@ -91,9 +94,12 @@ def test_heat_fisher_mode_and_cost(tiny_tok):
     expected = fisher_reference(eager_copy(model), x, rademacher(2, n, d, seed=cfg.seed, dtype=x.dtype), topk=4)
     torch.testing.assert_close(res.curvature.double(), expected, rtol=1e-5, atol=1e-6)
     assert res.cost["gradients"] == 4 and res.cost["hvps"] == 0 and res.cost["fisher_k"] == 4
-    # 1 unperturbed forward + (1 forward + 4 backward) + the prefix-shared masked forwards of I
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + 1 + 4 + information_fe(n, cfg.info_batch_size, True))
-    masked = hm.HEAT(model, tiny_tok, cfg.replace(fisher_mass=0.5, fisher_topk=50)).attribute(text)
+    # 1 unperturbed forward + (1 forward + 4 backward cotangents, attention's n² part counted) + the prefix-shared
+    # masked forwards of I
+    share = attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
+    assert share > 0 and fisher_fe(4, share) > 1 + 4
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + fisher_fe(4, share) + information_fe(n, 32, True))
+    masked = hm.HEAT(model, tiny_tok, cfg.replace(curvature=FisherS(mass=0.5, topk=50, probes=2))).attribute(text)
     assert 1 <= masked.cost["fisher_k"] <= 50 and masked.cost["fisher_mass"] >= 0.5
 
 

@@ -9,6 +9,9 @@ import torch
 import heat_module as hm
 from heat_module.heat.fisher import fisher_factors
 from heat_module.heat.fisher_information import information_fisher, information_from_factors
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.s_fisher import FisherS
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
@@ -93,15 +96,15 @@ def test_truncated_is_the_top_k_part_of_the_sum():
 def test_heat_fisher_information_shares_one_backward_with_fisher_curvature():
     model, x = setup("llama", n=6, seed=5)
     ids = torch.randint(4, TINY_VOCAB, (6,), generator=torch.Generator().manual_seed(5))
-    cfg = hm.HEATConfig.preset("fast", fisher_topk=4)  # Fisher S + Fisher I, beta = gamma = 0.5
+    cfg = hm.HEATConfig.preset("fast", curvature=FisherS(topk=4), information=FisherI(topk=4))  # beta = gamma = 0.5
     res = hm.HEAT(model, None, cfg).attribute(ids)
     assert res.cost.forward_passes == 2 and res.cost.gradients == 4  # the unperturbed forward + one shared vjp
     x = embed(model, ids[None]).detach()
     want_i, _ = information_fisher(model, x, None, topk=4)
     torch.testing.assert_close(res.information.double(), want_i.double())
-    ref = hm.HEAT(model, None, cfg.replace(information="exact")).attribute(ids)
+    ref = hm.HEAT(model, None, cfg.replace(information=ExactI())).attribute(ids)
     torch.testing.assert_close(res.curvature, ref.curvature)
-    with pytest.raises(ValueError, match="Expected information to be one of"):
+    with pytest.raises(ValueError, match=r"Expected an I estimator name in \['exact', 'fisher'\], got 'approx'"):
         hm.HEATConfig(information="approx")
 
 
@@ -123,7 +126,7 @@ def test_heat_fast_reports_the_attention_part_of_its_cost():
     from heat_module.lm.flops import attention_flops, linear_flops_per_token
 
     model, _ = setup("llama", n=6)
-    cfg = hm.HEATConfig.preset("fast", fisher_topk=4)
+    cfg = hm.HEATConfig.preset("fast", curvature=FisherS(topk=4), information=FisherI(topk=4))
     fe = {}
     for n in (6, 40):
         ids = torch.randint(4, TINY_VOCAB, (n,), generator=torch.Generator().manual_seed(n))
@@ -133,3 +136,44 @@ def test_heat_fast_reports_the_attention_part_of_its_cost():
         assert res.cost.forward_equivalents > 2 + 4
         fe[n] = res.cost.forward_equivalents
     assert fe[40] > fe[6]
+
+
+@pytest.mark.parametrize("parts", ["s", "i"])
+def test_fisher_s_or_i_alone_reports_the_attention_part_of_its_cost(parts):
+    """Fisher S with exact I, and Fisher I alone (M·I): the Fisher part's cost is fisher_fe(K, a(n)), not 1 + K."""
+    from heat_module.heat.cost import attention_share, fisher_fe
+    from heat_module.heat.part import Example
+    from heat_module.lm.flops import attention_flops, linear_flops_per_token
+
+    model, x = setup("llama", n=24, seed=6)
+    part = FisherS(topk=4, chunk=2) if parts == "s" else FisherI(topk=4, chunk=2)
+    out = part.estimate(Example(model=model, x=x, target=0, captures=[]))
+    n = x.shape[1]
+    share = attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
+    assert out.cost.forward_equivalents == pytest.approx(fisher_fe(4, share)) and out.cost.forward_equivalents > 1 + 4
+    assert out.cost.forward_passes == 1 and out.cost.gradients == 4
+    assert out.cost.details["fisher_recomputed_forwards"] == 0
+
+
+def test_checkpointed_fisher_factors_count_one_forward_per_backward_call(monkeypatch):
+    """From CHECKPOINT_FROM tokens on (lowered here to the example's length) the layers are checkpointed: K = 5 in
+    chunks of 2 is three backward calls, three recomputed forwards in the cost, the values unchanged."""
+    from heat_module.heat import fisher
+    from heat_module.heat.cost import attention_share, fisher_fe
+    from heat_module.heat.part import Example
+    from heat_module.heat.s_fisher import shared_fisher
+    from heat_module.lm.flops import attention_flops, linear_flops_per_token
+
+    model, x = setup("llama", n=8, seed=7)
+    s, i = FisherS(topk=5, chunk=2), FisherI(topk=5, chunk=2)
+    ex = Example(model=model, x=x, target=0, captures=[])
+    plain_s, plain_i = shared_fisher(s, i, ex)
+    assert plain_i.cost.details["fisher_recomputed_forwards"] == 0
+    monkeypatch.setattr(fisher, "CHECKPOINT_FROM", 8)
+    got_s, got_i = shared_fisher(s, i, ex)
+    share = attention_share(linear_flops_per_token(model) * 8, attention_flops(model, 8))
+    assert got_i.cost.details["fisher_recomputed_forwards"] == 3 and got_i.cost.forward_passes == 4
+    assert got_i.cost.forward_equivalents == pytest.approx(fisher_fe(5, share, recomputed=3))
+    assert got_s.cost.forward_equivalents == 0  # the shared factors are counted once, with I
+    torch.testing.assert_close(got_s.values, plain_s.values, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got_i.values, plain_i.values, rtol=1e-9, atol=1e-12)

@@ -11,6 +11,7 @@ from heat_module.heat.fit import (
     removal_drops,
     subset_features,
 )
+from heat_module.heat.s_fisher import FisherS
 from heat_module.lm.forward import embed, next_token_logits
 from tests.conftest import make_tiny
 
@@ -19,7 +20,7 @@ TEXTS = ["the cat sat on the hat because it", "a red bird sat in the old tree an
 
 @pytest.fixture(scope="module")
 def heat(tiny_tok):
-    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("fisher", fisher_topk=8))
+    return hm.HEAT(make_tiny("llama"), tiny_tok, hm.HEATConfig.preset("fisher", curvature=FisherS(topk=8)))
 
 
 def test_recovers_known_weights_from_synthetic_drops(heat):

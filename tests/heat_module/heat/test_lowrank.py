@@ -7,6 +7,8 @@ import heat_module as hm
 from heat_module.heat import lowrank
 from heat_module.heat.curvature import rademacher
 from heat_module.heat.lowrank import LowRank, curvature_lowrank, lowrank_block_norms, randomized_eig
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_lowrank import LowRankS
 from heat_module.lm.forward import embed
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
@@ -16,10 +18,10 @@ from tests.heat_module.heat.dense_reference import bf16_case, block_norms, dense
 def test_full_rank_reproduces_exact_curvature(tiny_tok):
     model = make_tiny("llama", hidden=16)  # d = 16
     text = "the cat sat on the"  # n = 5 -> n·d = 80 (160 HVPs)
-    exact = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2)).attribute(text)
+    exact = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", curvature=ExactS(probes=2))).attribute(text)
     n, d = len(exact.tokens), model.config.hidden_size
-    lowrank = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, curvature="lowrank", rank=n * d,
-                                                            hvp_chunk_size=32)).attribute(text)
+    lowrank = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", curvature=LowRankS(probes=2, rank=n * d,
+                                                                                             chunk=32))).attribute(text)
     torch.testing.assert_close(lowrank.curvature, exact.curvature, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(lowrank.scores, exact.scores, rtol=1e-6, atol=1e-9)
     assert lowrank.cost["hvps"] == 2 * n * d and lowrank.cost["lowrank_k"] == n * d
@@ -94,7 +96,9 @@ def test_bf16_model_keeps_factors_in_fp32(monkeypatch):
 
 def test_reverse_over_reverse_hvps_match(tiny_tok):
     model = make_tiny("llama", hidden=16)
-    cfg = hm.HEATConfig.preset("exact", curvature="lowrank", rank=6, oversample=2, hvp_chunk_size=3)
+    s = LowRankS(rank=6, oversample=2, chunk=3)
+    cfg = hm.HEATConfig.preset("exact", curvature=s)
     a = hm.HEAT(model, tiny_tok, cfg).attribute("the cat sat on the")
-    b = hm.HEAT(model, tiny_tok, cfg.replace(hvp_mode="reverse_over_reverse")).attribute("the cat sat on the")
+    b = hm.HEAT(model, tiny_tok, cfg.replace(curvature=s.replace(hvp_mode="reverse_over_reverse"))).attribute(
+        "the cat sat on the")
     torch.testing.assert_close(a.curvature, b.curvature, rtol=1e-6, atol=1e-9)

@@ -7,6 +7,7 @@ import torch
 
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components, combine, normalize_component
+from heat_module.heat.s_exact import ExactS
 
 M = torch.tensor([0.5, 0.25, 0.25])
 S = torch.tensor([4.0, 1.0, 0.0])
@@ -56,10 +57,10 @@ def test_config_choices_and_presets():
     with pytest.raises(ValueError, match="Expected normalize to be one of"):
         HEATConfig(normalize="l2")
     paper = HEATConfig.preset("paper")
-    assert (paper.curvature, paper.beta, paper.gamma, paper.normalize, paper.sink) == ("exact", 0.5, 0.5, "none",
-                                                                                        "keep")
+    assert (paper.curvature, paper.beta, paper.gamma, paper.normalize, paper.sink) == (ExactS(probes=10), 0.5, 0.5,
+                                                                                        "none", "keep")
     assert HEATConfig.preset("default") == HEATConfig()
-    assert HEATConfig.preset("paper", probes=4).probes == 4
+    assert HEATConfig.preset("paper", curvature=ExactS(probes=4)).curvature.probes == 4
     with pytest.raises(ValueError, match="Expected preset to be one of"):
         HEATConfig.preset("fastest")
     assert HEATConfig(sink="auto-median").sink == "auto-median"
@@ -74,14 +75,13 @@ def test_absent_component_counts_as_zero_under_every_normalize(mode):
 
 
 @pytest.mark.parametrize("mode", ["sum", "rank"])
-@pytest.mark.parametrize("first_order", ["gated", "outside"])
-def test_first_order_term_is_normalised_like_s_and_i(mode, first_order):
+def test_first_order_term_is_normalised_like_s_and_i(mode):
     """Under normalize the α term ‖∇g‖₁ is on the scale of S and I: its raw magnitude does not change the scores."""
     grad_norms = torch.tensor([2.0, 30.0, 7.0])
-    cfg = HEATConfig(alpha=0.5, beta=0.5, gamma=0.5, normalize=mode, first_order=first_order)
+    cfg = HEATConfig(alpha=0.5, beta=0.5, gamma=0.5, normalize=mode)
     got = combine(Components(M, S, INFO, grad_norms), cfg)
     assert torch.allclose(got, combine(Components(M, S, INFO, grad_norms * 1000), cfg), atol=1e-7)
     fo, inner = normalize_component(grad_norms, mode), 0.5 * normalize_component(S, mode) + 0.5 * normalize_component(
         INFO, mode)
-    want = M * (0.5 * fo + inner) if first_order == "gated" else M * inner + 0.5 * fo
+    want = M * (0.5 * fo + inner)  # eq. 22: the α term inside the gate
     assert torch.allclose(got, want, atol=1e-7)

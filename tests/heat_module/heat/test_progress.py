@@ -4,6 +4,7 @@ import pytest
 
 import heat_module as hm
 from heat_module.heat.progress import expected_seconds
+from heat_module.heat.s_exact import ExactS
 from tests.conftest import make_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,20 +18,21 @@ def model():
 
 
 def test_progress_false_prints_nothing(model, tiny_tok, capsys):
-    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, progress=False)).attribute(TEXT)
+    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", curvature=ExactS(probes=2), progress=False)).attribute(TEXT)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
 
 
 def test_progress_true_shows_a_bar(model, tiny_tok, capsys):
-    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2, progress=True, hvp_chunk_size=2)).attribute(TEXT)
+    hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", curvature=ExactS(probes=2, hvp_chunk_size=2),
+                                                             progress=True)).attribute(TEXT)
     err = capsys.readouterr().err
     n = len(TEXT.split())
     assert "HEAT S (HVPs)" in err and "HEAT I (masked runs)" in err and f"/{n * 2 + n}" in err
 
 
 def test_auto_mode_follows_the_estimate_and_lightning_turns_it_off(model, tiny_tok, capsys):
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", probes=2))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("exact", curvature=ExactS(probes=2)))
     assert expected_seconds(model, 10, 2) < 1.0 and not heat.progress_enabled(10)  # tiny model: instant
     assert expected_seconds(model, 2000, 8) > expected_seconds(model, 10, 2) * 1000
     assert heat.progress_enabled(10**6)  # a long context: n·m HVPs and n masked runs

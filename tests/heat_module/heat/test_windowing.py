@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import heat_module as hm
+from heat_module.heat.s_lowrank import LowRankS
 from heat_module.heat.windowing import attribute_windowed, window_bounds
 from tests.conftest import make_tiny
 
@@ -79,7 +80,7 @@ def test_matches_literal_algorithm_1(model, tiny_tok, W, s):
 
 
 def test_given_target_leakage_and_lowrank_composition(model, tiny_tok):
-    cfg = hm.HEATConfig.preset("exact", window=4, window_leakage=True, curvature="lowrank", rank=8, oversample=2)
+    cfg = hm.HEATConfig.preset("exact", window=4, window_leakage=True, curvature=LowRankS(rank=8, oversample=2))
     heat = hm.HEAT(model, tiny_tok, cfg)
     res = heat.attribute(TEXT, target=40)
     assert res.target_id == 40 and len(res.extra["windows"]) == 4

@@ -56,7 +56,7 @@ def test_predict_equals_attribute_on_each_example_tiny(tiny):
     one by fp32 round-off only).
     """
     model, tok = tiny
-    config = hm.HEATConfig(beta=0.5, gamma=0.5, probes=2)
+    config = hm.HEATConfig(beta=0.5, gamma=0.5, curvature={"name": "exact", "probes": 2})
     module = HEATModule(model, tok, config)
     data = TextPromptsDataModule(PROMPTS, targets=[None, " knife", None], tokenizer=tok, batch_size=3)
     results = flat(trainer().predict(module, datamodule=data))
@@ -190,7 +190,7 @@ def test_predict_equals_attribute_on_each_example_smollm2(smollm2):
     round-off, which second-order terms amplify a little).
     """
     model, tok = smollm2
-    config = hm.HEATConfig(beta=0.5, gamma=0.5, probes=1)
+    config = hm.HEATConfig(beta=0.5, gamma=0.5, curvature={"name": "exact", "probes": 1})
     prompts = ["The capital of France is", "Water boils at"]
     module = HEATModule(model, tok, config)
     results = flat(trainer().predict(module, datamodule=TextPromptsDataModule(prompts, tokenizer=tok, batch_size=2)))

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -124,13 +123,24 @@ def test_another_config_is_not_skipped(tiny, tmp_path):
     assert module.attributed == ["0"]
 
 
-def test_config_hash_of_a_stored_config_does_not_warn_again():
-    """The β = 0 no-op warning is given when the config is made, not again for every stored result hashed."""
-    with pytest.warns(UserWarning, match="has no effect at beta=0"):
-        cfg = hm.HEATConfig(curvature="fisher")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert config_hash(cfg.to_dict()) == cfg.hash() != config_hash(hm.HEATConfig().to_dict())
+def test_config_hash_of_a_stored_config_equals_the_config_hash():
+    cfg = hm.HEATConfig.preset("fast")
+    assert config_hash(cfg.to_dict()) == cfg.hash() != config_hash(hm.HEATConfig().to_dict())
+    assert config_hash({"steps": 4}) == config_hash({"steps": 4})  # a baseline's options: hashed as they are
+
+
+def test_resume_over_rows_with_a_flat_heat_config_is_refused(tiny, tmp_path):
+    """Rows whose stored HEAT config has S's and I's settings as config fields (``probes``, ``mask``, ...) carry a
+    hash computed another way: resuming over them stops with an error naming them, instead of re-attributing
+    silently beside them."""
+    model, tok = tiny
+    row = {"id": "0", "config_hash": "0123abcd", "method": "heat",
+           "config": {"beta": 0.5, "gamma": 0.5, "curvature": "exact", "probes": 1, "mask": "zero"}}
+    (tmp_path / "predictions-rank0.jsonl").write_text(json.dumps(row) + "\n")
+    data = TextPromptsDataModule(PROMPTS[:1], tokenizer=tok)
+    with pytest.raises(ValueError, match=r"predictions-rank0.jsonl: Expected .* got a row \(id '0'\) with the flat "
+                                         r"fields \['mask', 'probes'\]"):
+        trainer(AttributionWriter(tmp_path)).predict(HEATModule(model, tok, CHEAP), datamodule=data)
 
 
 def test_bad_example_goes_to_the_errors_shard(tiny, tmp_path):

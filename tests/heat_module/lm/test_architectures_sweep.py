@@ -227,7 +227,7 @@ def _check_installed(model_type: str, category: str, model, ids, x, before) -> O
             if diff is not None:
                 return Outcome(model_type, category, "WRONG", f"{name}: I off by {diff:.1e}")
             if cfg.computes_s:
-                probes = rademacher(cfg.probes, N, x.shape[-1], seed=cfg.seed, dtype=x.dtype)
+                probes = rademacher(cfg.curvature.probes, N, x.shape[-1], seed=cfg.seed, dtype=x.dtype)
                 diff = _close(result.curvature, curvature_naive(reference, x, TARGET, probes), 1e-4, 1e-6)
                 if diff is not None:
                     return Outcome(model_type, category, "WRONG", f"{name}: S off by {diff:.1e}")

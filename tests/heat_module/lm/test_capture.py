@@ -98,7 +98,7 @@ def test_alibi_is_refused_before_any_score(method):
     ids = torch.randint(4, TINY_VOCAB, (12,), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = model(ids[None]).logits
-    config = {"heat": hm.HEATConfig(), "heat_batched": hm.HEATConfig(info_batch_size=2),
+    config = {"heat": hm.HEATConfig(), "heat_batched": hm.HEATConfig(information={"name": "exact", "batch_size": 2}),
               "exact": hm.HEATConfig.preset("exact")}.get(method)
     impl = model.config._attn_implementation
     with pytest.raises(TypeError, match=r"'falcon'.*ALiBi"):  # refused from the config, before install

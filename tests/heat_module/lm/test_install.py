@@ -66,7 +66,7 @@ def test_eager_model_keeps_double_backward_after_close():
 def test_two_heat_objects_on_one_model():
     model = tiny_model("llama").double()
     ids = torch.tensor([5, 9, 17, 30, 8])
-    cfg = HEATConfig.preset("exact", hvp_chunk_size=4)
+    cfg = HEATConfig.preset("exact", curvature={"name": "exact", "hvp_chunk_size": 4})
     first, second = HEAT(model, config=cfg), HEAT(model, config=cfg)
     expected = second.attribute(ids).scores
     first.close()

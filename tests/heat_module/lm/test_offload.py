@@ -113,7 +113,8 @@ def test_lightning_predict_equals_the_undispatched_model(smollm2, dispatched):
 @pytest.mark.slow
 def test_forward_over_reverse_is_refused_on_an_offloaded_model(dispatched):
     model, tok = dispatched
-    with hm.HEAT(model, tok, hm.HEATConfig.preset("exact", hvp_mode="forward_over_reverse")) as heat:
+    cfg = hm.HEATConfig.preset("exact", curvature={"name": "exact", "hvp_mode": "forward_over_reverse"})
+    with hm.HEAT(model, tok, cfg) as heat:
         with pytest.raises(ValueError, match="offloads.*forward_over_reverse"):
             heat.attribute(TEXT)
 
@@ -122,10 +123,10 @@ def test_forward_over_reverse_is_refused_on_an_offloaded_model(dispatched):
     ("method", "config"),
     [
         ("heat", hm.HEATConfig()),
-        ("heat", hm.HEATConfig(mask="mean")),
-        ("heat", hm.HEATConfig(mask="token", mask_token_id=3)),
+        ("heat", hm.HEATConfig(information={"name": "exact", "mask": "mean"})),
+        ("heat", hm.HEATConfig(information={"name": "exact", "mask": "token", "mask_token_id": 3})),
         ("heat", hm.HEATConfig.preset("fast")),
-        ("heat", hm.HEATConfig.preset("exact", probes=1)),
+        ("heat", hm.HEATConfig.preset("exact")),
         ("integrated_gradients", {"steps": 4}),
         ("occlusion", {}),
         ("occlusion", {"replacement": "mean"}),

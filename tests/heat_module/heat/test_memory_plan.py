@@ -1,0 +1,217 @@
+"""The memory planner as plain functions (budget parsing, the sizes it picks, its refusal) and end to end: a tight
+``max_memory`` lowers HEAT's chunk sizes and gives the same scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heat_module.config import HEATConfig
+from heat_module.heat import i_exact, i_fisher, progress, s_exact
+from heat_module.heat.estimator import HEAT
+from heat_module.heat.i_exact import ExactI
+from heat_module.heat.i_fisher import FisherI
+from heat_module.heat.memory_plan import (
+    MemoryPlanError,
+    ModelDims,
+    available_memory,
+    captures_bytes,
+    forward_bytes,
+    plan_for,
+    plan_memory,
+)
+from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS
+from heat_module.testing import tiny_model
+
+SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
+HUGE = 10**15
+
+
+def test_config_validates_max_memory():
+    assert HEATConfig(max_memory="6GB").max_memory == "6GB"
+    with pytest.raises(ValueError, match="max_memory"):
+        HEATConfig(max_memory="six gigabytes")
+
+
+def test_available_memory_is_positive():
+    assert available_memory("cpu") > 0
+
+
+def test_model_dims_from_a_tiny_gqa_model():
+    dims = ModelDims.from_model(tiny_model("llama").double())
+    assert (dims.layers, dims.hidden, dims.heads, dims.kv_heads, dims.head_dim, dims.itemsize) == (2, 32, 4, 2, 8, 8)
+    assert ModelDims.from_model(tiny_model("gemma3_sliding")).masks == 2
+
+
+def test_ample_budget_keeps_the_configured_sizes():
+    plan = plan_memory(SMOLLM2, 1024, HUGE, exact_i=True, exact_s=True, fisher=True, info_batch=8, hvp_chunk=5,
+                       fisher_chunk=16)
+    assert (plan.info_batch, plan.hvp_chunk, plan.fisher_chunk) == (8, 5, 16)
+    assert not plan.hvp_lowered and not plan.fisher_lowered
+    config = HEATConfig()
+    assert plan.applied(config) is config
+    assert set(plan.stages) == {"captures", "rollout", "information", "curvature", "fisher"}
+
+
+def test_tight_budget_picks_the_largest_batch_that_fits():
+    n = 2048
+    need = [plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=b).stages["information"] for b in range(1, 9)]
+    assert all(a < b for a, b in zip(need, need[1:]))  # one more masked variant always costs more
+    for b in range(1, 8):
+        plan = plan_memory(SMOLLM2, n, int(need[b - 1]) + 1, exact_i=True, info_batch=8)
+        assert plan.info_batch == b and plan.peak <= plan.budget
+        assert "masked-run batch" in plan.describe() and f"n = {n}" in plan.describe()
+    config = plan_memory(SMOLLM2, n, int(need[2]) + 1, exact_i=True).applied(HEATConfig())
+    assert config.information == ExactI(batch_size=3)
+
+
+def test_tight_budget_lowers_the_hvp_and_fisher_chunks():
+    n = 512
+    need = plan_memory(SMOLLM2, n, HUGE, exact_s=True, hvp_chunk=2).stages["curvature"]
+    plan = plan_memory(SMOLLM2, n, int(need) + 1, exact_s=True, hvp_chunk=8)
+    assert plan.hvp_chunk == 2 and plan.hvp_lowered
+    config = plan.applied(HEATConfig.preset("exact"))
+    assert config.curvature == ExactS(hvp_chunk_size=2, hvp_memory_mb=None)
+    assert config.information == ExactI()  # I's batch was not planned lower
+    need = plan_memory(SMOLLM2, n, HUGE, fisher=True, fisher_chunk=3).stages["fisher"]
+    plan = plan_memory(SMOLLM2, n, int(need) + 1, fisher=True, fisher_chunk=16)
+    assert plan.fisher_chunk == 3 and plan.fisher_lowered
+    fast = plan.applied(HEATConfig.preset("fast"))  # S and I on shared factors keep equal chunks
+    assert (fast.curvature, fast.information) == (FisherS(chunk=3), FisherI(chunk=3))
+    mixed = HEATConfig(beta=0.5, curvature=FisherS(chunk=2), information=FisherI(chunk=16))
+    assert plan.applied(mixed).curvature == FisherS(chunk=2)  # never raised above the configured chunk
+    assert plan.applied(mixed).information == FisherI(chunk=3)
+
+
+def test_refuses_when_nothing_fits_and_says_what_to_try():
+    n = 8192
+    need = plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=1).stages["information"]
+    with pytest.raises(MemoryPlanError, match=r"needs at least .* at n = 8192, got max_memory = 1\.00 GB; "
+                                              r"try preset\('fast'\) or window="):
+        plan_memory(SMOLLM2, n, 10**9, exact_i=True)
+    assert need > 10**9
+    with pytest.raises(MemoryPlanError, match="captures"):  # even the captured forward does not fit
+        plan_memory(SMOLLM2, n, int(captures_bytes(SMOLLM2, n)), fisher=False)
+
+
+def test_the_default_grows_quadratically_and_windows_linearly():
+    """The default's first masked chunk holds b masks of n × n; windows of W + 1 tokens hold captures ∝ n (only the
+    full context's own captured forward, for the greedy target, holds one n × n mask)."""
+    default = [plan_memory(SMOLLM2, n, HUGE, exact_i=True).peak for n in (2048, 4096, 8192)]
+    windowed = [plan_memory(SMOLLM2, n, HUGE, exact_i=True, window=256).peak for n in (2048, 4096, 8192)]
+    assert default[2] / default[1] > 2.5
+    assert 1.8 < windowed[2] / windowed[1] < 2.3
+    assert windowed[2] < default[2]
+    assert forward_bytes(SMOLLM2, 100, 3) == pytest.approx(3 * forward_bytes(SMOLLM2, 100))
+
+
+def test_windowed_plan_has_a_windows_stage():
+    plan = plan_memory(SMOLLM2, 4096, HUGE, exact_i=True, window=256, stride=128)
+    assert "windows" in plan.stages and "captures" not in plan.stages
+    assert plan.stages["windows"] > captures_bytes(SMOLLM2, 4096) * 2  # the full context's and 32 windows' captures
+
+
+# ------------------------------------------------------------------ end to end
+IDS = torch.tensor([5, 17, 33, 8, 61, 12, 40, 9, 22, 14, 50, 7, 19])
+
+
+def budget_for(model, config_kwargs: dict, stage: str) -> int:
+    """A budget that fits exactly the given sizes of ``stage`` on the tiny model at n = len(IDS)."""
+    dims = ModelDims.from_model(model)
+    return int(plan_memory(dims, IDS.numel(), HUGE, **config_kwargs).stages[stage]) + 1
+
+
+def record(monkeypatch, module, name: str, index: int) -> list:
+    """Wrap ``module.name`` to record its positional argument ``index`` (a chunk size) on every call."""
+    seen: list = []
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        seen.append(args[index])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return seen
+
+
+def test_tight_budget_lowers_the_masked_run_batch_and_keeps_the_scores(monkeypatch):
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig(information=ExactI(batch_size=8))
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    budget = budget_for(model, {"exact_i": True, "info_batch": 2}, "information")
+    batches = record(monkeypatch, i_exact, "information", 6)
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert batches == [2]  # the exact I ran with the planned batch, not its configured 8
+    assert "masked-run batch 8" in ample.cost.details["memory_plan"]
+    assert "masked-run batch 2" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(tight.information, ample.information, rtol=1e-12, atol=1e-14)
+
+
+def test_tight_budget_lowers_the_hvp_chunk_and_keeps_s(monkeypatch):
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig.preset("exact", curvature=ExactS(hvp_chunk_size=6, hvp_memory_mb=None))
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    budget = budget_for(model, {"exact_s": True, "exact_i": True, "hvp_chunk": 2, "info_batch": 8}, "curvature")
+    chunks = record(monkeypatch, s_exact, "curvature_exact", 6)
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert chunks == [2]  # the exact S ran with the planned chunk, not its configured 6
+    assert "HVP chunk 6" in ample.cost.details["memory_plan"]
+    assert "HVP chunk 2" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.curvature, ample.curvature, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+
+
+def test_heat_refuses_a_budget_nothing_fits():
+    model = tiny_model("llama", seed=4).double()
+    with pytest.raises(MemoryPlanError, match=r"at n = 13, got max_memory"):
+        HEAT(model, None, HEATConfig(max_memory=1000)).attribute(IDS, target=7)
+
+
+def test_a_model_without_sizes_is_unplanned_unless_a_budget_is_set():
+    bare = torch.nn.Linear(2, 2)
+    plan = plan_for(bare, 5, HEATConfig())
+    assert plan.summary().startswith("unplanned") and plan.applied(HEATConfig()) == HEATConfig()
+    with pytest.raises(TypeError, match="with a config"):
+        plan_for(bare, 5, HEATConfig(max_memory="1GB"))
+
+
+def test_tight_budget_lowers_the_fisher_chunk_and_keeps_the_shared_factors(monkeypatch):
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig.preset("fast")
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    budget = budget_for(model, {"fisher": True, "fisher_chunk": 2}, "fisher")
+    chunks = record(monkeypatch, i_fisher, "fisher_factors", 4)
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert chunks == [2]  # one set of factors, with the planned chunk
+    assert "Fisher chunk 8" in ample.cost.details["memory_plan"]
+    assert "Fisher chunk 2" in tight.cost.details["memory_plan"]
+    # S and I still from one set of factors: the captured forward and one Fisher forward with K backwards
+    assert (tight.cost.forward_passes, tight.cost.gradients) == (ample.cost.forward_passes, ample.cost.gradients)
+    assert (tight.cost.forward_passes, tight.cost.gradients) == (2, tight.cost.details["fisher_k"])
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+
+
+class Bar:
+    """A progress bar that records its postfix."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.postfix: list[str] = []
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix.append(text)
+
+    def update(self, k: int = 1) -> None: ...
+
+    def set_description(self, desc: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_the_plan_is_on_the_progress_bar(monkeypatch):
+    bars: list[Bar] = []
+    monkeypatch.setattr(progress, "progress_bar", lambda *a, **k: bars.append(Bar()) or bars[-1])
+    res = HEAT(tiny_model("llama", seed=4), None, HEATConfig(progress=True)).attribute(IDS, target=7)
+    assert [bar.postfix for bar in bars] == [[res.cost.details["memory_plan"]]]
+    assert res.cost.details["memory_plan"].startswith("masked-run batch 8")

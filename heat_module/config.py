@@ -96,9 +96,9 @@ class HEATConfig:
             Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + βS_i + γI_i). ≥ 0.
         curvature: the estimator of S (:class:`SEstimator`), given where S is computed (β > 0, or
             ``ablation="curvature"``) and ``None`` elsewhere: ``FisherS`` (default where S is computed and none is
-            given: the Gauss–Newton/Fisher surrogate), ``ExactS`` (block HVPs, eq. 3) or ``LowRankS`` (randomized eigendecomposition,
-            HEAT-LR, Thm 4); also a registered name (``"fisher"``: its defaults) or ``{"name": ..., <settings>}``.
-            Each holds its settings (probes, chunk sizes, HEAT-LS ``layers``, ...).
+            given: the Gauss–Newton/Fisher surrogate), ``ExactS`` (block HVPs, eq. 3) or ``LowRankS`` (randomized
+            eigendecomposition, HEAT-LR, Thm 4); also a registered name (``"fisher"``: its defaults) or
+            ``{"name": ..., <settings>}``. Each holds its settings (probes, chunk sizes, HEAT-LS ``layers``, ...).
         information: the estimator of I (:class:`IEstimator`): ``ExactI`` (default: masked forward passes, eq. 4)
             or ``FisherI`` (the Fisher quadratic form over the K most probable tokens; with a ``FisherS`` of the same
             K, mass and chunk on X, S and I share one forward and one K-cotangent backward, so the cost does not grow
@@ -119,8 +119,9 @@ class HEATConfig:
         normalize: how S and I (and the α term ‖∇_{x_i} g‖₁ of HEAT+FO) are put on one scale before β and γ (α)
             weigh them (eq. 5 is ``"none"``):
             ``"none"`` (the paper's eq. 5 as written: on SmolLM2 S is ~10³× I, so βS + γI ranks as S for any
-            β > 0), ``"sum"`` (default: S and I each divided by its sum over the context) or ``"rank"`` (each replaced by its
-            normalised rank in [1/n, 1], ties averaged); see :func:`heat_module.heat.combine.normalize_component`.
+            β > 0), ``"sum"`` (default: S and I each divided by its sum over the context) or ``"rank"`` (each
+            replaced by its normalised rank in [1/n, 1], ties averaged); see
+            :func:`heat_module.heat.combine.normalize_component`.
         gate: the gate M on hybrid decoders (convolution, state-space or linear-attention layers beside attention:
             LFM2, Jamba, Qwen3-Next, ...): ``"full"`` (default) refuses them with an error naming the layer types,
             since the rollout over attention ignores the other layers' token mixing; ``"attention_only"`` is the
@@ -307,13 +308,13 @@ class HEATConfig:
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
           β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink handling).
           About ten times the S cost of ``"exact"``.
-        - ``"fisher"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S (``FisherS()``, K = 16) + exact I, the cheapest variant
-          with S whose I is eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed best with human
-          rationales.
-        - ``"fast"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S + Fisher I (``FisherI()``, K = 16, the same factors): one
-          forward plus one 16-cotangent backward, a constant 18 FE at any n. Its HEAT scores follow ``"exact"``
-          closely on SmolLM2 (the gate M carries most of the ranking), but its I alone is a poor stand-in for eq. 4's
-          I: use it for the HEAT scores, not for I.
+        - ``"fisher"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S (``FisherS()``, K = 16) + exact I, the
+          cheapest variant with S whose I is eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed
+          best with human rationales.
+        - ``"fast"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S + Fisher I (``FisherI()``, K = 16, the same
+          factors): one forward plus one 16-cotangent backward, a constant 18 FE at any n. Its HEAT scores follow
+          ``"exact"`` closely on SmolLM2 (the gate M carries most of the ranking), but its I alone is a poor stand-in
+          for eq. 4's I: use it for the HEAT scores, not for I.
 
         Example:
             >>> from heat_module import HEATConfig

@@ -144,7 +144,8 @@ def test_presets():
     assert (paper.sink, paper.seed) == ("keep", 3)
     fisher = HEATConfig.preset("fisher")
     assert (fisher.curvature, fisher.information, fisher.beta, fisher.gamma) == (FisherS(), ExactI(), 0.5, 0.5)
-    assert HEATConfig.preset("fisher", beta=0.0) == HEATConfig(beta=0, normalize="none")  # S turned off: the preset's S goes too
+    # S turned off: the preset's S goes too
+    assert HEATConfig.preset("fisher", beta=0.0) == HEATConfig(beta=0, normalize="none")
     with pytest.raises(ValueError, match="Expected curvature=None"):
         HEATConfig.preset("fisher", beta=0.0, curvature=FisherS())  # but a given one is refused
     with pytest.raises(ValueError, match="Expected preset to be one of"):

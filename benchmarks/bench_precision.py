@@ -8,8 +8,9 @@ prediction), and each method's scores from the bf16 / fp16 model are compared wi
 - max relative error max_i |s_i − s_i^fp32| / max_i |s_i^fp32|;
 - the dtype of the returned scores (fp32 for every model dtype).
 
-Methods: HEAT's default (``HEATConfig()``, M·I), ``"fast"`` (Fisher S and I) and AttnLRP. SmolLM2 comes from a GGUF
-file that transformers dequantises on load, then cast to the dtype (``load_model("smollm2", dtype=...)``).
+Methods: HEAT's default (``HEATConfig()``; M·I when the results were recorded), ``"fast"`` (Fisher S and I) and
+AttnLRP. SmolLM2 comes from a GGUF file that transformers dequantises on load, then cast to the dtype
+(``load_model("smollm2", dtype=...)``).
 
 Usage:
     python benchmarks/bench_precision.py                 # 10 prompts, prints a Markdown table

@@ -507,14 +507,15 @@ def timed_attribution(model, cfg, warm_ids, ids, dev: str, rec: Recorder, case: 
 def throughput_variants(n: int, tiny: bool, hvp_chunk: int, info_batch: int) -> dict:
     import heat_module as hm
 
-    # "full": eq. 5 with exact S, m = 1 (HEATConfig.preset("exact")); "M*I": HEATConfig() (no S, so no HVP chunk)
+    # "full": eq. 5 with exact S, m = 1 (HEATConfig.preset("exact")); "M*I": HEATConfig.preset("mi") (no S, no HVP
+    # chunk)
     exact_i = {"name": "exact", "batch_size": info_batch}
     base = hm.HEATConfig.preset("exact", seed=0, curvature={"name": "exact", "hvp_chunk_size": hvp_chunk},
                                 information=exact_i)
     w = max(2, n // 4)
     rank = 8 if tiny else 64
     return {  # the target (full HEAT, exact and Fisher S) first after the cheap M·I
-        "M*I": hm.HEATConfig(seed=0, information=exact_i),
+        "M*I": hm.HEATConfig.preset("mi", seed=0, information=exact_i),
         "Fisher": base.replace(curvature={"name": "fisher", "topk": 4 if tiny else 16, "chunk": hvp_chunk}),
         "full": base,
         f"LR({rank})+WIN({w})": base.replace(curvature={"name": "lowrank", "rank": rank, "oversample": 4 if tiny else 8,

@@ -3,8 +3,9 @@
 Prints the greedy next token, the top context tokens and their components, and writes an HTML and a PNG heatmap.
 A causal LM's final context token often carries most of the attribution; the demo therefore ranks the context
 *before* it (the final token's score is printed on its own line), and the heatmaps leave it out of their colour scale.
-By default HEAT runs as ``HEATConfig()``: M·I, the gate times the KL information (no Hessian term);
-``--preset exact`` adds eq. 5's S (exact HVPs, slower) and its column.
+By default HEAT runs as ``HEATConfig()``: the gate times the Fisher S and the KL information, each normalised by its
+sum (the choice study's pick); ``--preset mi`` is M·I (no Hessian term), ``--preset exact`` eq. 5 with the exact S
+(exact HVPs, slower).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main() -> None:
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--text", default=TEXT)
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
-                        help="HEATConfig.preset: 'default' = HEATConfig() (M·I); 'exact' / 'fisher' / ... add S")
+                        help="HEATConfig.preset: 'default' = HEATConfig() (Fisher S + exact I, normalize='sum'); "
+                             "'mi' = M·I (no S); 'exact' / 'paper' / 'fisher' / 'fast' = eq. 5 as written")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
@@ -36,8 +38,9 @@ def main() -> None:
     result = heat.attribute(args.text)
     print(f"\ntext:   {args.text!r}\ntarget: {result.target!r}   ({time.perf_counter() - t0:.1f} s, "
           f"{result.cost.get('hvps', 0)} HVPs, {result.cost.get('forward_passes', 0)} forward passes)\n")
-    has_s = result.curvature is not None  # HEATConfig() (β = 0) computes no S
-    print(f"HEATConfig.preset({args.preset!r}): Attr = M·(β S + γ I), β = {config.beta:g}, γ = {config.gamma:g}\n")
+    has_s = result.curvature is not None  # M·I (β = 0) computes no S
+    form = "M·(β S + γ I)" if config.normalize == "none" else f"M·(β S + γ I), S and I normalised by {config.normalize}"
+    print(f"HEATConfig.preset({args.preset!r}): Attr = {form}, β = {config.beta:g}, γ = {config.gamma:g}\n")
     print(f"{'rank':>4}  {'token':<14} {'Attr':>9} {'M':>7}" + (f" {'S':>9}" if has_s else "") + f" {'I':>8}")
     last = len(result.tokens) - 1
 

@@ -34,7 +34,7 @@ class MyLM(HEATPredictMixin, pl.LightningModule):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.heat_config = hm.HEATConfig.preset("exact")  # eq. 5 with exact S (m = 1); HEATConfig() is M·I
+        self.heat_config = hm.HEATConfig.preset("exact")  # eq. 5 with exact S (m = 1); HEATConfig(): Fisher S
 
     def predict_step(self, batch: dict, batch_idx: int) -> list:
         return self.heat_predict_step(batch, batch_idx)  # one AttributionResult per example, extra["id"] set
@@ -50,7 +50,7 @@ class MyOtherLM(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> list:
         with torch.enable_grad():
             return hm.attribute_batch(self.model, batch["input_ids"], batch["attention_mask"], batch["target_ids"],
-                                      hm.HEATConfig(), self.tokenizer)  # the default: M·I
+                                      hm.HEATConfig(), self.tokenizer)  # the default: Fisher S + exact I
 
 
 def main(argv: list[str] | None = None) -> list:

@@ -1,8 +1,8 @@
 """Configuration of a HEAT run (paper eq. 5, Algorithm 1; docs/design.md).
 
-``HEATConfig()`` is M·I (eq. 5 with β = 0, γ = 1: the gate times the KL information), chosen by the
-choice study's pre-fixed rule (``benchmarks/RESULTS-choice.md``); eq. 5 with the Hessian term S is
-``HEATConfig.preset("exact")``, ``"paper"`` or ``"fisher"``.
+``HEATConfig()`` is eq. 5 with the Fisher S, the exact I and ``normalize="sum"`` (β = γ = 0.5), the configuration
+the choice study's pre-fixed rule picked (``benchmarks/RESULTS-choice.md``); M·I (β = 0, no S) is
+``HEATConfig.preset("mi")``.
 
 One dataclass for what every run shares (the weights β, γ, α, the gate M, normalisation, windowing, ...), holding the
 estimator of S (``curvature``) and of I (``information``) as parts with their own settings: an S estimator is
@@ -56,43 +56,49 @@ def _exact_information() -> IEstimator:
 class HEATConfig:
     """Hyper-parameters of HEAT.
 
-    ``HEATConfig()`` is M·I (eq. 5 with β = 0): Attr_i = M[i]·I_i, the gate times the KL of masking x_i (in nats,
-    γ = 1), chosen by the choice study's pre-fixed rule (best mean rank over Soft-NC, Soft-NS and ABPC on LongRA,
-    TellMeWhy and WikiBio among the configurations costing ≤ 20× AttnLRP; see ``benchmarks/RESULTS-choice.md``). It
-    runs one captured forward and n masked runs on the prefix cache, no HVPs. Eq. 5 with the Hessian term S:
-    ``HEATConfig.preset("exact")`` (exact S, β = γ = 0.5), ``"paper"`` or ``"fisher"``.
+    ``HEATConfig()`` is eq. 5 with β = γ = 0.5, the Fisher S (``FisherS()``, K = 16), the exact I (``ExactI()``)
+    and ``normalize="sum"`` (= ``HEATConfig.preset("fisher", normalize="sum")``): the HEAT configuration the choice
+    study's rule, fixed before the run, picked (``benchmarks/RESULTS-choice.md``). Its cost: the exact I's n masked
+    runs on the prefix cache plus the Fisher S's one forward and one K = 16-cotangent backward. M·I (β = 0, no S, no
+    gradient) is ``HEATConfig.preset("mi")``; eq. 5 with the exact S is ``HEATConfig.preset("exact")``.
 
-    S's settings live with its estimator: ``HEATConfig(beta=0.5, gamma=0.5, curvature=FisherS(topk=8))``. An S
-    estimator where S is not computed (β = 0) is an error, so no setting is silently without effect.
+    S's settings live with its estimator: ``HEATConfig(curvature=FisherS(topk=8))``. Where S is computed and no
+    estimator is given, S is the default's, ``FisherS()`` (also for ``HEATConfig(beta=0.3)``: changing a weight does
+    not change the estimator; the exact S is named: ``curvature="exact"``). Where S is not computed (β = 0) the
+    estimator is ``None``; giving one there is an error, so no setting is silently without effect.
 
     Example:
         >>> from heat_module import HEATConfig
         >>> from heat_module.heat.s_fisher import FisherS
-        >>> cfg = HEATConfig(beta=0.5, gamma=0.5, curvature=FisherS(topk=8))
+        >>> HEATConfig().curvature == FisherS() and HEATConfig().normalize == "sum"
+        True
+        >>> HEATConfig(beta=0).curvature is None  # M·I: S is not computed
+        True
+        >>> cfg = HEATConfig(curvature=FisherS(topk=8))
         >>> cfg.curvature.to_dict()
         {'name': 'fisher', 'probes': 1, 'topk': 8, 'mass': None, 'chunk': 8, 'layers': None}
-        >>> HEATConfig(beta=0.5, curvature="lowrank").curvature.name  # by name: that estimator's defaults
+        >>> HEATConfig(curvature="lowrank").curvature.name  # by name: that estimator's defaults
         'lowrank'
         >>> HEATConfig.preset("fast").information.name
         'fisher'
-        >>> HEATConfig(curvature="fisher")  # β = 0: S is not computed  # doctest: +ELLIPSIS
+        >>> HEATConfig(beta=0, curvature="fisher")  # β = 0: S is not computed  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: Expected curvature=None where S is not computed (beta=0 with ablation='full'; ...
 
     Attributes:
-        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0. Default 0: S is not computed (M·I);
-            eq. 5 as the paper writes it has β = 0.5 (``HEATConfig.preset("exact")`` / ``"paper"`` / ``"fisher"``).
-        gamma: weight γ of the information term I (eq. 5). Must be ≥ 0. Default 1: Attr = M·I with I the KL in nats
-            (every metric reported is scale-invariant, so γ = 1 ranks exactly like the evaluated γ = 0.5); the
-            presets with S use γ = 0.5.
+        beta: weight β of the curvature term S (eq. 5). Must be ≥ 0. Default 0.5 (eq. 5 as the paper writes it);
+            0: S is not computed (M·I, ``HEATConfig.preset("mi")``).
+        gamma: weight γ of the information term I (eq. 5). Must be ≥ 0. Default 0.5; ``preset("mi")`` uses γ = 1
+            (Attr = M·I with I the KL in nats; every metric reported is scale-invariant, so γ = 1 ranks exactly like
+            γ = 0.5).
         alpha: weight α of the optional first-order term ‖∇_{x_i} g‖₁ (HEAT+FO, appendix eq. 22, Table 19):
             Attr_i = M[i]·(α‖∇_{x_i} g‖₁ + βS_i + γI_i). ≥ 0.
         curvature: the estimator of S (:class:`SEstimator`), given where S is computed (β > 0, or
-            ``ablation="curvature"``) and ``None`` elsewhere: ``ExactS`` (default where S is computed: block HVPs,
-            eq. 3), ``FisherS`` (Gauss–Newton/Fisher surrogate) or ``LowRankS`` (randomized eigendecomposition,
-            HEAT-LR, Thm 4); also a registered name (``"fisher"``: its defaults) or ``{"name": ..., <settings>}``.
-            Each holds its settings (probes, chunk sizes, HEAT-LS ``layers``, ...).
+            ``ablation="curvature"``) and ``None`` elsewhere: ``FisherS`` (default where S is computed and none is
+            given: the Gauss–Newton/Fisher surrogate), ``ExactS`` (block HVPs, eq. 3) or ``LowRankS`` (randomized
+            eigendecomposition, HEAT-LR, Thm 4); also a registered name (``"fisher"``: its defaults) or
+            ``{"name": ..., <settings>}``. Each holds its settings (probes, chunk sizes, HEAT-LS ``layers``, ...).
         information: the estimator of I (:class:`IEstimator`): ``ExactI`` (default: masked forward passes, eq. 4)
             or ``FisherI`` (the Fisher quadratic form over the K most probable tokens; with a ``FisherS`` of the same
             K, mass and chunk on X, S and I share one forward and one K-cotangent backward, so the cost does not grow
@@ -113,8 +119,9 @@ class HEATConfig:
         normalize: how S and I (and the α term ‖∇_{x_i} g‖₁ of HEAT+FO) are put on one scale before β and γ (α)
             weigh them (eq. 5 is ``"none"``):
             ``"none"`` (the paper's eq. 5 as written: on SmolLM2 S is ~10³× I, so βS + γI ranks as S for any
-            β > 0), ``"sum"`` (S and I each divided by its sum over the context) or ``"rank"`` (each replaced by its
-            normalised rank in [1/n, 1], ties averaged); see :func:`heat_module.heat.combine.normalize_component`.
+            β > 0), ``"sum"`` (default: S and I each divided by its sum over the context) or ``"rank"`` (each
+            replaced by its normalised rank in [1/n, 1], ties averaged); see
+            :func:`heat_module.heat.combine.normalize_component`.
         gate: the gate M on hybrid decoders (convolution, state-space or linear-attention layers beside attention:
             LFM2, Jamba, Qwen3-Next, ...): ``"full"`` (default) refuses them with an error naming the layer types,
             since the rollout over attention ignores the other layers' token mixing; ``"attention_only"`` is the
@@ -140,8 +147,8 @@ class HEATConfig:
             seconds; see :func:`heat_module.heat.progress.expected_seconds`), ``True`` (always), ``False`` (never).
     """
 
-    beta: float = 0.0
-    gamma: float = 1.0
+    beta: float = 0.5
+    gamma: float = 0.5
     alpha: float = 0.0
     curvature: SEstimator | None = None
     information: IEstimator = field(default_factory=_exact_information)
@@ -149,7 +156,7 @@ class HEATConfig:
     ablation: Ablation = "full"
     sink: Sink = "auto"
     gate: Gate = "full"
-    normalize: Normalize = "none"
+    normalize: Normalize = "sum"
     window: int | None = None
     stride: int | None = None
     window_leakage: bool = False
@@ -175,7 +182,7 @@ class HEATConfig:
         if self.curvature is not None:
             self.curvature = s_estimator(self.curvature)
         if self.computes_s and self.curvature is None:
-            self.curvature = s_estimator("exact")  # eq. 3, the paper's S
+            self.curvature = s_estimator(DEFAULT_CURVATURE)  # the default's S (see the class docstring)
         if not self.computes_s and self.curvature is not None:
             raise ValueError(
                 f"Expected curvature=None where S is not computed (beta=0 with ablation={self.ablation!r}; the "
@@ -273,6 +280,12 @@ class HEATConfig:
         return stable_hash(fields)
 
     def replace(self, **changes) -> HEATConfig:
+        """A copy with ``changes``. Changes that turn S off (``beta=0``) without naming ``curvature`` drop the S
+        estimator (``HEATConfig().replace(beta=0)`` is M·I); ones that turn it on get the default S."""
+        if "curvature" not in changes and self.curvature is not None:
+            without_s = dataclasses.replace(self, **changes, curvature=None)
+            if not without_s.computes_s:
+                return without_s
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -284,21 +297,23 @@ class HEATConfig:
         :mod:`heat_module.heat.cost`); measured seconds and fidelity are in ``benchmarks/RESULTS-cost.md`` and the
         faithfulness study in ``benchmarks/RESULTS-choice.md``:
 
-        - ``"default"``: ``HEATConfig()`` — M·I (eq. 5 with β = 0, γ = 1): one captured forward and n masked runs
+        - ``"default"``: ``HEATConfig()`` — eq. 5 (β = γ = 0.5) with Fisher S (``FisherS()``, K = 16), exact I and
+          ``normalize="sum"`` (the choice study's pick, ``benchmarks/RESULTS-choice.md``): the cost of ``"fisher"``.
+        - ``"mi"``: M·I (eq. 5 with β = 0, γ = 1, no normalisation): one captured forward and n masked runs
           on the prefix cache, no HVPs: ≈ 1 + (n + 1)/2 + (b − 1)/2 FE with b = ``ExactI.batch_size`` (a batch of b
           consecutive masked positions recomputes the suffix from its first one), quadratic in n in compute.
         - ``"exact"``: eq. 5 with exact S (``ExactS()``: m = 1, batched reverse-over-reverse HVPs on the prefix
-          cache), exact I, β = γ = 0.5: the reference the approximate presets are compared with.
+          cache), exact I, β = γ = 0.5, no normalisation: the reference the approximate presets are compared with.
         - ``"paper"``: eq. 5 as the authors run it: exact S with m = 10 Rademacher probes (the default of their
           code, ``HessianSensitivity(num_samples=10)``; the paper's text does not fix m), exact I with the zero mask,
           β = γ = 0.5, no normalisation, and the gate M as written (``sink="keep"``: no attention-sink handling).
           About ten times the S cost of ``"exact"``.
-        - ``"fisher"``: eq. 5 (β = γ = 0.5) with Fisher S (``FisherS()``, K = 16) + exact I, the cheapest variant
-          with S whose I is eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed best with human
-          rationales.
-        - ``"fast"``: eq. 5 (β = γ = 0.5) with Fisher S + Fisher I (``FisherI()``, K = 16, the same factors): one
-          forward plus one 16-cotangent backward, whose cost is about constant up to n ≈ 1024 and then rises with
-          attention's share of the backward (``benchmarks/RESULTS-long-context.md``). Its HEAT scores follow
+        - ``"fisher"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S (``FisherS()``, K = 16) + exact I, the
+          cheapest variant with S whose I is eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed
+          best with human rationales.
+        - ``"fast"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S + Fisher I (``FisherI()``, K = 16, the same
+          factors): one forward plus one 16-cotangent backward, whose cost is about constant up to n ≈ 1024 and then
+          rises with attention's share of the backward (``benchmarks/RESULTS-long-context.md``). Its HEAT scores follow
           ``"exact"`` closely on SmolLM2 (the gate M carries most of the ranking), but its I alone is a poor stand-in
           for eq. 4's I: use it for the HEAT scores, not for I.
 
@@ -306,6 +321,10 @@ class HEATConfig:
             >>> from heat_module import HEATConfig
             >>> from heat_module.heat.s_exact import ExactS
             >>> HEATConfig.preset("paper").curvature == ExactS(probes=10)
+            True
+            >>> HEATConfig.preset("fisher", normalize="sum") == HEATConfig()
+            True
+            >>> HEATConfig.preset("mi").curvature is None
             True
             >>> HEATConfig.preset("exact", curvature=ExactS(probes=4)).curvature.probes
             4
@@ -323,13 +342,17 @@ class HEATConfig:
 #: the fields of each named configuration of :meth:`HEATConfig.preset` (estimators by name or as dicts)
 PRESETS: dict[str, dict] = {
     "default": {},
-    "exact": {"curvature": "exact", "beta": 0.5, "gamma": 0.5},
+    "mi": {"beta": 0.0, "gamma": 1.0, "normalize": "none"},
+    "exact": {"curvature": "exact", "beta": 0.5, "gamma": 0.5, "normalize": "none"},
     "paper": {"curvature": {"name": "exact", "probes": 10}, "beta": 0.5, "gamma": 0.5, "alpha": 0.0,
               "normalize": "none", "sink": "keep"},
-    "fisher": {"curvature": "fisher", "beta": 0.5, "gamma": 0.5},
-    "fast": {"curvature": "fisher", "information": "fisher", "beta": 0.5, "gamma": 0.5},
+    "fisher": {"curvature": "fisher", "beta": 0.5, "gamma": 0.5, "normalize": "none"},
+    "fast": {"curvature": "fisher", "information": "fisher", "beta": 0.5, "gamma": 0.5, "normalize": "none"},
 }
 
+#: the S estimator of a config that computes S and names none: the default's (``HEATConfig()``, the choice study's
+#: pick), so changing β alone does not change the estimator
+DEFAULT_CURVATURE = "fisher"
 #: the ablations in which S enters only through β (eq. 5's βS inside or outside the gate); ``"curvature"`` uses S
 #: whatever β is, ``"transition"`` and ``"information"`` never
 S_THROUGH_BETA: tuple[str, ...] = ("full", "no_gate", "uniform_gate")

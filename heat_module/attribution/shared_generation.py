@@ -26,8 +26,9 @@ gradient, integrated gradients: one backward per target) and any method not list
 
 Shared here, for the exact classes (a subclass may change what a row computes, so it keeps the per-row path):
 
-- ``heat`` (:class:`heat_module.heat.estimator.HEAT`) when it computes only M and the exact I (``HEATConfig()``, any
-  mask, sink, normalisation or rollout layers; the ``transition`` / ``information`` ablations);
+- ``heat`` (:class:`heat_module.heat.estimator.HEAT`) when it computes only M and the exact I (M·I,
+  ``HEATConfig.preset("mi")``, any mask, sink, normalisation or rollout layers; the ``transition`` / ``information``
+  ablations); the default ``HEATConfig()`` computes the Fisher S, so it runs one attribution per row;
 - ``occlusion`` (every ``measure`` and ``replacement``);
 - ``gated:*``: the gate M is shared; the inner method's rows are shared when it is one of these, else per row.
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from heat_module.attribution.registry import available_methods, build, method_entry
-from heat_module.config import MASKS, PRESETS, SINKS, HEATConfig, s_estimator, s_estimator_names
+from heat_module.config import DEFAULT_CURVATURE, MASKS, PRESETS, SINKS, HEATConfig, s_estimator, s_estimator_names
 from heat_module.heat.estimator import HEAT
 from heat_module.lm.loading import load_model
 
@@ -73,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrast token (string or id): explain log P(target) - log P(foil)")
     p.add_argument("--preset", default="default", choices=list(PRESETS),
                    help="the configuration the options below change (HEATConfig.preset): 'default' is HEATConfig(), "
-                        "M·I (beta 0, no Hessian term); 'exact' / 'paper' / 'fisher' / 'fast' are eq. 5 "
-                        "with S (beta = gamma = 0.5)")
+                        "eq. 5 with the Fisher S, the exact I and normalize='sum' (the choice study's pick); 'mi' is "
+                        "M·I (beta 0, no Hessian term; what a --foil needs, or 'exact'); 'exact' / 'paper' / "
+                        "'fisher' / 'fast' are eq. 5 with S (beta = gamma = 0.5)")
     # every field option below defaults to None: not given = the preset's value
-    p.add_argument("--beta", type=float, default=None, help="weight of S (eq. 5); the default preset has 0")
+    p.add_argument("--beta", type=float, default=None, help="weight of S (eq. 5); 0 turns S off (M·I)")
     p.add_argument("--gamma", type=float, default=None, help="weight of I (eq. 5)")
     p.add_argument("--alpha", type=float, default=None, help="weight of the first-order term (eq. 22)")
     p.add_argument("--curvature", default=None, choices=s_estimator_names(),
@@ -104,7 +105,7 @@ def estimator_changes(args: argparse.Namespace) -> dict:
     out: dict = {}
     if args.curvature is not None or args.probes is not None:
         same = base.curvature is not None and args.curvature in (None, base.curvature.name)
-        s = base.curvature if same else s_estimator(args.curvature or "exact")
+        s = base.curvature if same else s_estimator(args.curvature or DEFAULT_CURVATURE)
         out["curvature"] = s if args.probes is None else s.replace(probes=args.probes)
     if args.mask is not None:
         out["information"] = base.information.replace(mask=args.mask)

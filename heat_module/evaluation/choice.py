@@ -62,12 +62,13 @@ TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "c
 #: row -> (title, components it needs, how to build it). Components: M (gate), I, A (AttnLRP), SF (Fisher S),
 #: SE (exact S). HEAT rows are ``combine`` of (M, S, I) under the HEATConfig given. The cached metrics are keyed by
 #: row name, so each row's fields stay exactly what they were when it ran: β and γ are explicit (eq. 5: 0.5 and 0.5;
-#: ``m_i``: β = 0, γ = 0.5, which ranks exactly like ``HEATConfig()``'s γ = 1), not the library defaults.
+#: ``m_i``: β = 0, γ = 0.5, which ranks exactly like ``preset("mi")``'s γ = 1), and normalisation is ``"none"`` unless
+#: the row names one (:func:`row_scores`), not the library defaults.
 EQ5 = {"beta": 0.5, "gamma": 0.5}
 ROWS: dict[str, tuple[str, tuple[str, ...], dict]] = {
     "attnlrp": ("AttnLRP", ("A",), {}),
     "occlusion_kl": ("Occlusion-KL (= I, HEATConfig(ablation='information'))", ("I",), {}),
-    "m_i": ("M·I (HEATConfig(); β = 0)", ("M", "I"), {"beta": 0.0, "gamma": 0.5}),
+    "m_i": ("M·I (HEATConfig(); β = 0)", ("M", "I"), {"beta": 0.0, "gamma": 0.5}),  # the title as it ran
     "m_attnlrp": ("M·AttnLRP (gated:attnlrp)", ("M", "A"), {}),
     "random": ("Random", (), {}),
     "heat_fisher": ("HEAT, Fisher S, normalize=none", ("M", "I", "SF"), {"curvature": "fisher", **EQ5}),
@@ -288,8 +289,9 @@ def row_scores(row: str, comp: dict, seed: int = 0) -> torch.Tensor:
     if row == "m_attnlrp":
         return t["M"] * t["A"]
     s = t.get("SE") if "SE" in need else t.get("SF")
-    return combine(Components(t["M"], s, t["I"], None), HEATConfig(**{k: v for k, v in cfg.items()
-                                                                       if k != "curvature"}))
+    # the fields a row leaves out are those of the configuration it ran under (β = 0, γ = 1, no normalisation)
+    fields = {"beta": 0.0, "gamma": 1.0, "normalize": "none", **{k: v for k, v in cfg.items() if k != "curvature"}}
+    return combine(Components(t["M"], s, t["I"], None), HEATConfig(**fields))
 
 
 def row_seconds(row: str, comp: dict) -> float:
@@ -441,9 +443,8 @@ CONTEXT_ROWS: dict[str, tuple[str, tuple[str, ...], tuple]] = {
     "attnlrp": ("AttnLRP", ("A",), ("A",)),
     "m_attnlrp": ("M·AttnLRP (gated:attnlrp)", ("M", "A"), ("M·A",)),
     "occlusion_kl": ("Occlusion-KL (= I)", ("I",), ("I",)),
-    "m_i": ("M·I (β = 0, γ = 1; normalize none ≡ sum)", ("M", "I"), ("heat", (None, {"beta": 0.0, "gamma": 1.0}))),
-    "m_i_rank": ("M·I, normalize=rank", ("M", "I"),
-                 ("heat", (None, {"beta": 0.0, "gamma": 1.0, "normalize": "rank"}))),
+    "m_i": ("M·I (β = 0, γ = 1; normalize none ≡ sum)", ("M", "I"), ("heat", ("mi", {}))),
+    "m_i_rank": ("M·I, normalize=rank", ("M", "I"), ("heat", ("mi", {"normalize": "rank"}))),
     "heat_fisher": ("HEAT eq. 5, Fisher S, normalize=none", ("M", "I", "SF"), ("heat", ("fisher", {}))),
     "heat_fisher_sum": ("HEAT eq. 5, Fisher S, normalize=sum", ("M", "I", "SF"),
                         ("heat", ("fisher", {"normalize": "sum"}))),

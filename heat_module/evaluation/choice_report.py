@@ -286,7 +286,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
             name, options = PRIOR_ROWS[r]
             how = f"`build({name!r}, model, **{options!r}).attribute(ids, target)` (a prior: no model)"
         if how is None:
-            fields = ", ".join(f"{k}={v!r}" for k, v in conf.items())
+            fields = ", ".join(f"{k}={v!r}" for k, v in {"normalize": "none", **conf}.items())
             how = f"`HEAT(model, tok, HEATConfig({fields}))`"
         lines.append(f"- `{r}` — {title}: {how}; components {', '.join(need) or '–'}.")
     lines += ["", f"Run settings: model {cfg.model if isinstance(cfg.model, str) else 'given'}, contexts ≤ "

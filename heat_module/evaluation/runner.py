@@ -165,7 +165,7 @@ class Evaluator:
     @property
     def heat(self) -> HEAT:
         """HEAT eq. 5 with exact S (``HEATConfig.preset("exact")``: β = γ = 0.5, what RESULTS-eval.md measured;
-        ``HEATConfig()`` is M·I) with the run's probes and seed (built once)."""
+        ``HEATConfig()`` is the Fisher S with ``normalize="sum"``) with the run's probes and seed (built once)."""
         if self._heat is None:
             self._heat = HEAT(self.model, self.tokenizer,
                               HEATConfig.preset("exact", curvature={"name": "exact", "probes": self.cfg.probes},

@@ -131,6 +131,6 @@ def recombine(parts: Components, transitions: dict[str, torch.Tensor], wanted: S
         sink = v.sink or "keep"
         curv = fisher_curvature if v.family == "extra" else parts.curvature
         p = Components(transitions[sink], curv, parts.information, None)
-        cfg = HEATConfig(beta=v.beta, gamma=round(1.0 - v.beta, 10), ablation=v.ablation)
+        cfg = HEATConfig(beta=v.beta, gamma=round(1.0 - v.beta, 10), ablation=v.ablation, normalize="none")
         out[v.key] = combine(p, cfg).detach().float().cpu()
     return out

@@ -36,7 +36,7 @@ class Components:
         >>> from heat_module.heat import Components, combine
         >>> parts = Components(transition=torch.tensor([0.5, 0.5]), curvature=None,
         ...                    information=torch.tensor([1.0, 3.0]), first_order=None)
-        >>> combine(parts, HEATConfig())  # M·I (β = 0)
+        >>> combine(parts, HEATConfig.preset("mi"))  # M·I (β = 0, γ = 1)
         tensor([0.5000, 1.5000])
     """
 

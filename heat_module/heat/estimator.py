@@ -48,16 +48,17 @@ class HEAT(Attributor):
         >>> from heat_module.heat.s_fisher import FisherS
         >>> from heat_module.testing import tiny_model, tiny_tokenizer
         >>> model, tok = tiny_model("llama"), tiny_tokenizer()
-        >>> res = HEAT(model, tok, HEATConfig()).attribute("the cat sat on the hat")  # M·I
+        >>> res = HEAT(model, tok, HEATConfig.preset("mi")).attribute("the cat sat on the hat")  # M·I
         >>> len(res.tokens), res.curvature is None
         (6, True)
-        >>> config = HEATConfig(beta=0.5, gamma=0.5, curvature=FisherS(topk=4))  # eq. 5 with the Fisher S
+        >>> config = HEATConfig(curvature=FisherS(topk=4))  # the default (Fisher S, exact I), with K = 4
         >>> with HEAT(model, tok, config) as heat:
         ...     res = heat.attribute("the cat sat on the hat")
         >>> res.cost["fisher_k"], res.curvature.shape
         (4, torch.Size([6]))
 
-    ``HEATConfig()`` (also ``config=None``) is M·I, eq. 5 with β = 0: no S, no HVPs;
+    ``HEATConfig()`` (also ``config=None``) is eq. 5 with the Fisher S, the exact I and ``normalize="sum"`` (the
+    choice study's pick); ``HEATConfig.preset("mi")`` is M·I (β = 0: no S, no gradient);
     ``HEATConfig.preset("exact")`` is eq. 5 with the exact S (β = γ = 0.5).
 
     The model is switched to the ``"heat"`` attention implementation (:func:`heat_module.lm.capture.install`:

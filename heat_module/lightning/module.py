@@ -241,7 +241,7 @@ class HEATPredictMixin:
         ...     def __init__(self):
         ...         super().__init__()
         ...         self.model, self.tokenizer = tiny_model("llama"), tiny_tokenizer()  # or load_model("smollm2")
-        ...         self.heat_config = HEATConfig()  # M·I; HEATConfig.preset("exact") for eq. 5 with S
+        ...         self.heat_config = HEATConfig()  # Fisher S + exact I; preset("mi"): M·I
         ...     def predict_step(self, batch, batch_idx):
         ...         return self.heat_predict_step(batch, batch_idx)
         >>> batch = MyLM().heat_tokenizer()(["the cat sat on the"], return_tensors="pt")
@@ -343,8 +343,8 @@ class HEATModule(HEATPredictMixin, pl.LightningModule):
         model: ``"smollm2"`` (offline default), an HF folder / id, an ``nn.Module``, or a ``(model, tokenizer)``
             pair (see :func:`heat_module.load_model`). Its parameters are frozen (``requires_grad=False``).
         tokenizer: the tokenizer for a built model (optional; loaded with a name).
-        config: HEAT's configuration (default ``HEATConfig()``: M·I; ``HEATConfig.preset("exact")``
-            for eq. 5 with the Hessian term S).
+        config: HEAT's configuration (default ``HEATConfig()``: eq. 5 with the Fisher S, the exact I and
+            ``normalize="sum"``; ``HEATConfig.preset("mi")`` for M·I, ``"exact"`` for the exact Hessian term S).
         method: a name of the method registry (:func:`heat_module.attribution.registry.available_methods`):
             ``"heat"`` or a baseline.
         skip_bad_examples: a failing example becomes an :class:`ExampleError` (written to the errors shard by the

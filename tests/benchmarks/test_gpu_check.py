@@ -93,7 +93,7 @@ def test_out_of_memory_retry_halves_what_the_config_batches(tmp_path, monkeypatc
 
     monkeypatch.setattr(hm.HEAT, "attribute", fits_at_two)
     rec = driver.Recorder(tmp_path, "throughput")
-    mi = hm.HEATConfig(information=ExactI(batch_size=8))
+    mi = hm.HEATConfig.preset("mi", information=ExactI(batch_size=8))
     res, seconds, knob, chunk = driver.timed_attribution(model, mi, ids[:4], ids, "cpu", rec, "mi")
     assert (knob, chunk) == ("batch_size", 2) and seconds > 0 and res.curvature is None
     full = hm.HEATConfig.preset("exact", curvature=ExactS(hvp_chunk_size=4))

@@ -58,8 +58,12 @@ def test_settings_of_s_and_i_are_not_fields_of_the_config(gone):
 
 
 def test_defaults_and_hash():
-    cfg = HEATConfig()  # M·I since the choice study: eq. 5 with beta = 0, gamma = 1
-    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.information) == (0.0, 1.0, 0.0, None, ExactI())
+    cfg = HEATConfig()  # the choice study's pick: eq. 5 with the Fisher S, the exact I and normalize="sum"
+    assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.curvature, cfg.information) == (0.5, 0.5, 0.0, FisherS(), ExactI())
+    assert (cfg.normalize, cfg.sink, cfg.ablation) == ("sum", "auto", "full")
+    assert cfg == HEATConfig.preset("fisher", normalize="sum")
+    mi = HEATConfig.preset("mi")  # the former default: M·I
+    assert (mi.beta, mi.gamma, mi.curvature, mi.information, mi.normalize) == (0.0, 1.0, None, ExactI(), "none")
     assert cfg.hash() == HEATConfig().hash()
     assert cfg.hash() != cfg.replace(beta=0.25).hash()
     assert cfg.hash() == cfg.replace(progress=True).hash()  # only what is printed
@@ -87,22 +91,36 @@ def test_max_memory_is_hashed_only_when_set():
 @pytest.mark.parametrize("s", [ExactS(probes=3), FisherS(topk=4), LowRankS(rank=2), "fisher", {"name": "lowrank"}],
                          ids=str)
 def test_an_s_estimator_where_s_is_not_computed_is_an_error(s):
-    """At beta = 0 (the default) S is not computed: its estimator would be a silent no-op, so it is refused."""
+    """At beta = 0 (M·I) S is not computed: its estimator would be a silent no-op, so it is refused."""
     with pytest.raises(ValueError, match=r"Expected curvature=None where S is not computed \(beta=0"):
-        HEATConfig(curvature=s)
+        HEATConfig(beta=0, curvature=s)
+    with pytest.raises(ValueError, match=r"Expected curvature=None where S is not computed \(beta=0"):
+        HEATConfig.preset("mi", curvature=s)
     with pytest.raises(ValueError, match="Expected curvature=None"):
         HEATConfig(beta=0.5, ablation="transition", curvature=s)
     with pytest.raises(ValueError, match="Expected curvature=None"):
-        HEATConfig.preset("exact").replace(beta=0.0)
+        HEATConfig.preset("exact").replace(beta=0.0, curvature=s)
 
 
 def test_s_is_computed_with_an_estimator_always():
-    assert HEATConfig(beta=0.5).curvature == ExactS()  # eq. 3, the paper's S, unless another is given
-    assert HEATConfig(ablation="curvature").curvature == ExactS()
+    """S where it is computed and no estimator is named: the default's Fisher S, whatever β; none where it is not."""
+    assert HEATConfig(beta=0.3).curvature == FisherS()  # a weight alone does not change the estimator
+    assert HEATConfig(beta=0, ablation="curvature").curvature == FisherS()
+    assert HEATConfig(curvature="exact").curvature == ExactS()
+    assert HEATConfig(beta=0).curvature is None and HEATConfig(beta=0.0, gamma=1.0).curvature is None
+    assert HEATConfig.preset("mi", beta=0.5).curvature == FisherS()
     assert HEATConfig(beta=0.5, curvature="fisher").curvature == FisherS()
     assert HEATConfig(beta=0.5, curvature={"name": "lowrank", "rank": 3}).curvature == LowRankS(rank=3)
     assert HEATConfig(information="fisher").information == FisherI()
     assert HEATConfig(ablation="transition").curvature is None
+
+
+def test_replace_that_turns_s_off_drops_the_estimator():
+    """``replace(beta=0)`` without a curvature is M·I (the S estimator goes with S); turning S on gets the default S."""
+    assert HEATConfig().replace(beta=0.0, gamma=1.0, normalize="none") == HEATConfig.preset("mi")
+    assert HEATConfig.preset("exact").replace(beta=0.0).curvature is None
+    assert HEATConfig.preset("mi").replace(beta=0.5).curvature == FisherS()
+    assert HEATConfig.preset("exact").replace(gamma=1.0).curvature == ExactS()  # S stays on: its estimator stays
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -110,13 +128,13 @@ def test_every_preset_round_trips_through_its_dict(name):
     cfg = HEATConfig.preset(name)
     back = HEATConfig.from_dict(cfg.to_dict())
     assert back == cfg and back.hash() == cfg.hash()
-    assert (cfg.beta > 0) == (name != "default") == (cfg.curvature is not None)  # every preset but the default has S
+    assert (cfg.beta > 0) == (name != "mi") == (cfg.curvature is not None)  # every preset but M·I has S
 
 
 def test_presets():
     assert HEATConfig.preset("default") == HEATConfig()
     exact = HEATConfig.preset("exact")
-    assert exact == HEATConfig(beta=0.5, gamma=0.5, curvature=ExactS(), information=ExactI())
+    assert exact == HEATConfig(beta=0.5, gamma=0.5, curvature=ExactS(), information=ExactI(), normalize="none")
     assert exact.to_dict()["curvature"] == {"name": "exact", "probes": 1, "hvp_chunk_size": 8, "hvp_mode": "auto",
                                             "hvp_memory_mb": 2048.0, "layers": None}
     fast = HEATConfig.preset("fast")
@@ -126,7 +144,8 @@ def test_presets():
     assert (paper.sink, paper.seed) == ("keep", 3)
     fisher = HEATConfig.preset("fisher")
     assert (fisher.curvature, fisher.information, fisher.beta, fisher.gamma) == (FisherS(), ExactI(), 0.5, 0.5)
-    assert HEATConfig.preset("fisher", beta=0.0) == HEATConfig(gamma=0.5)  # S turned off: the preset's S goes too
+    # S turned off: the preset's S goes too
+    assert HEATConfig.preset("fisher", beta=0.0) == HEATConfig(beta=0, normalize="none")
     with pytest.raises(ValueError, match="Expected curvature=None"):
         HEATConfig.preset("fisher", beta=0.0, curvature=FisherS())  # but a given one is refused
     with pytest.raises(ValueError, match="Expected preset to be one of"):
@@ -145,14 +164,15 @@ def test_from_dict_refuses_the_flat_layout_naming_the_fields():
 
 
 @pytest.mark.parametrize("fields, s, i", [
-    ({}, False, True),                                              # M·I: β = 0
+    ({}, True, True),                                               # the default: eq. 5 with the Fisher S
+    ({"beta": 0}, False, True),                                     # M·I: β = 0
     ({"beta": 0.5, "gamma": 0.5}, True, True),                      # eq. 5
     ({"beta": 0.5, "gamma": 0.0}, True, False),
     ({"ablation": "curvature"}, True, False),                       # S alone, whatever β is
     ({"ablation": "information", "gamma": 0.0}, False, True),       # I alone, whatever γ is
     ({"ablation": "transition", "beta": 0.5}, False, False),        # M alone
     ({"ablation": "no_gate", "beta": 0.5, "gamma": 0.0}, True, False),
-    ({"ablation": "uniform_gate"}, False, True),
+    ({"ablation": "uniform_gate", "beta": 0}, False, True),
 ])
 def test_computes_s_and_i_by_hand(fields, s, i):
     cfg = HEATConfig(**fields)

@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--go", required=True)
     args = parser.parse_args()
     model, tok = tiny_model("llama", seed=0), tiny_tokenizer()
-    module = hm.HEATModule(model, tok, hm.HEATConfig(), metrics=[])
+    module = hm.HEATModule(model, tok, hm.HEATConfig.preset("mi"), metrics=[])
     trainer = pl.Trainer(callbacks=[hm.AttributionWriter(args.out), Pause()], accelerator="cpu", devices=1,
                          inference_mode=False, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)

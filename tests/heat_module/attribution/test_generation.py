@@ -203,7 +203,7 @@ def test_attribute_list_with_multi_token_targets(tiny):
 
 def test_sentence_level_heat_reads_the_generation_rows(tiny):
     model, tok = tiny
-    method = HEAT(model, tok)
+    method = HEAT(model, tok, HEATConfig.preset("mi"))  # M·I: its rows are shared
     prompt = torch.tensor([5, 6, 7, 8, 9])
     gen = method.attribute_generation(prompt, max_new_tokens=3)
     for how in ("mean", "max", "sum"):
@@ -259,7 +259,7 @@ def test_list_of_conversations_equals_one_by_one(tiny):
 
 def test_contrastive_rows_name_their_foil(tiny):
     model, tok = tiny
-    method = HEAT(model, tok, HEATConfig())
+    method = HEAT(model, tok, HEATConfig.preset("mi"))  # M·I: the exact I of a contrast
     gen = method.attribute_generation([5, 6, 7, 8], continuation=[9, 10], foil=11)
     for t in range(2):
         ref = method.attribute(torch.cat([gen.prompt_ids, gen.generated_ids[:t]]), int(gen.generated_ids[t]),

@@ -24,13 +24,16 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 ANSWER = [12, 13, 14, 15, 16]
 
+#: M·I, the HEAT configuration whose rows are shared (M and the exact I; the default computes the Fisher S per row)
+MI = HEATConfig.preset("mi")
+
 # (registry name, build options, tolerance in fp64): M comes from an fp32 rollout (for every model), I and the
 # occlusion runs in the model's precision
 METHODS = [
-    ("heat", {"config": HEATConfig(progress=False)}, 1e-6),
-    ("heat", {"config": HEATConfig(progress=False, sink="keep", information={"name": "exact", "mask": "mean"},
-                                        normalize="sum")}, 1e-6),
-    ("heat", {"config": HEATConfig(progress=False, ablation="information")}, 1e-10),
+    ("heat", {"config": HEATConfig.preset("mi", progress=False)}, 1e-6),
+    ("heat", {"config": HEATConfig.preset("mi", progress=False, sink="keep",
+                                               information={"name": "exact", "mask": "mean"}, normalize="sum")}, 1e-6),
+    ("heat", {"config": HEATConfig.preset("mi", progress=False, ablation="information")}, 1e-10),
     ("occlusion", {"measure": "kl"}, 1e-6),
     ("occlusion", {"measure": "prob", "replacement": "mean"}, 1e-6),
     ("gated", {"method": "occlusion"}, 1e-6),
@@ -81,7 +84,7 @@ def test_shared_rows_equal_per_row_calls_on_tiny_models(tiny64, name, options, t
 
 def test_shared_rows_of_a_generated_answer(tiny64):
     arch, model = tiny64
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     shared, _ = assert_shared_equals_rows(method, 1e-6, prompt=PROMPT, max_new_tokens=4)
     assert shared.extra["generated"] is True
 
@@ -89,7 +92,7 @@ def test_shared_rows_of_a_generated_answer(tiny64):
 def test_shared_components_equal_per_row_components(tiny64):
     """M to the fp32 rollout's round-off, I (computed in fp64) to 1e-10, row by row."""
     arch, model = tiny64
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     shared, single = assert_shared_equals_rows(method, 1e-6, prompt=PROMPT, continuation=ANSWER)
     for a, b in zip(shared.rows, single.rows):
         assert a.information.dtype == b.information.dtype == torch.float64
@@ -103,7 +106,7 @@ def test_shared_information_equals_the_models_own_masked_forwards(tiny64):
     (:func:`information_naive`: no capture, no prefix cache). The occlusion rows above are compared with the
     occlusion baseline, which is such a literal forward per masked copy too."""
     arch, model = tiny64
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     shared = method.attribute_generation(PROMPT, continuation=ANSWER)
     full = torch.tensor(PROMPT + ANSWER)
     for t, row in enumerate(shared.rows):
@@ -114,7 +117,7 @@ def test_shared_information_equals_the_models_own_masked_forwards(tiny64):
 
 def test_shared_list_input_equals_one_by_one(tiny64):
     arch, model = tiny64
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     prompts, answers = [PROMPT, [20, 21, 22]], [ANSWER, [23, 24, 25, 26]]
     many = method.attribute_generation(prompts, continuation=answers, batch_size=2)
     for prompt, answer, got in zip(prompts, answers, many):
@@ -125,11 +128,12 @@ def test_shared_list_input_equals_one_by_one(tiny64):
 
 # ------------------------------------------------------------------------------------------ which methods share
 @pytest.mark.parametrize("name,options,shared", [
-    ("heat", {}, True),
+    ("heat", {"config": HEATConfig.preset("mi")}, True),  # M·I: M and the exact I
+    ("heat", {}, False),  # the default HEATConfig(): the Fisher S, one backward per target
     ("heat", {"config": HEATConfig.preset("exact")}, False),  # S: Hessian-vector products per target
     ("heat", {"config": HEATConfig.preset("fast")}, False),  # Fisher S and I: one backward per target
-    ("heat", {"config": HEATConfig(alpha=0.5)}, False),  # the first-order term: a gradient per target
-    ("heat", {"config": HEATConfig(window=4)}, False),  # HEAT-WIN
+    ("heat", {"config": HEATConfig.preset("mi", alpha=0.5)}, False),  # the first-order term: a gradient per target
+    ("heat", {"config": HEATConfig.preset("mi", window=4)}, False),  # HEAT-WIN
     ("occlusion", {}, True),
     ("gated", {"method": "attnlrp"}, True),  # the gate is shared, AttnLRP's rows are per row
     ("attnlrp", {}, False),
@@ -159,7 +163,7 @@ def test_a_subclass_keeps_the_per_row_path():
 
 
 def test_a_contrast_keeps_the_per_row_path():
-    method = build("heat", tiny_model("llama", seed=0).double(), tiny_tokenizer())
+    method = build("heat", tiny_model("llama", seed=0).double(), tiny_tokenizer(), config=MI)
     gen = method.attribute_generation("the cat sat on", continuation="the mat", foil="dog")
     assert gen.extra["shared"] is False
 
@@ -167,7 +171,7 @@ def test_a_contrast_keeps_the_per_row_path():
 # ------------------------------------------------------------------------------------------ cost
 def test_shared_cost_is_one_captured_forward_and_n_masked_runs():
     model = tiny_model("llama", seed=0).double()
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     shared = method.attribute_generation(PROMPT, continuation=ANSWER)
     single = method.attribute_generation(PROMPT, continuation=ANSWER, share=False)
     n, T = len(PROMPT), len(ANSWER)
@@ -188,7 +192,7 @@ def test_a_mutated_shared_path_is_caught(monkeypatch):
     """Every row's rollout started at the last position (as if the longest prefix were every row's context) or the
     masked runs read one position too late: the comparison with the per-row calls fails."""
     model = tiny_model("llama", seed=0).double()
-    method = build("heat", model, None)
+    method = build("heat", model, None, config=MI)
     single = method.attribute_generation(PROMPT, continuation=ANSWER, share=False)
     n = len(PROMPT)
     assert max_rel_diff(method.attribute_generation(PROMPT, continuation=ANSWER), single, n) <= 1e-6
@@ -210,7 +214,7 @@ def test_a_mutated_shared_path_is_caught(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2
-SMOL = [("heat", {"config": HEATConfig(progress=False)}), ("occlusion", {"measure": "kl"}),
+SMOL = [("heat", {"config": HEATConfig.preset("mi", progress=False)}), ("occlusion", {"measure": "kl"}),
         ("gated", {"method": "attnlrp"})]
 
 
@@ -233,7 +237,7 @@ def test_shared_rows_equal_per_row_calls_on_smollm2_fp64(smollm2):
     """fp64 SmolLM2: scores to 1e-6 (M is an fp32 rollout), I to 1e-10."""
     model, tok = smollm2
     model64 = copy.deepcopy(model).double()
-    method = build("heat", model64, tok, config=HEATConfig(progress=False))
+    method = build("heat", model64, tok, config=HEATConfig.preset("mi", progress=False))
     shared, single = assert_shared_equals_rows(method, 1e-6, messages=MESSAGES, continuation=" Paris.")
     for a, b in zip(shared.rows, single.rows):
         assert float((a.information - b.information).abs().max() / b.information.abs().max()) <= 1e-10

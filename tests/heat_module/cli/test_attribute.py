@@ -35,7 +35,7 @@ def tiny_folder(tmp_path_factory):
 @pytest.mark.usefixtures("one_thread")
 def test_foil_level_and_progress_flags(capsys, tiny_folder):
     text = "the cat sat on the old"
-    base = ["--model", tiny_folder, "--text", text, "--target", "hat", "--json", "--progress", "off"]
+    base = ["--model", tiny_folder, "--text", text, "--target", "hat", "--json", "--progress", "off", "--preset", "mi"]
     assert attribute_command(base + ["--foil", "hat"]) == 0
     captured = capsys.readouterr()
     data = json.loads(captured.out)
@@ -44,18 +44,26 @@ def test_foil_level_and_progress_flags(capsys, tiny_folder):
     data = json.loads(capsys.readouterr().out)
     assert data["extra"]["level"] == "words" and len(data["tokens"]) == len(text.split())
     assert any(data["scores"]) and data["extra"]["foil"] == "tree"
-    assert attribute_command(base[:-3] + ["--foil", "tree"]) == 0
+    assert attribute_command(base[:-5] + ["--preset", "mi", "--foil", "tree"]) == 0
     assert "rather than 'tree'" in capsys.readouterr().out
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_default_is_m_times_i_and_preset_exact_adds_s(capsys, tiny_folder):
-    """No option: HEATConfig() (M·I, no S); ``--preset exact``: eq. 5 with S; options override the preset."""
+def test_default_is_the_fisher_s_mi_has_no_s_and_preset_exact_adds_hvps(capsys, tiny_folder):
+    """No option: HEATConfig() (Fisher S, exact I, normalize="sum"); ``--preset mi``: M·I, no S; ``--preset exact``:
+    eq. 5 with the exact S; options override the preset; a foil needs a contrastive S (the default refuses it)."""
     base = ["--model", tiny_folder, "--text", "the cat sat on the old", "--json", "--progress", "off"]
     assert attribute_command(base) == 0
     data = json.loads(capsys.readouterr().out)
+    assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["normalize"]) == (0.5, 0.5, "sum")
+    assert data["config"]["curvature"]["name"] == "fisher" and data["curvature"] is not None
+    assert data["cost"]["hvps"] == 0 and data["cost"]["gradients"] > 0
+    assert attribute_command(base + ["--preset", "mi"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert (data["config"]["beta"], data["config"]["gamma"]) == (0.0, 1.0) and data["curvature"] is None
-    assert data["cost"]["hvps"] == 0
+    assert data["cost"]["hvps"] == 0 and data["cost"]["gradients"] == 0
+    assert attribute_command(base + ["--target", "hat", "--foil", "tree"]) == 2
+    assert "for a contrastive (foil) attribution, got 'fisher'" in capsys.readouterr().err
     assert attribute_command(base + ["--preset", "exact", "--probes", "2"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["config"]["beta"], data["config"]["gamma"], data["config"]["curvature"]["probes"]) == (0.5, 0.5, 2)
@@ -73,7 +81,7 @@ def test_estimator_flags_change_the_presets_estimators(capsys, tiny_folder):
         "fisher", 3, "mean")
     assert attribute_command(base + ["--beta", "0.5", "--curvature", "lowrank"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["curvature"]["name"] == "lowrank"
-    assert attribute_command(base + ["--curvature", "fisher"]) == 2
+    assert attribute_command(base + ["--preset", "mi", "--curvature", "fisher"]) == 2
     assert "Expected curvature=None where S is not computed" in capsys.readouterr().err
 
 

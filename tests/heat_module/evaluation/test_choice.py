@@ -74,6 +74,9 @@ def test_rows_from_components_by_hand():
     want = combine(Components(torch.tensor(comp["M"]), torch.tensor(comp["SF"]), torch.tensor(comp["I"]), None),
                    HEATConfig(beta=0.5, gamma=0.5, normalize="sum"))
     assert torch.allclose(row_scores("heat_fisher_sum", comp), want)
+    raw = combine(Components(torch.tensor(comp["M"]), torch.tensor(comp["SF"]), torch.tensor(comp["I"]), None),
+                  HEATConfig(beta=0.5, gamma=0.5, normalize="none"))  # as it ran, whatever HEATConfig() says today
+    assert torch.allclose(row_scores("heat_fisher", comp), raw) and not torch.allclose(raw, want)
     assert torch.allclose(row_scores("heat_exact_rank", comp),
                           torch.tensor([0.5, 0.25, 0.25]) * 0.5 * torch.tensor([1 + 1 / 3, 2 / 3 + 1, 1 / 3 + 2 / 3]))
 

@@ -1,5 +1,5 @@
 """HEAT end to end (eq. 5): combination, ablations, batching, determinism and bad input; the default HEATConfig()
-(M·I) against a literal computation."""
+(Fisher S, exact I, normalize="sum") and M·I (``HEATConfig.preset("mi")``) against literal computations."""
 
 import json
 
@@ -9,12 +9,14 @@ import torch
 import heat_module as hm
 from heat_module.heat import Components, combine
 from heat_module.heat.cost import information_fe
+from heat_module.heat.curvature import rademacher
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.objective import gradient
 from heat_module.heat.s_exact import ExactS
+from heat_module.heat.s_fisher import FisherS
 from heat_module.testing import TINY_VOCAB
 from tests.conftest import make_tiny
-from tests.heat_module.heat.dense_reference import eager_copy
+from tests.heat_module.heat.dense_reference import eager_copy, fisher_reference
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,14 @@ TEXT = "the cat sat on the hat because it was warm and the dog ran"
 
 
 def literal_m_times_i(model, ids: torch.Tensor) -> torch.Tensor:
-    """(n,) M·I of the default config, literally, on an eager copy that never went through HEAT's capture code
-    (Llama only: values recomputed from v_proj on each layer's input).
+    """(n,) M·I (``HEATConfig.preset("mi")``), literally (:func:`literal_m_and_i`)."""
+    m, info = literal_m_and_i(model, ids)
+    return m * info
+
+
+def literal_m_and_i(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) M and (n,) I with the default sink rule, literally, on an eager copy that never went through HEAT's
+    capture code (Llama only: values recomputed from v_proj on each layer's input).
 
     M (docs/design.md "M"): the rollout ρ ← ½ρ + ½·mean_h ρA^{l,h} from the last position down, M_i = Σ_{l,h}
     Φ^{l,h}_i N^{l,h}_i with Φ^{l,h} = ρA^{l,h} and N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁, normalised; then the
@@ -75,14 +83,14 @@ def literal_m_times_i(model, ids: torch.Tensor) -> torch.Tensor:
             masked[0, i] = 0.0
             logq = torch.log_softmax(ref(inputs_embeds=masked).logits[0, -1].double(), -1)
             info[i] = (logp.exp() * (logp - logq)).sum()
-    return m * info
+    return m, info
 
 
 @pytest.mark.parametrize("text", [TEXT, "a red bird sat in the old tree and"])
-def test_default_is_m_times_i(tiny_tok, text):
-    """HEATConfig() since the choice study: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is
-    one captured forward plus the prefix-shared masked runs of I."""
-    cfg = hm.HEATConfig()
+def test_mi_is_m_times_i(tiny_tok, text):
+    """``preset("mi")``: Attr_i = M_i·I_i (eq. 5 with β = 0, γ = 1), no HVP, no gradient; its cost is one captured
+    forward plus the prefix-shared masked runs of I."""
+    cfg = hm.HEATConfig.preset("mi")
     assert (cfg.beta, cfg.gamma, cfg.alpha, cfg.ablation, cfg.sink) == (0.0, 1.0, 0.0, "full", "auto")
     assert cfg.curvature is None and cfg.information == ExactI(mask="zero")
     model = make_tiny("llama")
@@ -93,6 +101,25 @@ def test_default_is_m_times_i(tiny_tok, text):
     assert res.cost["hvps"] == 0 and res.cost["gradients"] == 0 and "curvature" not in res.cost["seconds"]
     assert res.cost["forward_passes"] == n + 1
     assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.information.batch_size, True))
+
+
+@pytest.mark.parametrize("text", [TEXT, "a red bird sat in the old tree and"])
+def test_default_is_fisher_s_and_exact_i_normalised_by_sum(tiny_tok, text):
+    """HEATConfig(), the choice study's pick: Attr_i = M_i·(0.5·S_i/Σ S + 0.5·I_i/Σ I) with the Fisher S over the 16
+    most probable next tokens (each gradient from its own backward on an eager copy) and I of eq. 4, literally; its
+    cost is the masked runs of I plus one forward and one 16-cotangent backward, no HVP."""
+    cfg = hm.HEATConfig()
+    assert (cfg.beta, cfg.gamma, cfg.normalize, cfg.curvature, cfg.information) == (0.5, 0.5, "sum", FisherS(),
+                                                                                    ExactI())
+    model = make_tiny("llama")
+    res = hm.HEAT(model, tiny_tok, cfg).attribute(text)
+    m, info = literal_m_and_i(model, res.token_ids)
+    x = model.get_input_embeddings()(res.token_ids[None]).detach()
+    s = fisher_reference(eager_copy(model), x, rademacher(1, x.shape[1], x.shape[2], seed=cfg.seed, dtype=x.dtype), 16)
+    torch.testing.assert_close(res.curvature.double(), s, rtol=1e-4, atol=1e-7)
+    expected = m * (0.5 * s / s.sum() + 0.5 * info / info.sum())
+    torch.testing.assert_close(res.scores.double(), expected, rtol=1e-4, atol=1e-9)
+    assert res.cost["hvps"] == 0 and res.cost["gradients"] > 0
 
 
 def sink_model(tok, first_word: str):
@@ -112,14 +139,14 @@ def sink_model(tok, first_word: str):
     return model
 
 
-def test_default_is_m_times_i_with_a_sink(tiny_tok):
+def test_mi_is_m_times_i_with_a_sink(tiny_tok):
     """The literal reference through its sink branch: on :func:`sink_model` position 0 is a sink (M_0 > 0 with
-    ``sink="keep"``, 0 by default), and the default M·I still equals the literal computation — so a wrong sink rule
+    ``sink="keep"``, 0 by default), and M·I still equals the literal computation — so a wrong sink rule
     (threshold, statistic, or renormalisation) fails here, not only in the hand-worked rollout of test_variants."""
     text = "red bird sat in the tree"
     model = sink_model(tiny_tok, text.split()[0])
-    res = hm.HEAT(model, tiny_tok, hm.HEATConfig()).attribute(text)
-    kept = hm.HEAT(model, tiny_tok, hm.HEATConfig(sink="keep")).attribute(text)
+    res = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("mi")).attribute(text)
+    kept = hm.HEAT(model, tiny_tok, hm.HEATConfig.preset("mi", sink="keep")).attribute(text)
     assert float(kept.transition[0]) > 0.05 and float(res.transition[0]) == 0.0
     assert float(res.transition[1:].sum()) == pytest.approx(1.0)
     torch.testing.assert_close(res.scores.double(), literal_m_times_i(model, res.token_ids), rtol=1e-5, atol=1e-9)
@@ -143,7 +170,7 @@ def test_ablations(ablation):
     n = 4
     parts = Components(torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([1.0, 2, 3, 4]),
                        torch.tensor([4.0, 3, 2, 1]), torch.tensor([1.0, 1, 1, 1]))
-    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5, ablation=ablation)
+    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5, ablation=ablation, normalize="none")
     inner = 0.25 * parts.curvature + 0.75 * parts.information
     expected = {
         "transition": parts.transition,
@@ -161,7 +188,7 @@ def test_first_order_inside_the_gate_eq22_by_hand():
                        torch.tensor([4.0, 3, 2, 1]), torch.tensor([2.0, 0, 4, 8]))
     # α = 0.5, β = 0.25, γ = 0.75: inner_i = 0.5·fo + 0.25·S + 0.75·I
     #   i=0: 1 + 0.25 + 3 = 4.25;  i=1: 0 + 0.5 + 2.25 = 2.75;  i=2: 2 + 0.75 + 1.5 = 4.25;  i=3: 4 + 1 + 0.75 = 5.75
-    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5)
+    cfg = hm.HEATConfig(beta=0.25, gamma=0.75, alpha=0.5, normalize="none")
     torch.testing.assert_close(combine(parts, cfg), torch.tensor([0.4 * 4.25, 0.3 * 2.75, 0.2 * 4.25, 0.1 * 5.75]))
     with pytest.raises(TypeError, match="first_order"):  # one form only: the paper's
         hm.HEATConfig(first_order="outside")
@@ -169,7 +196,7 @@ def test_first_order_inside_the_gate_eq22_by_hand():
 
 def test_first_order_term_is_gradient_norm(tiny_tok):
     model = make_tiny("gpt2")
-    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(alpha=1.0, beta=0.0, gamma=0.0))
+    heat = hm.HEAT(model, tiny_tok, hm.HEATConfig(alpha=1.0, beta=0.0, gamma=0.0, normalize="none"))
     res = heat.attribute(TEXT)
     x = model.get_input_embeddings()(res.token_ids[None])
     _, grad = gradient(model, x, res.target_id)
@@ -244,13 +271,13 @@ def test_outputs(tiny_heat, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["default", "exact"])
+@pytest.mark.parametrize("preset", ["default", "mi", "exact"])
 def test_real_model_attribution(smollm2, preset):
     model, tok = smollm2
     heat = hm.HEAT(model, tok, hm.HEATConfig.preset(preset))
     res = heat.attribute("The capital of France is")
     assert res.target.strip() == "Paris"
-    assert (res.curvature is None) == (preset == "default")  # the default (M·I) computes no S
+    assert (res.curvature is None) == (preset == "mi")  # M·I computes no S; the default the Fisher S
     for name in ("scores", "transition", "curvature", "information"):
         value = getattr(res, name)
         if value is None:

@@ -113,13 +113,13 @@ def test_fp64_model_gets_fp64_information_on_a_near_flat_prediction():
     for got in (information_naive(model, x), information(model, x, records, logp, batch_size=3)):
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=0.0)
-    with hm.HEAT(model, None, hm.HEATConfig(ablation="information")) as heat:
+    with hm.HEAT(model, None, hm.HEATConfig(ablation="information", normalize="none")) as heat:
         res = heat.attribute(ids[0])
     for values in (res.information, res.scores, res.transition):
         assert values.dtype == torch.float64
     torch.testing.assert_close(res.information, ref, rtol=1e-9, atol=0.0)
     torch.testing.assert_close(res.scores, ref, rtol=1e-9, atol=0.0)  # the ablation's scores are I itself
-    with hm.HEAT(model, None, hm.HEATConfig(window=4, stride=4, ablation="information")) as heat:
+    with hm.HEAT(model, None, hm.HEATConfig(window=4, stride=4, ablation="information", normalize="none")) as heat:
         windowed = heat.attribute(ids[0])
     assert windowed.scores.dtype == torch.float64 and windowed.transition.dtype == torch.float64
     uninstall(model)

@@ -137,7 +137,7 @@ def record(monkeypatch, module, name: str, index: int) -> list:
 
 def test_tight_budget_lowers_the_masked_run_batch_and_keeps_the_scores(monkeypatch):
     model = tiny_model("llama", seed=4).double()
-    config = HEATConfig(information=ExactI(batch_size=8))
+    config = HEATConfig.preset("mi", information=ExactI(batch_size=8))
     ample = HEAT(model, None, config).attribute(IDS, target=7)
     budget = budget_for(model, {"exact_i": True, "info_batch": 2}, "information")
     batches = record(monkeypatch, i_exact, "information", 6)

@@ -46,14 +46,15 @@ def test_beta_trades_s_against_i_only_when_normalised():
     """With S ≫ I every β > 0 ranks as S under eq. 5; normalised, a small β lets I decide."""
     parts = Components(torch.full((3,), 1 / 3), S * 1000, INFO, None)
     for beta in (0.1, 0.5):
-        raw = combine(parts, HEATConfig(beta=beta, gamma=1 - beta))
+        raw = combine(parts, HEATConfig(beta=beta, gamma=1 - beta, normalize="none"))
         assert torch.equal(torch.argsort(raw), torch.argsort(S))
     small = combine(parts, HEATConfig(beta=0.1, gamma=0.9, normalize="sum"))
     assert int(small.argmax()) == int(INFO.argmax())
 
 
 def test_config_choices_and_presets():
-    assert HEATConfig().normalize == "none"
+    assert HEATConfig().normalize == "sum"  # the choice study's pick
+    assert HEATConfig.preset("mi").normalize == HEATConfig.preset("exact").normalize == "none"
     with pytest.raises(ValueError, match="Expected normalize to be one of"):
         HEATConfig(normalize="l2")
     paper = HEATConfig.preset("paper")

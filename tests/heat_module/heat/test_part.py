@@ -145,10 +145,10 @@ def constant_s():
 
 def test_a_registered_s_estimator_is_used_by_name_and_its_cost_counted(constant_s, tiny_tok):
     model = make_tiny("llama")
-    cfg = HEATConfig(beta=0.5, gamma=0.5, curvature={"name": "constant", "value": 3.0})
+    cfg = HEATConfig(beta=0.5, gamma=0.5, curvature={"name": "constant", "value": 3.0}, normalize="none")
     assert cfg.curvature == constant_s(value=3.0) and cfg.to_dict()["curvature"]["name"] == "constant"
     res = HEAT(model, tiny_tok, cfg).attribute("the cat sat on the hat")
-    plain = HEAT(model, tiny_tok, HEATConfig(gamma=0.5)).attribute("the cat sat on the hat")
+    plain = HEAT(model, tiny_tok, HEATConfig(beta=0.0, gamma=0.5, normalize="none")).attribute("the cat sat on the hat")
     assert torch.equal(res.curvature, torch.full((6,), 3.0, dtype=res.curvature.dtype))
     torch.testing.assert_close(res.scores, res.transition * (0.5 * 3.0 + 0.5 * res.information))
     assert res.cost.forward_passes == plain.cost.forward_passes + 1 and res.cost["constant"] == 3.0

@@ -23,7 +23,7 @@ from heat_module.lightning.writer import AttributionWriter, config_hash, read_er
 
 PROMPTS = ["the cat sat on the", "she ordered a pizza and cut it with a", "my red car", "a dog ran in the",
            "the capital of france is"]
-CHEAP = hm.HEATConfig(beta=0.0)
+CHEAP = hm.HEATConfig.preset("mi")  # M·I: no S
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ FIELDS = ("method", "mode", "path", "n", "T", "forward_passes", "gradients", "hv
 #: benchmark name -> (registry name, build options; a HEAT config is given by preset name)
 METHODS = {
     "heat": ("heat", {"config": None}),
+    "mi": ("heat", {"config": "mi"}),
     "occlusion-kl": ("occlusion", {"measure": "kl"}),
     "attnlrp": ("attnlrp", {}),
     "fast": ("heat", {"config": "fast"}),

@@ -190,6 +190,8 @@ def test_fisher_gradients_on_smollm2_equal_the_models_own(smollm2, monkeypatch):
 
     monkeypatch.setattr(blockwise_attention, "BLOCK", 16)
     model = copy.deepcopy(smollm2[0]).double()
+    uninstall(model)  # whatever earlier tests left on the shared model: the reference below is transformers' SDPA
+    model.set_attn_implementation("sdpa")
     ids = smollm2[1]("The capital of France is Paris, and the capital of Italy is Rome. So the capital of "
                      "Germany, a country north of both of them, is the city of", return_tensors="pt").input_ids
     assert ids.shape[1] >= 33

@@ -241,12 +241,12 @@ def test_a_mutated_shared_path_is_caught(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2
-SMOL = [("heat", {"config": HEATConfig.preset("mi", progress=False)}), ("occlusion", {"measure": "kl"}),
-        ("gated", {"method": "attnlrp"})]
+SMOL = [("heat", {"config": HEATConfig.preset("mi", progress=False)}), ("heat", {"config": HEATConfig(progress=False)}),
+        ("occlusion", {"measure": "kl"}), ("gated", {"method": "attnlrp"})]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,options", SMOL, ids=["heat", "occlusion-kl", "gated-attnlrp"])
+@pytest.mark.parametrize("name,options", SMOL, ids=["heat", "heat-default", "occlusion-kl", "gated-attnlrp"])
 @pytest.mark.parametrize("inputs", [{"prompt": "The capital of France is", "max_new_tokens": 4},
                                     {"prompt": "The capital of France is", "continuation": " a city"},
                                     {"messages": MESSAGES, "continuation": " Paris."}],

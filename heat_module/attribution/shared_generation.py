@@ -20,15 +20,18 @@ This needs only that the output at position p depends on the tokens ≤ p alone,
 absolute positions, the same in the prefix and the longer sequence. What is shared equals the per-row calls up to the
 round-off of a longer forward. :func:`shared_rows` returns the
 rows for the methods where this holds exactly, and ``None`` for every other method or configuration, which then
-keeps its per-row calls: HEAT with S (one set of Hessian-vector products per target), Fisher I (one K-cotangent
-backward per target), the first-order term α or a contrast (foil); HEAT-WIN; gradient methods (AttnLRP, input ×
-gradient, integrated gradients: one backward per target) and any method not listed below.
+keeps its per-row calls: HEAT with Fisher I (one K-cotangent backward per target), the first-order term α or a
+contrast (foil); HEAT-WIN; gradient methods (AttnLRP, input × gradient, integrated gradients: one backward per target)
+and any method not listed below. S (Hessian-vector products or Fisher factors of the row's own target) is not shared:
+each row computes it on its own prefix exactly as the per-row call does (:func:`row_curvature`).
 
 Shared here, for the exact classes (a subclass may change what a row computes, so it keeps the per-row path):
 
-- ``heat`` (:class:`heat_module.heat.estimator.HEAT`) when it computes only M and the exact I (M·I,
-  ``HEATConfig.preset("mi")``, any mask, sink, normalisation or rollout layers; the ``transition`` / ``information``
-  ablations); the default ``HEATConfig()`` computes the Fisher S, so it runs one attribution per row;
+- ``heat`` (:class:`heat_module.heat.estimator.HEAT`) when its I is the exact one (or absent), without α, window or
+  foil: M and I shared (M·I, ``HEATConfig.preset("mi")``, any mask, sink, normalisation or rollout layers; the
+  ``transition`` / ``information`` ablations), S (any estimator: the default ``HEATConfig()``'s Fisher S,
+  ``"exact"``, low-rank) per row, combined with the config (:func:`heat_module.heat.combine.combine`, its
+  normalisation per row) as the per-row call does;
 - ``occlusion`` (every ``measure`` and ``replacement``);
 - ``gated:*``: the gate M is shared; the inner method's rows are shared when it is one of these, else per row.
 
@@ -36,8 +39,10 @@ Cost (:class:`~heat_module.result.Cost`): the shared work is one captured forwar
 runs (a run starting at i0 recomputes N − i0 positions), in FE of **one forward of the longest prefix**; every row
 carries 1/T of it (so the rows sum to the whole, as per-row costs do), with ``details["shared_cost"]`` saying so.
 Shared occlusion rows count their cost the same way (the per-row baseline records none); a ``gated:*`` row adds 1/T of
-the gate's forward to its inner row's cost. Reading the logits of up to T positions per masked run (the LM head over T
-positions instead of one) is not in the FE count; the benchmark's seconds include it.
+the gate's forward to its inner row's cost. A HEAT row with S adds its own S cost (one captured forward of its
+prefix plus the S estimator's cost, in FE of that prefix's forward; ``details["curvature_cost"]``).
+Reading the logits of up to T positions per masked run (the LM head over T positions instead of one) is not in the FE
+count; the benchmark's seconds include it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ import torch
 from heat_module.heat.combine import Components
 from heat_module.heat.cost import FE_FORWARD, information_fe
 from heat_module.heat.information import kl_divergence
+from heat_module.heat.memory_plan import plan_for
+from heat_module.heat.part import Example
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import (
     LayerCapture,
@@ -94,7 +101,7 @@ def row_builder(method: Any) -> Callable[[Any, torch.Tensor, int], list[Attribut
     if kind == "heat":
         cfg = method.config
         fo = cfg.alpha > 0 and cfg.ablation not in ("transition", "curvature", "information")
-        if cfg.computes_s or (cfg.computes_i and cfg.information.name != "exact") or fo or cfg.window is not None:
+        if (cfg.computes_i and cfg.information.name != "exact") or fo or cfg.window is not None:
             return None
         return heat_rows
     if kind == "occlusion":
@@ -234,7 +241,8 @@ def _information_rows(model: torch.nn.Module, x: torch.Tensor, captures: Sequenc
 
 
 def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult]:
-    """HEAT's rows (M and the exact I only) from one captured forward and N masked runs of the longest prefix."""
+    """HEAT's rows: M and the exact I from one captured forward and N masked runs of the longest prefix, S (when the
+    config computes it) per row (:func:`row_curvature`)."""
     cfg = method.config
     model = method.model
     T = full.numel() - n
@@ -261,9 +269,16 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
     rows = []
     for t, row_cost in enumerate(split_cost(cost, T, N)):
         k = n + t
-        parts = Components(m[t, :k].to(dt), None, None if info is None else info[t, :k].clone(), None, row_cost)
+        curv = None
+        if cfg.computes_s:
+            curv, s_cost = row_curvature(method, full[:k].to(method.device), int(full[k]))
+            curv = curv.to(dt)
+            row_cost.add(s_cost)
+            row_cost.details["curvature_cost"] = (f"S of this row alone: one captured forward of its prefix ({k} "
+                                                  "tokens) and the S estimator's own cost, in FE of that forward")
+        parts = Components(m[t, :k].to(dt), curv, None if info is None else info[t, :k].clone(), None, row_cost)
         if cfg.check_finite:
-            for name in ("transition", "information"):
+            for name in ("transition", "curvature", "information"):
                 value = getattr(parts, name)
                 if value is not None and not torch.isfinite(value).all():
                     bad = (~torch.isfinite(value)).nonzero().flatten().tolist()
@@ -272,6 +287,22 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
                         f"{bad[:10]} of row {t} (try fp32 weights, or HEATConfig(check_finite=False))")
         rows.append(method.result_from(full[:k].to(method.device), int(full[k]), parts))
     return rows
+
+
+def row_curvature(method: Any, ids: torch.Tensor, target: int) -> tuple[torch.Tensor, Cost]:
+    """(k,) S of one row (ids: (k,) its prefix, ``target`` its token) as :meth:`heat_module.heat.estimator.HEAT.
+    components` computes it: one captured forward of the prefix, the memory plan's S estimator on it; and the cost
+    (that forward plus the estimator's own cost, timed under ``seconds["curvature"]``)."""
+    t0 = time.perf_counter()
+    model = method.model
+    x = embed(model, ids[None]).detach()
+    part = plan_for(model, ids.numel(), method.config, x.dtype).applied(method.config).curvature
+    logits, captures = method.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+    cfg = method.config
+    out = part.estimate(Example(model, x, target, captures, logits[0], None, cfg.backend, cfg.seed))
+    cost = Cost(forward_passes=1, forward_equivalents=FE_FORWARD).add(out.cost)
+    cost.seconds["curvature"] = time.perf_counter() - t0
+    return out.values, cost
 
 
 @contextlib.contextmanager

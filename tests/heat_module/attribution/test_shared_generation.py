@@ -24,7 +24,8 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 ANSWER = [12, 13, 14, 15, 16]
 
-#: M·I, the HEAT configuration whose rows are shared (M and the exact I; the default computes the Fisher S per row)
+#: M·I, the HEAT configuration whose rows are shared entirely (M and the exact I; a config with S shares M and I and
+#: computes S per row)
 MI = HEATConfig.preset("mi")
 
 # (registry name, build options, tolerance in fp64): M comes from an fp32 rollout (for every model), I and the
@@ -34,12 +35,16 @@ METHODS = [
     ("heat", {"config": HEATConfig.preset("mi", progress=False, sink="keep",
                                                information={"name": "exact", "mask": "mean"}, normalize="sum")}, 1e-6),
     ("heat", {"config": HEATConfig.preset("mi", progress=False, ablation="information")}, 1e-10),
+    ("heat", {"config": HEATConfig(progress=False)}, 1e-6),  # the default: Fisher S per row, M and I shared
+    ("heat", {"config": HEATConfig.preset("exact", progress=False)}, 1e-6),  # exact S (HVPs) per row
+    ("heat", {"config": HEATConfig.preset("fisher", progress=False, normalize="rank")}, 1e-6),
     ("occlusion", {"measure": "kl"}, 1e-6),
     ("occlusion", {"measure": "prob", "replacement": "mean"}, 1e-6),
     ("gated", {"method": "occlusion"}, 1e-6),
     ("gated", {"method": "input_x_gradient"}, 1e-6),
 ]
-METHOD_IDS = ["heat", "heat-keep-mean-sum", "heat-I-only", "occlusion-kl", "occlusion-prob-mean", "gated-occlusion",
+METHOD_IDS = ["heat", "heat-keep-mean-sum", "heat-I-only", "heat-default", "heat-exact", "heat-fisher-rank",
+              "occlusion-kl", "occlusion-prob-mean", "gated-occlusion",
               "gated-ixg"]
 
 
@@ -71,6 +76,11 @@ def assert_shared_equals_rows(method, tol: float, **inputs):
         assert torch.isnan(shared.matrix[t, n + t:]).all()
         assert shared.rows[t].target_id == single.rows[t].target_id
         assert shared.rows[t].tokens == single.rows[t].tokens
+        a, b = shared.rows[t].curvature, single.rows[t].curvature  # S per row: the per-row call's own S
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) <= 1e-10
+            assert "curvature_cost" in shared.rows[t].cost.details
     return shared, single
 
 
@@ -129,8 +139,8 @@ def test_shared_list_input_equals_one_by_one(tiny64):
 # ------------------------------------------------------------------------------------------ which methods share
 @pytest.mark.parametrize("name,options,shared", [
     ("heat", {"config": HEATConfig.preset("mi")}, True),  # M·I: M and the exact I
-    ("heat", {}, False),  # the default HEATConfig(): the Fisher S, one backward per target
-    ("heat", {"config": HEATConfig.preset("exact")}, False),  # S: Hessian-vector products per target
+    ("heat", {}, True),  # the default HEATConfig(): M and the exact I shared, the Fisher S per row
+    ("heat", {"config": HEATConfig.preset("exact")}, True),  # M and I shared, S's Hessian-vector products per row
     ("heat", {"config": HEATConfig.preset("fast")}, False),  # Fisher S and I: one backward per target
     ("heat", {"config": HEATConfig.preset("mi", alpha=0.5)}, False),  # the first-order term: a gradient per target
     ("heat", {"config": HEATConfig.preset("mi", window=4)}, False),  # HEAT-WIN
@@ -187,6 +197,23 @@ def test_shared_cost_is_one_captured_forward_and_n_masked_runs():
     assert occ.cost.forward_equivalents == pytest.approx(1 + information_fe(N, 4, True))
 
 
+@pytest.mark.parametrize("config", [HEATConfig(progress=False), HEATConfig.preset("exact", progress=False)],
+                         ids=["default", "exact"])
+def test_shared_cost_with_s_is_the_shared_m_and_i_plus_each_rows_own_s(config):
+    """Row t: 1/T of the shared M and I (as for M·I) plus its own captured forward and the S estimator's cost, which
+    is what the per-row call spends on S."""
+    model = tiny_model("llama", seed=0).double()
+    shared = build("heat", model, None, config=config).attribute_generation(PROMPT, continuation=ANSWER)
+    single = build("heat", model, None, config=config).attribute_generation(PROMPT, continuation=ANSWER, share=False)
+    mi = build("heat", model, None, config=MI).attribute_generation(PROMPT, continuation=ANSWER)
+    n = len(PROMPT)
+    for t, (a, b, m) in enumerate(zip(shared.rows, single.rows, mi.rows)):
+        s_passes = b.cost.forward_passes - (1 + n + t)  # the per-row call: captured forward, n + t masked runs, S
+        assert a.cost.forward_passes == m.cost.forward_passes + 1 + s_passes
+        assert a.cost.hvps == b.cost.hvps
+        assert a.cost.gradients == b.cost.gradients
+
+
 # ------------------------------------------------------------------------------------------ the test can fail
 def test_a_mutated_shared_path_is_caught(monkeypatch):
     """Every row's rollout started at the last position (as if the longest prefix were every row's context) or the
@@ -214,12 +241,12 @@ def test_a_mutated_shared_path_is_caught(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2
-SMOL = [("heat", {"config": HEATConfig.preset("mi", progress=False)}), ("occlusion", {"measure": "kl"}),
-        ("gated", {"method": "attnlrp"})]
+SMOL = [("heat", {"config": HEATConfig.preset("mi", progress=False)}), ("heat", {"config": HEATConfig(progress=False)}),
+        ("occlusion", {"measure": "kl"}), ("gated", {"method": "attnlrp"})]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,options", SMOL, ids=["heat", "occlusion-kl", "gated-attnlrp"])
+@pytest.mark.parametrize("name,options", SMOL, ids=["heat", "heat-default", "occlusion-kl", "gated-attnlrp"])
 @pytest.mark.parametrize("inputs", [{"prompt": "The capital of France is", "max_new_tokens": 4},
                                     {"prompt": "The capital of France is", "continuation": " a city"},
                                     {"messages": MESSAGES, "continuation": " Paris."}],

@@ -116,10 +116,10 @@ class AttributionResult:
         >>> from heat_module import HEAT
         >>> from heat_module.testing import tiny_model, tiny_tokenizer
         >>> res = HEAT(tiny_model("llama"), tiny_tokenizer()).attribute("the cat sat on the")
-        >>> res.tokens, res.scores.shape, res.curvature is None  # the default config computes no S
-        (['the', 'cat', 'sat', 'on', 'the'], torch.Size([5]), True)
+        >>> res.tokens, res.scores.shape, res.curvature is None  # the default config computes S (Fisher)
+        (['the', 'cat', 'sat', 'on', 'the'], torch.Size([5]), False)
         >>> [token for _, token, _ in res.topk(2)]
-        ['sat', 'the']
+        ['sat', 'on']
         >>> res.aggregate([(0, 2), (2, 5)]).tokens  # token spans merged (sum of their scores)
         ['thecat', 'satonthe']
     """

@@ -87,10 +87,11 @@ def shared_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResu
         full: (n + T,) prompt and answer ids.
         n: the prompt length.
     Returns:
-        Row t = ``method.attribute(full[:n+t], target=full[n+t])`` up to round-off, or ``None``.
+        Row t = ``method.attribute(full[:n+t], target=full[n+t])`` up to round-off, or ``None`` (also for a
+        single row, T = 1, where there is nothing to share and the per-row call is exact and no dearer).
     """
     builder = row_builder(method)
-    if builder is None:
+    if builder is None or full.numel() - n <= 1:
         return None
     return builder(method, full, n)
 

@@ -58,8 +58,6 @@ import torch
 from heat_module.heat.combine import Components
 from heat_module.heat.cost import FE_FORWARD, information_fe
 from heat_module.heat.information import kl_divergence
-from heat_module.heat.memory_plan import plan_for
-from heat_module.heat.part import Example
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import (
     LayerCapture,
@@ -295,15 +293,12 @@ def row_curvature(method: Any, ids: torch.Tensor, target: int) -> tuple[torch.Te
     components` computes it: one captured forward of the prefix, the memory plan's S estimator on it; and the cost
     (that forward plus the estimator's own cost, timed under ``seconds["curvature"]``)."""
     t0 = time.perf_counter()
-    model = method.model
-    x = embed(model, ids[None]).detach()
-    part = plan_for(model, ids.numel(), method.config, x.dtype).applied(method.config).curvature
-    logits, captures = method.forward_with_captures(ids[None], torch.ones_like(ids)[None])
-    cfg = method.config
-    out = part.estimate(Example(model, x, target, captures, logits[0], None, cfg.backend, cfg.seed))
-    cost = Cost(forward_passes=1, forward_equivalents=FE_FORWARD).add(out.cost)
+    x = embed(method.model, ids[None]).detach()
+    _, captures = method.forward_with_captures(ids[None], torch.ones_like(ids)[None])
+    cost = Cost(forward_passes=1, forward_equivalents=FE_FORWARD)
+    values = method.curvature(x, target, captures, cost)
     cost.seconds["curvature"] = time.perf_counter() - t0
-    return out.values, cost
+    return values, cost
 
 
 @contextlib.contextmanager

@@ -196,9 +196,10 @@ class HEAT(Attributor):
 
     def curvature(self, x: torch.Tensor, target: int, captures: Sequence[LayerCapture], cost: Cost,
                   foil: int | None = None, progress: Any = None) -> torch.Tensor:
-        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator; its cost added to ``cost``
-        (``foil``: S of the contrast; ``progress``: called with HVP counts)."""
-        part = self.config.curvature
+        """(n,) S for one unpadded example (x: (1, n, d)) with the configured estimator, its chunk sizes lowered by
+        the memory plan as in :meth:`components`; its cost added to ``cost`` (``foil``: S of the contrast;
+        ``progress``: called with HVP counts)."""
+        part = plan_for(self.model, x.shape[1], self.config, x.dtype).applied(self.config).curvature
         if part is None:
             raise ValueError("Expected a config that computes S (beta > 0 or ablation='curvature'), got "
                              f"beta={self.config.beta}, ablation={self.config.ablation!r}")

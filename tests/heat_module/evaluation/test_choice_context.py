@@ -29,12 +29,9 @@ from heat_module.evaluation.datasets import EvalExample
 from heat_module.heat.combine import Components, combine
 from heat_module.lm.forward import embed
 from heat_module.testing import tiny_model, tiny_tokenizer
+from tests.heat_module.evaluation.test_choice import PATHS  # the same fixture files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-PATHS = {"longra": str(FIXTURES / "longra.jsonl"), "tellmewhy": str(FIXTURES / "prompts.txt"),
-         "wikibio": str(FIXTURES / "prompts.txt"), "curated": str(FIXTURES / "curated.json"),
-         "lambada": str(FIXTURES / "annotated_lambada.json")}
 
 
 def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):

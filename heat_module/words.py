@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -38,18 +38,28 @@ def token_offsets(tokens: Sequence[str], token_ids: Sequence[int] | None = None,
     """
     if tokenizer is not None and token_ids is not None:
         ids = [int(i) for i in token_ids]
-        try:
-            text = tokenizer.decode(ids)
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
-            enc = None
-        if enc is not None and list(enc["input_ids"]) == ids:
-            return text, [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        text = tokenizer.decode(ids)
+        offsets = tokenizer_offsets(tokenizer, text, ids)
+        if offsets is not None:
+            return text, offsets
     offsets, pos = [], 0
     for tok in tokens:
         offsets.append((pos, pos + len(tok)))
         pos += len(tok)
     return "".join(tokens), offsets
+
+
+def tokenizer_offsets(tokenizer: Any, text: str, ids: Sequence[int]) -> list[tuple[int, int]] | None:
+    """Each token's ``(start, end)`` character offsets in ``text`` from ``tokenizer``'s offset mapping, when
+    re-encoding ``text`` (without special tokens) gives exactly ``ids``; ``None`` otherwise, and for tokenizers
+    without offsets (slow ones)."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+        return None
+    if list(enc["input_ids"]) != [int(i) for i in ids]:
+        return None
+    return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
 
 def _assign(text: str, offsets: Sequence[tuple[int, int]], units: Sequence[tuple[int, int]]) -> list[list[int]]:

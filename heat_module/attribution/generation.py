@@ -26,6 +26,7 @@ import torch
 from heat_module.generation_result import GenerationResult
 from heat_module.lm.forward import embed, next_token_logits
 from heat_module.result import AttributionResult, Cost
+from heat_module.words import tokenizer_offsets
 
 Prompt = str | Sequence[int] | torch.Tensor
 Messages = Sequence[Mapping[str, str]]
@@ -296,11 +297,8 @@ def content_tokens(tokenizer: Any, messages: Messages, ids: list[int]) -> tuple[
     ids, only the special tokens can be told apart and every other token counts as content."""
     unknown = (torch.ones(len(ids), dtype=torch.bool), [None] * len(messages))
     text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except (NotImplementedError, TypeError, ValueError):
-        return unknown
-    if list(enc["input_ids"]) != ids:
+    offsets = tokenizer_offsets(tokenizer, text, ids)
+    if offsets is None:
         return unknown
     ranges: list[tuple[int, int] | None] = []
     pos = 0
@@ -310,7 +308,6 @@ def content_tokens(tokenizer: Any, messages: Messages, ids: list[int]) -> tuple[
         ranges.append((at, at + len(content)) if at >= 0 else None)
         if at >= 0:
             pos = at + len(content)
-    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
     mask = torch.tensor([any(r is not None and a < r[1] and r[0] < b for r in ranges) for a, b in offsets],
                         dtype=torch.bool)
     firsts = [None if r is None else next((i for i, (a, b) in enumerate(offsets) if a < r[1] and r[0] < b), None)

@@ -38,8 +38,11 @@ def token_offsets(tokens: Sequence[str], token_ids: Sequence[int] | None = None,
     """
     if tokenizer is not None and token_ids is not None:
         ids = [int(i) for i in token_ids]
-        text = tokenizer.decode(ids)
-        offsets = tokenizer_offsets(tokenizer, text, ids)
+        try:
+            text = tokenizer.decode(ids)
+        except (NotImplementedError, TypeError, ValueError):  # a tokenizer that cannot decode: running lengths
+            text = None
+        offsets = None if text is None else tokenizer_offsets(tokenizer, text, ids)
         if offsets is not None:
             return text, offsets
     offsets, pos = [], 0

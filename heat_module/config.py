@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from heat_module.hashing import stable_hash
@@ -46,10 +47,6 @@ NORMALIZES: tuple[str, ...] = get_args(Normalize)
 #: registered, on the first look-up of an estimator: a new estimator is one such file, found without a list
 ESTIMATOR_PACKAGE = "heat_module.heat"
 _LOADED = False
-
-
-def _exact_information() -> IEstimator:
-    return i_estimator("exact")
 
 
 @dataclass
@@ -99,10 +96,12 @@ class HEATConfig:
             given: the Gauss–Newton/Fisher surrogate), ``ExactS`` (block HVPs, eq. 3) or ``LowRankS`` (randomized
             eigendecomposition, HEAT-LR, Thm 4); also a registered name (``"fisher"``: its defaults) or
             ``{"name": ..., <settings>}``. Each holds its settings (probes, chunk sizes, HEAT-LS ``layers``, ...).
-        information: the estimator of I (:class:`IEstimator`): ``ExactI`` (default: masked forward passes, eq. 4)
-            or ``FisherI`` (the Fisher quadratic form over the K most probable tokens; with a ``FisherS`` of the same
-            K, mass and chunk on X, S and I share one forward and one K-cotangent backward, so the cost does not grow
-            with n); a name or a dict as for ``curvature``. Each holds the mask and its own settings.
+        information: the estimator of I (:class:`IEstimator`), given where I is computed (γ > 0, or
+            ``ablation="information"``) and ``None`` elsewhere: ``ExactI`` (default where I is computed and none is
+            given: masked forward passes, eq. 4) or ``FisherI`` (the Fisher quadratic form over the K most probable
+            tokens; with a ``FisherS`` of the same K, mass and chunk on X, S and I share one forward and one
+            K-cotangent backward, so the cost does not grow with n); a name or a dict as for ``curvature``. Each
+            holds the mask and its own settings.
         rollout_layers: if set, sum M only over these layer indices (ρ still passes through every layer above):
             distinct ints in [-L, L), L the number of attention layers (negative ones count from the top).
         ablation: Table 5 ablations: ``"full"`` (eq. 5), ``"transition"`` (M only), ``"curvature"`` (S only),
@@ -151,7 +150,7 @@ class HEATConfig:
     gamma: float = 0.5
     alpha: float = 0.0
     curvature: SEstimator | None = None
-    information: IEstimator = field(default_factory=_exact_information)
+    information: IEstimator | None = None
     rollout_layers: list[int] | None = None
     ablation: Ablation = "full"
     sink: Sink = "auto"
@@ -189,7 +188,16 @@ class HEATConfig:
                 f"ablations 'transition' and 'information' never compute S), got {self.curvature!r}: set beta > 0 "
                 "for eq. 5 with S (or use HEATConfig.preset('exact') / 'fisher'), or leave curvature out for M·I"
             )
-        self.information = i_estimator(self.information)
+        if self.information is not None:
+            self.information = i_estimator(self.information)
+        if self.computes_i and self.information is None:
+            self.information = i_estimator(DEFAULT_INFORMATION)  # the exact I (eq. 4)
+        if not self.computes_i and self.information is not None:
+            raise ValueError(
+                f"Expected information=None where I is not computed (gamma=0 with ablation={self.ablation!r}; the "
+                f"ablations 'transition' and 'curvature' never compute I), got {self.information!r}: set gamma > 0 "
+                "for eq. 5 with I, or leave information out"
+            )
         check_choice("sink", self.sink, SINKS)
         check_choice("gate", self.gate, GATES)
         check_choice("normalize", self.normalize, NORMALIZES)
@@ -241,7 +249,7 @@ class HEATConfig:
         """Every field; the estimators as ``{"name": ..., <settings>}`` (what :meth:`from_dict` reads)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["curvature"] = None if self.curvature is None else self.curvature.to_dict()
-        out["information"] = self.information.to_dict()
+        out["information"] = None if self.information is None else self.information.to_dict()
         if out["rollout_layers"] is not None:
             out["rollout_layers"] = list(out["rollout_layers"])
         return out
@@ -250,7 +258,8 @@ class HEATConfig:
     def from_dict(cls, data: dict) -> HEATConfig:
         """The config of :meth:`to_dict`'s dict (as stored in a result). A dict in the flat layout, where S's and
         I's settings (``probes``, ``fisher_topk``, ``mask``, ...) were fields of the config itself, is refused
-        with the fields to move, since its values cannot be read as this config."""
+        with the fields to move, since its values cannot be read as this config. An ``information`` holding the exact
+        I's defaults where I is not computed (it never applied) is read as ``None``."""
         if not isinstance(data, dict):
             raise TypeError(f"Expected a dict of HEATConfig fields, got {type(data).__name__}")
         flat = sorted(k for k in data if k in FLAT_FIELDS) + (
@@ -265,6 +274,10 @@ class HEATConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"Expected HEATConfig fields ({sorted(names)}), got unknown {unknown}")
+        if (data.get("information") == i_estimator(DEFAULT_INFORMATION).to_dict()
+                and not cls(**{**data, "information": None}).computes_i):
+            # a dict written where I was not computed may still hold the exact I's defaults, which never applied
+            data = {**data, "information": None}
         return cls(**data)
 
     def hash(self) -> str:
@@ -282,11 +295,8 @@ class HEATConfig:
     def replace(self, **changes) -> HEATConfig:
         """A copy with ``changes``. Changes that turn S off (``beta=0``) without naming ``curvature`` drop the S
         estimator (``HEATConfig().replace(beta=0)`` is M·I); ones that turn it on get the default S."""
-        if "curvature" not in changes and self.curvature is not None:
-            without_s = dataclasses.replace(self, **changes, curvature=None)
-            if not without_s.computes_s:
-                return without_s
-        return dataclasses.replace(self, **changes)
+        return _without_unused(lambda fields: dataclasses.replace(self, **fields),
+                               {"curvature": self.curvature, "information": self.information}, changes)
 
     @classmethod
     def preset(cls, name: str, **changes) -> HEATConfig:
@@ -331,12 +341,23 @@ class HEATConfig:
         """
         if name not in PRESETS:
             raise ValueError(f"Expected preset to be one of {list(PRESETS)}, got {name!r}")
-        fields = {**PRESETS[name], **changes}
-        if "curvature" not in changes and fields.get("curvature") is not None:
-            without_s = cls(**{**fields, "curvature": None})
-            if not without_s.computes_s:  # the changes turned S off (beta=0): the preset's S goes with it
-                return without_s
-        return cls(**fields)
+        preset = PRESETS[name]
+        return _without_unused(lambda fields: cls(**fields), {k: preset.get(k) for k in ("curvature", "information")},
+                               {**{k: v for k, v in preset.items() if k not in ("curvature", "information")},
+                                **changes})
+
+
+def _without_unused(build: Callable[[dict], HEATConfig], estimators: dict[str, object], changes: dict) -> HEATConfig:
+    """``build(fields)`` with ``changes`` and the given ``estimators`` (``curvature`` / ``information``) that
+    ``changes`` does not name — each dropped where the changed config does not compute its component (β = 0 drops
+    S, γ = 0 drops I), so turning a term off never leaves its estimator behind as an error."""
+    kept = {k: v for k, v in estimators.items() if k not in changes and v is not None}
+    if kept:
+        probe = build({**changes, **{k: None for k in kept}})
+        computes = {"curvature": probe.computes_s, "information": probe.computes_i}
+        kept = {k: v for k, v in kept.items() if computes[k]}
+        return build({**changes, **kept, **{k: None for k in estimators if k not in changes and k not in kept}})
+    return build(dict(changes))
 
 
 #: the fields of each named configuration of :meth:`HEATConfig.preset` (estimators by name or as dicts)
@@ -353,6 +374,8 @@ PRESETS: dict[str, dict] = {
 #: the S estimator of a config that computes S and names none: the default's (``HEATConfig()``, the choice study's
 #: pick), so changing β alone does not change the estimator
 DEFAULT_CURVATURE = "fisher"
+#: the I estimator where I is computed and none is given: the exact I (masked forward passes, eq. 4)
+DEFAULT_INFORMATION = "exact"
 #: the ablations in which S enters only through β (eq. 5's βS inside or outside the gate); ``"curvature"`` uses S
 #: whatever β is, ``"transition"`` and ``"information"`` never
 S_THROUGH_BETA: tuple[str, ...] = ("full", "no_gate", "uniform_gate")

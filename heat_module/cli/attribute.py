@@ -108,6 +108,9 @@ def estimator_changes(args: argparse.Namespace) -> dict:
         s = base.curvature if same else s_estimator(args.curvature or DEFAULT_CURVATURE)
         out["curvature"] = s if args.probes is None else s.replace(probes=args.probes)
     if args.mask is not None:
+        if base.information is None:
+            raise ValueError(f"Expected a preset that computes I for --mask (the mask replaces x_i in I's masked "
+                             f"runs), got --preset {args.preset}, which does not compute I")
         out["information"] = base.information.replace(mask=args.mask)
     return out
 

@@ -102,6 +102,38 @@ def test_an_s_estimator_where_s_is_not_computed_is_an_error(s):
         HEATConfig.preset("exact").replace(beta=0.0, curvature=s)
 
 
+@pytest.mark.parametrize("i", [ExactI(mask="mean"), FisherI(topk=4), "fisher", {"name": "exact", "batch_size": 2}],
+                         ids=str)
+def test_an_i_estimator_where_i_is_not_computed_is_an_error(i):
+    """At gamma = 0 (or in the ablations without I) I is not computed: its estimator would be a silent no-op."""
+    with pytest.raises(ValueError, match=r"Expected information=None where I is not computed \(gamma=0"):
+        HEATConfig(gamma=0, information=i)
+    with pytest.raises(ValueError, match="Expected information=None"):
+        HEATConfig(ablation="transition", information=i)
+    with pytest.raises(ValueError, match="Expected information=None"):
+        HEATConfig(ablation="curvature", information=i)
+    with pytest.raises(ValueError, match="Expected information=None"):
+        HEATConfig.preset("fast").replace(gamma=0.0, information=i)
+
+
+def test_i_is_computed_with_an_estimator_where_it_applies_and_dropped_where_turned_off():
+    """I where it is computed and none is named: the exact I; none where it is not; turning I off (gamma=0) drops
+    a preset's own I estimator instead of refusing the change."""
+    assert HEATConfig(gamma=0).information is None and HEATConfig(ablation="transition").information is None
+    assert HEATConfig(gamma=0, ablation="information").information == ExactI()
+    assert HEATConfig.preset("fast", gamma=0).information is None
+    assert HEATConfig.preset("fast", gamma=0).curvature == FisherS()
+    assert HEATConfig.preset("fast").replace(gamma=0).information is None
+    assert HEATConfig.preset("fast").replace(gamma=0).replace(gamma=0.5).information == ExactI()
+    assert HEATConfig.preset("fast").replace(beta=0).information == FisherI()
+    only_m = HEATConfig(ablation="transition")
+    assert only_m.to_dict()["information"] is None and HEATConfig.from_dict(only_m.to_dict()) == only_m
+    # a stored dict where I was not computed may hold the exact I's defaults: read as None
+    assert HEATConfig.from_dict({**only_m.to_dict(), "information": ExactI().to_dict()}) == only_m
+    with pytest.raises(ValueError, match="Expected information=None"):
+        HEATConfig.from_dict({**only_m.to_dict(), "information": FisherI().to_dict()})
+
+
 def test_s_is_computed_with_an_estimator_always():
     """S where it is computed and no estimator is named: the default's Fisher S, whatever β; none where it is not."""
     assert HEATConfig(beta=0.3).curvature == FisherS()  # a weight alone does not change the estimator

@@ -61,11 +61,14 @@ def metric_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dic
     return out
 
 
-def row_titles(table: dict, rows: dict[str, Row] | None = None) -> dict[str, str]:
+def row_titles(table: dict, rows: dict[str, Row] | None = None, present: bool = False) -> dict[str, str]:
     """Row label -> title, in report order: the study's rows (default :func:`~heat_module.evaluation.choice.
-    choice_rows`), then any other row the table holds (titled by its label)."""
-    titles = {label: r.title for label, r in (choice_rows() if rows is None else rows).items()}
-    titles.update({row: row for _, row in table if row not in titles})
+    choice_rows`; with ``present`` only those the table holds), then any other row the table holds (titled by its
+    label)."""
+    held = {row for _, row in table}
+    titles = {label: r.title for label, r in (choice_rows() if rows is None else rows).items()
+              if not present or label in held}
+    titles.update({row: row for row in sorted(held) if row not in titles})
     return titles
 
 
@@ -170,7 +173,7 @@ def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
            "| method | Soft-NC | Soft-NS | ABPC | DSA curated | F1 curated | DSA LAMBADA | F1 LAMBADA | × AttnLRP |",
            "|---|---|---|---|---|---|---|---|---|"]
     means = benchmark_means(table)
-    titles = row_titles(table)
+    titles = row_titles(table, present=True)
     for r in titles:
         cells = [f"{means[r][m]:.3f}" if math.isfinite(means[r][m]) else "–" for m in RULE_METRICS]
         for d in ALIGNMENT:
@@ -305,7 +308,7 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     sec_all = seconds_per_row(table, BENCHMARKS + ALIGNMENT)
     lines += ["## Seconds per example (attribution only, 1 torch thread, shared 2-core CPU)", "",
               "| method | s/example (all datasets) | × AttnLRP |", "|---|---|---|"]
-    for r in titles:
+    for r in row_titles(table, rows, present=True):
         ratio = sec_all[r] / sec_all["attnlrp"] if sec_all["attnlrp"] else math.nan
         lines.append(f"| {titles[r]} | {sec_all[r]:.2f} | {ratio:.1f} |")
     lines += ["", "## Configurations compared", ""]
@@ -450,6 +453,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
     out = apply_context_rule(table, R)
     rows = context_rows(cfg.methods, fit)
     title = row_titles(table, rows)
+    shown = row_titles(table, rows, present=True)
     lines = ["# Is HEAT worth choosing? Over the context, beside trivial baselines", "",
              "Every faithfulness metric over the context (the final token never perturbed nor ranked; scores "
              "renormalised over the rest), ABPC with the tokens deleted, a generated benchmark whose evidence is "
@@ -492,7 +496,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
               "| method | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " | "
               + " | ".join(f"{CONTEXT_TITLES[m]} − position" for m in metrics) + " | s/example |",
               "|---|" + "---|" * (2 * len(metrics) + 1)]
-    for r in title:
+    for r in shown:
         cells = [fmt(pooled_difference(table, r, None, m, METRIC_DATASETS[m], R)[0]) for m in metrics]
         cells += [signed(pooled_difference(table, r, "position_prior", m, METRIC_DATASETS[m], R)[0])
                   if r != "position_prior" else "0" for m in metrics]
@@ -503,7 +507,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
         lines += [f"## Paired differences: each method minus `{b}` (pooled over the datasets)", "",
                   "| method − " + b + " | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
-        for r in title:
+        for r in shown:
             if r != b:
                 lines.append(f"| {title[r]} | " + " | ".join(
                     signed(pooled_difference(table, r, b, m, METRIC_DATASETS[m], R)[0]) for m in metrics) + " |")
@@ -541,7 +545,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
             ms = ("soft_nc", "soft_ns", "abpc_deletion") + (("recall_evidence",) if d == "evidence" else ())
             lines += [f"**{dataset_title(d)}**", "",
                       f"| `{ref}` − | " + " | ".join(CONTEXT_TITLES[m] for m in ms) + " |", "|---|" + "---|" * len(ms)]
-            for r in title:
+            for r in shown:
                 if r != ref:
                     lines.append(f"| {title[r]} | " + " | ".join(
                         signed(pooled_difference(table, ref, r, m, (d,), R)[0]) for m in ms) + " |")

@@ -167,7 +167,7 @@ class EvalConfig:
         """What makes cached results comparable: model, seed, metric settings, HEAT probes, context cap."""
         model = self.model if isinstance(self.model, str) else type(self.model).__name__
         return stable_hash({"model": model, "seed": self.seed, "num_masks": self.num_masks, "probes": self.probes,
-                            "max_tokens": self.max_tokens, "v": 1}, length=10)
+                            "max_tokens": self.max_tokens, "v": 2}, length=10)
 
 
 def parse_methods(specs: Sequence[str] | None) -> dict[str, tuple[str, dict]]:

@@ -21,7 +21,8 @@ from heat_module.metrics.registry import available_metrics, metric_entries
 ROOT = Path(__file__).resolve().parents[1]
 #: the modules that say which methods / metrics run or are offered
 LISTING_MODULES = sorted([*(ROOT / "heat_module" / "cli").glob("*.py"), *(ROOT / "heat_module" / "lightning").glob(
-    "*.py"), *(ROOT / "heat_module" / "evaluation" / name for name in ("config.py", "pipeline.py", "runner.py", "variants.py")),
+    "*.py"), *(ROOT / "heat_module" / "evaluation" / name
+               for name in ("config.py", "pipeline.py", "runner.py", "variants.py")),
     ROOT / "heat_module" / "baselines" / "__init__.py", ROOT / "heat_module" / "metrics" / "__init__.py"])
 
 

@@ -345,9 +345,10 @@ def run_example(study: Study, rows: Sequence[Row], methods: Methods, cache: Cach
             seconds[row.label] = rec["seconds"]
             extras[row.label] = {"attribution": "cached" if cached else "computed", "family": family}
     computed = [r for r in todo if r.label in scores]
+    t0 = time.perf_counter()
     metrics = score_rows(scorer, example, x, target, [scores[r.label] for r in computed],
                          [r.model_metrics for r in computed])
-    t_metrics = (time.perf_counter() - t_example) / max(len(computed), 1)
+    t_metrics = (time.perf_counter() - t0) / max(len(computed), 1)  # the rows' metrics share batches
     for row, values in zip(computed, metrics):
         cache.add({**base, "key": study.key(example, row.label), "kind": "row", "method": row.label,
                    "row": row.label, "metrics": values, "scores": rounded(scores[row.label]),

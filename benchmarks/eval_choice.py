@@ -1,52 +1,35 @@
-"""Is HEAT worth choosing? Run (or resume) the comparison and write its report.
+"""Is HEAT worth choosing? Run (or resume) the two "choice" configurations of the evaluation pipeline and write
+their reports (``heat_module.evaluation.choice``; rows, metrics and rules there).
 
-The context study (the rule in the README's "Choosing the default over the context", run first, reported on top of
+The context study (the rule in the README's "Choosing the default over the context", reported on top of
 RESULTS-choice.md; caches in ``benchmarks/out/choice/``, git-ignored)::
 
     export HEAT_DATA_DIR=/path/to/shared/data OMP_NUM_THREADS=1
     PYTHONPATH=. python benchmarks/eval_choice.py --stage context --datasets longra tellmewhy wikibio evidence \
-        --limits longra=25 evidence=30 --held-apart 10 --cache-name cache-rule.jsonl
+        --limits longra=25 evidence=30 --held-apart 10 --methods last_token recency --cache-name cache-rule.jsonl
     PYTHONPATH=. python benchmarks/eval_choice.py --stage context --datasets curated lambada \
-        --limits curated=20 lambada=20 --cache-name cache-align.jsonl
+        --limits curated=20 lambada=20 --methods last_token recency --cache-name cache-align.jsonl
     PYTHONPATH=. python benchmarks/eval_choice.py --stage context-report    # -> benchmarks/RESULTS-choice.md
 
-The earlier study (Soft-NC/NS and ABPC over every token; its report is kept below the new one). Data from
-``--path dataset=FILE`` or ``$HEAT_DATA_DIR``. Stages: ``cheap`` (every row but exact-S HEAT), ``exact`` (exact-S
-HEAT rows on the first ``--exact-limits`` examples), ``report`` (no computation). The recorded run::
+The earlier study (Soft-NC/NS and ABPC over every token; its report is kept below the new one). Stages: ``cheap``
+(every row but exact-S HEAT), ``exact`` (exact-S HEAT rows on the first ``--exact-limits`` examples), ``report`` (no
+computation). Processes may split the seeded interleaved order with ``--start``/``--stop``, each with its own
+``--cache-name`` (every ``cache*.jsonl`` of the folder is read)::
 
-    export HEAT_DATA_DIR=/path/to/shared/data OMP_NUM_THREADS=1
-    B="--datasets longra tellmewhy wikibio"; E="--exact-limits longra=50 tellmewhy=20 wikibio=22 --wait 3600"
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage cheap $B --cache-name cache-bench.jsonl &
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage cheap --datasets curated lambada \\
-        --cache-name cache-align.jsonl &                                # paused after 29 examples
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage exact $B $E --cache-name cache-exact.jsonl &
-    # later, two more pairs on later parts of the same order:
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage cheap $B --start 33 --cache-name cache-bench2.jsonl &
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage exact $B $E --start 33 --cache-name cache-exact2.jsonl &
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage cheap $B --start 27 --cache-name cache-bench3.jsonl &
-    PYTHONPATH=. nohup python benchmarks/eval_choice.py --stage exact $B $E --start 27 --cache-name cache-exact3.jsonl &
-    # second sitting: two queues, one after the other in each (E without --wait: the components were there)
-    python benchmarks/eval_choice.py --stage cheap $B --start 46 --stop 69 --cache-name cache-bench4.jsonl
-    python benchmarks/eval_choice.py --stage cheap --datasets curated lambada --start 29 --stop 90 \
-        --cache-name cache-align2.jsonl
-    python benchmarks/eval_choice.py --stage exact $B $E --start 26 --stop 60 --cache-name cache-exact4.jsonl
-    A="--datasets curated lambada --exact-limits curated=50 lambada=107"
-    python benchmarks/eval_choice.py --stage exact $A --stop 75 --cache-name cache-exact-align1.jsonl
-    # the other queue:
-    python benchmarks/eval_choice.py --stage cheap $B --start 26 --stop 33 --cache-name cache-bench5.jsonl
-    python benchmarks/eval_choice.py --stage cheap $B --start 69 --cache-name cache-bench5.jsonl
-    python benchmarks/eval_choice.py --stage cheap --datasets curated lambada --start 90 --cache-name cache-align3.jsonl
-    python benchmarks/eval_choice.py --stage exact $B $E --start 60 --cache-name cache-exact5.jsonl
-    python benchmarks/eval_choice.py --stage exact $A --start 75 --cache-name cache-exact-align2.jsonl
-    python benchmarks/eval_choice.py --stage exact $A --start 130 --cache-name cache-exact-align3.jsonl  # a helper
-    # then the whole order once more, which only computes what an interrupted example left out:
-    python benchmarks/eval_choice.py --stage cheap $B --cache-name cache-bench6.jsonl
-    python benchmarks/eval_choice.py --stage exact $B $E --cache-name cache-exact6.jsonl
-    # the 6 LAMBADA passages longer than 96 tokens (lambada alone: the curated selection is unchanged)
-    python benchmarks/eval_choice.py --stage cheap --datasets lambada --max-tokens 256 --cache-name cache-align5.jsonl
-    python benchmarks/eval_choice.py --stage exact --datasets lambada --max-tokens 256 --exact-limits lambada=107 \
-        --cache-name cache-exact-align5.jsonl
+    B="--datasets longra tellmewhy wikibio --methods last_token recency"
+    A="--datasets curated lambada --methods last_token recency"
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage cheap $B --limits longra=50 --cache-name cache-bench.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage exact $B --limits longra=50 \
+        --exact-limits longra=50 tellmewhy=20 wikibio=22 --cache-name cache-exact.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage cheap $A --limits curated=50 --cache-name cache-align.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage exact $A --limits curated=50 \
+        --exact-limits curated=50 lambada=107 --cache-name cache-exact-align.jsonl
+    PYTHONPATH=. python benchmarks/eval_choice.py --stage cheap --datasets lambada --max-tokens 256 \
+        --methods last_token recency --cache-name cache-align5.jsonl   # the 6 LAMBADA passages over 96 tokens
     PYTHONPATH=. python benchmarks/eval_choice.py --stage report          # -> benchmarks/RESULTS-choice.md
+
+``--methods`` names the registry's rows shown beside the study's own (default: every row the method registry
+declares; the recorded runs had the two priors).
 """
 
 from __future__ import annotations
@@ -58,6 +41,7 @@ from pathlib import Path
 
 from heat_module.evaluation.choice import CHOICE_DATASETS, CONTEXT_DATASETS, ChoiceConfig, run_choice, run_context
 from heat_module.evaluation.choice_report import write_choice_report
+from heat_module.evaluation.config import parse_methods
 
 HERE = Path(__file__).resolve().parent
 CONTEXT_TITLE = "# Is HEAT worth choosing? Over the context"
@@ -178,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="smollm2")
     p.add_argument("--max-tokens", type=int, default=96)
     p.add_argument("--abpc-steps", type=int, default=4)
-    p.add_argument("--wait", type=float, default=0.0,
-                   help="exact stage: seconds to wait per example for the cheap stage's components")
+    p.add_argument("--methods", nargs="*", default=None, help="the registry's rows beside the study's own, as "
+                   "label or label=name:key=value (default: every row the method registry declares)")
     p.add_argument("--start", type=int, default=0, help="skip the first START examples of the interleaved order")
     p.add_argument("--stop", type=int, default=None, help="end of this process's part of the order (exclusive)")
     p.add_argument("--no-notes", action="store_true", help="leave the recorded run's discussion out of the report")
@@ -193,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ChoiceConfig(model=args.model, datasets=list(datasets), held_apart=args.held_apart, paths=_pairs(args.path),
                        limits=_pairs(args.limits), exact_limits=_pairs(args.exact_limits), max_tokens=args.max_tokens,
                        abpc_steps=args.abpc_steps, out_dir=args.out_dir, threads=args.threads,
-                       cache_name=args.cache_name, wait_for_components=args.wait, start=args.start,
-                       stop=args.stop)
+                       cache_name=args.cache_name, start=args.start, stop=args.stop,
+                       methods=None if args.methods is None else parse_methods(args.methods))
     if args.stage == "context":
         run_context(cfg, log=lambda m: print(m, flush=True))
     elif args.stage == "context-report":

@@ -1,8 +1,10 @@
-"""Evidence recall on the generated benchmark whose evidence is known (heat_module.data.evidence), for registry methods.
+"""Evidence recall on the generated benchmark whose evidence is known (heat_module.data.evidence), for registry methods:
+a configuration of the evaluation pipeline (``heat_module.evaluation.pipeline``) — the generated dataset of the
+dataset table, the registry's methods as rows, the evidence recalls as metrics, the rows in the evaluation's cache.
 
-Builds the seeded items, keeps those SmolLM2 answers right (greedy next tokens = the answer) until ``--limit`` are
-kept, attributes the answer's first token with every method and reports, per method, the mean over items with a
-percentile bootstrap 95 % interval of
+The items are those of ``generate_evidence_items(seed=0)`` that SmolLM2 answers right (greedy next tokens = the
+answer), the first ``--limit`` kept; each method attributes the answer's first token and is reported, per method, as
+the mean over items with a percentile bootstrap 95 % interval of
 
 - ``recall_evidence``: top-k recall of the evidence tokens (k = their number) among the context tokens, the final
   token left out of the ranking (``EvidenceRecall(exclude_last=1)``);
@@ -11,8 +13,9 @@ percentile bootstrap 95 % interval of
 - ``recall_answer``: top-k recall of the answer word's tokens inside the evidence;
 
 and the paired difference to each trivial baseline that the registry has (``last_token``, ``recency``,
-``position_prior``) and to constant scores (``chance``: ties broken in expectation, no model). Raw rows go to
-``benchmarks/eval_evidence/`` (git-ignored); the Markdown table is printed and written there as ``table.md``.
+``position_prior``) and to constant scores (``chance``: ties broken in expectation, no model; each item's reference
+record). The cache goes to ``benchmarks/eval_evidence/`` (git-ignored; resumable); the Markdown table is printed and
+written there as ``table.md``.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/eval_evidence.py --limit 40 --methods attnlrp occlusion
 """
@@ -20,38 +23,55 @@ and the paired difference to each trivial baseline that the registry has (``last
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from heat_module.evaluation.cache import Cache
+from heat_module.evaluation.pipeline import Row, Scorer, Study, run_study, study_records
+
 HERE = Path(__file__).resolve().parent
+STUDY = "evidence"
 DEFAULT_METHODS = ["heat", "attnlrp", "gated:attnlrp", "occlusion"]
 TRIVIAL = ["last_token", "recency", "position_prior"]
 METHOD_OPTIONS = {"occlusion": {"measure": "kl"}, "gated:occlusion": {"method_options": {"measure": "kl"}}}
 METRICS = ("recall_evidence", "recall_evidence_noquery", "recall_answer")
 
 
-def build_methods(names: list[str], model, tokenizer, log) -> dict:
-    """``{name: method}`` for each name the registry can build; trivial baselines only where registered."""
+def method_rows(names: list[str], model, tokenizer, log) -> list[Row]:
+    """A row for each name the registry can build (built once here to check); trivial baselines only where
+    registered."""
     from heat_module.attribution.registry import available_methods, build
 
     known = set(available_methods())
-    out = {}
+    out = []
     for name in names:
         base = name.split(":", 1)[-1] if name.startswith("gated:") else name
         if base not in known:
             log(f"skipped {name}: not in the registry")
             continue
         try:
-            out[name] = build(name, model, tokenizer, **METHOD_OPTIONS.get(name, {}))
+            method = build(name, model, tokenizer, **METHOD_OPTIONS.get(name, {}))
         except Exception as e:  # noqa: BLE001 - a baseline that needs fitting first is reported, not fatal
             log(f"skipped {name}: {type(e).__name__}: {e}")
+            continue
+        if hasattr(method, "close"):
+            method.close()
+        out.append(Row(name, name, name, METHOD_OPTIONS.get(name, {})))
     return out
+
+
+class EvidenceScorer(Scorer):
+    """The evidence recalls of each row; the item's reference record holds constant scores' (``chance``)."""
+
+    def score(self, example, x, target, scores, model_metrics, names=None):
+        return [item_metrics(s, example) for s in scores]
+
+    def reference(self, example, x, target, ids):
+        return {"metrics": item_metrics(torch.zeros(len(example.input_ids)), example)}
 
 
 def item_metrics(scores: torch.Tensor, ex) -> dict[str, float]:
@@ -78,14 +98,18 @@ def signed(ci: tuple[float, float, float]) -> str:
     return f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def table(rows: list[dict], order: list[str], resamples: int, seed: int) -> str:
+def table(records: list[dict], order: list[str], resamples: int, seed: int) -> str:
+    """The Markdown tables of the study's cached rows (``chance``: the reference records)."""
     from heat_module.evaluation.stats import bootstrap_ci
 
     by: dict[str, dict[str, dict]] = {}
     seconds: dict[str, list[float]] = {}
-    for r in rows:
-        by.setdefault(r["method"], {})[r["id"]] = r["metrics"]
-        seconds.setdefault(r["method"], []).append(r["seconds"])
+    for r in records:
+        if r.get("kind") not in ("row", "reference"):
+            continue
+        method = "chance" if r["kind"] == "reference" else r["row"]
+        by.setdefault(method, {})[r["example"]] = r["metrics"]
+        seconds.setdefault(method, []).append(r["seconds"] if r["kind"] == "row" else 0.0)
     ids = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
     lines = [f"{len(ids)} items (every method scored on each)", "",
              "| method | " + " | ".join(METRICS) + " | s / item |", "|---" * (len(METRICS) + 2) + "|"]
@@ -94,8 +118,8 @@ def table(rows: list[dict], order: list[str], resamples: int, seed: int) -> str:
             continue
         cells = [fmt(bootstrap_ci([by[m][i][k] for i in ids], resamples, seed)) for k in METRICS]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {sum(seconds[m]) / len(seconds[m]):.2f} |")
-    kinds = sorted({r["kind"] for r in rows})
-    kind_of = {r["id"]: r["kind"] for r in rows}
+    kind_of = {i: i.rsplit("-", 1)[0] for i in ids}  # item ids are "<kind>-<index>"
+    kinds = sorted(set(kind_of.values()))
     lines += ["", "recall_evidence by kind (items):", "",
               "| method | " + " | ".join(f"{k} ({sum(kind_of[i] == k for i in ids)})" for k in kinds) + " |",
               "|---" * (len(kinds) + 1) + "|"]
@@ -116,72 +140,56 @@ def table(rows: list[dict], order: list[str], resamples: int, seed: int) -> str:
     return "\n".join(lines)
 
 
+def filter_line(records: list[dict]) -> str:
+    """Answered right / tried, by kind: the generated items up to the last one kept (``<kind>-<index>`` ids)."""
+    from heat_module.data.evidence import generate_evidence_items
+
+    kept = {r["example"] for r in records if r.get("kind") == "reference"}
+    if not kept:
+        return ""
+    last = max(int(i.rsplit("-", 1)[1]) for i in kept)
+    tried = Counter(item.kind for item in generate_evidence_items(last + 1))
+    passed = Counter(i.rsplit("-", 1)[0] for i in kept)
+    return ", ".join(f"{k} {passed[k]}/{tried[k]}" for k in tried)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="benchmarks/eval_evidence.py", description=__doc__.splitlines()[0])
     p.add_argument("--limit", type=int, default=40, help="items to keep (answered right by the model)")
-    p.add_argument("--generate", type=int, default=800, help="items generated at most (the filter stops early)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, help="registry names (trivial baselines are "
                    "added when registered)")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default=str(HERE / "eval_evidence"))
-    p.add_argument("--summarize", action="store_true", help="only print the table of the rows already written "
-                   "(rows.jsonl is appended to after every item, so an interrupted run can be summarised)")
+    p.add_argument("--summarize", action="store_true", help="only print the table of the rows already cached (the "
+                   "cache is appended to after every item, so an interrupted run can be summarised)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
+    cache = Cache(out / "cache.jsonl")
+    names = list(args.methods) + [t for t in TRIVIAL if t not in args.methods]
     if args.summarize:
-        rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
-        order = ["chance"] + list(dict.fromkeys(r["method"] for r in rows if r["method"] != "chance"))
-        print(table(rows, order, args.bootstrap, args.seed))
+        records = study_records(cache, STUDY)
+        order = ["chance"] + list(dict.fromkeys(r["row"] for r in records if r.get("kind") == "row"))
+        print(table(records, order, args.bootstrap, args.seed))
         return 0
 
     import heat_module as hm
-    from heat_module.data.evidence import generate_evidence_items, keep_answered, to_example
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    out.mkdir(parents=True, exist_ok=True)
     model, tok = hm.load_model(args.model)
     model.eval()
-    t0 = time.perf_counter()
-    kept, tried = [], Counter()
-    passed = Counter()
-    for item in generate_evidence_items(args.generate, seed=args.seed):
-        if len(kept) >= args.limit:
-            break
-        tried[item.kind] += 1
-        if keep_answered([item], model, tok):
-            kept.append(item)
-            passed[item.kind] += 1
-    filter_line = ", ".join(f"{k} {passed[k]}/{tried[k]}" for k in tried)
-    log(f"kept {len(kept)} items in {time.perf_counter() - t0:.0f} s (answered right / tried: {filter_line})")
-    examples = [to_example(item, tok) for item in kept]
-
-    names = list(args.methods) + [t for t in TRIVIAL if t not in args.methods]
-    methods = build_methods(names, model, tok, log)
-    rows = []
-    with open(out / "rows.jsonl", "w") as f:
-        for ex in examples:
-            item_rows = [{"id": ex.id, "kind": ex.metadata["kind"], "method": "chance", "seconds": 0.0,
-                          "metrics": item_metrics(torch.zeros(len(ex.input_ids)), ex)}]
-            for name, method in methods.items():
-                t = time.perf_counter()
-                res = method.attribute(torch.tensor(ex.input_ids), target=ex.target_id)
-                sec = time.perf_counter() - t
-                item_rows.append({"id": ex.id, "kind": ex.metadata["kind"], "method": name, "seconds": sec,
-                                  "metrics": item_metrics(res.scores, ex)})
-            for r in item_rows:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            rows += item_rows
-            log(f"{ex.id}: done")
-    text = (f"Filter (answered right / tried, by kind): {filter_line}\n\n"
-            + table(rows, ["chance"] + [n for n in names if n in methods], args.bootstrap, args.seed))
+    rows = method_rows(names, model, tok, log)
+    study = Study(STUDY, ["evidence"], rows, EvidenceScorer(), limits={"evidence": args.limit}, log=log)
+    examples, _ = run_study(study, model, tok, cache)
+    records = study_records(cache, STUDY, examples)
+    text = (f"Filter (answered right / tried, by kind): {filter_line(records)}\n\n"
+            + table(records, ["chance"] + [r.label for r in rows], args.bootstrap, args.seed))
     (out / "table.md").write_text(text + "\n")
     print(text)
     return 0

@@ -6,7 +6,8 @@ thread (on a shared CPU, more threads are slower), and the discussion below inse
 (``--no-notes`` leaves it out — do that when you change the settings, since it describes the recorded run).
 Resumable: re-running skips finished (dataset, example, method) results, and a larger ``--limit`` extends the run.
 The data are the ``--longra``/``--tellmewhy``/``--wikibio``/``--curated`` files, or those under ``$HEAT_DATA_DIR``
-(a folder holding ReAGent's ``reagent/`` data and the curated ``heta/`` set; see ``heat_module.evaluation.config``).
+(a folder holding ReAGent's ``reagent/`` data and the curated ``heta/`` set; the dataset table in
+``heat_module.evaluation.datasets`` names each file).
 The recorded run (with ``HEAT_DATA_DIR`` exported)::
 
     PYTHONPATH=. nohup .venv/bin/python benchmarks/eval_paper.py --limit 10 --num-masks 5 --sweep-sinks first \\

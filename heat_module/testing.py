@@ -304,7 +304,7 @@ def tiny_eval_config(folder: str | os.PathLike, **overrides: Any) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompts.txt").write_text("the cat sat on the\nthe dog ran to the\n", encoding="utf-8")
     settings = dict(model=(tiny_model("llama"), tiny_tokenizer()), datasets=["wikibio"],
-                    wikibio=str(folder / "prompts.txt"), limit=2, num_masks=2, bootstrap=10, heat=False,
+                    paths={"wikibio": str(folder / "prompts.txt")}, limit=2, num_masks=2, bootstrap=10, heat=False,
                     baselines=parse_methods(["random"]), out_dir=str(folder), figures=False, progress=False)
     return EvalConfig(**{**settings, **overrides})
 

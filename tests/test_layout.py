@@ -260,3 +260,56 @@ def test_no_tracker_numbers_in_code_docs_or_help_texts():
         for k, line in enumerate(path.read_text(encoding="utf-8", errors="ignore").splitlines(), 1):
             offenders += [f"{f}:{k}: {m.group(0)}" for m in pattern.finditer(line)]
     assert offenders == []
+
+
+# ---------------------------------------------------------------------- one table of datasets, one cache
+EVALUATION = PACKAGE / "evaluation"
+DATASET_TABLE = EVALUATION / "datasets.py"
+
+
+def dataset_name_collections(tree: ast.Module, names: set[str]) -> list[int]:
+    """Lines of the tuples, lists, sets and dict displays that hold two or more dataset names (a list of datasets of
+    its own)."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            items = node.elts
+        elif isinstance(node, ast.Dict):
+            items = [k for k in node.keys if k is not None]
+        else:
+            continue
+        found = {e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str)} & names
+        if len(found) >= 2:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_dataset_names_are_declared_in_the_dataset_table_only():
+    from heat_module.evaluation.datasets import DATASETS
+
+    names = set(DATASETS)
+    assert dataset_name_collections(ast.parse("x = ('wikibio', 'curated')"), names) == [1]  # the check can fail
+    files = [p for p in sorted(PACKAGE.rglob("*.py")) if p != DATASET_TABLE]
+    files += sorted((ROOT / "benchmarks").glob("eval_*.py"))
+    offenders = [f"{p.relative_to(ROOT)}:{line}" for p in files
+                 for line in dataset_name_collections(ast.parse(p.read_text(encoding="utf-8")), names)]
+    assert offenders == [], f"Expected dataset names to be read from {DATASET_TABLE.relative_to(ROOT)}, got lists"
+
+
+def test_the_evaluation_has_one_cache():
+    """One cache class (``evaluation/cache.py``); no other evaluation module reads or appends JSON lines itself."""
+    caches, own_io = [], []
+    for path in sorted(EVALUATION.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        caches += [f"{path.name}:{node.name}" for node in ast.walk(tree)
+                   if isinstance(node, ast.ClassDef) and node.name.endswith("Cache")]
+        if path.name == "cache.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id == "json_lines":
+                own_io.append(f"{path.name}:{node.lineno} json_lines")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open"
+                    and any(isinstance(a, ast.Constant) and a.value == "a" for a in node.args)):
+                own_io.append(f"{path.name}:{node.lineno} open(..., 'a')")
+    assert caches == ["cache.py:Cache"]
+    assert own_io == []

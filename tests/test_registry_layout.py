@@ -4,8 +4,8 @@ hold no literal of a registered name.
 
 Exempt from the literal check: ``"heat"`` (HEAT's own name, which the code that runs HEAT's components names on
 purpose), the paper-shaped report tables and the decision rule of the choice study (fixed column sets, named where
-they are defined), and the choice study's component rows (combinations of cached M, S, I, AttnLRP, not registry
-methods; its registry rows come from ``PRIOR_ROWS``).
+they are defined), and the choice study's own rows (its fixed comparison, named where its rule is written; its other
+rows come from the registry).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from heat_module.metrics.registry import available_metrics, metric_entries
 ROOT = Path(__file__).resolve().parents[1]
 #: the modules that say which methods / metrics run or are offered
 LISTING_MODULES = sorted([*(ROOT / "heat_module" / "cli").glob("*.py"), *(ROOT / "heat_module" / "lightning").glob(
-    "*.py"), *(ROOT / "heat_module" / "evaluation" / name for name in ("config.py", "runner.py", "variants.py")),
+    "*.py"), *(ROOT / "heat_module" / "evaluation" / name
+               for name in ("config.py", "pipeline.py", "runner.py", "variants.py")),
     ROOT / "heat_module" / "baselines" / "__init__.py", ROOT / "heat_module" / "metrics" / "__init__.py"])
 
 

@@ -1,7 +1,7 @@
 """``heat eval``: the paper's evaluation, methods × datasets with the paper's metrics (resumable).
 
-See :mod:`heat_module.evaluation`. Data paths are the ``--longra``/``--tellmewhy``/``--wikibio``/``--curated``
-options, or the files under ``$HEAT_DATA_DIR``.
+See :mod:`heat_module.evaluation`: the paper-table configuration of the evaluation pipeline. Data paths are the
+``--<dataset>`` options (one per dataset of the table that has a file), or the files under ``$HEAT_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from heat_module.attribution.registry import available_methods
 from heat_module.config import SINKS
-from heat_module.evaluation.config import DATA_DIR_ENV, DATASETS, EvalConfig, default_baselines, parse_methods
+from heat_module.evaluation.config import EvalConfig, default_baselines, parse_methods
+from heat_module.evaluation.datasets import DATA_DIR_ENV, DATASETS
 from heat_module.evaluation.runner import run
 from heat_module.metrics.registry import metric_entries
 
@@ -28,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="heat eval", description="Reproduce the paper's evaluation (resumable).")
     d = EvalConfig()
     p.add_argument("--model", default=d.model, help="'smollm2' (offline default), an HF folder or id")
-    p.add_argument("--datasets", nargs="+", default=d.datasets, choices=DATASETS)
-    p.add_argument("--longra", default=None, help=f"glob of LongRA .jsonl files (default: under ${DATA_DIR_ENV})")
-    p.add_argument("--tellmewhy", default=None, help=f"TellMeWhy prompts file (default: under ${DATA_DIR_ENV})")
-    p.add_argument("--wikibio", default=None, help=f"WikiBio prompts file (default: under ${DATA_DIR_ENV})")
-    p.add_argument("--curated", default=None, help=f"curated JSON file (default: under ${DATA_DIR_ENV})")
+    p.add_argument("--datasets", nargs="+", default=d.datasets, choices=[n for n, s in DATASETS.items() if s.file])
+    for name, spec in DATASETS.items():
+        if spec.file is not None:
+            p.add_argument(f"--{name}", default=None,
+                           help=f"{spec.title} file (default: ${DATA_DIR_ENV}/{spec.file})".replace("%", "%%"))
     p.add_argument("--limit", type=int, default=d.limit, help="examples per dataset")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -65,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The :class:`EvalConfig` of parsed ``heat eval`` options."""
     return EvalConfig(
-        model=args.model, datasets=list(args.datasets), longra=args.longra, tellmewhy=args.tellmewhy,
-        wikibio=args.wikibio, curated=args.curated, limit=args.limit, max_tokens=args.max_tokens, seed=args.seed,
+        model=args.model, datasets=list(args.datasets),
+        paths={name: getattr(args, name) for name, spec in DATASETS.items() if spec.file and getattr(args, name)},
+        limit=args.limit, max_tokens=args.max_tokens, seed=args.seed,
         num_masks=args.num_masks, metrics=list(args.metrics), bootstrap=args.bootstrap,
         baselines=parse_methods(args.methods),
         heat=not args.no_heat, betas=list(args.betas), sweep_sinks=list(args.sweep_sinks), probes=args.probes,

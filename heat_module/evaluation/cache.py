@@ -1,10 +1,13 @@
-"""The resumable results of an evaluation: one JSON line per (dataset, example, method).
+"""The one cache of the evaluation: resumable JSON-lines records keyed by ``dataset/example/what``.
 
-A re-run skips the lines it finds with the same fingerprint (:meth:`EvalConfig.fingerprint`: model, seed, metric
-settings, HEAT probes, context cap) and computes only what is missing; lines of another fingerprint are ignored.
-Besides the method rows, an example has a ``__reference__`` line (the metrics' random baseline and the example's
-facts), a ``__components__`` line (HEAT's M, S, I, so new HEAT rows are recombined without running HEAT) and
-``__time__`` lines (the seconds each pass over it took).
+Every study writes here (:func:`heat_module.evaluation.pipeline.run_study`): a method row of an example, the shared
+attribution of a HEAT family (so new HEAT rows are recombined without running HEAT again), an example's reference
+facts, timings. A re-run skips the keys it finds and computes only what is missing.
+
+Several processes may work on one study at once: each appends to its own file (``cache*.jsonl`` in one folder) and
+reads the others' lines on :meth:`Cache.refresh`. With a fingerprint (what makes results comparable: model, seed,
+metric settings), records of another fingerprint are ignored; the last line of a key wins; a line cut by an
+interrupted run is skipped.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from heat_module.data.readers import json_lines
 
 
 class Cache:
-    """JSON-lines results keyed by ``dataset/example/method`` (records of another fingerprint are ignored).
+    """JSON-lines records keyed by ``key``, read from every ``cache*.jsonl`` file of ``path``'s folder.
 
     Args:
-        path: the JSON-lines file (created on the first :meth:`add`).
-        fingerprint: the run's fingerprint; written into every record.
+        path: the file this process appends to (``cache*.jsonl``; created on the first :meth:`add`).
+        fingerprint: written into every record; records of another fingerprint are ignored. ``None``: every
+            record is read and none is marked.
 
     Example:
         >>> import tempfile
@@ -32,19 +36,29 @@ class Cache:
         >>> Cache(path, fingerprint="run-a").add({"key": Cache.key("wikibio", "0", "random"), "metrics": {"aopc": 0.1}})
         >>> Cache(path, "run-a").has("wikibio/0/random"), Cache(path, "run-b").has("wikibio/0/random")
         (True, False)
+        >>> Cache(path.with_name("cache-2.jsonl"), "run-a").has("wikibio/0/random")  # a sibling file sees it
+        True
     """
 
-    def __init__(self, path: Path, fingerprint: str) -> None:
+    def __init__(self, path: Path, fingerprint: str | None = None) -> None:
         self.path, self.fingerprint = Path(path), fingerprint
+        if not (self.path.name.startswith("cache") and self.path.suffix == ".jsonl"):
+            raise ValueError(f"Expected a cache file named cache*.jsonl, got {self.path.name!r}")
         self.records: dict[str, dict] = {}
-        if self.path.exists():
-            for _, _, rec in json_lines(self.path):  # a line cut by an interrupted run reads as None: skipped
-                if isinstance(rec, dict) and rec.get("fp") == fingerprint:
-                    self.records[rec["key"]] = rec
+        self.refresh()
 
     @staticmethod
-    def key(dataset: str, example_id: str, method: str) -> str:
-        return f"{dataset}/{example_id}/{method}"
+    def key(dataset: str, example_id: str, what: str) -> str:
+        return f"{dataset}/{example_id}/{what}"
+
+    def refresh(self) -> None:
+        """Re-read every ``cache*.jsonl`` of the folder (other processes' lines; this process's are in memory)."""
+        if not self.path.parent.exists():
+            return
+        for file in sorted(self.path.parent.glob("cache*.jsonl")):
+            for _, _, rec in json_lines(file):  # a line cut by an interrupted run reads as None: skipped
+                if isinstance(rec, dict) and (self.fingerprint is None or rec.get("fp") == self.fingerprint):
+                    self.records[rec["key"]] = rec
 
     def has(self, key: str) -> bool:
         return key in self.records
@@ -52,7 +66,8 @@ class Cache:
     def add(self, rec: dict) -> None:
         """Store ``rec`` (which has a ``key``) and append it to the file at once (an interrupted run loses at most
         the line being written)."""
-        rec = {**rec, "fp": self.fingerprint}
+        if self.fingerprint is not None:
+            rec = {**rec, "fp": self.fingerprint}
         self.records[rec["key"]] = rec
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
@@ -61,9 +76,9 @@ class Cache:
 
 
 def rounded(values: torch.Tensor, digits: int = 6) -> list[float]:
-    """(n,) values as a list of floats with ``digits`` significant digits (what the caches store).
+    """(n,) values as a list of floats with ``digits`` significant digits (what the cache stores).
 
     >>> rounded(torch.tensor([1 / 3, 2.0]))
     [0.333333, 2.0]
     """
-    return [float(f"{v:.{digits}g}") for v in values.detach().cpu().tolist()]
+    return [float(f"{v:.{digits}g}") for v in values.detach().float().cpu().tolist()]

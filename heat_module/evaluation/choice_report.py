@@ -13,30 +13,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from heat_module.evaluation.cache import Cache
 from heat_module.evaluation.choice import (
     ALIGNMENT,
     BENCHMARKS,
     CANDIDATES,
+    CHOICE_STUDY,
     COMPARED,
     CONTEXT_CANDIDATES,
     CONTEXT_METRICS,
-    CONTEXT_ROWS,
     CONTEXT_RULE,
-    EVIDENCE_METRICS,
+    CONTEXT_STUDY,
     HEAT_CANDIDATES,
     MAX_COST_RATIO,
     METRIC_DATASETS,
     MIN_EXAMPLES,
-    PRIOR_ROWS,
-    ROWS,
     RULE,
     RULE_DATASETS,
     RULE_METRICS,
-    TITLES,
     TRIVIAL,
     ChoiceConfig,
-    JsonCache,
+    choice_rows,
+    context_rows,
 )
+from heat_module.evaluation.choice_metrics import EVIDENCE_METRICS
+from heat_module.evaluation.datasets import title as dataset_title
+from heat_module.evaluation.pipeline import Row
 from heat_module.evaluation.stats import bootstrap_ci
 from heat_module.metrics.functional.common import mid_ranks
 from heat_module.metrics.registry import metric_entry, metric_title
@@ -51,12 +53,41 @@ def metric_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dic
     """(dataset, row) -> example id -> metric -> value (plus ``seconds``)."""
     out: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
     for r in records:
-        if "/metrics/" not in r["key"]:
+        if r.get("study") != CHOICE_STUDY or r.get("kind") != "row":
             continue
         vals = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
         vals["seconds"] = r["seconds"]
         out[(r["dataset"], r["row"])][r["example"]] = vals
     return out
+
+
+def row_titles(table: dict, rows: dict[str, Row] | None = None, present: bool = False) -> dict[str, str]:
+    """Row label -> title, in report order: the study's rows (default :func:`~heat_module.evaluation.choice.
+    choice_rows`; with ``present`` only those the table holds), then any other row the table holds (titled by its
+    label)."""
+    held = {row for _, row in table}
+    titles = {label: r.title for label, r in (choice_rows() if rows is None else rows).items()
+              if not present or label in held}
+    titles.update({row: row for row in sorted(held) if row not in titles})
+    return titles
+
+
+def short_text(short: dict[str, dict[str, int]]) -> str:
+    """``row -> dataset -> examples`` of the rows with too few examples, as text."""
+    return ", ".join(f"`{r}` ({', '.join(f'{dataset_title(d)} {n}' for d, n in c.items())})" for r, c in short.items())
+
+
+def describe(row: Row) -> str:
+    """How a row's scores are made, in code."""
+    config = row.options.get("config")
+    if config is None:
+        options = "".join(f", {k}={v!r}" for k, v in row.options.items())
+        return f"`build({row.method!r}, model, tok{options}).attribute(ids, target)`"
+    fields = ", ".join(f"{k}={v!r}" for k, v in {"beta": row.recombine.beta, "gamma": row.recombine.gamma,
+                                                "normalize": row.recombine.normalize}.items()) if row.recombine else ""
+    curvature = config.curvature.name if config.curvature is not None else "none"
+    return (f"`HEAT(model, tok, config)` (sink={config.sink!r}, S={curvature}) once per example, "
+            + (f"recombined by `combine(components, HEATConfig({fields}))`" if fields else "its own scores"))
 
 
 def cell(values: list[float], resamples: int, seed: int = 0) -> tuple[float, float, float]:
@@ -73,7 +104,7 @@ def fmt(ci: tuple[float, float, float]) -> str:
 def seconds_per_row(table: dict, datasets: Iterable[str]) -> dict[str, float]:
     """Mean seconds per example of each row over the examples of ``datasets``."""
     out = {}
-    for row in ROWS:
+    for row in row_titles(table):
         vals = [v["seconds"] for d in datasets for v in table.get((d, row), {}).values()
                 if math.isfinite(v.get("seconds", math.nan))]
         out[row] = float(np.mean(vals)) if vals else math.nan
@@ -109,7 +140,7 @@ def apply_rule(table: dict, resamples: int = 0) -> dict[str, Any]:
     if applicable:
         reason = f"every eligible candidate has ≥ {MIN_EXAMPLES} examples on each benchmark"
     else:
-        missing = ", ".join(f"`{r}` ({', '.join(f'{TITLES[d]} {n}' for d, n in c.items())})" for r, c in short.items())
+        missing = short_text(short)
         reason = f"not enough examples: {missing}" if missing else "no eligible candidate with all nine ranks"
     return {"applicable": applicable, "reason": reason, "eligible": eligible, "mean_rank": mean_rank,
             "winner": winner, "cost_ratio": ratio, "counts": counts, "seconds": sec}
@@ -127,7 +158,7 @@ def benchmark_means(table: dict) -> dict[str, dict[str, float]]:
     """row -> metric -> the mean over the benchmarks of the row's per-benchmark mean (each benchmark weighs the same)
     for Soft-NC, Soft-NS and ABPC; NaN unless the row has the metric on every benchmark."""
     out: dict[str, dict[str, float]] = {}
-    for r in ROWS:
+    for r in row_titles(table):
         out[r] = {}
         for m in RULE_METRICS:
             per = [np.mean([v[m] for v in table[(d, r)].values() if m in v]) for d in BENCHMARKS if table.get((d, r))]
@@ -142,14 +173,15 @@ def summary_lines(table: dict, seconds: dict[str, float]) -> list[str]:
            "| method | Soft-NC | Soft-NS | ABPC | DSA curated | F1 curated | DSA LAMBADA | F1 LAMBADA | × AttnLRP |",
            "|---|---|---|---|---|---|---|---|---|"]
     means = benchmark_means(table)
-    for r in ROWS:
+    titles = row_titles(table, present=True)
+    for r in titles:
         cells = [f"{means[r][m]:.3f}" if math.isfinite(means[r][m]) else "–" for m in RULE_METRICS]
         for d in ALIGNMENT:
             for m in ALIGN_METRICS:
                 vals = [v[m] for v in table.get((d, r), {}).values() if m in v]
                 cells.append(f"{np.mean(vals):.3f}" if vals else "–")
-        ratio = seconds[r] / seconds["attnlrp"] if seconds.get("attnlrp") else math.nan
-        out.append(f"| {ROWS[r][0]} | " + " | ".join(cells) + f" | {ratio:.1f} |")
+        ratio = seconds.get(r, math.nan) / seconds["attnlrp"] if seconds.get("attnlrp") else math.nan
+        out.append(f"| {titles[r]} | " + " | ".join(cells) + f" | {ratio:.1f} |")
     return out + [""]
 
 
@@ -165,7 +197,8 @@ def draw_cost_figure(table: dict, seconds: dict[str, float], path: Path, winner:
 
     means = benchmark_means(table)
     base = seconds.get("attnlrp", math.nan)
-    ratio = {r: seconds[r] / base for r in ROWS if math.isfinite(seconds.get(r, math.nan)) and base and seconds[r] > 0}
+    ratio = {r: seconds[r] / base for r in row_titles(table)
+             if math.isfinite(seconds.get(r, math.nan)) and base and seconds[r] > 0}
     rows = [r for r in ratio if all(math.isfinite(means[r][m]) for m in RULE_METRICS)]
     if not rows:
         return None
@@ -196,6 +229,7 @@ def draw_cost_figure(table: dict, seconds: dict[str, float], path: Path, winner:
 def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int, title: str) -> list[str]:
     """Markdown of the paired differences ``ref`` − each of ``compared`` per dataset (benchmarks: the soft and rank
     metrics; alignment sets: DSA and F1), with bootstrap intervals over the examples both have."""
+    titles = row_titles(table)
     lines = [f"## Paired differences: {title} minus each method", "",
              "Same examples for both (n); an interval that excludes 0 is a difference the data resolve.", ""]
     for group, metrics in ((BENCHMARKS, ("soft_nc", "soft_ns", "abpc", "soft_nc_rank", "soft_ns_rank")),
@@ -203,7 +237,7 @@ def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int,
         for d in group:
             if not table.get((d, ref)):
                 continue
-            lines += [f"**{TITLES[d]}**", "", f"| {ROWS[ref][0]} − | n | "
+            lines += [f"**{dataset_title(d)}**", "", f"| {titles[ref]} − | n | "
                       + " | ".join(metric_title(m) for m in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
             for b in compared:
                 cells, n = [], 0
@@ -211,7 +245,7 @@ def paired_lines(table: dict, ref: str, compared: Iterable[str], resamples: int,
                     ci, k = paired(table, d, ref, b, m, resamples)
                     cells.append(fmt(ci))
                     n = max(n, k)
-                lines.append(f"| {ROWS[b][0]} | {n} | " + " | ".join(cells) + " |")
+                lines.append(f"| {titles[b]} | {n} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
 
@@ -220,9 +254,11 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
                         records: Iterable[dict] | None = None) -> Path:
     """Write the markdown report of what the cache holds to ``path``; returns it."""
     if records is None:
-        records = JsonCache(cfg.cache_path).records.values()
+        records = Cache(cfg.cache_path).records.values()
     records = list(records)
     table = metric_table(records)
+    rows = choice_rows(cfg.methods)
+    titles = row_titles(table, rows)
     R = cfg.bootstrap
     lines = ["# Is HEAT worth choosing?", "",
              "HEAT's configurations against AttnLRP, occlusion-KL and the gate M applied to cheap methods "
@@ -238,12 +274,12 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     for r in CANDIDATES:
         mr = outcome["mean_rank"].get(r, math.nan)
         c = outcome["counts"][r]
-        lines.append(f"| `{r}` {ROWS[r][0]} | {mr:.2f} | {outcome['seconds'][r]:.2f} | "
+        lines.append(f"| `{r}` {titles[r]} | {mr:.2f} | {outcome['seconds'][r]:.2f} | "
                      f"{outcome['cost_ratio'][r]:.1f} | {c['longra']}, {c['tellmewhy']}, {c['wikibio']} |"
                      if math.isfinite(mr) else
-                     f"| `{r}` {ROWS[r][0]} | – (not eligible or no data) | {outcome['seconds'][r]:.2f} | "
+                     f"| `{r}` {titles[r]} | – (not eligible or no data) | {outcome['seconds'][r]:.2f} | "
                      f"{outcome['cost_ratio'][r]:.1f} | {c['longra']}, {c['tellmewhy']}, {c['wikibio']} |")
-    lines += ["", (f"**Rule applied:** winner `{outcome['winner']}` ({ROWS[outcome['winner']][0]})."
+    lines += ["", (f"**Rule applied:** winner `{outcome['winner']}` ({titles[outcome['winner']]})."
                    if outcome["applicable"] else
                    f"**Rule not applied** ({outcome['reason']}); best so far: `{outcome['winner']}`."), ""]
     lines += summary_lines(table, outcome["seconds"])
@@ -253,17 +289,17 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
         lines += [f"![Faithfulness against cost]({figure.name})", ""]
     for group, metrics in ((BENCHMARKS, BENCH_METRICS), (ALIGNMENT, ALIGN_METRICS)):
         for d in group:
-            rows = [r for r in ROWS if table.get((d, r))]
-            if not rows:
+            present = [r for r in titles if table.get((d, r))]
+            if not present:
                 continue
-            lines += [f"## {TITLES[d]}", "",
+            lines += [f"## {dataset_title(d)}", "",
                       "| method | n | " + " | ".join(metric_title(m) for m in metrics) + " | s/example |",
                       "|---|---|" + "---|" * (len(metrics) + 1)]
-            for r in rows:
+            for r in present:
                 vals = table[(d, r)]
                 cells = [fmt(cell([v[m] for v in vals.values() if m in v], R)) for m in metrics]
                 secs = np.mean([v["seconds"] for v in vals.values()])
-                lines.append(f"| {ROWS[r][0]} | {len(vals)} | " + " | ".join(cells) + f" | {secs:.2f} |")
+                lines.append(f"| {titles[r]} | {len(vals)} | " + " | ".join(cells) + f" | {secs:.2f} |")
             lines.append("")
     lines += paired_lines(table, "heat_exact", COMPARED, R, "HEAT eq. 5 (exact S; the default before the rule)")
     if outcome["applicable"] and outcome["winner"] != "heat_exact":
@@ -272,23 +308,12 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
     sec_all = seconds_per_row(table, BENCHMARKS + ALIGNMENT)
     lines += ["## Seconds per example (attribution only, 1 torch thread, shared 2-core CPU)", "",
               "| method | s/example (all datasets) | × AttnLRP |", "|---|---|---|"]
-    for r in ROWS:
+    for r in row_titles(table, rows, present=True):
         ratio = sec_all[r] / sec_all["attnlrp"] if sec_all["attnlrp"] else math.nan
-        lines.append(f"| {ROWS[r][0]} | {sec_all[r]:.2f} | {ratio:.1f} |")
+        lines.append(f"| {titles[r]} | {sec_all[r]:.2f} | {ratio:.1f} |")
     lines += ["", "## Configurations compared", ""]
-    for r, (title, need, conf) in ROWS.items():
-        how = {"attnlrp": "`build('attnlrp', model)` (one forward, one backward; relevance of the target logit)",
-               "occlusion_kl": "`build('occlusion', model, measure='kl')` ≡ I of eq. 4 (zero mask; computed with "
-                               "HEAT's prefix-shared `information`)",
-               "m_attnlrp": "`build('gated:attnlrp', model)` (M with `sink='auto'` × AttnLRP)",
-               "random": "seeded U[0, 1) scores"}.get(r)
-        if r in PRIOR_ROWS:
-            name, options = PRIOR_ROWS[r]
-            how = f"`build({name!r}, model, **{options!r}).attribute(ids, target)` (a prior: no model)"
-        if how is None:
-            fields = ", ".join(f"{k}={v!r}" for k, v in {"normalize": "none", **conf}.items())
-            how = f"`HEAT(model, tok, HEATConfig({fields}))`"
-        lines.append(f"- `{r}` — {title}: {how}; components {', '.join(need) or '–'}.")
+    for r, row in rows.items():
+        lines.append(f"- `{r}` — {row.title}: {describe(row)}.")
     lines += ["", f"Run settings: model {cfg.model if isinstance(cfg.model, str) else 'given'}, contexts ≤ "
               f"{cfg.max_tokens} tokens, Soft-NC/NS mask seeds {list(cfg.seeds)} (one mask each), rank-transformed "
               f"Soft-NC/NS seeds {list(cfg.rank_seeds)}, ABPC T = {cfg.abpc_steps}.", ""]
@@ -303,20 +328,20 @@ def write_choice_report(cfg: ChoiceConfig, path: Path, command: str = "", notes:
 # ------------------------------------------------------------------------------------------------------ context
 def context_table(records: Iterable[dict]) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
     """(dataset, row) -> example id -> metric -> value (plus ``seconds``) of the context study's records, on the
-    examples that have every row of :data:`CONTEXT_ROWS` (an example an interrupted run left part-done is left out,
-    so every row is measured on the same examples)."""
+    examples that have every row the records hold on that dataset (an example an interrupted run left part-done is
+    left out, so every row is measured on the same examples)."""
     out: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(dict)
     for r in records:
-        if "/context/" not in r["key"] or r["row"] not in CONTEXT_ROWS:
+        if r.get("study") != CONTEXT_STUDY or r.get("kind") != "row":
             continue
         vals = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
         vals["seconds"] = r["seconds"]
         out[(r["dataset"], r["row"])][r["example"]] = vals
     for d in {d for d, _ in out}:
-        complete = set.intersection(*(set(out.get((d, row), {})) for row in CONTEXT_ROWS))
-        for row in CONTEXT_ROWS:
-            if (d, row) in out:
-                out[(d, row)] = {e: v for e, v in out[(d, row)].items() if e in complete}
+        rows = [row for dd, row in out if dd == d]
+        complete = set.intersection(*(set(out[(d, row)]) for row in rows))
+        for row in rows:
+            out[(d, row)] = {e: v for e, v in out[(d, row)].items() if e in complete}
     return out
 
 
@@ -355,7 +380,7 @@ def apply_context_rule(table: dict, resamples: int = 1000) -> dict[str, Any]:
         "seconds": {row: float}, "counts": {row: {dataset: n}}, "diffs": {(row, baseline, metric): ci}}``.
     """
     seconds = {}
-    for r in CONTEXT_ROWS:
+    for r in row_titles(table, context_rows()):
         vals = [v["seconds"] for d in RULE_DATASETS for v in table.get((d, r), {}).values()]
         seconds[r] = float(np.mean(vals)) if vals else math.nan
     base = seconds.get("attnlrp", math.nan)
@@ -397,8 +422,7 @@ def apply_context_rule(table: dict, resamples: int = 1000) -> dict[str, Any]:
     short = {r: c for r, c in counts.items() if min(c.values()) < MIN_EXAMPLES}
     applicable = not short
     reason = (f"every candidate has ≥ {MIN_EXAMPLES} examples on each dataset" if applicable else
-              "not enough examples: " + ", ".join(f"`{r}` ({', '.join(f'{TITLES[d]} {n}' for d, n in c.items())})"
-                                                  for r, c in short.items()))
+              "not enough examples: " + short_text(short))
     return {"applicable": applicable, "reason": reason, "beats": beats, "beats_both": both, "eligible": eligible,
             "score": score, "ranked": ranked, "winner": winner, "heat_winner": heat_winner,
             "heat_beats_attnlrp": heat_beats_attnlrp, "cost_ratio": ratio, "seconds": seconds, "counts": counts,
@@ -421,13 +445,15 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
                          records: Iterable[dict] | None = None, previous: str = "") -> Path:
     """Write the context study's markdown report (what the cache holds) to ``path``, followed by ``previous`` (an
     earlier report's text, kept below: newest first); returns ``path``."""
-    cache = JsonCache(cfg.cache_path) if records is None else None
+    cache = Cache(cfg.cache_path) if records is None else None
     records = list(cache.records.values() if cache is not None else records)
     table = context_table(records)
     fit = next((r for r in records if r.get("key") == "fit/priors"), None)
     R = cfg.bootstrap
     out = apply_context_rule(table, R)
-    title = {r: CONTEXT_ROWS[r][0] for r in CONTEXT_ROWS}
+    rows = context_rows(cfg.methods, fit)
+    title = row_titles(table, rows)
+    shown = row_titles(table, rows, present=True)
     lines = ["# Is HEAT worth choosing? Over the context, beside trivial baselines", "",
              "Every faithfulness metric over the context (the final token never perturbed nor ranked; scores "
              "renormalised over the rest), ABPC with the tokens deleted, a generated benchmark whose evidence is "
@@ -445,7 +471,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
               "Beats: the metrics on which the pooled paired difference to the baseline is above 0 with its interval "
               "above 0 (NC = Soft-NC, NS = Soft-NS, AB = ABPC deletion, ER = evidence recall).", "",
               "| candidate | beats `last_token` on | beats `recency` on | × AttnLRP | eligible | score (mean rank) | "
-              "n (" + ", ".join(TITLES[d] for d in RULE_DATASETS) + ") |", "|---|---|---|---|---|---|---|"]
+              "n (" + ", ".join(dataset_title(d) for d in RULE_DATASETS) + ") |", "|---|---|---|---|---|---|---|"]
     short = {"soft_nc": "NC", "soft_ns": "NS", "abpc_deletion": "AB", "recall_evidence": "ER"}
     for r in CONTEXT_CANDIDATES:
         sc = out["score"].get(r, math.nan)
@@ -470,7 +496,7 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
               "| method | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " | "
               + " | ".join(f"{CONTEXT_TITLES[m]} − position" for m in metrics) + " | s/example |",
               "|---|" + "---|" * (2 * len(metrics) + 1)]
-    for r in CONTEXT_ROWS:
+    for r in shown:
         cells = [fmt(pooled_difference(table, r, None, m, METRIC_DATASETS[m], R)[0]) for m in metrics]
         cells += [signed(pooled_difference(table, r, "position_prior", m, METRIC_DATASETS[m], R)[0])
                   if r != "position_prior" else "0" for m in metrics]
@@ -481,22 +507,22 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
         lines += [f"## Paired differences: each method minus `{b}` (pooled over the datasets)", "",
                   "| method − " + b + " | " + " | ".join(CONTEXT_TITLES[m] for m in metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
-        for r in CONTEXT_ROWS:
+        for r in shown:
             if r != b:
                 lines.append(f"| {title[r]} | " + " | ".join(
                     signed(pooled_difference(table, r, b, m, METRIC_DATASETS[m], R)[0]) for m in metrics) + " |")
         lines.append("")
 
     for d in RULE_DATASETS + ALIGNMENT:
-        rows = [r for r in CONTEXT_ROWS if table.get((d, r))]
-        if not rows:
+        present = [r for r in title if table.get((d, r))]
+        if not present:
             continue
         ms = (("soft_nc", "soft_ns", "abpc_deletion") + (EVIDENCE_METRICS if d == "evidence" else ())
               if d in RULE_DATASETS else ALIGN_METRICS)
         names = [CONTEXT_TITLES.get(m, metric_title(m) if m in ALIGN_METRICS else m) for m in ms]
-        lines += [f"## {TITLES[d]}", "", "| method | n | " + " | ".join(names) + " | s/example |",
+        lines += [f"## {dataset_title(d)}", "", "| method | n | " + " | ".join(names) + " | s/example |",
                   "|---|---|" + "---|" * (len(ms) + 1)]
-        for r in rows:
+        for r in present:
             vals = table[(d, r)]
             cells = [fmt(cell([v[m] for v in vals.values() if m in v], R)) for m in ms]
             lines.append(f"| {title[r]} | {len(vals)} | " + " | ".join(cells)
@@ -504,9 +530,9 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
         lines.append("")
         if d in ALIGNMENT:
             for b in TRIVIAL:
-                lines += [f"Paired differences on {TITLES[d]}: method − `{b}`", "",
+                lines += [f"Paired differences on {dataset_title(d)}: method − `{b}`", "",
                           "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(ms)]
-                for r in rows:
+                for r in present:
                     if r != b:
                         lines.append(f"| {title[r]} | " + " | ".join(
                             signed(pooled_difference(table, r, b, m, (d,), R)[0]) for m in ms) + " |")
@@ -517,25 +543,18 @@ def write_context_report(cfg: ChoiceConfig, path: Path, command: str = "", notes
         lines += [f"## Paired differences per dataset: the best HEAT configuration `{ref}` minus each method", ""]
         for d in RULE_DATASETS:
             ms = ("soft_nc", "soft_ns", "abpc_deletion") + (("recall_evidence",) if d == "evidence" else ())
-            lines += [f"**{TITLES[d]}**", "", f"| `{ref}` − | " + " | ".join(CONTEXT_TITLES[m] for m in ms) + " |",
-                      "|---|" + "---|" * len(ms)]
-            for r in CONTEXT_ROWS:
+            lines += [f"**{dataset_title(d)}**", "",
+                      f"| `{ref}` − | " + " | ".join(CONTEXT_TITLES[m] for m in ms) + " |", "|---|" + "---|" * len(ms)]
+            for r in shown:
                 if r != ref:
                     lines.append(f"| {title[r]} | " + " | ".join(
                         signed(pooled_difference(table, ref, r, m, (d,), R)[0]) for m in ms) + " |")
             lines.append("")
 
     lines += ["## Rows", ""]
-    for r, (t, need, kind) in CONTEXT_ROWS.items():
-        how = {"registry": lambda k: f"`build({k[1]!r}, model, tok, …).attribute(ids, target)` (no model; fitted "
-                                     "on the held-apart split where it has a fit)",
-               "A": lambda k: "`AttnLRP(model, tok).attribute(ids, target)`",
-               "I": lambda k: "I of eq. 4 (zero mask) = `build('occlusion', model, measure='kl')`",
-               "M·A": lambda k: "M (`sink='auto'`) × AttnLRP = `build('gated:attnlrp', model)`",
-               "heat": lambda k: ("`HEATConfig(" if k[1][0] is None else f"`HEATConfig.preset({k[1][0]!r}"
-                                  + (", " if k[1][1] else "")) + ", ".join(f"{a}={v!r}" for a, v in k[1][1].items())
-                                 + ")` via `combine`"}[kind[0]](kind)
-        lines.append(f"- `{r}` — {t}: {how}; components {', '.join(need) or '–'}.")
+    for r, row in rows.items():
+        fitted = " (fitted on the held-apart split)" if r in ("recency", "position_prior") else ""
+        lines.append(f"- `{r}` — {row.title}: {describe(row)}{fitted}.")
     lines += ["", f"Run settings: contexts ≤ {cfg.max_tokens} tokens, Soft-NC/NS mask seeds {list(cfg.seeds)} (one "
               f"mask each), ABPC T = {cfg.abpc_steps} with deletion, `exclude_last=1` everywhere.", ""]
     if command:

@@ -1,16 +1,15 @@
-"""Settings of one evaluation run (:class:`EvalConfig`), the datasets it knows, and the baselines and metrics it runs
-(read from the method and metric registries: no list of its own).
+"""Settings of the paper-table configuration of the evaluation (:class:`EvalConfig`), and the baselines and metrics
+it runs (read from the method and metric registries: no list of its own).
 
-Data paths come only from arguments (``EvalConfig(longra=...)``, ``heat eval --longra ...``) or from the environment
-variable ``HEAT_DATA_DIR``: a folder laid out as the shared data (``reagent/derived/longra_*.jsonl``,
-``reagent/data/benchmark/tellmewhy2.txt``, ``reagent/data/benchmark/wikitext.txt``,
-``heta/heta_qa_dataset_100_unique.json``). A dataset with neither raises an error naming both.
+Its datasets are rows of the one dataset table (:data:`heat_module.evaluation.datasets.DATASETS`). Data paths come
+only from arguments (``EvalConfig(paths={"longra": ...})``, ``heat eval --longra ...``) or from the environment
+variable ``HEAT_DATA_DIR``: a folder laid out as the shared data (the files the table names). A dataset with
+neither raises an error naming both.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +17,10 @@ from typing import Any
 
 from heat_module.attribution.registry import method_entries, method_entry
 from heat_module.config import SINKS
+from heat_module.evaluation.datasets import check_datasets, data_path, dataset_names
 from heat_module.hashing import stable_hash
 from heat_module.metrics.registry import default_metrics, metric_entry
 
-DATA_DIR_ENV = "HEAT_DATA_DIR"
-#: where each dataset lies under ``$HEAT_DATA_DIR`` (LongRA: a glob)
-DATA_FILES = {
-    "longra": "reagent/derived/longra_*.jsonl",
-    "tellmewhy": "reagent/data/benchmark/tellmewhy2.txt",
-    "wikibio": "reagent/data/benchmark/wikitext.txt",
-    "curated": "heta/heta_qa_dataset_100_unique.json",
-}
-DATASETS = ("longra", "tellmewhy", "wikibio", "curated")
-DATASET_TITLES = {"longra": "LongRA", "tellmewhy": "TellMeWhy", "wikibio": "WikiBio", "curated": "Curated"}
-BENCHMARKS = ("longra", "tellmewhy", "wikibio")
 
 def default_baselines() -> dict[str, tuple[str, dict]]:
     """The baselines run by default, label -> (registry name, options): the ``evaluation`` rows every entry of the
@@ -72,11 +61,9 @@ class EvalConfig:
 
     Attributes:
         model: ``"smollm2"`` (offline default), an HF folder / id; or a ``(model, tokenizer)`` pair.
-        datasets: which of :data:`DATASETS` to run.
-        longra: glob of LongRA JSON-lines files (merged, de-duplicated by context and target); ``None``: under
-            ``$HEAT_DATA_DIR`` (:meth:`data_path`).
-        tellmewhy, wikibio: ReAGent prompt files (one prompt per line); ``None``: under ``$HEAT_DATA_DIR``.
-        curated: the curated JSON file; ``None``: under ``$HEAT_DATA_DIR``.
+        datasets: names of the dataset table (default: those it marks for the paper's tables).
+        paths: dataset -> its file (LongRA: a glob of JSON-lines files, merged and de-duplicated); a dataset not
+            given: under ``$HEAT_DATA_DIR`` (:meth:`data_path`).
         limit: examples per dataset (taken in a seeded random order, so a larger limit extends a run). ≥ 1.
         max_tokens: skip contexts longer than this many tokens (cost of exact HEAT grows with n). ≥ 2.
         seed: seeds example order, metric masks, random scores, HEAT probes and the bootstrap.
@@ -103,7 +90,7 @@ class EvalConfig:
 
     Example:
         >>> from heat_module.evaluation import EvalConfig
-        >>> cfg = EvalConfig(datasets=["curated"], curated="curated.json", limit=5)
+        >>> cfg = EvalConfig(datasets=["curated"], paths={"curated": "curated.json"}, limit=5)
         >>> cfg.model, cfg.report_path.name
         ('smollm2', 'RESULTS-eval.md')
         >>> EvalConfig(limit=0)
@@ -113,11 +100,8 @@ class EvalConfig:
     """
 
     model: Any = "smollm2"
-    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
-    longra: str | None = None
-    tellmewhy: str | None = None
-    wikibio: str | None = None
-    curated: str | None = None
+    datasets: list[str] = field(default_factory=lambda: list(dataset_names(study="paper")))
+    paths: dict[str, str] = field(default_factory=dict)
     limit: int = 20
     max_tokens: int = 96
     seed: int = 0
@@ -140,9 +124,7 @@ class EvalConfig:
     notes: str | None = None
 
     def __post_init__(self) -> None:
-        bad = [d for d in self.datasets if d not in DATASETS]
-        if bad or not self.datasets:
-            raise ValueError(f"Expected datasets among {list(DATASETS)}, got {self.datasets!r}")
+        check_datasets(self.datasets)
         for name, low in (("limit", 1), ("max_tokens", 2), ("num_masks", 1), ("bootstrap", 10), ("probes", 1),
                           ("metric_batch_size", 1)):
             value = getattr(self, name)
@@ -169,20 +151,9 @@ class EvalConfig:
                 raise ValueError(f"Expected model-based metrics (kind 'model') in metrics, got {name!r} of kind "
                                  f"{kind!r}")
 
-    def data_path(self, dataset: str) -> str:
-        """The file (LongRA: glob) of ``dataset``: the attribute if set, else under ``$HEAT_DATA_DIR``."""
-        if dataset not in DATASETS:
-            raise ValueError(f"Expected a dataset among {list(DATASETS)}, got {dataset!r}")
-        given = getattr(self, dataset)
-        if given:
-            return str(given)
-        root = os.environ.get(DATA_DIR_ENV)
-        if not root:
-            raise ValueError(
-                f"Expected the path of dataset {dataset!r} (EvalConfig({dataset}=...), heat eval --{dataset} ...) or "
-                f"the environment variable {DATA_DIR_ENV} (a folder holding {DATA_FILES[dataset]}), got neither"
-            )
-        return str(Path(root) / DATA_FILES[dataset])
+    def data_path(self, dataset: str) -> str | None:
+        """The file (LongRA: glob) of ``dataset``: ``paths[dataset]`` if set, else under ``$HEAT_DATA_DIR``."""
+        return data_path(dataset, self.paths, f"EvalConfig(paths={{{dataset!r}: ...}}), heat eval --{dataset} ...")
 
     @property
     def report_path(self) -> Path:
@@ -196,7 +167,7 @@ class EvalConfig:
         """What makes cached results comparable: model, seed, metric settings, HEAT probes, context cap."""
         model = self.model if isinstance(self.model, str) else type(self.model).__name__
         return stable_hash({"model": model, "seed": self.seed, "num_masks": self.num_masks, "probes": self.probes,
-                            "max_tokens": self.max_tokens, "v": 1}, length=10)
+                            "max_tokens": self.max_tokens, "v": 2}, length=10)
 
 
 def parse_methods(specs: Sequence[str] | None) -> dict[str, tuple[str, dict]]:

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from heat_module.config import SINKS
-from heat_module.evaluation.config import BENCHMARKS, DATASET_TITLES, DATASETS, EvalConfig, baseline_title
+from heat_module.evaluation.config import EvalConfig, baseline_title
+from heat_module.evaluation.datasets import dataset_names
+from heat_module.evaluation.datasets import title as dataset_title
+from heat_module.evaluation.pipeline import Row
 from heat_module.evaluation.stats import Summary, best_sink, mean_over, tied_options
-from heat_module.evaluation.variants import ABLATION_TITLES, ABLATIONS, Variant, heat_key
+from heat_module.evaluation.variants import ABLATION_TITLES, ABLATIONS, heat_key
 from heat_module.heat.transition import GATE_OPTIONS
 from heat_module.metrics.registry import metric_entry
 
@@ -45,14 +48,14 @@ def _num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
-def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], path: Path, meta: dict) -> str:
+def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Row], path: Path, meta: dict) -> str:
     """Write the markdown report to ``path`` and return its text (tables shaped like the paper's; every number with
     its bootstrap 95 % interval).
 
     Args:
         summary: from :func:`heat_module.evaluation.stats.summarize`.
         cfg: the run's settings.
-        rows: the report's rows (:func:`heat_module.evaluation.variants.variants`).
+        rows: the report's rows (:func:`heat_module.evaluation.variants.paper_rows`).
         path: where the report goes (figure links are made relative to it).
         meta: facts of the run, all optional: ``model_name``, ``dtype``, ``device``, ``threads``, ``machine`` (a
             description of the machine, given by the caller), ``usable`` and ``greedy_match`` per dataset,
@@ -64,22 +67,21 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         >>> from heat_module.testing import tiny_eval_config
         >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
         >>> from pathlib import Path
-        >>> from heat_module.evaluation import Evaluator, load_dataset, summarize, write_report
-        >>> evaluator = Evaluator(cfg, *cfg.model)
-        >>> for example in load_dataset("wikibio", cfg, evaluator.tokenizer):
-        ...     _ = evaluator.run_example(example)
-        >>> summary = summarize(evaluator.cache.records.values(), cfg, evaluator.variants)
+        >>> from heat_module.evaluation import Cache, paper_rows, paper_study, run_study, summarize, write_report
+        >>> cache = Cache(cfg.cache_path, cfg.fingerprint())
+        >>> _ = run_study(paper_study(cfg), *cfg.model, cache)
+        >>> summary = summarize(cache.records.values(), cfg, paper_rows(cfg))
         >>> path = Path(cfg.out_dir) / "report.md"
-        >>> text = write_report(summary, cfg, evaluator.variants, path, meta={"model_name": "tiny"})
+        >>> text = write_report(summary, cfg, paper_rows(cfg), path, meta={"model_name": "tiny"})
         >>> text.splitlines()[0]
         '# HEAT evaluation on tiny'
     """
     c = summary.cells
     datasets = list(cfg.datasets)
-    bench = [d for d in datasets if d in BENCHMARKS]
+    bench = [d for d in datasets if d in dataset_names("benchmark")]
     sink, sink_table = best_sink(summary, cfg)
-    paths = {d: meta.get("data_paths", {}).get(d) or getattr(cfg, d) or "?" for d in DATASETS}
-    main_rows = [v for v in rows if v.family in ("baseline", "heat", "extra")]
+    paths = {d: meta.get("data_paths", {}).get(d) or cfg.paths.get(d) or "?" for d in dataset_names()}
+    main_rows = [v for v in rows if v.group in ("baseline", "heat", "extra")]
     n_of = {d: summary.counts.get((d, "__metric_random__"), 0) for d in datasets}
     out = [f"# HEAT evaluation on {meta.get('model_name', cfg.model)}", ""]
     out += [
@@ -92,7 +94,7 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         f"{meta.get('threads', '?')} torch thread(s)" + (f"; machine: {meta['machine']}" if meta.get("machine") else "")
         + ".",
         "- **Data** (examples used / usable after the length cap): " + "; ".join(
-            f"{DATASET_TITLES[d]} {n_of[d]} / {meta.get('usable', {}).get(d, '?')}" for d in datasets) + ".",
+            f"{dataset_title(d)} {n_of[d]} / {meta.get('usable', {}).get(d, '?')}" for d in datasets) + ".",
         f"  Context cap {cfg.max_tokens} tokens; examples taken in a seeded random order (seed {cfg.seed}).",
         f"  LongRA: `{paths['longra']}` merged and de-duplicated, target = the given analogy word "
         "(single-token targets for this tokenizer only); the model's greedy token equals it on "
@@ -115,8 +117,8 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
         f"- **Compute:** {summary.facts['compute_seconds'] / 60:.1f} min of example time in total "
         f"(over all resumed runs; this run's wall time {meta.get('wall_seconds', 0) / 60:.1f} min).", "",
     ]
-    short = [f"{v.title} on {DATASET_TITLES[d]} ({summary.counts.get((d, v.key), 0)} of {n_of[d]})"
-             for d in datasets for v in rows if summary.counts.get((d, v.key), 0) < n_of[d]]
+    short = [f"{v.title} on {dataset_title(d)} ({summary.counts.get((d, v.label), 0)} of {n_of[d]})"
+             for d in datasets for v in rows if summary.counts.get((d, v.label), 0) < n_of[d]]
     if short:
         out += ["**Incomplete rows** (computed on fewer examples than the others): " + "; ".join(short) + ".", ""]
     if cfg.notes:
@@ -125,26 +127,26 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
     out += ["## Faithfulness on the benchmarks (Table 2 shape)", "",
             "Soft-NC and Soft-NS raw means, higher is better. The paper's numbers (GPT-J 6B etc.) are on another "
             "scale and other models; compare rankings, not values.", ""]
-    header = ["Method"] + [f"{DATASET_TITLES[d]} {m}" for d in bench for m in ("Soft-NC", "Soft-NS")]
+    header = ["Method"] + [f"{dataset_title(d)} {m}" for d in bench for m in ("Soft-NC", "Soft-NS")]
     table_rows = []
     for v in main_rows:
-        table_rows.append([v.title] + [_fmt(c.get((d, v.key, m))) for d in bench for m in ("soft_nc", "soft_ns")])
+        table_rows.append([v.title] + [_fmt(c.get((d, v.label, m))) for d in bench for m in ("soft_nc", "soft_ns")])
     table_rows.append(["(metric's own random scores)"] + [
         _fmt(c.get((d, "__metric_random__", m))) for d in bench for m in ("soft_nc", "soft_ns")])
     out += [_table(header, table_rows), ""]
     out += ["ln(method / random) — ReAGent's summary (0 = random, higher is better):", ""]
-    header = ["Method"] + [f"{DATASET_TITLES[d]} {m}" for d in bench for m in ("ln NC", "ln NS")]
-    out += [_table(header, [[v.title] + [_fmt(c.get((d, v.key, f"soft_{m}_log_ratio"))) for d in bench
+    header = ["Method"] + [f"{dataset_title(d)} {m}" for d in bench for m in ("ln NC", "ln NS")]
+    out += [_table(header, [[v.title] + [_fmt(c.get((d, v.label, f"soft_{m}_log_ratio"))) for d in bench
                                          for m in ("nc", "ns")] for v in main_rows]), ""]
     out += ["AOPC (ERASER comprehensiveness, P(y) drop; higher is better):", ""]
-    header = ["Method"] + [DATASET_TITLES[d] for d in datasets]
-    out += [_table(header, [[v.title] + [_fmt(c.get((d, v.key, "aopc"))) for d in datasets] for v in main_rows]), ""]
+    header = ["Method"] + [dataset_title(d) for d in datasets]
+    out += [_table(header, [[v.title] + [_fmt(c.get((d, v.label, "aopc"))) for d in datasets] for v in main_rows]), ""]
     for metric in (m for m in cfg.metrics if m not in PAPER_COLUMNS):  # the run's other metrics, from the registry
         entry = metric_entry(metric)
         for key, title in entry.keys.items():
             better = "higher" if entry.higher_is_better else "lower"
             out += [f"{title} ({better} is better):", "",
-                    _table(header, [[v.title] + [_fmt(c.get((d, v.key, key))) for d in datasets] for v in main_rows]),
+                    _table(header, [[v.title] + [_fmt(c.get((d, v.label, key))) for d in datasets] for v in main_rows]),
                     ""]
     # ---- Table 1 shape
     if "curated" in datasets:
@@ -152,11 +154,11 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
                 "DSA = Σ gold share − Σ distractor share ∈ [−1, 1] (the paper's Table 1 is on another scale), "
                 "F1 of the top-|gold| tokens.", ""]
         out += [_table(["Method", "DSA", "F1", "Soft-NC", "Soft-NS"],
-                       [[v.title] + [_fmt(c.get(("curated", v.key, m))) for m in ("dsa", "f1", "soft_nc", "soft_ns")]
+                       [[v.title] + [_fmt(c.get(("curated", v.label, m))) for m in ("dsa", "f1", "soft_nc", "soft_ns")]
                         for v in main_rows]), ""]
     if "longra" in datasets:
         out += ["LongRA distractor mass (lower is better):", "",
-                _table(["Method", "Distractor mass"], [[v.title, _fmt(c.get(("longra", v.key, "distractor_mass")))]
+                _table(["Method", "Distractor mass"], [[v.title, _fmt(c.get(("longra", v.label, "distractor_mass")))]
                                                         for v in main_rows]), ""]
     scale = scale_note(summary)
     if scale:
@@ -180,10 +182,10 @@ def write_report(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], pat
     out += ["## Ablations (Table 5 shape)", "",
             "Soft-NC / Soft-NS / AOPC averaged over the benchmark datasets, DSA on the curated set. Rows that use M "
             "are shown for every sink option.", ""]
-    abl_rows = [v for v in rows if v.family in ("heat", "ablation")]
+    abl_rows = [v for v in rows if v.group in ("heat", "ablation")]
     out += [_table(["Configuration", "Soft-NC", "Soft-NS", "AOPC", "DSA", "F1"],
-                   [[v.title] + [_num(mean_over(summary, bench, v.key, m)) for m in ("soft_nc", "soft_ns", "aopc")]
-                    + [_fmt(c.get(("curated", v.key, m))) for m in ("dsa", "f1")] for v in abl_rows]), ""]
+                   [[v.title] + [_num(mean_over(summary, bench, v.label, m)) for m in ("soft_nc", "soft_ns", "aopc")]
+                    + [_fmt(c.get(("curated", v.label, m))) for m in ("dsa", "f1")] for v in abl_rows]), ""]
     # ---- Table 7 shape
     out += ["## β/γ sweep (Table 7 shape)", "",
             "β weights the Hessian term, γ = 1 − β the KL term. The paper's Table 7 reports faithfulness loss, "
@@ -232,14 +234,14 @@ def scale_note(summary: Summary) -> str:
             "larger one decides the ranking whatever β and γ are, within a wide range.")
 
 
-def completeness_note(summary: Summary, rows: Sequence[Variant]) -> str:
+def completeness_note(summary: Summary, rows: Sequence[Row]) -> str:
     """IG's completeness gap |Σ_i IG_i − (g(X) − g(X'))| relative to |g(X) − g(X')|, per baseline row with it."""
     ex = summary.facts["extras"]
     parts = []
     for v in rows:
         deltas, gaps = [], []
         for (dataset, method, k), vals in ex.items():
-            if method != v.key:
+            if method != v.label:
                 continue
             if k == "convergence_delta":
                 deltas += vals
@@ -256,24 +258,15 @@ def completeness_note(summary: Summary, rows: Sequence[Variant]) -> str:
 
 
 def sink_diagnostics(summary: Summary) -> dict:
-    """The facts of the attention sink over the HEAT examples (position 0's share of M and of Φ, its ν, what `auto`
-    flags) as ``{"text": ...}``."""
-    ex = summary.facts["extras"]
-    shares, phi, auto_first, auto_count, nu = [], [], 0, [], []
-    seen = set()
-    for (dataset, method, k), vals in ex.items():
-        if method != heat_key("keep") or (dataset, k) in seen:
-            continue
-        seen.add((dataset, k))
-        if k == "first_share":
-            shares += vals
-        elif k == "phi_share_first":
-            phi += vals
-        elif k == "auto_sinks":
-            auto_first += sum(1 for s in vals if 0 in s)
-            auto_count += [len(s) for s in vals]
-        elif k == "norm_ratio_first":
-            nu += vals
+    """The facts of the attention sink over the examples (position 0's share of M and of Φ, its ν, what `auto`
+    flags; the reference records' ``sink`` facts) as ``{"text": ...}``."""
+    facts = [ref["sink"] for by_example in summary.facts["refs"].values() for ref in by_example.values()
+             if ref.get("sink")]
+    shares = [f["first_share"] for f in facts]
+    phi = [f["phi_share_first"] for f in facts]
+    nu = [f["norm_ratio_first"] for f in facts]
+    auto_first = sum(1 for f in facts if 0 in f["auto_sinks"])
+    auto_count = [len(f["auto_sinks"]) for f in facts]
     if not shares:
         return {"text": "No HEAT results yet."}
     text = (
@@ -287,14 +280,14 @@ def sink_diagnostics(summary: Summary) -> dict:
     return {"text": text}
 
 
-def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str) -> list[str]:
+def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Row], sink: str) -> list[str]:
     """Plain statements of whether each claim held (HEAT = the best sink option's row)."""
     c = summary.cells
-    bench = [d for d in cfg.datasets if d in BENCHMARKS]
+    bench = [d for d in cfg.datasets if d in dataset_names("benchmark")]
     heat = heat_key(sink)
-    base = [v.key for v in rows if v.family == "baseline" and v.key != "random"]
+    base = [v.label for v in rows if v.group == "baseline" and v.label != "random"]
     lines = []
-    contenders = [(heat, f"HEAT (sink={sink})")] + [(v.key, v.title) for v in rows if v.family == "extra"]
+    contenders = [(heat, f"HEAT (sink={sink})")] + [(v.label, v.title) for v in rows if v.group == "extra"]
     checks = [(key, name, metric, title, d) for key, name in contenders
               for metric, title, where in (("soft_nc", "Soft-NC", bench), ("soft_ns", "Soft-NS", bench),
                                            ("dsa", "DSA", ["curated"] if "curated" in cfg.datasets else []))
@@ -309,11 +302,11 @@ def claims(summary: Summary, cfg: EvalConfig, rows: Sequence[Variant], sink: str
         who = baseline_title(who, cfg.baselines.get(who))
         if best > 0:
             verdict = "held" if h >= 2 * best else "did not hold"
-            lines.append(f"- {title} on {DATASET_TITLES[d]}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
+            lines.append(f"- {title} on {dataset_title(d)}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
                          f"ratio {h / best:.2f} → **≥ 2× {verdict}**"
                          f"{'' if h >= best else ' (not even the best)'}.")
         else:
-            lines.append(f"- {title} on {DATASET_TITLES[d]}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
+            lines.append(f"- {title} on {dataset_title(d)}: {name} {h:.3f} vs best baseline {best:.3f} ({who}); "
                          f"a ratio is undefined (best baseline ≤ 0); best: **{'yes' if h > best else 'no'}**.")
     for metric, title in (("soft_nc", "Soft-NC"), ("soft_ns", "Soft-NS"), ("dsa", "DSA")):
         where = bench if metric != "dsa" else ["curated"]

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from heat_module.evaluation.config import BENCHMARKS, EvalConfig
-from heat_module.evaluation.variants import Variant, heat_key
+from heat_module.evaluation.config import EvalConfig
+from heat_module.evaluation.datasets import dataset_names
+from heat_module.evaluation.pipeline import Row
+from heat_module.evaluation.variants import PAPER_STUDY, heat_key
 from heat_module.heat.transition import GATE_OPTIONS
 
 
@@ -80,32 +82,36 @@ class Summary:
     facts: dict[str, Any]
 
 
-def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant]) -> Summary:
+def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Row]) -> Summary:
     """Means and bootstrap intervals from cache records (only examples where every listed row is present).
 
     Example:
         >>> import tempfile
         >>> from heat_module.testing import tiny_eval_config
         >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
-        >>> from heat_module.evaluation import Evaluator, load_dataset, summarize
-        >>> evaluator = Evaluator(cfg, *cfg.model)
-        >>> for example in load_dataset("wikibio", cfg, evaluator.tokenizer):
-        ...     _ = evaluator.run_example(example)
-        >>> summary = summarize(evaluator.cache.records.values(), cfg, evaluator.variants)
+        >>> from heat_module.evaluation import Cache, paper_rows, paper_study, run_study, summarize
+        >>> cache = Cache(cfg.cache_path, cfg.fingerprint())
+        >>> _ = run_study(paper_study(cfg), *cfg.model, cache)
+        >>> summary = summarize(cache.records.values(), cfg, paper_rows(cfg))
         >>> summary.counts[("wikibio", "random")]
         2
     """
     by: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # (dataset, method) -> example -> metrics
     refs: dict[str, dict[str, dict]] = defaultdict(dict)
     seconds, extras, components = [], defaultdict(list), []
-    for rec in records:
-        if rec["method"] == "__reference__":
+    for rec in records:  # the paper study's records and the shared attributions (HEAT's components)
+        kind = rec.get("kind")
+        if kind == "attribution":
+            if rec.get("curvature") is not None and rec.get("information") is not None:
+                components.append(rec)
+            continue
+        if rec.get("study") != PAPER_STUDY:
+            continue
+        if kind == "reference":
             refs[rec["dataset"]][rec["example"]] = rec
-        elif rec["method"] == "__time__":
+        elif kind == "time":
             seconds.append(rec["seconds"])
-        elif rec["method"] == "__components__":
-            components.append(rec)
-        else:
+        elif kind == "row":
             by[(rec["dataset"], rec["method"])][rec["example"]] = rec
             for k, v in (rec.get("extra") or {}).items():
                 extras[(rec["dataset"], rec["method"], k)].append(v)
@@ -113,21 +119,21 @@ def summarize(records: Iterable[dict], cfg: EvalConfig, rows: Sequence[Variant])
     counts: dict[tuple[str, str], int] = {}
     for dataset in cfg.datasets:
         for v in rows:
-            recs = by.get((dataset, v.key), {})
+            recs = by.get((dataset, v.label), {})
             ex_ids = sorted(e for e in recs if e in refs[dataset])
-            counts[(dataset, v.key)] = len(ex_ids)
+            counts[(dataset, v.label)] = len(ex_ids)
             if not ex_ids:
                 continue
             names = sorted({k for e in ex_ids for k in recs[e]["metrics"]})
             for metric in names:
                 vals = [recs[e]["metrics"].get(metric, math.nan) for e in ex_ids]
                 vals_f = [x for x in vals if x is not None and math.isfinite(x)]
-                cells[(dataset, v.key, metric)] = bootstrap_ci(vals_f, cfg.bootstrap, cfg.seed)
+                cells[(dataset, v.label, metric)] = bootstrap_ci(vals_f, cfg.bootstrap, cfg.seed)
             for metric in names:  # a metric with a random-scores reference (Soft-NC/NS): ReAGent's log ratio
                 if all(f"{metric}_random" in refs[dataset][e]["metrics"] for e in ex_ids):
                     m = [recs[e]["metrics"][metric] for e in ex_ids]
                     r = [refs[dataset][e]["metrics"][f"{metric}_random"] for e in ex_ids]
-                    cells[(dataset, v.key, f"{metric}_log_ratio")] = log_ratio_ci(m, r, cfg.bootstrap, cfg.seed)
+                    cells[(dataset, v.label, f"{metric}_log_ratio")] = log_ratio_ci(m, r, cfg.bootstrap, cfg.seed)
     for dataset in cfg.datasets:
         rr = list(refs[dataset].values())
         random_keys = sorted({k for r in rr for k in r["metrics"] if k.endswith("_random")})
@@ -148,7 +154,7 @@ def mean_over(summary: Summary, datasets: Sequence[str], key: str, metric: str) 
 
 def best_sink(summary: Summary, cfg: EvalConfig) -> tuple[str, dict[str, dict[str, float]]]:
     """The sink option with the best mean rank over Soft-NC, Soft-NS, AOPC (benchmarks) and DSA (curated)."""
-    bench = [d for d in cfg.datasets if d in BENCHMARKS]
+    bench = [d for d in cfg.datasets if d in dataset_names("benchmark")]
     table: dict[str, dict[str, float]] = {}
     for s in GATE_OPTIONS:
         key = heat_key(s)

@@ -1,85 +1,84 @@
-"""The rows of the evaluation: the baselines, and HEAT recombined from one set of components per example.
+"""The rows of the paper-table configuration: the baselines, and HEAT's family recombined from one attribution.
 
-HEAT's per-token components M, S, I are computed **once** per example; every HEAT row (each sink option of M, the
-Table 5 ablations, the Table 7 β/γ sweep) is :func:`heat_module.heat.combine.combine` of them under its own
-configuration. M under every sink option comes from one rollout (:func:`sink_transitions`) through the sink rules
-of :mod:`heat_module.heat.transition`.
+HEAT runs **once** per example (``HEAT(config).attribute``, exact S); every HEAT row (each sink option of M, the
+Table 5 ablations, the Table 7 β/γ sweep) is :func:`heat_module.heat.combine.combine` of that attribution's
+components under its own configuration (:class:`heat_module.evaluation.pipeline.Row` with ``recombine`` and
+``gate``). :func:`sink_transitions` gives the facts of the attention sink the report describes (position 0's
+share of M and of the rollout, its value–output norm, what ``auto`` flags); they are example facts, not scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from heat_module.config import ABLATIONS as HEAT_ABLATIONS
 from heat_module.config import SINKS, HEATConfig
 from heat_module.evaluation.config import EvalConfig, baseline_title
-from heat_module.heat.combine import Components, combine
+from heat_module.evaluation.pipeline import HEAT_METHOD, Row
 from heat_module.heat.transition import GATE_OPTIONS, sink_options, transition_from_captures
 from heat_module.lm.capture import LayerCapture
 
+#: the paper-table configuration's name in the cache
+PAPER_STUDY = "paper"
 ABLATIONS = tuple(a for a in HEAT_ABLATIONS if a != "full")
 ABLATION_TITLES = {"full": "HEAT (full)", "transition": "Transition only", "curvature": "Hessian only",
                    "information": "KL only", "no_gate": "No transition gating", "uniform_gate": "Uniform transition"}
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One row of the report: a baseline, or HEAT recombined from its components.
-
-    ``key`` is the cache key; ``family`` is ``"baseline"``, ``"heat"``, ``"ablation"``, ``"sweep"`` or ``"extra"``;
-    ``model_metrics`` says whether the model-based metrics (Soft-NC/NS, AOPC) are computed for it.
-
-    Example:
-        >>> from heat_module.evaluation import Variant
-        >>> Variant(key="heat[first]", family="heat", title="HEAT, sink first", sink="first").ablation
-        'full'
-    """
-
-    key: str
-    family: str
-    title: str
-    model_metrics: bool = True
-    sink: str | None = None
-    beta: float = 0.5
-    ablation: str = "full"
-
-
 def heat_key(sink: str, beta: float = 0.5) -> str:
-    """The cache key of the HEAT row with this sink option and β (γ = 1 − β)."""
+    """The row label of the HEAT row with this sink option and β (γ = 1 − β)."""
     return f"heat[{sink}]" if beta == 0.5 else f"heat[{sink},b={beta:g}]"
 
 
-def variants(cfg: EvalConfig) -> list[Variant]:
-    """Every row of the run, in report order.
+def heat_config(cfg: EvalConfig) -> HEATConfig:
+    """The configuration of the shared HEAT attribution: eq. 5 with exact S (``HEATConfig.preset("exact")``, what
+    RESULTS-eval.md measured) with the run's probes and seed."""
+    return HEATConfig.preset("exact", curvature={"name": "exact", "probes": cfg.probes}, seed=cfg.seed)
+
+
+def heat_row(label: str, title: str, group: str, family: HEATConfig, sink: str | None = None, beta: float = 0.5,
+             ablation: str = "full", model_metrics: bool = True) -> Row:
+    """A HEAT row: M under ``sink`` (``None``: the sink-kept M) · (β S + (1 − β) I) of the family's attribution,
+    or the ablation's formula (Table 5), unnormalised."""
+    recombine = HEATConfig(beta=beta, gamma=round(1.0 - beta, 10), ablation=ablation, normalize="none")
+    return Row(label, title, HEAT_METHOD, {"config": family}, recombine=recombine, gate=sink or "keep",
+               model_metrics=model_metrics, group=group)
+
+
+def paper_rows(cfg: EvalConfig) -> list[Row]:
+    """Every row of the paper-table configuration, in report order.
 
     Example:
         >>> import tempfile
         >>> from heat_module.testing import tiny_eval_config
         >>> cfg = tiny_eval_config(tempfile.mkdtemp())  # the tiny model on two prompts, the random baseline
-        >>> from heat_module.evaluation import variants
-        >>> [v.key for v in variants(cfg)]
+        >>> from heat_module.evaluation import paper_rows
+        >>> [r.label for r in paper_rows(cfg)]
         ['random']
-        >>> len(variants(cfg.__class__(**{**vars(cfg), "heat": True}))) > 10  # HEAT's sinks, ablations and sweep
+        >>> len(paper_rows(cfg.__class__(**{**vars(cfg), "heat": True}))) > 10  # HEAT's sinks, ablations and sweep
         True
     """
-    out = [Variant(label, "baseline", baseline_title(label, spec)) for label, spec in cfg.baselines.items()]
+    out = [Row(label, baseline_title(label, spec), spec[0], dict(spec[1])) for label, spec in cfg.baselines.items()]
     if not cfg.heat:
         return out
-    out += [Variant(heat_key(s), "heat", f"HEAT (sink={s})" + (" [proposed]" if s not in SINKS else ""), sink=s)
+    family = heat_config(cfg)
+    out += [heat_row(heat_key(s), f"HEAT (sink={s})" + (" [proposed]" if s not in SINKS else ""), "heat", family, s)
             for s in GATE_OPTIONS]
-    out += [Variant(f"heat-transition[{s}]", "ablation", f"Transition only (sink={s})", sink=s,
-                    ablation="transition") for s in SINKS]
-    out += [Variant(f"heat-{a}", "ablation", ABLATION_TITLES[a], ablation=a) for a in ABLATIONS if a != "transition"]
+    out += [heat_row(f"heat-transition[{s}]", f"Transition only (sink={s})", "ablation", family, s,
+                     ablation="transition") for s in SINKS]
+    out += [heat_row(f"heat-{a}", ABLATION_TITLES[a], "ablation", family, ablation=a)
+            for a in ABLATIONS if a != "transition"]
     for s in SINKS:
         for b in cfg.betas:
             if float(b) != 0.5:
-                out.append(Variant(heat_key(s, float(b)), "sweep", f"β={b:g}, γ={1 - b:g} (sink={s})",
-                                   model_metrics=s in cfg.sweep_sinks, sink=s, beta=float(b)))
+                out.append(heat_row(heat_key(s, float(b)), f"β={b:g}, γ={1 - b:g} (sink={s})", "sweep", family, s,
+                                    beta=float(b), model_metrics=s in cfg.sweep_sinks))
     if cfg.fisher:  # the recommended sink only (the other options behave as with exact curvature)
-        out += [Variant("heat-fisher[auto]", "extra", "HEAT, Fisher curvature (sink=auto) [extra]", sink="auto")]
+        fisher = family.replace(curvature={"name": "fisher", "probes": cfg.probes})
+        out.append(heat_row("heat-fisher[auto]", "HEAT, Fisher curvature (sink=auto) [extra]", "extra", fisher,
+                            "auto"))
     return out
 
 
@@ -114,23 +113,3 @@ def sink_transitions(captures: Sequence[LayerCapture],
         "norm_ratio_first": float(parts["norm_mass"][0][0] / parts["norm_mass"][0].mean().clamp_min(1e-30)),
     }
     return gate_options(keep, auto_sinks), diag
-
-
-def recombine(parts: Components, transitions: dict[str, torch.Tensor], wanted: Sequence[Variant],
-              fisher_curvature: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Scores (n,) of every HEAT variant in ``wanted`` from one set of components (eq. 5 and Table 5 / 7).
-
-    Args:
-        parts: the example's components (its ``transition`` is not used: each row takes its sink's M).
-        transitions: M (n,) per gate option, from :func:`sink_transitions` or :func:`gate_options`.
-        wanted: the rows to score.
-        fisher_curvature: (n,) S with ``curvature="fisher"`` for the ``"extra"`` rows.
-    """
-    out = {}
-    for v in wanted:
-        sink = v.sink or "keep"
-        curv = fisher_curvature if v.family == "extra" else parts.curvature
-        p = Components(transitions[sink], curv, parts.information, None)
-        cfg = HEATConfig(beta=v.beta, gamma=round(1.0 - v.beta, 10), ablation=v.ablation, normalize="none")
-        out[v.key] = combine(p, cfg).detach().float().cpu()
-    return out

@@ -41,8 +41,9 @@ def files(tmp_path_factory):
 
 
 def make_config(files, out_dir, **kw) -> EvalConfig:
-    defaults = dict(model="tiny", longra=str(files / "longra_*.jsonl"), tellmewhy=str(files / "tellmewhy.txt"),
-                    wikibio=str(files / "wikibio.txt"), curated=str(files / "curated.json"), limit=2, num_masks=2,
+    paths = {"longra": str(files / "longra_*.jsonl"), "tellmewhy": str(files / "tellmewhy.txt"),
+             "wikibio": str(files / "wikibio.txt"), "curated": str(files / "curated.json")}
+    defaults = dict(model="tiny", paths=paths, limit=2, num_masks=2,
                     bootstrap=50, out_dir=str(out_dir), progress=False, betas=[0.0, 0.5, 1.0],
                     sweep_sinks=["first"], baselines=parse_methods(["attention_rollout", "gradient_norm", "random",
                                                                      "ig=integrated_gradients:steps=4"]))

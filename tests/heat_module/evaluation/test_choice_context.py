@@ -13,23 +13,25 @@ import torch
 
 import heat_module.data.evidence as evidence
 import heat_module.evaluation.choice as choice
+import heat_module.evaluation.choice_metrics as choice_metrics
+import heat_module.evaluation.pipeline as pipeline
 from heat_module.config import HEATConfig
 from heat_module.evaluation.choice import (
     CONTEXT_CANDIDATES,
     CONTEXT_ROWS,
     HEAT_CANDIDATES,
     ChoiceConfig,
-    MemoForward,
-    context_metrics,
-    context_scores,
+    context_rows,
     run_context,
 )
+from heat_module.evaluation.choice_metrics import RowCacheForward, context_metrics_batch
 from heat_module.evaluation.choice_report import apply_context_rule, pooled_difference, write_context_report
 from heat_module.evaluation.datasets import EvalExample
+from heat_module.evaluation.pipeline import family_scores
 from heat_module.heat.combine import Components, combine
-from heat_module.lm.forward import embed
+from heat_module.lm.forward import embed, make_forward_fn
 from heat_module.testing import tiny_model, tiny_tokenizer
-from tests.heat_module.evaluation.test_choice import PATHS  # the same fixture files
+from tests.heat_module.evaluation.test_choice import PATHS, PRIORS  # the same fixture files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,24 +42,25 @@ def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(evidence, "keep_answered", lambda items, m, t: list(items))
     datasets = ["longra", "tellmewhy", "wikibio", "evidence", "curated", "lambada"]
     cfg = ChoiceConfig(model=(model, tok), datasets=datasets, paths=PATHS, limits={d: 2 for d in datasets},
-                       seeds=(0, 1), abpc_steps=3, bootstrap=20, held_apart=1, out_dir=str(tmp_path / "out"))
+                       seeds=(0, 1), abpc_steps=3, bootstrap=20, held_apart=1, out_dir=str(tmp_path / "out"),
+                       methods=PRIORS)
     run_context(cfg, model, tok, log=lambda m: None)
     recs = [json.loads(line) for line in cfg.cache_path.read_text().splitlines()]
     fit = next(r for r in recs if r["key"] == "fit/priors")
     assert 0 < fit["rate"] < 1 and len(fit["held"]) == 2 and fit["profile"]
     assert {h.split("/")[0] for h in fit["held"]} == {"longra", "evidence"}
-    metrics = [r for r in recs if "/context/" in r["key"]]
+    metrics = [r for r in recs if r.get("study") == "context" and r.get("kind") == "row"]
     evaluated = {(r["dataset"], r["example"]) for r in metrics}
     assert not {tuple(h.split("/", 1)) for h in fit["held"]} & evaluated  # held apart: never evaluated
     for d in datasets:
         assert len({r["example"] for r in metrics if r["dataset"] == d}) == 2, d
-        assert {r["row"] for r in metrics if r["dataset"] == d} == set(CONTEXT_ROWS), d
+        assert {r["row"] for r in metrics if r["dataset"] == d} == set(CONTEXT_ROWS) == set(context_rows(PRIORS)), d
     ev = next(r for r in metrics if r["dataset"] == "evidence" and r["row"] == "m_i")
     assert {"soft_nc", "soft_ns", "abpc_deletion", "recall_evidence", "recall_evidence_noquery",
             "recall_answer"} <= set(ev["metrics"]) and len(ev["metrics"]["soft_nc_seeds"]) == 2
     assert set(next(r for r in metrics if r["dataset"] == "curated")["metrics"]) == {"dsa", "f1"}
-    assert all(r["seconds"] > 0 for r in metrics if CONTEXT_ROWS[r["row"]][1])
-    assert all(r["seconds"] == 0 for r in metrics if not CONTEXT_ROWS[r["row"]][1])
+    recency = next(r for r in metrics if r["row"] == "recency")  # the fitted rate, through the registry's build
+    assert recency["scores"][-2] / recency["scores"][-1] == pytest.approx(fit["rate"], rel=1e-4)
 
     text = write_context_report(cfg, tmp_path / "R.md", command="eval_choice.py --stage context-report",
                                 previous="# An earlier report\n").read_text()
@@ -70,26 +73,28 @@ def test_end_to_end_two_examples_per_dataset(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(choice, "components", boom)
-    monkeypatch.setattr(choice, "context_metrics", boom)
+    monkeypatch.setattr(pipeline.Methods, "get", boom)
+    monkeypatch.setattr(choice_metrics, "context_metrics_batch", boom)
     monkeypatch.setattr(choice, "fit_priors", boom)
     n = len(cfg.cache_path.read_text().splitlines())
     run_context(cfg, model, tok, log=lambda m: None)
     assert len(cfg.cache_path.read_text().splitlines()) == n
 
 
-def test_rows_from_components_by_hand():
-    comp = {"M": [0.5, 0.25, 0.25], "I": [0.01, 0.03, 0.02], "A": [1.0, -2.0, 3.0], "SF": [4.0, 1.0, 0.0],
-            "target": 1}
-    assert torch.allclose(context_scores("m_i", comp), torch.tensor([0.005, 0.0075, 0.005]))
-    assert torch.allclose(context_scores("m_i_rank", comp), torch.tensor([0.5 / 3, 0.25, 0.25 * 2 / 3]))
-    assert torch.allclose(context_scores("m_attnlrp", comp), torch.tensor([0.5, -0.5, 0.75]))
-    want = combine(Components(torch.tensor(comp["M"]), torch.tensor(comp["SF"]), torch.tensor(comp["I"]), None),
-                   HEATConfig(beta=0.5, gamma=0.5, normalize="sum"))
-    assert torch.allclose(context_scores("heat_fisher_sum", comp), want)
-    with pytest.raises(ValueError, match="registry method"):
-        context_scores("recency", comp)
+def test_heat_rows_recombine_one_attribution_by_hand():
+    rec = {"transition": {"auto": [0.5, 0.25, 0.25]}, "information": [0.01, 0.03, 0.02],
+           "curvature": [4.0, 1.0, 0.0]}
+    assert torch.allclose(family_scores(rec, CONTEXT_ROWS["m_i"]), torch.tensor([0.005, 0.0075, 0.005]))
+    assert torch.allclose(family_scores(rec, CONTEXT_ROWS["m_i_rank"]), torch.tensor([0.5 / 3, 0.25, 0.25 * 2 / 3]))
+    want = combine(Components(torch.tensor([0.5, 0.25, 0.25]), torch.tensor(rec["curvature"]),
+                              torch.tensor(rec["information"]), None), HEATConfig(beta=0.5, gamma=0.5, normalize="sum"))
+    assert torch.allclose(family_scores(rec, CONTEXT_ROWS["heat_fisher_sum"]), want)
+    assert CONTEXT_ROWS["m_attnlrp"].method == "gated:attnlrp" and CONTEXT_ROWS["recency"].family is None
     assert set(HEAT_CANDIDATES) <= set(CONTEXT_CANDIDATES)
+
+
+def context_metrics(forward, scores, x, example, target, seeds=(0,)):
+    return context_metrics_batch(forward, scores[None], x, example, target, seeds, 3, 32)[0]
 
 
 def test_context_metrics_never_touch_the_final_token():
@@ -97,34 +102,30 @@ def test_context_metrics_never_touch_the_final_token():
     ids = torch.tensor(tok("the cat sat on the mat and then")["input_ids"])
     x = embed(model, ids[None]).detach()
     example = EvalExample("longra", "0", ids.tolist(), -1)
-    cfg = ChoiceConfig(model=(model, tok), seeds=(0,), abpc_steps=3)
     scores = torch.linspace(0.1, 1.0, len(ids))
     high_last = scores.clone()
     high_last[-1] = 100.0  # all mass on the last token: over the context nothing changes
-    a = context_metrics(MemoForward(model), scores, x, example, 3, cfg)
-    b = context_metrics(MemoForward(model), high_last, x, example, 3, cfg)
+    a = context_metrics(RowCacheForward(model), scores, x, example, 3)
+    b = context_metrics(RowCacheForward(model), high_last, x, example, 3)
     for key in ("soft_nc", "soft_ns", "abpc_deletion"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
     changed = scores.clone()
     changed[0] = 100.0  # a context token: the values move
-    c = context_metrics(MemoForward(model), changed, x, example, 3, cfg)
+    c = context_metrics(RowCacheForward(model), changed, x, example, 3)
     assert (c["soft_nc"], c["soft_ns"]) != pytest.approx((a["soft_nc"], a["soft_ns"]), abs=1e-6)
 
 
-def test_memo_forward_tells_masks_apart():
+def test_row_cache_forward_tells_masks_apart():
     calls = []
-
-    class Fake(MemoForward):
-        def __init__(self):
-            self.memo = None
-            self.fn = lambda x, m: calls.append(1) or x.sum(-1)
-
-    f = Fake()
+    f = RowCacheForward(None, fn=lambda x, m: calls.append(len(x)) or x.sum(-1))
     x = torch.ones(1, 3, 2)
     f(x, torch.tensor([[1, 1, 1]]))
     f(x, torch.tensor([[1, 1, 1]]))
     f(x, torch.tensor([[0, 1, 1]]))
     assert len(calls) == 2
+    f.clear()
+    f(x, torch.tensor([[1, 1, 1]]))
+    assert len(calls) == 3
 
 
 def test_pooled_difference_weighs_datasets_equally():
@@ -186,28 +187,26 @@ def test_rule_needs_three_of_four_metrics_resolved():
 def test_context_table_keeps_only_examples_every_row_has():
     from heat_module.evaluation.choice_report import context_table
 
-    recs = [{"key": f"longra/{e}/context/{row}", "dataset": "longra", "example": e, "row": row,
-             "metrics": {"soft_nc": 1.0}, "seconds": 1.0} for e in ("a", "b") for row in CONTEXT_ROWS
-            if not (e == "b" and row == "m_i")]  # "b" was interrupted before m_i
+    # example "b" was interrupted before m_i
+    recs = [{"key": f"longra/{e}/context/{row}", "study": "context", "kind": "row", "dataset": "longra",
+             "example": e, "row": row, "metrics": {"soft_nc": 1.0}, "seconds": 1.0}
+            for e in ("a", "b") for row in CONTEXT_ROWS if not (e == "b" and row == "m_i")]
     table = context_table(recs)
     assert all(set(table[("longra", row)]) == {"a"} for row in CONTEXT_ROWS)
 
 
 def test_batched_metrics_equal_one_by_one():
-    from heat_module.evaluation.choice import RowCacheForward, context_metrics_batch
-    from heat_module.lm.forward import make_forward_fn
-
     model, tok = tiny_model("llama", seed=0), tiny_tokenizer()
     ids = torch.tensor(tok("the cat sat on the mat and then")["input_ids"])
     x = embed(model, ids[None]).detach()
     example = EvalExample("evidence", "0", ids.tolist(), -1, gold=[1, 2],
                           metadata={"query_tokens": [5, 6], "answer_tokens": [2]})
-    cfg = ChoiceConfig(model=(model, tok), seeds=(0, 1), abpc_steps=3, metric_batch_size=7)
+    settings = ((0, 1), 3, 7)  # mask seeds, ABPC steps, batch size
     scores = torch.rand(3, len(ids), generator=torch.Generator().manual_seed(0))
     cached = RowCacheForward(model)
-    batch = context_metrics_batch(cached, scores, x, example, 3, cfg)
+    batch = context_metrics_batch(cached, scores, x, example, 3, *settings)
     for i in range(3):
-        alone = context_metrics_batch(make_forward_fn(model), scores[i:i + 1], x, example, 3, cfg)[0]
+        alone = context_metrics_batch(make_forward_fn(model), scores[i:i + 1], x, example, 3, *settings)[0]
         for key, value in alone.items():
             assert batch[i][key] == pytest.approx(value, abs=1e-5), (i, key)
     assert batch[0]["soft_nc"] != pytest.approx(batch[1]["soft_nc"], abs=1e-6)

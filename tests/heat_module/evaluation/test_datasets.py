@@ -14,6 +14,7 @@ def test_selection_is_prefix_stable():
 
 
 def test_longra_files_are_merged_and_deduplicated(files, tmp_path, config_factory):
-    examples = load_dataset("longra", config_factory(files, tmp_path), tiny_tokenizer())
+    cfg = config_factory(files, tmp_path)
+    examples = load_dataset("longra", cfg.data_path("longra"), tiny_tokenizer())
     assert len(examples) == 3  # longra_b.jsonl repeats an example of longra_a.jsonl
     assert all(e.id.startswith("longra_a:") and e.distractor for e in examples)

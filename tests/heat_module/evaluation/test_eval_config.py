@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from heat_module.evaluation.config import DATA_DIR_ENV, EvalConfig, parse_methods
+from heat_module.evaluation.config import EvalConfig, parse_methods
+from heat_module.evaluation.datasets import DATA_DIR_ENV
 
 
 def test_parse_methods_and_errors():
@@ -17,9 +18,9 @@ def test_parse_methods_and_errors():
 
 def test_data_paths_come_from_arguments_or_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    with pytest.raises(ValueError, match=f"Expected the path of dataset 'wikibio'.*{DATA_DIR_ENV}"):
+    with pytest.raises(ValueError, match=f"Expected the path of dataset 'wikibio'.*--wikibio.*{DATA_DIR_ENV}"):
         EvalConfig().data_path("wikibio")
-    assert EvalConfig(wikibio="w.txt").data_path("wikibio") == "w.txt"
+    assert EvalConfig(paths={"wikibio": "w.txt"}).data_path("wikibio") == "w.txt"
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     assert EvalConfig().data_path("longra") == str(tmp_path / "reagent/derived/longra_*.jsonl")
-    assert EvalConfig(curated="c.json").data_path("curated") == "c.json"
+    assert EvalConfig(paths={"curated": "c.json"}).data_path("curated") == "c.json"

@@ -1,12 +1,13 @@
-"""The report's rows and HEAT's sink options: M under every option from one rollout, checked by hand."""
+"""The paper configuration's rows and HEAT's sink options: M under every option from one rollout, checked by hand;
+HEAT rows recombined from one attribution by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from heat_module.evaluation.variants import gate_options, recombine, sink_transitions, variants
-from heat_module.heat.combine import Components
+from heat_module.evaluation.pipeline import family_scores
+from heat_module.evaluation.variants import gate_options, paper_rows, sink_transitions
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import LayerCapture
@@ -50,7 +51,7 @@ def test_heat_rows_are_recombined_from_one_rollout(files, tmp_path, config_facto
     torch.testing.assert_close(m["first"], first / first.sum())
     for sink in ("keep", "first", "auto"):
         torch.testing.assert_close(m[sink], transition_from_captures(captures, sink=sink)[0])
-    keys = [v.key for v in variants(config_factory(files, tmp_path))]
+    keys = [v.label for v in paper_rows(config_factory(files, tmp_path))]
     assert "heat[keep]" in keys and "heat-transition[auto]" in keys and "heat[first,b=0]" in keys
     assert len(keys) == len(set(keys))
 
@@ -91,11 +92,10 @@ def test_sink_transitions_auto_by_hand():
 
 
 def test_recombine_by_hand(files, tmp_path, config_factory):
-    """Eq. 5 rows: M[sink]·(βS + (1 − β)I); ablations as in Table 5."""
-    rows = {v.key: v for v in variants(config_factory(files, tmp_path))}
-    m = {"keep": torch.tensor([0.5, 0.3, 0.2]), "first": torch.tensor([0.0, 0.6, 0.4])}
-    parts = Components(m["keep"], torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 0.0, 1.0]), None)
-    out = recombine(parts, m, [rows["heat[first]"], rows["heat[keep,b=0]"], rows["heat-information"]])
-    torch.testing.assert_close(out["heat[first]"], torch.tensor([0.0, 0.6 * 1.0, 0.4 * 2.0]))
-    torch.testing.assert_close(out["heat[keep,b=0]"], torch.tensor([1.5, 0.0, 0.2]))
-    torch.testing.assert_close(out["heat-information"], torch.tensor([3.0, 0.0, 1.0]))
+    """Eq. 5 rows: M[sink]·(βS + (1 − β)I); ablations as in Table 5 — from one cached attribution."""
+    rows = {v.label: v for v in paper_rows(config_factory(files, tmp_path))}
+    rec = {"transition": {"keep": [0.5, 0.3, 0.2], "first": [0.0, 0.6, 0.4]}, "curvature": [1.0, 2.0, 3.0],
+           "information": [3.0, 0.0, 1.0]}
+    torch.testing.assert_close(family_scores(rec, rows["heat[first]"]), torch.tensor([0.0, 0.6 * 1.0, 0.4 * 2.0]))
+    torch.testing.assert_close(family_scores(rec, rows["heat[keep,b=0]"]), torch.tensor([1.5, 0.0, 0.2]))
+    torch.testing.assert_close(family_scores(rec, rows["heat-information"]), torch.tensor([3.0, 0.0, 1.0]))

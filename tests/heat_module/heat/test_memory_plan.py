@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from heat_module.config import HEATConfig
-from heat_module.heat import i_exact, i_fisher, progress, s_exact
+from heat_module.heat import i_exact, i_fisher, progress, s_exact, transition
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
 from heat_module.heat.memory_plan import (
+    FIRST_USE,
     MemoryPlanError,
     ModelDims,
     available_memory,
@@ -19,10 +20,11 @@ from heat_module.heat.memory_plan import (
     forward_bytes,
     plan_for,
     plan_memory,
+    rollout_bytes,
 )
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS
-from heat_module.testing import tiny_model
+from heat_module.testing import TINY_VOCAB, tiny_model
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
 HUGE = 10**15
@@ -112,6 +114,32 @@ def test_windowed_plan_has_a_windows_stage():
     assert plan.stages["windows"] > captures_bytes(SMOLLM2, 4096) * 2  # the full context's and 32 windows' captures
 
 
+def test_rollout_block_is_the_largest_that_fits():
+    n = 8192
+    base = FIRST_USE + captures_bytes(SMOLLM2, n)
+    ample = plan_memory(SMOLLM2, n, HUGE, rollout_torch=True)
+    assert ample.rollout == "blocked" and ample.rollout_block == n  # one block: the whole attention of a layer
+    assert ample.stages["rollout"] == pytest.approx(base + 3 * SMOLLM2.heads * n * n * 4, rel=0.02)
+    assert "rollout in blocks of 8192 query rows" in ample.summary()
+    sizes = [rollout_bytes(SMOLLM2, n, r) for r in (1, 2, 1000, 1001)]
+    assert all(a < b for a, b in zip(sizes, sizes[1:]))  # one more row always costs more
+    plan = plan_memory(SMOLLM2, n, int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1, rollout_torch=True)
+    assert plan.rollout_block == 1000 and plan.peak <= plan.budget
+    assert "rollout in blocks of 1000 query rows" in plan.describe()
+    tiled = plan_memory(SMOLLM2, n, int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1)  # the kernels' tiles
+    assert tiled.rollout == "tiled" and tiled.rollout_block == 1000  # chosen too, for masks only torch covers
+    assert tiled.stages["rollout"] == base + rollout_bytes(SMOLLM2, n)
+
+
+def test_refuses_when_one_query_row_per_block_does_not_fit():
+    wide = ModelDims(layers=1, hidden=64, intermediate=64, heads=64, kv_heads=64, head_dim=256)  # many wide heads
+    n = 1024
+    need = plan_memory(wide, n, HUGE).stages["captures"]
+    assert plan_memory(wide, n, int(need) + 1).rollout == "tiled"  # the kernels' tiles fit
+    with pytest.raises(MemoryPlanError, match=r"HEAT's rollout stage needs at least .* at n = 1024"):
+        plan_memory(wide, n, int(need) + 1, rollout_torch=True)
+
+
 # ------------------------------------------------------------------ end to end
 IDS = torch.tensor([5, 17, 33, 8, 61, 12, 40, 9, 22, 14, 50, 7, 19])
 
@@ -191,6 +219,27 @@ def test_tight_budget_lowers_the_fisher_chunk_and_keeps_the_shared_factors(monke
     assert (tight.cost.forward_passes, tight.cost.gradients) == (ample.cost.forward_passes, ample.cost.gradients)
     assert (tight.cost.forward_passes, tight.cost.gradients) == (2, tight.cost.details["fisher_k"])
     torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+
+
+def test_tight_budget_lowers_the_rollout_block_and_keeps_m(monkeypatch):
+    """GPT-OSS's learned sinks run the gate's torch path: a budget that fits the captured forward but not one
+    layer's whole attention gets blocks of fewer query rows, and the same M."""
+    model = tiny_model("gpt_oss", seed=2).double()
+    ids = torch.randint(4, TINY_VOCAB, (64,), generator=torch.Generator().manual_seed(3))
+    config = HEATConfig(ablation="transition", progress=False)
+    blocks = record(monkeypatch, transition, "blocked_phi", 3)
+    ample = HEAT(model, None, config).attribute(ids, target=7)
+    assert blocks == [64, 64] and "rollout in blocks of 64 query rows" in ample.cost.details["memory_plan"]
+    dims = ModelDims.from_model(model)
+    budget = int(plan_memory(dims, 64, HUGE).stages["captures"]) + 1
+    expected = plan_memory(dims, 64, budget, rollout_torch=True).rollout_block
+    assert 1 < expected < 64
+    blocks.clear()
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(ids, target=7)
+    assert blocks == [expected, expected]  # both layers, with the planned block
+    assert f"rollout in blocks of {expected} query rows" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.transition, ample.transition, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-6, atol=1e-9)
 
 
 class Bar:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from heat_module.config import HEATConfig
-from heat_module.heat import i_exact, i_fisher, progress, s_exact, transition
+from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
@@ -17,6 +17,7 @@ from heat_module.heat.memory_plan import (
     ModelDims,
     available_memory,
     captures_bytes,
+    fisher_bytes,
     forward_bytes,
     plan_for,
     plan_memory,
@@ -24,6 +25,7 @@ from heat_module.heat.memory_plan import (
 )
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS
+from heat_module.heat.s_lowrank import LowRankS
 from heat_module.testing import TINY_VOCAB, tiny_model
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
@@ -86,6 +88,20 @@ def test_tight_budget_lowers_the_hvp_and_fisher_chunks():
     assert plan.applied(mixed).information == FisherI(chunk=3)
 
 
+def test_fisher_stage_follows_the_fisher_codes_checkpointing(monkeypatch):
+    """From the length the Fisher code checkpoints its decoder layers on (its own threshold, moved here), the Fisher
+    stage keeps layer inputs and one layer's activations: less than every layer's activations, and linear in n."""
+    def fisher_stage(n: int) -> float:
+        return fisher_bytes(SMOLLM2, n, 8)
+
+    start = fisher.CHECKPOINT_FROM
+    assert fisher_stage(start) < fisher_stage(start - 1) / 2  # checkpointed at 2048: about a third as much
+    assert 1.9 < fisher_stage(2 * start) / fisher_stage(start) < 2.1
+    assert 1.9 < fisher_stage(start // 2) / fisher_stage(start // 4) < 2.1
+    monkeypatch.setattr(fisher, "CHECKPOINT_FROM", start // 2)
+    assert fisher_stage(start // 2) < fisher_stage(start // 2 - 1) / 2  # the planner reads the Fisher code's threshold
+
+
 def test_refuses_when_nothing_fits_and_says_what_to_try():
     n = 8192
     need = plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=1).stages["information"]
@@ -129,6 +145,24 @@ def test_rollout_block_is_the_largest_that_fits():
     tiled = plan_memory(SMOLLM2, n, int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1)  # the kernels' tiles
     assert tiled.rollout == "tiled" and tiled.rollout_block == 1000  # chosen too, for masks only torch covers
     assert tiled.stages["rollout"] == base + rollout_bytes(SMOLLM2, n)
+
+
+def test_tight_budget_lowers_the_lowrank_chunk_and_refuses_naming_its_stage():
+    n = 1024
+    need = [plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_chunk=c).stages["lowrank"] for c in (1, 2, 3)]
+    assert need[0] < need[1] < need[2]
+    plan = plan_memory(SMOLLM2, n, int(need[1]) + 1, lowrank=True, lowrank_chunk=8)
+    assert plan.lowrank_chunk == 2 and plan.lowrank_lowered and "low-rank HVP chunk 2" in plan.summary()
+    config = HEATConfig(curvature=LowRankS(rank=4, chunk=8))
+    assert plan.applied(config).curvature == LowRankS(rank=4, chunk=2)
+    assert plan.applied(HEATConfig(curvature=LowRankS(chunk=1))).curvature == LowRankS(chunk=1)  # never raised
+    # the sketch's ℓ columns of n·d count too, and HEAT-LS's HVPs through fewer layers cost less
+    default = plan_memory(SMOLLM2, n, HUGE, lowrank=True).stages["lowrank"]  # ℓ = 24, all 30 layers
+    assert plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_directions=200).stages["lowrank"] > default
+    assert plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_layers=4).stages["lowrank"] < default
+    captures = plan_memory(SMOLLM2, n, HUGE).stages["captures"]
+    with pytest.raises(MemoryPlanError, match=r"HEAT's lowrank stage needs at least .* at n = 1024"):
+        plan_memory(SMOLLM2, n, int(captures) + 1, lowrank=True)
 
 
 def test_refuses_when_one_query_row_per_block_does_not_fit():
@@ -240,6 +274,26 @@ def test_tight_budget_lowers_the_rollout_block_and_keeps_m(monkeypatch):
     assert f"rollout in blocks of {expected} query rows" in tight.cost.details["memory_plan"]
     torch.testing.assert_close(tight.transition, ample.transition, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_tight_budget_lowers_the_lowrank_chunk_and_keeps_s(monkeypatch):
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig(curvature=LowRankS(rank=5, oversample=3, chunk=6), ablation="curvature", progress=False)
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    dims = ModelDims.from_model(model)
+    budget = int(plan_memory(dims, IDS.numel(), HUGE, lowrank=True, lowrank_chunk=2,
+                             lowrank_directions=8).stages["lowrank"]) + 1
+    chunks = record(monkeypatch, s_lowrank, "curvature_lowrank", 6)
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert chunks == [2]  # HEAT-LR ran with the planned chunk, not its configured 6
+    assert "low-rank HVP chunk 6" in ample.cost.details["memory_plan"]
+    assert "low-rank HVP chunk 2" in tight.cost.details["memory_plan"]
+    assert tight.cost["hvps"] == ample.cost["hvps"] == 16  # the same sketch: 2ℓ HVPs
+    torch.testing.assert_close(tight.curvature, ample.curvature, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+    captures = int(plan_memory(dims, IDS.numel(), HUGE).stages["captures"]) + 1
+    with pytest.raises(MemoryPlanError, match="HEAT's lowrank stage needs at least"):
+        HEAT(model, None, config.replace(max_memory=captures)).attribute(IDS, target=7)
 
 
 class Bar:

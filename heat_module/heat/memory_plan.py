@@ -79,7 +79,7 @@ FORWARD_LINEAR = 4.0
 #: the Fisher forward kept for its K backwards: activations per token per L·(d + F)·it (SDPA attention)
 FISHER_GRAPH = 6.5
 #: slack on what the checkpointed Fisher backward keeps (layer inputs, one layer's activations, cotangents, u)
-FISHER_CHECKPOINTED = 1.5
+FISHER_CHECKPOINTED = 2.0
 #: HEAT-LR's sketch: bytes per entry of its ℓ columns of n·d at fp32 (Ω, Y, Q, H·Q, the QR's fp64 copies)
 LOWRANK_FACTORS = 32.0
 #: added to every stage: what an attribution's first use loads (the kernel library, lazily imported modules) and

@@ -33,8 +33,9 @@ Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution lo
   for c cotangents per batched backward; from the length the Fisher code checkpoints its decoder layers
   (:func:`heat_module.heat.fisher.checkpoints_layers`) C(n) + s_c·(L·n·d·it + R·n·(d + F)·it + c·n·(d + F)·it +
   K·n·d·it): every layer's input, one recomputed layer's activations, the cotangents through it and the K gradients;
-- ``lowrank`` (HEAT-LR, ``LowRankS``): C(n) + G(n) + c·P(n) for c HVPs per batched call over all n positions
-  (as ``curvature``, without a prefix cache) + λ·ℓ·n·d·f for its sketch of ℓ = rank + oversample columns;
+- ``lowrank`` (HEAT-LR, ``LowRankS``): C(n) + G'(n) + c·P'(n) for c HVPs per batched call over all n positions
+  (no prefix cache; G' = 12·act + 4·att, P' = 8·act + 5·att with act = n·L·(d + F)·it and att = L·H·n²·f, measured)
+  + λ·ℓ·n·d·f for its sketch of ℓ = rank + oversample columns;
 - ``windows`` (HEAT-WIN): the full context's captured forward plus every window's (each W + 1 tokens, batched):
   C(n) + nw·C(W + 1) + T(W + 1, nw); each window is then planned as an attribution of W + 1 tokens.
 
@@ -80,7 +81,12 @@ FORWARD_LINEAR = 4.0
 FISHER_GRAPH = 6.5
 #: slack on what the checkpointed Fisher backward keeps (layer inputs, one layer's activations, cotangents, u)
 FISHER_CHECKPOINTED = 2.0
-#: HEAT-LR's sketch: bytes per entry of its ℓ columns of n·d at fp32 (Ω, Y, Q, H·Q, the QR's fp64 copies)
+#: HEAT-LR's gradient graph (kept for all its HVPs) and each HVP of a chunk: (per act, per att) of :func:`lowrank_bytes`
+#: (measured with LowRankS chunks 1, 2, 4 at n = 64..256, each in a fresh process)
+LOWRANK_GRAPH = (12.0, 4.0)
+LOWRANK_TANGENT = (8.0, 5.0)
+#: HEAT-LR's sketch: bytes per entry of its ℓ columns of n·d (Ω, Y, Q, H·Q at ≥ fp32, the QR's fp64 copies; read
+#: from the code, not fitted: the measured runs had ℓ = 4)
 LOWRANK_FACTORS = 32.0
 #: added to every stage: what an attribution's first use loads (the kernel library, lazily imported modules) and
 #: allocator slack (a whole default attribution at n = 512 peaked 48 MB above its largest stage measured alone)
@@ -207,11 +213,15 @@ def fisher_bytes(dims: ModelDims, n: int, chunk: int, topk: int = 16) -> float:
 
 
 def lowrank_bytes(dims: ModelDims, n: int, chunk: int, directions: int) -> float:
-    """HEAT-LR (:func:`heat_module.heat.lowrank.curvature_lowrank`): ``chunk`` full-length HVPs at a time (the
-    exact S's gradient graph and per-tangent activations, :func:`hvp_bytes`, over all n positions: no prefix cache)
-    plus the sketch's ℓ = ``directions`` columns of n·d (Ω, Y, Q, H·Q and the QR's fp64 copies, ≥ fp32)."""
-    f = max(4, dims.itemsize)
-    return hvp_bytes(dims, n, chunk) + LOWRANK_FACTORS * directions * n * dims.hidden * f
+    """HEAT-LR (:func:`heat_module.heat.lowrank.curvature_lowrank`): the gradient graph its HVPs go through, over all
+    n positions (no prefix cache), G = g_a·act + g_s·att, plus ``chunk`` HVPs at a time, c·(p_a·act + p_s·att)
+    (act = n·L·(d + F)·it, att = L·H·n²·4; :data:`LOWRANK_GRAPH`, :data:`LOWRANK_TANGENT`), plus the sketch's
+    ℓ = ``directions`` columns of n·d (Ω, Y, Q, H·Q and the QR's fp64 copies, ≥ fp32; :data:`LOWRANK_FACTORS`)."""
+    act = n * dims.layers * (dims.hidden + dims.intermediate) * dims.itemsize
+    att = dims.layers * dims.heads * n * n * 4
+    graph = LOWRANK_GRAPH[0] * act + LOWRANK_GRAPH[1] * att
+    tangent = LOWRANK_TANGENT[0] * act + LOWRANK_TANGENT[1] * att
+    return graph + chunk * tangent + LOWRANK_FACTORS * directions * n * dims.hidden * max(4, dims.itemsize)
 
 
 @dataclass(frozen=True)

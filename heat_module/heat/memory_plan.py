@@ -20,8 +20,10 @@ Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution lo
   T(n, b) = b·(A·n·(d + F)·it + masks·n²·it);
 - ``rollout`` (the gate M): the C++/CUDA/Triton kernels stream tiles of 64 query rows (never n × n):
   ≈ 4·n·(d + 64)·f; the torch path (the torch backend, learned sinks, masks the kernels do not cover) recomputes
-  blocks of r query rows: ≈ r·n·(3·H·f + 1) + 2·H·n·(d_h + 1)·f. The plan picks the largest r ≤ n that fits
-  (``MemoryPlan.rollout_block``; HEAT-WIN's batched windows run the default block) and refuses when r = 1 does not;
+  blocks of r query rows: ≈ r·n·(3·H·f + 1) + 2·H·n·(d_h + 1)·f. The plan picks the largest r that fits, at most
+  ``ROLLOUT_BLOCK`` = 256 (larger blocks were no faster: 0.20 s for 256 rows against 0.44 s for one block of all
+  2048 on one SmolLM2-sized layer, one thread) and at most n (``MemoryPlan.rollout_block``; HEAT-WIN's batched
+  windows run the default block), and refuses when r = 1 does not fit;
 - ``information`` (exact I, eq. 4): C(n) + T(n, b): the first chunk of b masked variants recomputes all n positions
   (later chunks recompute shorter suffixes on the prefix cache);
 - ``curvature`` (exact S, eq. 3): C(n) + G(n) + c·P(n) for c tangents per batched HVP call, with the
@@ -239,7 +241,8 @@ class MemoryPlan:
             query rows per block) or ``"unplanned"`` (a model whose sizes are unknown: no stages, the configured
             sizes).
         rollout_block: query rows per block of the gate's torch path (learned sinks, masks the kernels do not
-            cover, the torch backend): the largest that fits, ``None`` when unplanned.
+            cover, the torch backend): the largest that fits, at most the configured ``ROLLOUT_BLOCK`` and n;
+            ``None`` when unplanned.
         stages: predicted peak bytes of each stage with the chosen sizes.
         hvp_lowered, fisher_lowered, lowrank_lowered: whether that chunk is below the configured one.
     """
@@ -318,7 +321,8 @@ def plan_memory(dims: ModelDims, n: int, budget: int, *, exact_s: bool = False, 
                 fisher: bool = False, probes: int = 1, hvp_chunk: int = 8, info_batch: int = 8,
                 fisher_chunk: int = 8, fisher_topk: int = 16, lowrank: bool = False, lowrank_chunk: int = 8,
                 lowrank_directions: int = 24, lowrank_layers: int | None = None, window: int | None = None,
-                stride: int | None = None, rollout_torch: bool = False) -> MemoryPlan:
+                stride: int | None = None, rollout_torch: bool = False, rollout_block: int = ROLLOUT_BLOCK
+                ) -> MemoryPlan:
     """The chunk sizes that keep every stage's predicted peak under ``budget`` (bytes), never above the
     configured ones (see the module docstring for the stages).
 
@@ -328,7 +332,9 @@ def plan_memory(dims: ModelDims, n: int, budget: int, *, exact_s: bool = False, 
         exact_s, exact_i, fisher, lowrank: which stages run (exact S's HVPs, exact I's masked runs, a Fisher
             forward, HEAT-LR's sketch).
         probes: m, Rademacher probes per token (a run's tangents are at most its tokens × m).
-        hvp_chunk, info_batch, fisher_chunk, lowrank_chunk: the configured sizes (upper bounds).
+        hvp_chunk, info_batch, fisher_chunk, lowrank_chunk, rollout_block: the configured sizes (upper bounds;
+            the gate's block defaults to :data:`heat_module.heat.transition.ROLLOUT_BLOCK` query rows: larger
+            blocks were no faster, see the module docstring).
         fisher_topk: K, the Fisher gradients kept.
         lowrank_directions: HEAT-LR's ℓ = rank + oversample (at most n·d).
         lowrank_layers: HEAT-LS's k with HEAT-LR (the HVPs run through the top k layers only), ``None``: all.
@@ -354,7 +360,7 @@ def plan_memory(dims: ModelDims, n: int, budget: int, *, exact_s: bool = False, 
         block: int | None = min(ROLLOUT_BLOCK, span)
         blocked = base + rollout_bytes(dims, span, block)
     else:
-        block = _largest(span, lambda r: base + rollout_bytes(dims, span, r) <= budget)
+        block = _largest(min(span, rollout_block), lambda r: base + rollout_bytes(dims, span, r) <= budget)
         blocked = base + rollout_bytes(dims, span, block or 1)
     tiled = held + count * rollout_bytes(dims, span)
     stages["rollout"] = blocked if rollout_torch else tiled
@@ -404,7 +410,8 @@ def plan_for(model: nn.Module, n: int, config, dtype: torch.dtype | None = None)
     """:func:`plan_memory` for a :class:`~heat_module.config.HEATConfig` on ``model`` (``config.max_memory``, or
     what the model's device has free when it is ``None``), logged at INFO level. The configured sizes are the
     estimators' (``ExactS.hvp_chunk_size`` / ``hvp_memory_mb``, ``ExactI.batch_size``, ``FisherS.chunk`` /
-    ``FisherI.chunk``, ``LowRankS.chunk``) and, for the gate's torch path, at most n query rows per block. A model
+    ``FisherI.chunk``, ``LowRankS.chunk``) and, for the gate's torch path, at most ``ROLLOUT_BLOCK`` query rows per
+    block. A model
     whose config lacks the sizes (hidden size, layers, heads) gets the configured sizes unplanned when
     ``max_memory`` is ``None`` and a ``TypeError`` when it is set."""
     s = config.curvature if config.computes_s else None

@@ -73,7 +73,8 @@ def _warn_once(cap: LayerCapture) -> None:
         _warned_names.add(cap.name)
     warnings.warn(
         f"{cap.name}: the attention mask is neither causal, a sliding window nor chunked (with padding); computing "
-        "Φ from the materialised attention instead of the rollout_phi kernel (warned once per model)",
+        "Φ on the torch path (the attention recomputed in blocks of query rows, never materialised whole) instead of "
+        "the rollout_phi kernel (warned once per model)",
         stacklevel=3,
     )
 

@@ -134,15 +134,18 @@ def test_rollout_block_is_the_largest_that_fits():
     n = 8192
     base = FIRST_USE + captures_bytes(SMOLLM2, n)
     ample = plan_memory(SMOLLM2, n, HUGE, rollout_torch=True)
-    assert ample.rollout == "blocked" and ample.rollout_block == n  # one block: the whole attention of a layer
-    assert ample.stages["rollout"] == pytest.approx(base + 3 * SMOLLM2.heads * n * n * 4, rel=0.02)
-    assert "rollout in blocks of 8192 query rows" in ample.summary()
+    assert ample.rollout == "blocked" and ample.rollout_block == transition.ROLLOUT_BLOCK  # the configured size
+    assert "rollout in blocks of 256 query rows" in ample.summary()
+    whole = plan_memory(SMOLLM2, n, HUGE, rollout_torch=True, rollout_block=10**6)
+    assert whole.rollout_block == n  # never more rows than there are: one block is a layer's whole attention
+    assert whole.stages["rollout"] == pytest.approx(base + 3 * SMOLLM2.heads * n * n * 4, rel=0.02)
     sizes = [rollout_bytes(SMOLLM2, n, r) for r in (1, 2, 1000, 1001)]
     assert all(a < b for a, b in zip(sizes, sizes[1:]))  # one more row always costs more
-    plan = plan_memory(SMOLLM2, n, int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1, rollout_torch=True)
+    budget = int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1
+    plan = plan_memory(SMOLLM2, n, budget, rollout_torch=True, rollout_block=4096)
     assert plan.rollout_block == 1000 and plan.peak <= plan.budget
     assert "rollout in blocks of 1000 query rows" in plan.describe()
-    tiled = plan_memory(SMOLLM2, n, int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1)  # the kernels' tiles
+    tiled = plan_memory(SMOLLM2, n, budget, rollout_block=4096)  # the kernels' tiles
     assert tiled.rollout == "tiled" and tiled.rollout_block == 1000  # chosen too, for masks only torch covers
     assert tiled.stages["rollout"] == base + rollout_bytes(SMOLLM2, n)
 

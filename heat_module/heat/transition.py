@@ -42,6 +42,7 @@ _warned_names: set[str] = set()  # captures without an anatomy
 #: query rows per block of the torch path (:func:`blocked_phi`) when no memory plan chose one
 ROLLOUT_BLOCK = 256
 
+
 def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
     B, H, n, _ = cap.query.shape

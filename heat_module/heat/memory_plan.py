@@ -15,7 +15,8 @@ Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution lo
 
 - ``captures`` (the captured forward, kept until the end): C(n) = s·L·n·(H + 2·H_kv)·d_h·it + n²·(masks·it + q)
   (every layer's q, k, v with allocator slack s; the model's additive masks, one per mask kind: causal, sliding, and
-  q bytes per entry of their construction), plus one forward's transient T(n, 1);
+  q bytes per entry of their construction; + L·H·n²·it for a model whose capture keeps the eager attention weights:
+  learned sinks, soft-capping), plus one forward's transient T(n, 1);
 - the transient of a no-grad forward of b sequences of n tokens (SDPA attention over n keys, no n × n scores):
   T(n, b) = b·(A·n·(d + F)·it + masks·n²·it);
 - ``rollout`` (the gate M): the C++/CUDA/Triton kernels stream tiles of 64 query rows (never n × n):
@@ -128,8 +129,10 @@ def available_memory(device: torch.device | str = "cpu") -> int:
 
 @dataclass(frozen=True)
 class ModelDims:
-    """The sizes the planner needs: layers, hidden d, MLP F, query / key-value heads, head size, item size, and
-    the number of distinct attention mask kinds (2 for models with sliding and full layers)."""
+    """The sizes the planner needs: layers, hidden d, MLP F, query / key-value heads, head size, item size, the
+    number of distinct attention mask kinds (2 for models with sliding and full layers), and whether the captured
+    forward keeps every layer's attention probabilities (learned sinks or soft-capping run the eager attention,
+    whose (B, H, n, n) weights the capture keeps: :mod:`heat_module.lm.capture`)."""
 
     layers: int
     hidden: int
@@ -139,6 +142,7 @@ class ModelDims:
     head_dim: int
     itemsize: int = 4
     masks: int = 1
+    keeps_weights: bool = False
 
     @classmethod
     def from_model(cls, model: nn.Module) -> ModelDims:
@@ -165,13 +169,16 @@ class ModelDims:
         kinds = set(getattr(cfg, "layer_types", None) or [])
         return cls(layers=layers, hidden=hidden, intermediate=get("intermediate_size", "n_inner", default=4 * hidden),
                    heads=heads, kv_heads=get("num_key_value_heads", default=heads),
-                   head_dim=get("head_dim", default=hidden // heads), itemsize=itemsize, masks=max(1, len(kinds)))
+                   head_dim=get("head_dim", default=hidden // heads), itemsize=itemsize, masks=max(1, len(kinds)),
+                   keeps_weights=learned_sinks(model) or bool(getattr(cfg, "attn_logit_softcapping", None)))
 
 
 def captures_bytes(dims: ModelDims, n: int) -> float:
-    """C(n) without the forward's transient: every layer's q, k, v and the model's masks."""
+    """C(n) without the forward's transient: every layer's q, k, v (and attention weights, when the capture keeps
+    them: ``dims.keeps_weights``) and the model's masks."""
     qkv = dims.layers * n * (dims.heads + 2 * dims.kv_heads) * dims.head_dim * dims.itemsize
-    return CAPTURE_SLACK * qkv + n * n * (dims.masks * dims.itemsize + CAPTURE_QUADRATIC)
+    weights = dims.layers * dims.heads * n * n * dims.itemsize if dims.keeps_weights else 0
+    return CAPTURE_SLACK * qkv + weights + n * n * (dims.masks * dims.itemsize + CAPTURE_QUADRATIC)
 
 
 def forward_bytes(dims: ModelDims, n: int, batch: int = 1) -> float:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,6 +48,17 @@ def test_model_dims_from_a_tiny_gqa_model():
     dims = ModelDims.from_model(tiny_model("llama").double())
     assert (dims.layers, dims.hidden, dims.heads, dims.kv_heads, dims.head_dim, dims.itemsize) == (2, 32, 4, 2, 8, 8)
     assert ModelDims.from_model(tiny_model("gemma3_sliding")).masks == 2
+    assert not dims.keeps_weights
+
+
+@pytest.mark.parametrize("arch", ["gpt_oss", "gemma2"])
+def test_captures_count_the_eager_weights_sinks_and_softcapping_keep(arch):
+    """Learned sinks (GPT-OSS) and soft-capping (Gemma 2) run the eager attention, whose weights the capture keeps."""
+    dims = ModelDims.from_model(tiny_model(arch))
+    assert dims.keeps_weights
+    plain = dataclasses.replace(dims, keeps_weights=False)
+    extra = captures_bytes(dims, 100) - captures_bytes(plain, 100)
+    assert extra == dims.layers * dims.heads * 100 * 100 * dims.itemsize
 
 
 def test_ample_budget_keeps_the_configured_sizes():

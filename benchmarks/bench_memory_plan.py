@@ -2,14 +2,18 @@
 
 Each length runs in a fresh subprocess: load SmolLM2, one plain forward of 32 tokens (libraries warmed up, nothing at
 length n allocated yet), then with the peak RSS reset before each stage (``/proc/self/clear_refs``): the captured
-forward, the rollout (gate M), the first chunk of masked runs for batch sizes 1 and 8 (the first chunk recomputes
-all n positions: the largest of exact I's chunks), and with ``--fast`` one ``HEATConfig.preset("fast")``
-attribution, and with ``--window W`` HEAT-WIN's held captures (the full context's captured forward and every
-window's, batched). Each measured peak is peak RSS minus the RSS before the captured forward; the predicted one is the
-planner's (:mod:`heat_module.heat.memory_plan`). With ``--full`` the whole default attribution is measured too
+forward, the rollout (gate M; with ``--rollout-blocks R ...`` also its torch path in blocks of R query rows), the
+first chunk of masked runs for batch sizes 1 and 8 (the first chunk recomputes all n positions: the largest of exact
+I's chunks), and with ``--fast`` one ``HEATConfig.preset("fast")``
+attribution, with ``--lowrank-chunks C ...`` one HEAT-LR attribution of S alone per chunk size
+(``HEATConfig(curvature=LowRankS(rank, oversample, chunk=C), ablation="curvature")``, ``--lowrank-rank`` /
+``--lowrank-oversample``), and with ``--window W`` HEAT-WIN's held captures (the full context's captured forward and
+every window's, batched). Each measured peak is peak RSS minus the RSS before the captured forward; the predicted one
+is the planner's (:mod:`heat_module.heat.memory_plan`). With ``--full`` the whole default attribution is measured too
 (quadratic time: n = 256 takes minutes).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_memory_plan.py --lengths 256 512 1024 2048 --fast
+    OMP_NUM_THREADS=1 python benchmarks/bench_memory_plan.py --lengths 64 128 256 --batches 1 --lowrank-chunks 1 2
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def case(n: int, fast: bool, full: bool, batches: list[int], window: int | None) -> dict:
+def case(n: int, fast: bool, full: bool, batches: list[int], window: int | None,
+         lowrank: tuple[list[int], int, int] = ([], 2, 2), rollout_blocks: tuple[int, ...] = ()) -> dict:
     import torch
 
     import heat_module as hm
     from heat_module.heat.information import information
-    from heat_module.heat.memory_plan import ModelDims, plan_memory
+    from heat_module.heat.memory_plan import FIRST_USE, ModelDims, captures_bytes, plan_memory, rollout_bytes
     from heat_module.heat.transition import transition_from_captures
     from heat_module.lm.forward import embed
 
@@ -58,6 +63,10 @@ def case(n: int, fast: bool, full: bool, batches: list[int], window: int | None)
     reset_peak()
     transition_from_captures(caps)
     rows["rollout"] = peak_mb() - base
+    for block in rollout_blocks:  # the gate's torch path, blocks of query rows
+        reset_peak()
+        transition_from_captures(caps, backend="torch", block=block)
+        rows[f"rollout_torch_r{block}"] = peak_mb() - base
     x = embed(model, ids[None]).detach()
     logp = torch.log_softmax(logits[0], -1)
     for b in batches:
@@ -66,6 +75,8 @@ def case(n: int, fast: bool, full: bool, batches: list[int], window: int | None)
         rows[f"information_b{b}"] = peak_mb() - base
     predicted = {"captures": plan_memory(dims, n, budget).stages["captures"],
                  "rollout": plan_memory(dims, n, budget).stages["rollout"]}
+    for block in rollout_blocks:
+        predicted[f"rollout_torch_r{block}"] = (FIRST_USE + captures_bytes(dims, n) + rollout_bytes(dims, n, block))
     for b in batches:
         predicted[f"information_b{b}"] = plan_memory(dims, n, budget, exact_i=True, info_batch=b).stages["information"]
     if full:
@@ -93,6 +104,18 @@ def case(n: int, fast: bool, full: bool, batches: list[int], window: int | None)
         fast_heat.attribute(ids)
         rows["fast_attribution"] = peak_mb() - base
         predicted["fast_attribution"] = plan_memory(dims, n, budget, fisher=True).peak
+    chunks, rank, oversample = lowrank
+    for c in chunks:
+        from heat_module.heat.s_lowrank import LowRankS
+
+        lr_heat = hm.HEAT(model, tokenizer, hm.HEATConfig(curvature=LowRankS(rank=rank, oversample=oversample, chunk=c),
+                                                          ablation="curvature", progress=False))
+        base = rss_mb()
+        reset_peak()
+        lr_heat.attribute(ids)
+        rows[f"lowrank_c{c}"] = peak_mb() - base
+        predicted[f"lowrank_c{c}"] = plan_memory(dims, n, budget, lowrank=True, lowrank_chunk=c,
+                                                 lowrank_directions=rank + oversample).peak
     return {"n": n, "measured_mb": {k: round(v) for k, v in rows.items() if k != "n"},
             "predicted_mb": {k: round(v / 2**20) for k, v in predicted.items()}}
 
@@ -125,18 +148,29 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also measure the whole default attribution")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="masked-run batch sizes measured")
     parser.add_argument("--window", type=int, help="also measure HEAT-WIN's windows stage with this window")
+    parser.add_argument("--rollout-blocks", type=int, nargs="*", default=[],
+                        help="also measure the gate's torch path with these blocks of query rows")
+    parser.add_argument("--lowrank-chunks", type=int, nargs="*", default=[],
+                        help="also measure one HEAT-LR attribution of S per LowRankS chunk size")
+    parser.add_argument("--lowrank-rank", type=int, default=2, help="LowRankS rank of those runs")
+    parser.add_argument("--lowrank-oversample", type=int, default=2, help="LowRankS oversample of those runs")
     parser.add_argument("--predict", action="store_true", help="print the predicted FE and peaks only (no model)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(case(args.case, args.fast, args.full, args.batches, args.window)))
+        print(json.dumps(case(args.case, args.fast, args.full, args.batches, args.window,
+                              (args.lowrank_chunks, args.lowrank_rank, args.lowrank_oversample),
+                              tuple(args.rollout_blocks))))
         return
     if args.predict:
         predict(args.lengths, args.window or 256)
         return
     print(f"# {machine()}")
     flags = ((["--fast"] if args.fast else []) + (["--full"] if args.full else [])
-             + ["--batches", *map(str, args.batches)] + ([] if args.window is None else ["--window", str(args.window)]))
+             + ["--batches", *map(str, args.batches)] + ([] if args.window is None else ["--window", str(args.window)])
+             + (["--lowrank-chunks", *map(str, args.lowrank_chunks), "--lowrank-rank", str(args.lowrank_rank),
+                 "--lowrank-oversample", str(args.lowrank_oversample)] if args.lowrank_chunks else [])
+             + (["--rollout-blocks", *map(str, args.rollout_blocks)] if args.rollout_blocks else []))
     for n in args.lengths:
         print(json.dumps(run_case(os.path.abspath(__file__), ["--case", str(n), *flags])), flush=True)
 

@@ -150,7 +150,7 @@ class HEAT(Attributor):
         ex = Example(self.model, x, target, captures, logits, foil, cfg.backend, cfg.seed)
         with meter.part("transition"):
             if transition is None:
-                transition = GateM.from_config(cfg).estimate(ex).values
+                transition = GateM.from_config(cfg, plan.rollout_block).estimate(ex).values
         curv = info = fo = None
         if shares_factors(s_part, i_part):  # one forward and one K-cotangent backward give both
             with meter.part("information", n + s_units):
@@ -247,7 +247,8 @@ class HEAT(Attributor):
             return [self.attribute(ids, target) for ids, target in self.unpadded(input_ids, attention_mask, target_ids)]
         t0 = time.perf_counter()
         logits, captures = self.forward_with_captures(input_ids, attention_mask)
-        m_all = GateM.from_config(cfg).batch(captures, attention_mask)
+        block = plan_for(self.model, input_ids.shape[1], cfg).rollout_block  # per sequence; the gate splits it
+        m_all = GateM.from_config(cfg, block).batch(captures, attention_mask)
         t_batch = time.perf_counter() - t0
         results = []
         for b in range(input_ids.shape[0]):

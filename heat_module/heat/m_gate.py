@@ -28,22 +28,26 @@ class GateM:
         sink: attention-sink handling, as ``HEATConfig.sink``.
         gate: ``"full"`` or ``"attention_only"``, as ``HEATConfig.gate``.
         backend: the kernel backend of the rollout.
+        block: query rows per block of the rollout's torch path (the memory plan's ``rollout_block``; ``None``:
+            :data:`heat_module.heat.transition.ROLLOUT_BLOCK`).
     """
 
     rollout_layers: tuple[int, ...] | None = None
     sink: str = "auto"
     gate: str = "full"
     backend: str = "auto"
+    block: int | None = None
 
     @classmethod
-    def from_config(cls, config: HEATConfig) -> GateM:
+    def from_config(cls, config: HEATConfig, block: int | None = None) -> GateM:
         layers = None if config.rollout_layers is None else tuple(config.rollout_layers)
-        return cls(layers, config.sink, config.gate, config.backend)
+        return cls(layers, config.sink, config.gate, config.backend, block)
 
     def batch(self, captures: Sequence[LayerCapture], attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, n) M of a left-padded batch (0 on padding)."""
         layers = None if self.rollout_layers is None else list(self.rollout_layers)
-        return transition_from_captures(captures, attention_mask, layers, self.sink, self.backend, gate=self.gate)
+        return transition_from_captures(captures, attention_mask, layers, self.sink, self.backend, gate=self.gate,
+                                        block=self.block)
 
     def estimate(self, example: Example) -> PartOutput:
         """(n,) M of one unpadded example, no cost of its own."""

@@ -9,8 +9,12 @@ the top from position i through head h of layer l, and
 with the value–output norm of Kobayashi et al. (2020). Φ comes from the ``rollout_phi`` op (flash-style, no n×n
 attention map is kept) with the mask each layer really applies (causal, sliding window, chunks; classified from the
 captured mask, :func:`heat_module.lm.anatomy.mask_band`) and its soft-capping. Layers with learned sinks (GPT-OSS)
-use the materialised attention: the sink column takes softmax mass and is dropped, so the rows of A sum to less
-than one and ρ loses that mass. Any other mask also uses the materialised attention, with one warning per model.
+use the torch path: the sink column takes softmax mass and is dropped, so the rows of A sum to less than one and ρ
+loses that mass. Any other mask also uses the torch path (the capture's own additive mask), with one warning per
+model, and so does every layer when the ``rollout_phi`` backend resolves to ``"torch"``. The torch path
+(:func:`blocked_phi`) recomputes the attention of ``block`` query rows at a time from the captured queries and keys
+and adds their ρ-weighted rows into Φ: its scratch is ≈ 3·H·block·n floats, never the (B, H, n, n) attention
+(the memory planner, :mod:`heat_module.heat.memory_plan`, chooses ``block``).
 
 On a hybrid decoder (convolution / state-space / linear-attention layers beside attention) the rollout over
 attention does not describe the token mixing: M is refused unless ``gate="attention_only"`` (the attention-only
@@ -25,7 +29,8 @@ from collections.abc import Sequence
 
 import torch
 
-from heat_kernels import rollout_phi
+from heat_kernels import extension, rollout_phi
+from heat_kernels.rollout_phi import left_padding
 from heat_module.config import GATES, SINKS, check_choice
 from heat_module.lm.capture import LayerCapture, attention_scores, attention_softmax, repeat_kv
 from heat_module.lm.offload import materialized
@@ -33,6 +38,10 @@ from heat_module.lm.projection import output_projection
 
 _warned: weakref.WeakSet = weakref.WeakSet()  # anatomies (one per model) already warned about
 _warned_names: set[str] = set()  # captures without an anatomy
+
+#: query rows per block of the torch path (:func:`blocked_phi`) when no memory plan chose one
+ROLLOUT_BLOCK = 256
+
 
 def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     """(B, H, n) N^{l,h}_i = ‖v^{l,h}_i W_O^{l,h}‖₁ (GQA: query head h reads kv head h // (H / H_kv))."""
@@ -47,16 +56,6 @@ def value_output_norms(cap: LayerCapture) -> torch.Tensor:
     for h in range(H):  # one head at a time keeps the (B, n, d) intermediate small
         out[:, h] = torch.matmul(v[:, h], w_o[h]).abs().sum(-1).float()
     return out
-
-
-def attention_probs(cap: LayerCapture) -> torch.Tensor:
-    """(B, H, n, n) fp32 attention probabilities recomputed from the capture (its exact mask, soft-capping and
-    sinks included; with sinks the rows sum to less than one)."""
-    if cap.weights is not None:
-        return cap.weights.float()
-    # in the capture's dtype, at least fp32 (an fp64 mask's minimum would overflow to -inf in fp32)
-    scores = attention_scores(cap.query, cap.key, cap.mask, cap.scaling, cap.softcap)
-    return attention_softmax(scores, cap.sinks).float()
 
 
 def _kernel_safe(cap: LayerCapture) -> bool:
@@ -75,20 +74,88 @@ def _warn_once(cap: LayerCapture) -> None:
         _warned_names.add(cap.name)
     warnings.warn(
         f"{cap.name}: the attention mask is neither causal, a sliding window nor chunked (with padding); computing "
-        "Φ from the materialised attention instead of the rollout_phi kernel (warned once per model)",
+        "Φ on the torch path (the attention recomputed in blocks of query rows, never materialised whole) instead of "
+        "the rollout_phi kernel (warned once per model)",
         stacklevel=3,
     )
 
 
+def allowed_rows(rows: torch.Tensor, n: int, key_padding_mask: torch.Tensor | None, window: int | None,
+                 chunk: int | None, batch: int) -> torch.Tensor:
+    """(B, 1, r, n) bool: query ``rows`` (r,) may attend key i: the causal / window / chunk / key-padding masks of
+    :func:`heat_kernels.rollout_phi_ref` (``allowed_mask``), for a block of query rows."""
+    j, i = rows.view(1, 1, -1, 1), torch.arange(n, device=rows.device).view(1, 1, 1, n)
+    allowed = (i <= j).expand(batch, 1, rows.numel(), n)
+    if window is not None:
+        allowed = allowed & (j - i < window)
+    if chunk is not None:
+        pad = left_padding(key_padding_mask, batch, rows.device).view(batch, 1, 1, 1)
+        allowed = allowed & (torch.div(j - pad, chunk, rounding_mode="floor")
+                             == torch.div(i - pad, chunk, rounding_mode="floor"))
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask.bool().view(batch, 1, 1, n)
+    return allowed
+
+
+def blocked_phi(cap: LayerCapture, rho: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                block: int | None = None) -> torch.Tensor:
+    """(B, H, n) Φ^{l,h} = ρ^l A^{l,h} from the attention of ``block`` query rows at a time (the torch path).
+
+    Each block's probabilities are recomputed from the capture: ``cap.weights`` rows when recorded, else the scores
+    of its queries against all keys with soft-capping and sinks, masked by the capture's additive mask (its rows of
+    the block) — or, for a layer the kernels could run (causal / window / chunks, no sinks), by the band and
+    ``key_padding_mask`` as :func:`heat_kernels.rollout_phi_ref` masks them (a query row that sees no real key
+    contributes 0). Φ accumulates in the capture's dtype, at least fp32, and is returned in it.
+
+    Args:
+        rho: (B, n) rollout weights of the query positions.
+        key_padding_mask: (B, n) bool, True at real tokens (used only with the band mask).
+        block: query rows per block for one sequence (a batch of B runs max(1, block // B) rows per block, so the
+            scratch, ≈ 3·B·H·rows·n floats, stays one sequence's); default :data:`ROLLOUT_BLOCK`.
+    """
+    B, H, n, _ = cap.query.shape
+    block = ROLLOUT_BLOCK if block is None else int(block)
+    if block < 1:
+        raise ValueError(f"Expected a rollout block of at least 1 query row, got {block}")
+    rows = max(1, block // B)
+    dtype = torch.promote_types(cap.query.dtype, torch.float32)
+    n_k = cap.key.shape[-2]
+    band = cap.weights is None and _kernel_safe(cap)
+    k = None if cap.weights is not None else repeat_kv(cap.key, H // cap.key.shape[1]).to(dtype)
+    rho = rho.to(dtype)
+    phi = torch.zeros(B, H, n_k, dtype=dtype, device=cap.query.device)
+    for j0 in range(0, n, rows):
+        j1 = min(n, j0 + rows)
+        if cap.weights is not None:
+            probs = cap.weights[:, :, j0:j1].to(dtype)
+        elif band:
+            scores = attention_scores(cap.query[:, :, j0:j1].to(dtype), k, None, cap.scaling, cap.softcap)
+            allowed = allowed_rows(torch.arange(j0, j1, device=scores.device), n_k, key_padding_mask,
+                                   cap.band.window, cap.band.chunk, B)
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+        else:
+            mask = cap.mask
+            if mask is not None and mask.shape[-2] != 1:
+                mask = mask[:, :, j0:j1]
+            scores = attention_scores(cap.query[:, :, j0:j1].to(dtype), k, mask, cap.scaling, cap.softcap)
+            probs = attention_softmax(scores, cap.sinks)
+        phi += torch.einsum("bj,bhji->bhi", rho[:, j0:j1], probs)
+        del probs
+    return phi
+
+
 def layer_phi(cap: LayerCapture, rho: torch.Tensor, key_padding_mask: torch.Tensor | None,
-              backend: str = "auto") -> torch.Tensor:
-    """(B, H, n) Φ^{l,h} = ρ^l A^{l,h} for one layer."""
+              backend: str = "auto", block: int | None = None) -> torch.Tensor:
+    """(B, H, n) Φ^{l,h} = ρ^l A^{l,h} for one layer: the ``rollout_phi`` kernel (fp32) where it applies, else
+    :func:`blocked_phi` with ``block`` query rows per block (in the capture's dtype, at least fp32)."""
     if _kernel_safe(cap):
+        if extension.resolve_backend("rollout_phi", backend, cap.query.device.type) == "torch":
+            return blocked_phi(cap, rho, key_padding_mask, block)
         return rollout_phi(cap.query, cap.key, rho, key_padding_mask, cap.scaling, backend=backend,
                            window=cap.band.window, softcap=cap.softcap, chunk=cap.band.chunk)
     if cap.weights is None and cap.sinks is None:
         _warn_once(cap)
-    return torch.einsum("bj,bhji->bhi", rho.float(), attention_probs(cap))
+    return blocked_phi(cap, rho, key_padding_mask, block)
 
 
 def sink_positions(phi_mass: torch.Tensor, norm_mass: torch.Tensor, valid: torch.Tensor,
@@ -128,6 +195,7 @@ def transition_from_captures(
     return_parts: bool = False,
     gate: str = "full",
     origin: torch.Tensor | None = None,
+    block: int | None = None,
 ):
     """M (B, n) from one forward pass's captures (one per layer, bottom to top).
 
@@ -145,6 +213,8 @@ def transition_from_captures(
         origin: (B,) the position whose next-token prediction row b explains (ρ^{L-1} = e_origin; default n − 1).
             Positions after it count as padding: in a causal model its rollout only reads attention rows at or
             before it, so it equals the rollout of the prefix ending there.
+        block: query rows per block of the torch path (:func:`blocked_phi`; default :data:`ROLLOUT_BLOCK`), as the
+            memory plan chooses it; the kernels stream their own 64-row tiles.
     Returns:
         (B, n) fp32 M with Σ_i M[i] = 1 over real tokens, 0 on padding.
     """
@@ -180,7 +250,8 @@ def transition_from_captures(
     norm_mass = torch.zeros_like(m)
     for cap in reversed(captures):
         here = cap.query.device  # a dispatched model's layers may sit on different devices: ρ follows them
-        phi = layer_phi(cap, rho.to(here), None if kpm is None else kpm.to(here), backend).to(device)  # (B, H, n)
+        phi = layer_phi(cap, rho.to(here), None if kpm is None else kpm.to(here), backend, block)
+        phi = phi.to(device=device, dtype=torch.float32)  # (B, H, n)
         if cap.layer in chosen:
             norms = value_output_norms(cap).to(device)
             m += (phi * norms).sum(1)

@@ -3,26 +3,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from heat_module.config import HEATConfig
-from heat_module.heat import i_exact, i_fisher, progress, s_exact
+from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
 from heat_module.heat.memory_plan import (
+    FIRST_USE,
     MemoryPlanError,
     ModelDims,
     available_memory,
     captures_bytes,
+    fisher_bytes,
     forward_bytes,
     plan_for,
     plan_memory,
+    rollout_bytes,
 )
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS
-from heat_module.testing import tiny_model
+from heat_module.heat.s_lowrank import LowRankS
+from heat_module.testing import TINY_VOCAB, tiny_model
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
 HUGE = 10**15
@@ -42,6 +48,17 @@ def test_model_dims_from_a_tiny_gqa_model():
     dims = ModelDims.from_model(tiny_model("llama").double())
     assert (dims.layers, dims.hidden, dims.heads, dims.kv_heads, dims.head_dim, dims.itemsize) == (2, 32, 4, 2, 8, 8)
     assert ModelDims.from_model(tiny_model("gemma3_sliding")).masks == 2
+    assert not dims.keeps_weights
+
+
+@pytest.mark.parametrize("arch", ["gpt_oss", "gemma2"])
+def test_captures_count_the_eager_weights_sinks_and_softcapping_keep(arch):
+    """Learned sinks (GPT-OSS) and soft-capping (Gemma 2) run the eager attention, whose weights the capture keeps."""
+    dims = ModelDims.from_model(tiny_model(arch))
+    assert dims.keeps_weights
+    plain = dataclasses.replace(dims, keeps_weights=False)
+    extra = captures_bytes(dims, 100) - captures_bytes(plain, 100)
+    assert extra == dims.layers * dims.heads * 100 * 100 * dims.itemsize
 
 
 def test_ample_budget_keeps_the_configured_sizes():
@@ -84,6 +101,20 @@ def test_tight_budget_lowers_the_hvp_and_fisher_chunks():
     assert plan.applied(mixed).information == FisherI(chunk=3)
 
 
+def test_fisher_stage_follows_the_fisher_codes_checkpointing(monkeypatch):
+    """From the length the Fisher code checkpoints its decoder layers on (its own threshold, moved here), the Fisher
+    stage keeps layer inputs and one layer's activations: less than every layer's activations, and linear in n."""
+    def fisher_stage(n: int) -> float:
+        return fisher_bytes(SMOLLM2, n, 8)
+
+    start = fisher.CHECKPOINT_FROM
+    assert fisher_stage(start) < fisher_stage(start - 1) / 2  # checkpointed at 2048: about a third as much
+    assert 1.9 < fisher_stage(2 * start) / fisher_stage(start) < 2.1
+    assert 1.9 < fisher_stage(start // 2) / fisher_stage(start // 4) < 2.1
+    monkeypatch.setattr(fisher, "CHECKPOINT_FROM", start // 2)
+    assert fisher_stage(start // 2) < fisher_stage(start // 2 - 1) / 2  # the planner reads the Fisher code's threshold
+
+
 def test_refuses_when_nothing_fits_and_says_what_to_try():
     n = 8192
     need = plan_memory(SMOLLM2, n, HUGE, exact_i=True, info_batch=1).stages["information"]
@@ -110,6 +141,53 @@ def test_windowed_plan_has_a_windows_stage():
     plan = plan_memory(SMOLLM2, 4096, HUGE, exact_i=True, window=256, stride=128)
     assert "windows" in plan.stages and "captures" not in plan.stages
     assert plan.stages["windows"] > captures_bytes(SMOLLM2, 4096) * 2  # the full context's and 32 windows' captures
+
+
+def test_rollout_block_is_the_largest_that_fits():
+    n = 8192
+    base = FIRST_USE + captures_bytes(SMOLLM2, n)
+    ample = plan_memory(SMOLLM2, n, HUGE, rollout_torch=True)
+    assert ample.rollout == "blocked" and ample.rollout_block == transition.ROLLOUT_BLOCK  # the configured size
+    assert "rollout in blocks of 256 query rows" in ample.summary()
+    whole = plan_memory(SMOLLM2, n, HUGE, rollout_torch=True, rollout_block=10**6)
+    assert whole.rollout_block == n  # never more rows than there are: one block is a layer's whole attention
+    assert whole.stages["rollout"] == pytest.approx(base + 3 * SMOLLM2.heads * n * n * 4, rel=0.02)
+    sizes = [rollout_bytes(SMOLLM2, n, r) for r in (1, 2, 1000, 1001)]
+    assert all(a < b for a, b in zip(sizes, sizes[1:]))  # one more row always costs more
+    budget = int(base + rollout_bytes(SMOLLM2, n, 1000)) + 1
+    plan = plan_memory(SMOLLM2, n, budget, rollout_torch=True, rollout_block=4096)
+    assert plan.rollout_block == 1000 and plan.peak <= plan.budget
+    assert "rollout in blocks of 1000 query rows" in plan.describe()
+    tiled = plan_memory(SMOLLM2, n, budget, rollout_block=4096)  # the kernels' tiles
+    assert tiled.rollout == "tiled" and tiled.rollout_block == 1000  # chosen too, for masks only torch covers
+    assert tiled.stages["rollout"] == base + rollout_bytes(SMOLLM2, n)
+
+
+def test_tight_budget_lowers_the_lowrank_chunk_and_refuses_naming_its_stage():
+    n = 1024
+    need = [plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_chunk=c).stages["lowrank"] for c in (1, 2, 3)]
+    assert need[0] < need[1] < need[2]
+    plan = plan_memory(SMOLLM2, n, int(need[1]) + 1, lowrank=True, lowrank_chunk=8)
+    assert plan.lowrank_chunk == 2 and plan.lowrank_lowered and "low-rank HVP chunk 2" in plan.summary()
+    config = HEATConfig(curvature=LowRankS(rank=4, chunk=8))
+    assert plan.applied(config).curvature == LowRankS(rank=4, chunk=2)
+    assert plan.applied(HEATConfig(curvature=LowRankS(chunk=1))).curvature == LowRankS(chunk=1)  # never raised
+    # the sketch's ℓ columns of n·d count too, and HEAT-LS's HVPs through fewer layers cost less
+    default = plan_memory(SMOLLM2, n, HUGE, lowrank=True).stages["lowrank"]  # ℓ = 24, all 30 layers
+    assert plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_directions=200).stages["lowrank"] > default
+    assert plan_memory(SMOLLM2, n, HUGE, lowrank=True, lowrank_layers=4).stages["lowrank"] < default
+    captures = plan_memory(SMOLLM2, n, HUGE).stages["captures"]
+    with pytest.raises(MemoryPlanError, match=r"HEAT's lowrank stage needs at least .* at n = 1024"):
+        plan_memory(SMOLLM2, n, int(captures) + 1, lowrank=True)
+
+
+def test_refuses_when_one_query_row_per_block_does_not_fit():
+    wide = ModelDims(layers=1, hidden=64, intermediate=64, heads=64, kv_heads=64, head_dim=256)  # many wide heads
+    n = 1024
+    need = plan_memory(wide, n, HUGE).stages["captures"]
+    assert plan_memory(wide, n, int(need) + 1).rollout == "tiled"  # the kernels' tiles fit
+    with pytest.raises(MemoryPlanError, match=r"HEAT's rollout stage needs at least .* at n = 1024"):
+        plan_memory(wide, n, int(need) + 1, rollout_torch=True)
 
 
 # ------------------------------------------------------------------ end to end
@@ -191,6 +269,47 @@ def test_tight_budget_lowers_the_fisher_chunk_and_keeps_the_shared_factors(monke
     assert (tight.cost.forward_passes, tight.cost.gradients) == (ample.cost.forward_passes, ample.cost.gradients)
     assert (tight.cost.forward_passes, tight.cost.gradients) == (2, tight.cost.details["fisher_k"])
     torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+
+
+def test_tight_budget_lowers_the_rollout_block_and_keeps_m(monkeypatch):
+    """GPT-OSS's learned sinks run the gate's torch path: a budget that fits the captured forward but not one
+    layer's whole attention gets blocks of fewer query rows, and the same M."""
+    model = tiny_model("gpt_oss", seed=2).double()
+    ids = torch.randint(4, TINY_VOCAB, (64,), generator=torch.Generator().manual_seed(3))
+    config = HEATConfig(ablation="transition", progress=False)
+    blocks = record(monkeypatch, transition, "blocked_phi", 3)
+    ample = HEAT(model, None, config).attribute(ids, target=7)
+    assert blocks == [64, 64] and "rollout in blocks of 64 query rows" in ample.cost.details["memory_plan"]
+    dims = ModelDims.from_model(model)
+    budget = int(plan_memory(dims, 64, HUGE).stages["captures"]) + 1
+    expected = plan_memory(dims, 64, budget, rollout_torch=True).rollout_block
+    assert 1 < expected < 64
+    blocks.clear()
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(ids, target=7)
+    assert blocks == [expected, expected]  # both layers, with the planned block
+    assert f"rollout in blocks of {expected} query rows" in tight.cost.details["memory_plan"]
+    torch.testing.assert_close(tight.transition, ample.transition, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_tight_budget_lowers_the_lowrank_chunk_and_keeps_s(monkeypatch):
+    model = tiny_model("llama", seed=4).double()
+    config = HEATConfig(curvature=LowRankS(rank=5, oversample=3, chunk=6), ablation="curvature", progress=False)
+    ample = HEAT(model, None, config).attribute(IDS, target=7)
+    dims = ModelDims.from_model(model)
+    budget = int(plan_memory(dims, IDS.numel(), HUGE, lowrank=True, lowrank_chunk=2,
+                             lowrank_directions=8).stages["lowrank"]) + 1
+    chunks = record(monkeypatch, s_lowrank, "curvature_lowrank", 6)
+    tight = HEAT(model, None, config.replace(max_memory=budget)).attribute(IDS, target=7)
+    assert chunks == [2]  # HEAT-LR ran with the planned chunk, not its configured 6
+    assert "low-rank HVP chunk 6" in ample.cost.details["memory_plan"]
+    assert "low-rank HVP chunk 2" in tight.cost.details["memory_plan"]
+    assert tight.cost["hvps"] == ample.cost["hvps"] == 16  # the same sketch: 2ℓ HVPs
+    torch.testing.assert_close(tight.curvature, ample.curvature, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-10, atol=1e-12)
+    captures = int(plan_memory(dims, IDS.numel(), HUGE).stages["captures"]) + 1
+    with pytest.raises(MemoryPlanError, match="HEAT's lowrank stage needs at least"):
+        HEAT(model, None, config.replace(max_memory=captures)).attribute(IDS, target=7)
 
 
 class Bar:

@@ -24,7 +24,7 @@ Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution lo
   blocks of r query rows: ≈ r·n·(3·H·f + 1) + 2·H·n·(d_h + 1)·f. The plan picks the largest r that fits, at most
   ``ROLLOUT_BLOCK`` = 256 (larger blocks were no faster: 0.20 s for 256 rows against 0.44 s for one block of all
   2048 on one SmolLM2-sized layer, one thread) and at most n (``MemoryPlan.rollout_block``; HEAT-WIN's batched
-  windows run the default block), and refuses when r = 1 does not fit;
+  windows split the block between them), and refuses when r = 1 does not fit;
 - ``information`` (exact I, eq. 4): C(n) + T(n, b): the first chunk of b masked variants recomputes all n positions
   (later chunks recompute shorter suffixes on the prefix cache);
 - ``curvature`` (exact S, eq. 3): C(n) + G(n) + c·P(n) for c tangents per batched HVP call, with the
@@ -187,15 +187,16 @@ def forward_bytes(dims: ModelDims, n: int, batch: int = 1) -> float:
     return batch * (FORWARD_LINEAR * n * width + dims.masks * n * n * dims.itemsize)
 
 
-def rollout_bytes(dims: ModelDims, n: int, block: int | None = None) -> float:
+def rollout_bytes(dims: ModelDims, n: int, block: int | None = None, sequences: int = 1) -> float:
     """The gate M's scratch: the kernels' streamed 64-row tiles (``block=None``), or the torch path's blocks of
     ``block`` query rows (:func:`heat_module.heat.transition.blocked_phi`: scores, probabilities and the ρ-weighted
-    product of the block, its mask rows, the keys repeated per query head and Φ), in the compute dtype (≥ fp32)."""
+    product of the block, its mask rows, the keys repeated per query head and Φ), in the compute dtype (≥ fp32).
+    ``sequences`` run batched (HEAT-WIN's windows) share the block's rows but each keeps its keys and Φ."""
     if block is None:
         return 4.0 * n * (dims.hidden + ROLLOUT_TILE) * 4
     f = max(4, dims.itemsize)
     rows = min(int(block), n)
-    return rows * n * (ROLLOUT_SCORES * dims.heads * f + 1) + 2 * dims.heads * n * (dims.head_dim + 1) * f
+    return rows * n * (ROLLOUT_SCORES * dims.heads * f + 1) + sequences * 2 * dims.heads * n * (dims.head_dim + 1) * f
 
 
 def hvp_bytes(dims: ModelDims, n: int, chunk: int) -> float:
@@ -363,12 +364,9 @@ def plan_memory(dims: ModelDims, n: int, budget: int, *, exact_s: bool = False, 
     else:
         stages["captures"] = held + forward_bytes(dims, n)
     base = held
-    if window is not None and n - 1 > window:  # the windows' gate runs batched with the default block
-        block: int | None = min(ROLLOUT_BLOCK, span)
-        blocked = base + rollout_bytes(dims, span, block)
-    else:
-        block = _largest(min(span, rollout_block), lambda r: base + rollout_bytes(dims, span, r) <= budget)
-        blocked = base + rollout_bytes(dims, span, block or 1)
+    # the windows' gate runs batched; its block is split over the windows, so its scratch stays one window's
+    block = _largest(min(span, rollout_block), lambda r: base + rollout_bytes(dims, span, r, count) <= budget)
+    blocked = base + rollout_bytes(dims, span, block or 1, count)
     tiled = held + count * rollout_bytes(dims, span)
     stages["rollout"] = blocked if rollout_torch else tiled
     chosen: dict[str, int | None] = {"info_batch": None, "hvp_chunk": None, "fisher_chunk": None,

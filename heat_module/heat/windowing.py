@@ -37,10 +37,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components
 from heat_module.heat.cost import FE_FORWARD
+from heat_module.heat.memory_plan import plan_for
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import LayerCapture, slice_captures
 from heat_module.result import AttributionResult, Cost
@@ -50,6 +52,7 @@ class WindowEstimator(Protocol):
     """What HEAT-WIN needs from the estimator (the public methods of :class:`heat_module.heat.estimator.HEAT`)."""
 
     config: HEATConfig
+    model: nn.Module
 
     @property
     def device(self) -> torch.device: ...
@@ -133,7 +136,9 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
     positions = [torch.cat([torch.arange(a, b, device=ids.device), ids.new_tensor([n - 1])]) for a, b in bounds]
     batch = torch.stack([ids[pos] for pos in positions])  # (num_windows, W + 1): same length for all
     logits, captures = heat.forward_with_captures(batch, torch.ones_like(batch))
-    m_all = transition_from_captures(captures, None, cfg.rollout_layers, cfg.sink, cfg.backend, gate=cfg.gate)
+    block = plan_for(heat.model, n, cfg).rollout_block  # the gate's query rows per block, per window
+    m_all = transition_from_captures(captures, None, cfg.rollout_layers, cfg.sink, cfg.backend, gate=cfg.gate,
+                                     block=block)
     cost.seconds["windows_forward"] = time.perf_counter() - t0
     parts = []
     for b, pos in enumerate(positions):
@@ -153,7 +158,7 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
                    "coverage": nu.tolist()}
     if cfg.window_leakage:
         m_full = transition_from_captures(full_caps, None, cfg.rollout_layers, cfg.sink, cfg.backend,
-                                        gate=cfg.gate)[0].to(m_bar.dtype).cpu()
+                                          gate=cfg.gate, block=block)[0].to(m_bar.dtype).cpu()
         delta = (m_full - m_bar).abs()
         extra["window_leakage"] = float(delta.max())
         extra["window_leakage_tv"] = float(0.5 * delta.sum())

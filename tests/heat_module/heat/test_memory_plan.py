@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from heat_module.config import HEATConfig
-from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition
+from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition, windowing
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
@@ -290,6 +290,25 @@ def test_tight_budget_lowers_the_rollout_block_and_keeps_m(monkeypatch):
     assert f"rollout in blocks of {expected} query rows" in tight.cost.details["memory_plan"]
     torch.testing.assert_close(tight.transition, ample.transition, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(tight.scores, ample.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_windows_run_the_gate_with_the_planned_block(monkeypatch):
+    """HEAT-WIN's batched windows run the gate's torch path (GPT-OSS's sinks) with the plan's block, not a fixed
+    one (on real models the windows' forward binds before their gate does, so the plan is replaced here), with
+    the same M."""
+    model = tiny_model("gpt_oss", seed=2).double()
+    ids = torch.randint(4, TINY_VOCAB, (64,), generator=torch.Generator().manual_seed(3))
+    config = HEATConfig(ablation="transition", window=16, progress=False)
+    blocks = record(monkeypatch, transition, "blocked_phi", 3)
+    ample = HEAT(model, None, config).attribute(ids, target=7)
+    assert set(blocks) == {17}  # a whole window (W + 1 rows) when memory allows
+    planned = windowing.plan_for
+    monkeypatch.setattr(windowing, "plan_for",
+                        lambda *a, **k: dataclasses.replace(planned(*a, **k), rollout_block=5))
+    blocks.clear()
+    tight = HEAT(model, None, config).attribute(ids, target=7)
+    assert set(blocks) == {5}
+    torch.testing.assert_close(tight.transition, ample.transition, rtol=1e-10, atol=1e-12)
 
 
 def test_tight_budget_lowers_the_lowrank_chunk_and_keeps_s(monkeypatch):

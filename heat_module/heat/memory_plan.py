@@ -15,10 +15,10 @@ Every stage also counts :data:`FIRST_USE` (64 MiB: what the first attribution lo
 
 - ``captures`` (the captured forward, kept until the end): C(n) = s·L·n·(H + 2·H_kv)·d_h·it + n²·(masks·it + q)
   (every layer's q, k, v with allocator slack s; the model's additive masks, one per mask kind: causal, sliding, and
-  q bytes per entry of their construction; + L·H·n²·it for a model whose capture keeps the eager attention weights:
-  learned sinks, soft-capping), plus one forward's transient T(n, 1);
+  q bytes per entry of their construction), plus one forward's transient T(n, 1);
 - the transient of a no-grad forward of b sequences of n tokens (SDPA attention over n keys, no n × n scores):
-  T(n, b) = b·(A·n·(d + F)·it + masks·n²·it);
+  T(n, b) = b·(A·n·(d + F)·it + masks·n²·it), + b·3·H·n²·it for a model that runs the eager attention (learned
+  sinks, soft-capping: one layer's scores, probabilities and softmax scratch at a time; no layer's are kept);
 - ``rollout`` (the gate M): the C++/CUDA/Triton kernels stream tiles of 64 query rows (never n × n):
   ≈ 4·n·(d + 64)·f; the torch path (the torch backend, learned sinks, masks the kernels do not cover) recomputes
   blocks of r query rows: ≈ r·n·(3·H·f + 1) + 2·H·n·(d_h + 1)·f. The plan picks the largest r that fits, at most
@@ -95,6 +95,8 @@ LOWRANK_FACTORS = 32.0
 #: allocator slack (a whole default attribution at n = 512 peaked 48 MB above its largest stage measured alone)
 FIRST_USE = 64 * 2**20
 ROLLOUT_TILE = 64
+#: n² tensors per query head that the eager attention holds at once in one layer (scores, probabilities, softmax)
+EAGER_SCRATCH = 3
 #: the torch path of the gate: (B, H, rows, n) tensors alive at once per block (scores, probabilities, the product)
 ROLLOUT_SCORES = 3
 
@@ -130,9 +132,9 @@ def available_memory(device: torch.device | str = "cpu") -> int:
 @dataclass(frozen=True)
 class ModelDims:
     """The sizes the planner needs: layers, hidden d, MLP F, query / key-value heads, head size, item size, the
-    number of distinct attention mask kinds (2 for models with sliding and full layers), and whether the captured
-    forward keeps every layer's attention probabilities (learned sinks or soft-capping run the eager attention,
-    whose (B, H, n, n) weights the capture keeps: :mod:`heat_module.lm.capture`)."""
+    number of distinct attention mask kinds (2 for models with sliding and full layers), and whether the forward runs
+    the eager attention (learned sinks or soft-capping: :mod:`heat_module.lm.capture`), whose (b, H, n, n) scores
+    and probabilities exist one layer at a time (the capture keeps none)."""
 
     layers: int
     hidden: int
@@ -142,7 +144,7 @@ class ModelDims:
     head_dim: int
     itemsize: int = 4
     masks: int = 1
-    keeps_weights: bool = False
+    eager_attention: bool = False
 
     @classmethod
     def from_model(cls, model: nn.Module) -> ModelDims:
@@ -170,21 +172,21 @@ class ModelDims:
         return cls(layers=layers, hidden=hidden, intermediate=get("intermediate_size", "n_inner", default=4 * hidden),
                    heads=heads, kv_heads=get("num_key_value_heads", default=heads),
                    head_dim=get("head_dim", default=hidden // heads), itemsize=itemsize, masks=max(1, len(kinds)),
-                   keeps_weights=learned_sinks(model) or bool(getattr(cfg, "attn_logit_softcapping", None)))
+                   eager_attention=learned_sinks(model) or bool(getattr(cfg, "attn_logit_softcapping", None)))
 
 
 def captures_bytes(dims: ModelDims, n: int) -> float:
-    """C(n) without the forward's transient: every layer's q, k, v (and attention weights, when the capture keeps
-    them: ``dims.keeps_weights``) and the model's masks."""
+    """C(n) without the forward's transient: every layer's q, k, v and the model's masks."""
     qkv = dims.layers * n * (dims.heads + 2 * dims.kv_heads) * dims.head_dim * dims.itemsize
-    weights = dims.layers * dims.heads * n * n * dims.itemsize if dims.keeps_weights else 0
-    return CAPTURE_SLACK * qkv + weights + n * n * (dims.masks * dims.itemsize + CAPTURE_QUADRATIC)
+    return CAPTURE_SLACK * qkv + n * n * (dims.masks * dims.itemsize + CAPTURE_QUADRATIC)
 
 
 def forward_bytes(dims: ModelDims, n: int, batch: int = 1) -> float:
-    """T(n, b): the transient of one no-grad forward of ``batch`` sequences of n tokens."""
+    """T(n, b): the transient of one no-grad forward of ``batch`` sequences of n tokens (with the eager attention,
+    one layer's scores, probabilities and softmax scratch: 3·H·n² per sequence)."""
     width = (dims.hidden + dims.intermediate) * dims.itemsize
-    return batch * (FORWARD_LINEAR * n * width + dims.masks * n * n * dims.itemsize)
+    eager = EAGER_SCRATCH * dims.heads * n * n * dims.itemsize if dims.eager_attention else 0
+    return batch * (FORWARD_LINEAR * n * width + dims.masks * n * n * dims.itemsize + eager)
 
 
 def rollout_bytes(dims: ModelDims, n: int, block: int | None = None, sequences: int = 1) -> float:

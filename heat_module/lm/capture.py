@@ -257,7 +257,9 @@ def heat_attention_forward(
                 softcap=softcap,
                 sliding_window=kwargs.get("sliding_window"),
                 module=module,
-                weights=probs.detach() if probs is not None and keep else probs,
+                # probabilities only where asked for: soft-capping and sinks run eager too, but the gate
+                # recomputes their rows in blocks, so no layer keeps an n × n tensor it was not asked to
+                weights=None if probs is None or not _get("weights", False) else probs.detach() if keep else probs,
                 sinks=None if sinks is None else sinks.detach(),
                 decoder_layer=None if anatomy is None else anatomy.owner.get(id(module)),
                 anatomy=anatomy,

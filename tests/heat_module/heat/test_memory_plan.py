@@ -28,6 +28,7 @@ from heat_module.heat.memory_plan import (
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS
 from heat_module.heat.s_lowrank import LowRankS
+from heat_module.lm.capture import capture, install
 from heat_module.testing import TINY_VOCAB, tiny_model
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
@@ -48,17 +49,28 @@ def test_model_dims_from_a_tiny_gqa_model():
     dims = ModelDims.from_model(tiny_model("llama").double())
     assert (dims.layers, dims.hidden, dims.heads, dims.kv_heads, dims.head_dim, dims.itemsize) == (2, 32, 4, 2, 8, 8)
     assert ModelDims.from_model(tiny_model("gemma3_sliding")).masks == 2
-    assert not dims.keeps_weights
+    assert not dims.eager_attention
 
 
 @pytest.mark.parametrize("arch", ["gpt_oss", "gemma2"])
-def test_captures_count_the_eager_weights_sinks_and_softcapping_keep(arch):
-    """Learned sinks (GPT-OSS) and soft-capping (Gemma 2) run the eager attention, whose weights the capture keeps."""
-    dims = ModelDims.from_model(tiny_model(arch))
-    assert dims.keeps_weights
-    plain = dataclasses.replace(dims, keeps_weights=False)
-    extra = captures_bytes(dims, 100) - captures_bytes(plain, 100)
-    assert extra == dims.layers * dims.heads * 100 * 100 * dims.itemsize
+def test_forward_counts_the_eager_attention_that_sinks_and_softcapping_run(arch):
+    """Learned sinks (GPT-OSS) and soft-capping (Gemma 2) run the eager attention: the forward's transient counts
+    one layer's n² scratch per sequence, and the captures keep no attention probabilities (unless asked for)."""
+    model = tiny_model(arch).double()
+    dims = ModelDims.from_model(model)
+    assert dims.eager_attention
+    plain = dataclasses.replace(dims, eager_attention=False)
+    assert captures_bytes(dims, 100) == captures_bytes(plain, 100)
+    extra = forward_bytes(dims, 100, 2) - forward_bytes(plain, 100, 2)
+    assert extra == 2 * 3 * dims.heads * 100 * 100 * dims.itemsize
+    install(model)
+    ids = torch.randint(4, TINY_VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), capture() as caps:
+        model(ids)
+    assert caps and all(c.weights is None for c in caps)
+    with torch.no_grad(), capture(weights=True) as caps:
+        model(ids)
+    assert all(c.weights is not None and c.weights.shape[-2:] == (12, 12) for c in caps)
 
 
 def test_ample_budget_keeps_the_configured_sizes():
@@ -272,11 +284,12 @@ def test_tight_budget_lowers_the_fisher_chunk_and_keeps_the_shared_factors(monke
 
 
 def test_tight_budget_lowers_the_rollout_block_and_keeps_m(monkeypatch):
-    """GPT-OSS's learned sinks run the gate's torch path: a budget that fits the captured forward but not one
-    layer's whole attention gets blocks of fewer query rows, and the same M."""
-    model = tiny_model("gpt_oss", seed=2).double()
+    """The torch backend runs the gate's torch path: a budget that fits the captured forward but not one layer's
+    whole attention gets blocks of fewer query rows, and the same M. (A model with learned sinks runs the eager
+    attention, whose forward transient is larger than a block's, so there the forward binds first.)"""
+    model = tiny_model("llama", seed=2).double()
     ids = torch.randint(4, TINY_VOCAB, (64,), generator=torch.Generator().manual_seed(3))
-    config = HEATConfig(ablation="transition", progress=False)
+    config = HEATConfig(ablation="transition", backend="torch", progress=False)
     blocks = record(monkeypatch, transition, "blocked_phi", 3)
     ample = HEAT(model, None, config).attribute(ids, target=7)
     assert blocks == [64, 64] and "rollout in blocks of 64 query rows" in ample.cost.details["memory_plan"]

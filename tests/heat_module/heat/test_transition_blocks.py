@@ -4,8 +4,6 @@ backend on causal / window / chunked layers with padding — for block sizes tha
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -27,9 +25,10 @@ def dilated_mask(n: int) -> torch.Tensor:
     return torch.zeros(1, 1, n, n, dtype=torch.float64).masked_fill(~allowed, torch.finfo(torch.float64).min)
 
 
-def model_attentions(case: str):
+def model_attentions(case: str, weights: bool = False):
     """(model's eager attention weights per layer, our captures) of one fp64 forward of ``case``: an architecture,
-    or ``"<arch>-other"``: that architecture given the dilated 4-D mask, so its own eager attention applies it."""
+    or ``"<arch>-other"``: that architecture given the dilated 4-D mask, so its own eager attention applies it;
+    ``weights``: the captures record the attention probabilities."""
     arch, _, other = case.partition("-")
     model = tiny_model(arch, seed=3).double()
     ids = torch.randint(4, TINY_VOCAB, (1, N), generator=torch.Generator().manual_seed(2))
@@ -38,7 +37,7 @@ def model_attentions(case: str):
     with torch.no_grad():
         attentions = model(ids, attention_mask=mask, output_attentions=True).attentions
     install(model)
-    with torch.no_grad(), capture() as caps:
+    with torch.no_grad(), capture(weights=weights) as caps:
         model(ids, attention_mask=mask)
     return attentions, caps
 
@@ -50,12 +49,12 @@ def materialised_phi(cap, rho: torch.Tensor) -> torch.Tensor:
 
 
 def captures_of(case: str):
-    """The model's attention weights and our captures; ``…-recomputed``: the captures without the eager weights
-    GPT-OSS's capture keeps, so every block is recomputed from the captured q, k, mask and sinks."""
-    attentions, caps = model_attentions(case.removesuffix("-recomputed"))
-    if case.endswith("-recomputed"):
-        assert all(c.weights is not None for c in caps)
-        caps = [dataclasses.replace(c, weights=None) for c in caps]
+    """The model's attention weights and our captures; ``…-recomputed``: the captures as HEAT takes them, without
+    attention probabilities (sinks and soft-capping run the eager attention, but it keeps no n × n weights), so
+    every block is recomputed from the captured q, k, mask and sinks; otherwise captures that record them."""
+    recomputed = case.endswith("-recomputed")
+    attentions, caps = model_attentions(case.removesuffix("-recomputed"), weights=not recomputed)
+    assert all((c.weights is None) == recomputed for c in caps)
     return attentions, caps
 
 

@@ -108,3 +108,22 @@ def fisher_fe(k: int, share: float, recomputed: int = 0) -> float:
     one batched backward, 1 + k·:func:`first_order_backward_fe` (= 1 + k when attention is negligible), plus the
     ``recomputed`` forwards of checkpointed layers (one per backward call)."""
     return FE_FORWARD * (1 + recomputed) + k * first_order_backward_fe(share)
+
+
+def fisher_calls(k: int, chunk: int) -> int:
+    """Backward calls of :func:`heat_module.heat.fisher.fisher_factors` for k cotangents, ``chunk`` per call:
+    ⌈k / chunk⌉ (each recomputes one forward when the decoder layers are checkpointed)."""
+    return -(-int(k) // max(1, int(chunk)))
+
+
+def fisher_topk_within(budget: float, topk: int, share: float, chunk: int, checkpointed: bool) -> int:
+    """The largest K ≤ ``topk`` whose Fisher factors cost at most ``budget`` FE by :func:`fisher_fe` (attention share
+    a = ``share``; with ``checkpointed`` layers one recomputed forward per backward call, :func:`fisher_calls`);
+    0 when not even K = 1 fits. The cost grows with K, so this is the last K that fits."""
+    best = 0
+    for k in range(1, int(topk) + 1):
+        recomputed = fisher_calls(k, chunk) if checkpointed else 0
+        if fisher_fe(k, share, recomputed) > budget:
+            break
+        best = k
+    return best

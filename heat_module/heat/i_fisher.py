@@ -36,6 +36,14 @@ def check_fisher(topk: object, mass: object, chunk: object, max_forward_equivale
         raise ValueError(f"Expected max_forward_equivalents to be a positive number or None, got {budget!r}")
 
 
+def without_unset_budget(settings: dict) -> dict:
+    """An estimator's ``to_dict`` without ``max_forward_equivalents`` when it is ``None`` (the default), so configs
+    that set no budget write, and hash, as before the setting existed."""
+    if settings.get("max_forward_equivalents", 0) is None:
+        settings.pop("max_forward_equivalents")
+    return settings
+
+
 def fisher_share(model: torch.nn.Module, n: int) -> float:
     """a(n), attention's share of one forward of ``model`` over n tokens (:func:`heat_module.heat.cost.attention_share`
     from the FLOPs of :mod:`heat_module.lm.flops`): what :func:`fisher_cost` and :func:`budgeted_topk` count."""
@@ -110,6 +118,9 @@ class FisherI(IEstimator):
     def __post_init__(self) -> None:
         check_mask(self.mask, self.mask_token_id)
         check_fisher(self.topk, self.mass, self.chunk, self.max_forward_equivalents)
+
+    def to_dict(self) -> dict:
+        return without_unset_budget(super().to_dict())
 
     def topk_at(self, model: torch.nn.Module, n: int) -> int:
         """K at n tokens on ``model``: ``topk``, or the largest K within the budget (:func:`budgeted_topk`)."""

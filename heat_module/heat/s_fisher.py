@@ -15,7 +15,7 @@ import torch
 
 from heat_module.config import IEstimator, SEstimator, positive_int, register_s_estimator
 from heat_module.heat.fisher import FisherFactors, fisher_block_norms, fisher_factors
-from heat_module.heat.i_fisher import FisherI, budgeted_topk, check_fisher, fisher_cost
+from heat_module.heat.i_fisher import FisherI, budgeted_topk, check_fisher, fisher_cost, without_unset_budget
 from heat_module.heat.part import Example, PartOutput, on_residual_stream
 
 
@@ -52,6 +52,9 @@ class FisherS(SEstimator):
                     "Expected layers=None with max_forward_equivalents (the budget prices the factors w.r.t. X, "
                     f"not HEAT-LS's last layers), got layers={self.layers}"
                 )
+
+    def to_dict(self) -> dict:
+        return without_unset_budget(super().to_dict())
 
     def topk_at(self, model: torch.nn.Module, n: int) -> int:
         """K at n tokens on ``model``: ``topk``, or the largest K within the budget (:func:`budgeted_topk`)."""

@@ -22,7 +22,9 @@ estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecu
 n - i0 positions. Floors that follow: exact I costs at least Σ_i (n − i)/n = (n + 1)/2 FE, so HEAT with Fisher S
 and exact I costs at least (n + 1)/2 + 2 + K FE (the unperturbed forward, the Fisher forward and K backwards);
 Fisher S + Fisher I on one set of factors (:func:`heat_module.heat.s_fisher.shared_fisher`) costs 2 + K FE at
-short n; at long n its K backward passes count attention's n² part (:func:`fisher_fe`).
+short n; at long n its K backward passes count attention's n² part (:func:`fisher_fe`), and a budget in FE
+(``max_forward_equivalents`` of the Fisher estimators) picks the largest K whose factors fit it
+(:func:`fisher_topk_within`).
 """
 
 from __future__ import annotations

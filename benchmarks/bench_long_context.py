@@ -8,11 +8,22 @@ four; process CPU time, so other jobs on a shared machine slow both alike); ``re
 (the ratio within ±25 %: the cost model agrees with measured time); ``peak_extra_mb`` = peak RSS during the method
 minus RSS before it.
 
+``--sample-chunks c`` (configurations with the exact I: the default, ``mi``) runs the real setup (the captured
+forward, M and S) and only the first c chunks of masked runs, then stops: ``peak_extra_mb`` is the peak over that
+(the first chunk recomputes the whole context, the largest), and the seconds are extrapolated: setup + the sampled
+chunks' seconds × (all chunks' weight / the sampled chunks' weight), a chunk of c masked runs from position i0
+(suffix s = n − i0 recomputed on the prefix cache) weighing c·((1 − a)·s/n + a·(2sn − s²)/n²) — its linear layers
+and its queries' attended pairs, a = attention's share of a forward at n
+(:func:`heat_module.heat.i_fisher.fisher_share`).
+Such rows carry ``sampled: "k of N chunks"``; ``reported_fe`` is then the cost model's FE of the whole attribution.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_long_context.py --lengths 512 1024 --configs fast attnlrp
+    OMP_NUM_THREADS=1 python benchmarks/bench_long_context.py --lengths 1024 --configs default --sample-chunks 3
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, peak_rss_mb, prompt_ids, rss_mb, run_case  # noqa: E402
 
-CONFIGS = ("default", "fast", "windowed", "attnlrp", "attnlrp-materialized")
+CONFIGS = ("default", "mi", "fast", "fast-k16", "windowed", "attnlrp", "attnlrp-materialized")
 WINDOW = 256
 #: the reported FE may differ from the measured ratio by this fraction
 COST_TOLERANCE = 0.25
@@ -35,15 +46,100 @@ def build(name: str, model, tokenizer):
         return build_method("attnlrp", model, tokenizer)
     if name == "attnlrp-materialized":  # the n × n probabilities kept for the backward
         return build_method("attnlrp", model, tokenizer, attention="materialized")
-    config = {"default": hm.HEATConfig(), "fast": hm.HEATConfig.preset("fast"),
+    config = {"default": hm.HEATConfig(), "mi": hm.HEATConfig.preset("mi"), "fast": hm.HEATConfig.preset("fast"),
+              "fast-k16": hm.HEATConfig.preset("fast", curvature="fisher", information="fisher"),  # K = 16, no budget
               "windowed": hm.HEATConfig(window=WINDOW)}[name]
     return hm.HEAT(model, tokenizer, config)
 
 
-def case(name: str, n: int) -> dict:
+class Sampled(Exception):
+    """Raised once the sampled chunks of masked runs are done."""
+
+
+@contextlib.contextmanager
+def sampling(chunks: int | None, marks: list):
+    """While active, HEAT's masked runs (the progress bar's "HEAT I (masked runs)" part) stop after ``chunks``
+    chunks: ``marks`` gets (wall, CPU) at their start and (wall, CPU, runs) after each chunk. ``None``: no sampling."""
+    if chunks is None:
+        yield
+        return
+    from heat_module.heat.progress import Meter
+
+    original = Meter.part
+
+    @contextlib.contextmanager
+    def part(self, name, units=0, desc=None):
+        with original(self, name, units, desc) as update:
+            if name != "information" or desc is None:  # not the masked runs (the Fisher I has no per-chunk bar)
+                yield update
+                return
+            marks.append((time.perf_counter(), time.process_time()))
+
+            def counted(k: int) -> None:
+                update(k)
+                marks.append((time.perf_counter(), time.process_time(), k))
+                if len(marks) > chunks:
+                    raise Sampled
+
+            yield counted
+
+    Meter.part = part
+    try:
+        yield
+    finally:
+        Meter.part = original
+
+
+def chunk_weight(start: int, runs: int, n: int, share: float) -> float:
+    """A chunk of ``runs`` masked runs from ``start`` (suffix s = n − start recomputed): its linear layers (s/n) and
+    its queries' attended pairs ((2sn − s²)/n²), weighted by attention's share a of a forward at n."""
+    s = n - start
+    return runs * ((1 - share) * s / n + share * (2 * s * n - s * s) / (n * n))
+
+
+def sampled_totals(model, config, n: int, marks: list, t0: float, c0: float, share: float) -> tuple:
+    """(wall s, CPU s, "k of N chunks", the cost model's FE of the whole attribution) extrapolated from ``marks``."""
+    from heat_module.heat.cost import information_fe
+    from heat_module.heat.memory_plan import plan_for
+
+    planned = plan_for(model, n, config).applied(config)
+    batch = planned.information.batch_size
+    sizes = [m[2] for m in marks[1:]]
+    starts = [sum(sizes[:j]) for j in range(len(sizes))]
+    sampled = sum(chunk_weight(i0, k, n, share) for i0, k in zip(starts, sizes))
+    all_starts = list(range(0, n, batch))
+    total = sum(chunk_weight(i0, min(batch, n - i0), n, share) for i0 in all_starts)
+    scale = total / sampled
+    wall = (marks[0][0] - t0) + (marks[-1][0] - marks[0][0]) * scale
+    cpu = (marks[0][1] - c0) + (marks[-1][1] - marks[0][1]) * scale
+    return wall, cpu, f"{len(sizes)} of {len(all_starts)} chunks", 1.0 + setup_fe(model, planned, n) + information_fe(
+        n, batch, True)
+
+
+def setup_fe(model, config, n: int) -> float:
+    """The cost model's FE of S (the Fisher S of ``config``; 0 without S)."""
+    from heat_module.heat.cost import fisher_calls, fisher_fe
+    from heat_module.heat.fisher import checkpoints_layers
+    from heat_module.heat.i_fisher import fisher_share
+
+    s = config.curvature if config.computes_s else None
+    if s is None:
+        return 0.0
+    k = s.topk_at(model, n)
+    return fisher_fe(k, fisher_share(model, n), fisher_calls(k, s.chunk) if checkpoints_layers(n) else 0)
+
+
+#: the configurations whose masked runs ``--sample-chunks`` can sample (one attribution, not windows)
+SAMPLED_CONFIGS = ("default", "mi")
+
+
+def case(name: str, n: int, sample_chunks: int | None = None) -> dict:
+    if sample_chunks is not None and name not in SAMPLED_CONFIGS:
+        raise ValueError(f"Expected --sample-chunks only with {SAMPLED_CONFIGS}, got {name!r}")
     import torch
 
     import heat_module as hm
+    from heat_module.heat.i_fisher import fisher_share
 
     torch.manual_seed(0)
     model, tokenizer = hm.load_model("smollm2")
@@ -53,21 +149,32 @@ def case(name: str, n: int) -> dict:
         model(ids[None])
     forward_cpu = plain_forward_cpu_s(model, ids, 2)
     before = rss_mb()
+    marks: list = []
+    sampled = None
     t0, c0 = time.perf_counter(), time.process_time()
-    result = method.attribute(ids)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    try:
+        with sampling(sample_chunks, marks):
+            result = method.attribute(ids)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        reported = getattr(getattr(result, "cost", None), "forward_equivalents", None)
+    except Sampled:
+        seconds, cpu, sampled, reported = sampled_totals(model, method.config, n, marks, t0, c0,
+                                                         fisher_share(model, n))
     peak = peak_rss_mb()
     forward_cpu = (forward_cpu + plain_forward_cpu_s(model, ids, 2)) / 2
-    cost = getattr(result, "cost", None)
-    reported = getattr(cost, "forward_equivalents", None)
     measured = cpu / forward_cpu
     ratio = None if reported is None else float(reported) / measured
-    return {"config": name, "n": n, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
-            "forward_cpu_s": round(forward_cpu, 3), "measured_fe": round(measured, 1),
-            "reported_fe": None if reported is None else round(float(reported), 1),
-            "reported/measured": None if ratio is None else round(ratio, 2),
-            "cost_ok": None if ratio is None else abs(ratio - 1.0) <= COST_TOLERANCE,
-            "peak_extra_mb": round(max(0.0, peak - before))}
+    row = {"config": name, "n": n, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
+           "forward_cpu_s": round(forward_cpu, 3), "measured_fe": round(measured, 1),
+           "reported_fe": None if reported is None else round(float(reported), 1),
+           "reported/measured": None if ratio is None else round(ratio, 2),
+           "cost_ok": None if ratio is None else abs(ratio - 1.0) <= COST_TOLERANCE,
+           "peak_extra_mb": round(max(0.0, peak - before))}
+    if sampled is not None:
+        row["sampled"] = sampled
+    if sampled is None and hasattr(result, "cost"):
+        row["fisher_k"] = result.cost.details.get("fisher_k")
+    return row
 
 
 def plain_forward_cpu_s(model, ids, repeats: int) -> float:
@@ -85,16 +192,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--sample-chunks", type=int, default=None,
+                        help="run only the first c chunks of masked runs and extrapolate (see the module docstring)")
     parser.add_argument("--case", nargs=2, metavar=("CONFIG", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(case(args.case[0], int(args.case[1]))))
+        print(json.dumps(case(args.case[0], int(args.case[1]), args.sample_chunks)))
         return
     print(f"# {machine()}")
     rows = []
     for n in args.lengths:
         for name in args.configs:
-            rows.append(run_case(os.path.abspath(__file__), ["--case", name, str(n)]))
+            sample = [] if args.sample_chunks is None else ["--sample-chunks", str(args.sample_chunks)]
+            rows.append(run_case(os.path.abspath(__file__), ["--case", name, str(n), *sample]))
             print(json.dumps(rows[-1]), flush=True)
     for name in args.configs:
         checked = [r for r in rows if r["config"] == name and r["cost_ok"] is not None]

@@ -321,11 +321,13 @@ class HEATConfig:
         - ``"fisher"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S (``FisherS()``, K = 16) + exact I, the
           cheapest variant with S whose I is eq. 4 itself: ≈ (n + 1)/2 + 18 FE. With ``normalize="rank"`` it agreed
           best with human rationales.
-        - ``"fast"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S + Fisher I (``FisherI()``, K = 16, the same
-          factors): one forward plus one 16-cotangent backward, whose cost is about constant up to n ≈ 1024 and then
-          rises with attention's share of the backward (``benchmarks/RESULTS-long-context.md``). Its HEAT scores follow
-          ``"exact"`` closely on SmolLM2 (the gate M carries most of the ranking), but its I alone is a poor stand-in
-          for eq. 4's I: use it for the HEAT scores, not for I.
+        - ``"fast"``: eq. 5 (β = γ = 0.5, no normalisation) with Fisher S + Fisher I on the same factors, within a
+          budget of :data:`FAST_FISHER_FE` FE (``max_forward_equivalents``): one forward plus one K-cotangent backward
+          with K the largest K ≤ 16 the cost model prices within it at n, so with the captured forward the
+          attribution costs ≤ 25 FE at every length (K = 16 up to n ≈ 1024 on SmolLM2; 13, 11, 10 at 2048, 4096,
+          8192, where attention makes each cotangent dearer; ``benchmarks/RESULTS-long-context.md``). Its HEAT
+          scores follow ``"exact"`` closely on SmolLM2 (the gate M carries most of the ranking), but its I alone is
+          a poor stand-in for eq. 4's I: use it for the HEAT scores, not for I.
 
         Example:
             >>> from heat_module import HEATConfig
@@ -360,6 +362,10 @@ def _without_unused(build: Callable[[dict], HEATConfig], estimators: dict[str, o
     return build(dict(changes))
 
 
+#: the Fisher factors' budget of ``preset("fast")`` in FE: with the captured forward (1 FE) the attribution is priced
+#: at ≤ 25 FE at every length (the K it keeps agreed with K = 16 at median Spearman ρ ≥ 0.9 on real text)
+FAST_FISHER_FE = 24.0
+
 #: the fields of each named configuration of :meth:`HEATConfig.preset` (estimators by name or as dicts)
 PRESETS: dict[str, dict] = {
     "default": {},
@@ -368,7 +374,9 @@ PRESETS: dict[str, dict] = {
     "paper": {"curvature": {"name": "exact", "probes": 10}, "beta": 0.5, "gamma": 0.5, "alpha": 0.0,
               "normalize": "none", "sink": "keep"},
     "fisher": {"curvature": "fisher", "beta": 0.5, "gamma": 0.5, "normalize": "none"},
-    "fast": {"curvature": "fisher", "information": "fisher", "beta": 0.5, "gamma": 0.5, "normalize": "none"},
+    "fast": {"curvature": {"name": "fisher", "max_forward_equivalents": FAST_FISHER_FE},
+             "information": {"name": "fisher", "max_forward_equivalents": FAST_FISHER_FE},
+             "beta": 0.5, "gamma": 0.5, "normalize": "none"},
 }
 
 #: the S estimator of a config that computes S and names none: the default's (``HEATConfig()``, the choice study's

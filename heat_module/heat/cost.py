@@ -22,7 +22,9 @@ estimator (:func:`exact_fe`, :func:`information_fe`) follows its runs of consecu
 n - i0 positions. Floors that follow: exact I costs at least Σ_i (n − i)/n = (n + 1)/2 FE, so HEAT with Fisher S
 and exact I costs at least (n + 1)/2 + 2 + K FE (the unperturbed forward, the Fisher forward and K backwards);
 Fisher S + Fisher I on one set of factors (:func:`heat_module.heat.s_fisher.shared_fisher`) costs 2 + K FE at
-short n; at long n its K backward passes count attention's n² part (:func:`fisher_fe`).
+short n; at long n its K backward passes count attention's n² part (:func:`fisher_fe`), and a budget in FE
+(``max_forward_equivalents`` of the Fisher estimators) picks the largest K whose factors fit it
+(:func:`fisher_topk_within`).
 """
 
 from __future__ import annotations
@@ -108,3 +110,22 @@ def fisher_fe(k: int, share: float, recomputed: int = 0) -> float:
     one batched backward, 1 + k·:func:`first_order_backward_fe` (= 1 + k when attention is negligible), plus the
     ``recomputed`` forwards of checkpointed layers (one per backward call)."""
     return FE_FORWARD * (1 + recomputed) + k * first_order_backward_fe(share)
+
+
+def fisher_calls(k: int, chunk: int) -> int:
+    """Backward calls of :func:`heat_module.heat.fisher.fisher_factors` for k cotangents, ``chunk`` per call:
+    ⌈k / chunk⌉ (each recomputes one forward when the decoder layers are checkpointed)."""
+    return -(-int(k) // max(1, int(chunk)))
+
+
+def fisher_topk_within(budget: float, topk: int, share: float, chunk: int, checkpointed: bool) -> int:
+    """The largest K ≤ ``topk`` whose Fisher factors cost at most ``budget`` FE by :func:`fisher_fe` (attention share
+    a = ``share``; with ``checkpointed`` layers one recomputed forward per backward call, :func:`fisher_calls`);
+    0 when not even K = 1 fits. The cost grows with K, so this is the last K that fits."""
+    best = 0
+    for k in range(1, int(topk) + 1):
+        recomputed = fisher_calls(k, chunk) if checkpointed else 0
+        if fisher_fe(k, share, recomputed) > budget:
+            break
+        best = k
+    return best

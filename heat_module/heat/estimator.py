@@ -30,7 +30,7 @@ from heat_module.heat.memory_plan import plan_for
 from heat_module.heat.objective import gradient_norms
 from heat_module.heat.part import Example
 from heat_module.heat.progress import AUTO_SECONDS, Meter, expected_seconds
-from heat_module.heat.s_fisher import shared_fisher, shares_factors
+from heat_module.heat.s_fisher import budget_summary, shared_fisher, shares_factors
 from heat_module.heat.sentence import attribute_sentence
 from heat_module.heat.windowing import attribute_windowed
 from heat_module.lm.capture import LayerCapture, capture, install, slice_captures, uninstall
@@ -146,7 +146,8 @@ class HEAT(Attributor):
         meter = Meter(s_units + (n if i_part is not None else 0), self.progress_enabled(n),
                       Cost(forward_passes=1, forward_equivalents=1.0))  # the captured forward
         meter.cost.details["memory_plan"] = plan.summary()
-        meter.bar.set_postfix_str(plan.summary(), refresh=False)
+        budget = budget_summary(s_part, i_part, self.model, n)  # the Fisher K a budget chose, if any
+        meter.bar.set_postfix_str("; ".join(filter(None, (plan.summary(), budget))), refresh=False)
         ex = Example(self.model, x, target, captures, logits, foil, cfg.backend, cfg.seed)
         with meter.part("transition"):
             if transition is None:

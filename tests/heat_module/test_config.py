@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from heat_module.config import FLAT_FIELDS, PRESETS, HEATConfig
+from heat_module.config import FAST_FISHER_FE, FLAT_FIELDS, PRESETS, HEATConfig
 from heat_module.hashing import stable_hash
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
@@ -122,10 +122,10 @@ def test_i_is_computed_with_an_estimator_where_it_applies_and_dropped_where_turn
     assert HEATConfig(gamma=0).information is None and HEATConfig(ablation="transition").information is None
     assert HEATConfig(gamma=0, ablation="information").information == ExactI()
     assert HEATConfig.preset("fast", gamma=0).information is None
-    assert HEATConfig.preset("fast", gamma=0).curvature == FisherS()
+    assert HEATConfig.preset("fast", gamma=0).curvature == FisherS(max_forward_equivalents=FAST_FISHER_FE)
     assert HEATConfig.preset("fast").replace(gamma=0).information is None
     assert HEATConfig.preset("fast").replace(gamma=0).replace(gamma=0.5).information == ExactI()
-    assert HEATConfig.preset("fast").replace(beta=0).information == FisherI()
+    assert HEATConfig.preset("fast").replace(beta=0).information == FisherI(max_forward_equivalents=FAST_FISHER_FE)
     only_m = HEATConfig(ablation="transition")
     assert only_m.to_dict()["information"] is None and HEATConfig.from_dict(only_m.to_dict()) == only_m
     # a stored dict where I was not computed may hold the exact I's defaults: read as None
@@ -170,7 +170,9 @@ def test_presets():
     assert exact.to_dict()["curvature"] == {"name": "exact", "probes": 1, "hvp_chunk_size": 8, "hvp_mode": "auto",
                                             "hvp_memory_mb": 2048.0, "layers": None}
     fast = HEATConfig.preset("fast")
-    assert (fast.curvature, fast.information, fast.beta, fast.gamma) == (FisherS(), FisherI(), 0.5, 0.5)
+    budget = {"max_forward_equivalents": FAST_FISHER_FE}  # K within the budget: 16 up to ~1024 tokens on SmolLM2
+    assert (fast.curvature, fast.information, fast.beta, fast.gamma) == (FisherS(**budget), FisherI(**budget), 0.5, 0.5)
+    assert FAST_FISHER_FE == 24.0
     paper = HEATConfig.preset("paper", seed=3)
     assert (paper.curvature, paper.information, paper.beta, paper.gamma) == (ExactS(probes=10), ExactI(), 0.5, 0.5)
     assert (paper.sink, paper.seed) == ("keep", 3)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from heat_module.config import HEATConfig
+from heat_module.config import FAST_FISHER_FE, HEATConfig
 from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition, windowing
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
@@ -107,7 +107,8 @@ def test_tight_budget_lowers_the_hvp_and_fisher_chunks():
     plan = plan_memory(SMOLLM2, n, int(need) + 1, fisher=True, fisher_chunk=16)
     assert plan.fisher_chunk == 3 and plan.fisher_lowered
     fast = plan.applied(HEATConfig.preset("fast"))  # S and I on shared factors keep equal chunks
-    assert (fast.curvature, fast.information) == (FisherS(chunk=3), FisherI(chunk=3))
+    budget = {"max_forward_equivalents": FAST_FISHER_FE}  # the preset's budget is kept
+    assert (fast.curvature, fast.information) == (FisherS(chunk=3, **budget), FisherI(chunk=3, **budget))
     mixed = HEATConfig(beta=0.5, curvature=FisherS(chunk=2), information=FisherI(chunk=16))
     assert plan.applied(mixed).curvature == FisherS(chunk=2)  # never raised above the configured chunk
     assert plan.applied(mixed).information == FisherI(chunk=3)

@@ -113,7 +113,7 @@ def sampled_totals(model, config, n: int, marks: list, t0: float, c0: float, sha
     wall = (marks[0][0] - t0) + (marks[-1][0] - marks[0][0]) * scale
     cpu = (marks[0][1] - c0) + (marks[-1][1] - marks[0][1]) * scale
     return wall, cpu, f"{len(sizes)} of {len(all_starts)} chunks", 1.0 + setup_fe(model, planned, n) + information_fe(
-        n, batch, True)
+        n, batch, True, share)
 
 
 def setup_fe(model, config, n: int) -> float:

@@ -57,6 +57,7 @@ import torch
 
 from heat_module.heat.combine import Components
 from heat_module.heat.cost import FE_FORWARD, information_fe
+from heat_module.heat.i_fisher import fisher_share
 from heat_module.heat.information import kl_divergence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import (
@@ -185,10 +186,10 @@ def run_size(N: int, first: int, batch_size: int, vocab: int) -> int:
     return max(1, min(batch_size, LOGITS_BLOCK // max(1, (N - first) * vocab)))
 
 
-def masked_runs_fe(N: int, first: int, batch_size: int, vocab: int, share: bool) -> float:
+def masked_runs_fe(N: int, first: int, batch_size: int, vocab: int, share: bool, attention: float = 0.0) -> float:
     """FE (in forwards of N tokens) of :func:`masked_runs`: N masked forwards, a run from i0 recomputing N − i0
-    positions (:func:`heat_module.heat.cost.information_fe` over the same runs)."""
-    return information_fe(N, run_size(N, first, batch_size, vocab), share)
+    positions (:func:`heat_module.heat.cost.information_fe` over the same runs; ``attention``: attention's share)."""
+    return information_fe(N, run_size(N, first, batch_size, vocab), share, attention)
 
 
 def expand_captures(captures: Sequence[LayerCapture], B: int) -> list[LayerCapture]:
@@ -263,7 +264,7 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
                                  lambda ref, logq, rows: kl_divergence(ref, logq), dt)
         cost.forward_passes += N
         cost.forward_equivalents += masked_runs_fe(N, n - 1, cfg.information.batch_size, ref_logits.shape[-1],
-                                                   can_share_prefix(captures))
+                                                   can_share_prefix(captures), fisher_share(model, N))
         cost.seconds["information"] = time.perf_counter() - t0
     rows = []
     for t, row_cost in enumerate(split_cost(cost, T, N)):
@@ -336,7 +337,8 @@ def occlusion_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionR
     with _installed(model):
         ref_logits, captures = captured_logits(model, x, T)
         scores = _information_rows(model, x, captures, ref_logits, vec, n, method.batch_size, measure, dt)
-        fe = masked_runs_fe(N, n - 1, method.batch_size, ref_logits.shape[-1], can_share_prefix(captures))
+        fe = masked_runs_fe(N, n - 1, method.batch_size, ref_logits.shape[-1], can_share_prefix(captures),
+                            fisher_share(model, N))
     cost = Cost(forward_passes=1 + N, forward_equivalents=FE_FORWARD + fe,
                 seconds={"occlusion": time.perf_counter() - t0})
     return [_plain_row(method, full, n, t, scores[t, : n + t].float(), cost=c)

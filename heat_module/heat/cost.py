@@ -82,13 +82,16 @@ def exact_fe(n: int, probes: int, chunk_size: int | None = None, share: bool = T
     return total
 
 
-def information_fe(n: int, batch_size: int, share: bool) -> float:
+def information_fe(n: int, batch_size: int, share: bool, attention: float = 0.0) -> float:
     """FE of :func:`heat_module.heat.information.information`: n masked forwards; a run starting at i0 recomputes
-    n - i0 positions."""
+    the s = n − i0 positions of its suffix: (1 − a)·s/n of a forward's linear layers and a·(2sn − s²)/n² of its
+    attention (the suffix's queries against every key up to them, (n² − i0²) of n² causal pairs), a = ``attention``,
+    attention's share of one forward (:func:`attention_share`; 0 counts positions only)."""
     total = 0.0
     for run in consecutive_runs(list(range(n)), max(1, batch_size)):
         start = run[0] if share else 0
-        total += len(run) * FE_FORWARD * (n - start) / n
+        s = n - start
+        total += len(run) * FE_FORWARD * ((1.0 - attention) * s / n + attention * (2 * s * n - s * s) / (n * n))
     return total
 
 

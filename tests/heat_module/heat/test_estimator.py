@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import heat_module as hm
+from heat_module.heat.i_fisher import fisher_share
 from heat_module.heat import Components, combine
 from heat_module.heat.cost import information_fe
 from heat_module.heat.curvature import rademacher
@@ -100,7 +101,8 @@ def test_mi_is_m_times_i(tiny_tok, text):
     assert res.curvature is None and res.first_order is None
     assert res.cost["hvps"] == 0 and res.cost["gradients"] == 0 and "curvature" not in res.cost["seconds"]
     assert res.cost["forward_passes"] == n + 1
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.information.batch_size, True))
+    share = fisher_share(model, n)  # attention's share of a forward: a suffix's queries attend to every earlier key
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + information_fe(n, cfg.information.batch_size, True, share))
 
 
 @pytest.mark.parametrize("text", [TEXT, "a red bird sat in the old tree and"])

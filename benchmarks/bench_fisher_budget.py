@@ -3,13 +3,14 @@
 ``FisherS``/``FisherI(max_forward_equivalents=B)`` pick the largest K ≤ 16 whose factors the cost model prices within
 B at n (fewer at long n). This measures what fewer tokens cost in agreement: on ``--prompts`` real texts of exactly
 ``--n`` tokens (consecutive passages of annotated LAMBADA, ``shared/data/reagent/data/annotated_lambada.json``, joined
-with blank lines; ``--data-root`` or ``HEAT_SHARED_DATA`` points at ``shared/data``), the K = 16 factors are computed
-once and their first K gradients give the K-token scores (the tokens are sorted by probability, so these are the
+with blank lines; ``--data-root`` or ``HEAT_DATA_DIR`` (as for the evaluation) points at ``shared/data``), the
+K = 16 factors are computed once and their first K gradients give the K-token scores (the tokens are sorted by
+probability, so these are the
 factors ``topk=K`` computes; the first prompt checks that against a real ``topk=K`` run). Printed per prompt and K:
 ρ of the HEAT scores (M·(S + I)/2, ``HEATConfig.preset("fast")`` without a budget) with K against K = 16; then the
 median, minimum and the share of prompts with ρ ≥ 0.9 per K.
 
-    OMP_NUM_THREADS=1 HEAT_SHARED_DATA=/path/to/shared/data python benchmarks/bench_fisher_budget.py --n 512 \
+    OMP_NUM_THREADS=1 HEAT_DATA_DIR=/path/to/shared/data python benchmarks/bench_fisher_budget.py --n 512 \
         --prompts 12 --ks 13 11 10
 """
 from __future__ import annotations
@@ -58,12 +59,12 @@ def first_k_scores(k: int, full, ex, m, config):
 
 
 def main() -> None:
-    default_root = os.environ.get("HEAT_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared/data"))
+    default_root = os.environ.get("HEAT_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=512)
     p.add_argument("--prompts", type=int, default=12)
     p.add_argument("--ks", type=int, nargs="+", default=[13, 11, 10])
-    p.add_argument("--data-root", default=default_root, help="the folder holding reagent/ (or HEAT_SHARED_DATA)")
+    p.add_argument("--data-root", default=default_root, help="the folder holding reagent/ (or $HEAT_DATA_DIR)")
     args = p.parse_args()
 
     import torch

@@ -1,7 +1,7 @@
 """The n-independent fast path: Fisher I (and Fisher S) against exact I and exact HEAT on SmolLM2.
 
 For every context of exactly n tokens (ReAGent prompts, built like ``bench_variants.py``: LongRA / TellMeWhy /
-WikiText alternating; ``--data-root`` or ``HEAT_SHARED_DATA`` points at ``shared/data/reagent``), three HEAT runs:
+WikiText alternating; ``--data-root`` or ``HEAT_DATA_DIR`` points at ``shared/data/reagent``), three HEAT runs:
 
 - fast: ``HEATConfig.preset("fast")`` (Fisher S + Fisher I: one forward + one K-cotangent backward);
 - fisher_s: Fisher S + exact I (``HEATConfig.preset("fisher")``; its ``information`` is the exact I of eq. 4);
@@ -51,7 +51,7 @@ def data_files(root: str) -> list[str]:
 
 
 def main() -> None:
-    default_root = os.environ.get("HEAT_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared/data"))
+    default_root = os.environ.get("HEAT_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared/data"))
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256])
     p.add_argument("--contexts", type=int, default=20)
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--exact-contexts", type=int, default=None, help="exact HEAT on the first k contexts only")
     p.add_argument("--fisher-topk", type=int, default=16)
     p.add_argument("--time-budget", type=float, default=None, help="seconds per length")
-    p.add_argument("--data-root", default=default_root, help="the folder holding reagent/ (or HEAT_SHARED_DATA)")
+    p.add_argument("--data-root", default=default_root, help="the folder holding reagent/ (or $HEAT_DATA_DIR)")
     p.add_argument("--first-context", type=int, default=0, help="skip the contexts before this index")
     p.add_argument("--summarize", nargs="+", metavar="CSV", default=None,
                    help="run nothing: print the means and ratios over the rows of these --csv files")

@@ -15,6 +15,7 @@ from heat_module.heat.i_fisher import FisherI, budgeted_topk
 from heat_module.heat.s_fisher import FisherS, budget_summary, shares_factors
 from heat_module.lm.flops import attention_flops, linear_flops_per_token
 from tests.conftest import make_tiny
+from tests.heat_module.heat.recording_bar import Bar
 
 IDS = [5, 9, 14, 22, 7, 30, 11]
 N = len(IDS)
@@ -126,22 +127,6 @@ def test_the_chosen_k_is_on_the_progress_bar(model, tiny_tok, monkeypatch):
     res = HEAT(model, tiny_tok, config).attribute(IDS)
     note = f"Fisher K = 3 of 8 (≤ {budget:g} FE)"
     assert [bar.postfix for bar in bars] == [[f"{res.cost.details['memory_plan']}; {note}"]]
-
-
-class Bar:
-    """A progress bar that records its postfix."""
-
-    def __init__(self) -> None:
-        self.postfix: list[str] = []
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        self.postfix.append(text)
-
-    def update(self, k: int = 1) -> None: ...
-
-    def set_description(self, desc: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _example(model):

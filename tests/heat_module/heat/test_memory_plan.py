@@ -30,6 +30,7 @@ from heat_module.heat.s_fisher import FisherS
 from heat_module.heat.s_lowrank import LowRankS
 from heat_module.lm.capture import capture, install
 from heat_module.testing import TINY_VOCAB, tiny_model
+from tests.heat_module.heat.recording_bar import Bar
 
 SMOLLM2 = ModelDims(layers=30, hidden=576, intermediate=1536, heads=9, kv_heads=3, head_dim=64)
 HUGE = 10**15
@@ -343,22 +344,6 @@ def test_tight_budget_lowers_the_lowrank_chunk_and_keeps_s(monkeypatch):
     captures = int(plan_memory(dims, IDS.numel(), HUGE).stages["captures"]) + 1
     with pytest.raises(MemoryPlanError, match="HEAT's lowrank stage needs at least"):
         HEAT(model, None, config.replace(max_memory=captures)).attribute(IDS, target=7)
-
-
-class Bar:
-    """A progress bar that records its postfix."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.postfix: list[str] = []
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        self.postfix.append(text)
-
-    def update(self, k: int = 1) -> None: ...
-
-    def set_description(self, desc: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def test_the_plan_is_on_the_progress_bar(monkeypatch):

@@ -14,7 +14,7 @@ forward, M and S) and only the first c chunks of masked runs, then stops: ``peak
 chunks' seconds × (all chunks' weight / the sampled chunks' weight), a chunk of c masked runs from position i0
 (suffix s = n − i0 recomputed on the prefix cache) weighing c·((1 − a)·s/n + a·(2sn − s²)/n²) — its linear layers
 and its queries' attended pairs, a = attention's share of a forward at n
-(:func:`heat_module.heat.i_fisher.fisher_share`).
+(:func:`heat_module.heat.cost.model_attention_share`).
 Such rows carry ``sampled: "k of N chunks"``; ``reported_fe`` is then the cost model's FE of the whole attribution.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_long_context.py --lengths 512 1024 --configs fast attnlrp
@@ -118,15 +118,14 @@ def sampled_totals(model, config, n: int, marks: list, t0: float, c0: float, sha
 
 def setup_fe(model, config, n: int) -> float:
     """The cost model's FE of S (the Fisher S of ``config``; 0 without S)."""
-    from heat_module.heat.cost import fisher_calls, fisher_fe
+    from heat_module.heat.cost import fisher_calls, fisher_fe, model_attention_share
     from heat_module.heat.fisher import checkpoints_layers
-    from heat_module.heat.i_fisher import fisher_share
 
     s = config.curvature if config.computes_s else None
     if s is None:
         return 0.0
     k = s.topk_at(model, n)
-    return fisher_fe(k, fisher_share(model, n), fisher_calls(k, s.chunk) if checkpoints_layers(n) else 0)
+    return fisher_fe(k, model_attention_share(model, n), fisher_calls(k, s.chunk) if checkpoints_layers(n) else 0)
 
 
 #: the configurations whose masked runs ``--sample-chunks`` can sample (one attribution, not windows)
@@ -139,7 +138,7 @@ def case(name: str, n: int, sample_chunks: int | None = None) -> dict:
     import torch
 
     import heat_module as hm
-    from heat_module.heat.i_fisher import fisher_share
+    from heat_module.heat.cost import model_attention_share
 
     torch.manual_seed(0)
     model, tokenizer = hm.load_model("smollm2")
@@ -159,7 +158,7 @@ def case(name: str, n: int, sample_chunks: int | None = None) -> dict:
         reported = getattr(getattr(result, "cost", None), "forward_equivalents", None)
     except Sampled:
         seconds, cpu, sampled, reported = sampled_totals(model, method.config, n, marks, t0, c0,
-                                                         fisher_share(model, n))
+                                                         model_attention_share(model, n))
     peak = peak_rss_mb()
     forward_cpu = (forward_cpu + plain_forward_cpu_s(model, ids, 2)) / 2
     measured = cpu / forward_cpu

@@ -56,8 +56,7 @@ from typing import Any
 import torch
 
 from heat_module.heat.combine import Components
-from heat_module.heat.cost import FE_FORWARD, information_fe
-from heat_module.heat.i_fisher import fisher_share
+from heat_module.heat.cost import FE_FORWARD, information_fe, model_attention_share
 from heat_module.heat.information import kl_divergence
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import (
@@ -264,7 +263,7 @@ def heat_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionResult
                                  lambda ref, logq, rows: kl_divergence(ref, logq), dt)
         cost.forward_passes += N
         cost.forward_equivalents += masked_runs_fe(N, n - 1, cfg.information.batch_size, ref_logits.shape[-1],
-                                                   can_share_prefix(captures), fisher_share(model, N))
+                                                   can_share_prefix(captures), model_attention_share(model, N))
         cost.seconds["information"] = time.perf_counter() - t0
     rows = []
     for t, row_cost in enumerate(split_cost(cost, T, N)):
@@ -338,7 +337,7 @@ def occlusion_rows(method: Any, full: torch.Tensor, n: int) -> list[AttributionR
         ref_logits, captures = captured_logits(model, x, T)
         scores = _information_rows(model, x, captures, ref_logits, vec, n, method.batch_size, measure, dt)
         fe = masked_runs_fe(N, n - 1, method.batch_size, ref_logits.shape[-1], can_share_prefix(captures),
-                            fisher_share(model, N))
+                            model_attention_share(model, N))
     cost = Cost(forward_passes=1 + N, forward_equivalents=FE_FORWARD + fe,
                 seconds={"occlusion": time.perf_counter() - t0})
     return [_plain_row(method, full, n, t, scores[t, : n + t].float(), cost=c)

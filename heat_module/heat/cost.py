@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
 from heat_module.lm.capture import consecutive_runs
+from heat_module.lm.flops import attention_flops, linear_flops_per_token
 
 FE_FORWARD = 1.0
 FE_BACKWARD = 1.0
@@ -100,6 +103,12 @@ def attention_share(linear_flops: float, attention_flops: float) -> float:
     FLOPs, A attention's (:mod:`heat_module.lm.flops`) and w = ``ATTENTION_FLOP_WEIGHT``."""
     weighted = ATTENTION_FLOP_WEIGHT * attention_flops
     return weighted / max(linear_flops + weighted, 1e-30)
+
+
+def model_attention_share(model: nn.Module, n: int) -> float:
+    """a(n), attention's share of one forward of ``model`` over n tokens: :func:`attention_share` of the FLOPs of
+    :mod:`heat_module.lm.flops` (what the Fisher factors' and the exact I's masked runs' costs count)."""
+    return attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
 
 
 def first_order_backward_fe(share: float) -> float:

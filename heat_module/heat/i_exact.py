@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from heat_module.config import IEstimator, MaskKind, check_mask, positive_int, register_i_estimator
-from heat_module.heat.cost import information_fe
-from heat_module.heat.i_fisher import fisher_share
+from heat_module.heat.cost import information_fe, model_attention_share
 from heat_module.heat.information import information
 from heat_module.heat.part import Example, PartOutput
 from heat_module.lm.capture import can_share_prefix
@@ -49,4 +48,4 @@ class ExactI(IEstimator):
             self.batch_size, contrast=None if ex.foil is None else (ex.target, ex.foil), progress=ex.progress,
         )
         return PartOutput(info, Cost(forward_passes=n, forward_equivalents=information_fe(
-            n, self.batch_size, can_share_prefix(ex.captures), fisher_share(ex.model, n))))
+            n, self.batch_size, can_share_prefix(ex.captures), model_attention_share(ex.model, n))))

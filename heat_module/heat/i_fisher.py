@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from heat_module.config import IEstimator, MaskKind, check_mask, positive_int, register_i_estimator
-from heat_module.heat.cost import attention_share, fisher_calls, fisher_fe, fisher_topk_within
+from heat_module.heat.cost import fisher_calls, fisher_fe, fisher_topk_within, model_attention_share
 from heat_module.heat.fisher import FisherFactors, checkpoints_layers, fisher_factors
 from heat_module.heat.fisher_information import information_from_factors
 from heat_module.heat.part import Example, PartOutput
-from heat_module.lm.flops import attention_flops, linear_flops_per_token
 from heat_module.lm.forward import mask_vector
 from heat_module.result import Cost
 
@@ -44,12 +43,6 @@ def without_unset_budget(settings: dict) -> dict:
     return settings
 
 
-def fisher_share(model: torch.nn.Module, n: int) -> float:
-    """a(n), attention's share of one forward of ``model`` over n tokens (:func:`heat_module.heat.cost.attention_share`
-    from the FLOPs of :mod:`heat_module.lm.flops`): what :func:`fisher_cost` and :func:`budgeted_topk` count."""
-    return attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
-
-
 def budgeted_topk(model: torch.nn.Module, n: int, topk: int, chunk: int, max_forward_equivalents: float | None) -> int:
     """K for the Fisher factors of n tokens: ``topk``, or with a budget the largest K ≤ ``topk`` whose factors cost at
     most ``max_forward_equivalents`` FE by the cost model :func:`fisher_cost` reports (one forward, K backward
@@ -61,7 +54,7 @@ def budgeted_topk(model: torch.nn.Module, n: int, topk: int, chunk: int, max_for
     """
     if max_forward_equivalents is None:
         return int(topk)
-    share, checkpointed = fisher_share(model, n), checkpoints_layers(n)
+    share, checkpointed = model_attention_share(model, n), checkpoints_layers(n)
     k = fisher_topk_within(max_forward_equivalents, topk, share, chunk, checkpointed)
     if k == 0:
         one = fisher_fe(1, share, fisher_calls(1, chunk) if checkpointed else 0)
@@ -89,7 +82,7 @@ def fisher_cost(factors: FisherFactors, model: torch.nn.Module, max_forward_equi
     if max_forward_equivalents is not None:
         details["fisher_max_fe"] = float(max_forward_equivalents)
     return Cost(forward_passes=1 + recomputed, gradients=K,
-                forward_equivalents=fisher_fe(K, fisher_share(model, n), recomputed), details=details)
+                forward_equivalents=fisher_fe(K, model_attention_share(model, n), recomputed), details=details)
 
 
 @register_i_estimator("fisher")

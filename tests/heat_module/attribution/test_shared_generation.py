@@ -13,8 +13,7 @@ import torch
 from heat_module.attribution import shared_generation
 from heat_module.attribution.registry import build
 from heat_module.config import HEATConfig
-from heat_module.heat.cost import information_fe
-from heat_module.heat.i_fisher import fisher_share
+from heat_module.heat.cost import information_fe, model_attention_share
 from heat_module.heat.information import information_naive
 from heat_module.lm.forward import embed, mask_vector
 from heat_module.testing import tiny_model, tiny_tokenizer
@@ -189,13 +188,14 @@ def test_shared_cost_is_one_captured_forward_and_n_masked_runs():
     N = n + T - 1
     assert shared.cost.forward_passes == 1 + N
     assert shared.cost.forward_equivalents == pytest.approx(
-        1 + information_fe(N, method.config.information.batch_size, True, fisher_share(model, N)))
+        1 + information_fe(N, method.config.information.batch_size, True, model_attention_share(model, N)))
     assert "longest prefix (11 tokens)" in shared.cost.details["shared_cost"]
     assert sum(r.cost.forward_passes for r in shared.rows) == 1 + N  # the rows sum to the whole
     assert single.cost.forward_passes == sum(1 + n + t for t in range(T))
     occ = build("occlusion", model, None, batch_size=4).attribute_generation(PROMPT, continuation=ANSWER)
     assert occ.cost.forward_passes == 1 + N
-    assert occ.cost.forward_equivalents == pytest.approx(1 + information_fe(N, 4, True, fisher_share(model, N)))
+    share = model_attention_share(model, N)
+    assert occ.cost.forward_equivalents == pytest.approx(1 + information_fe(N, 4, True, share))
 
 
 @pytest.mark.parametrize("config", [HEATConfig(progress=False), HEATConfig.preset("exact", progress=False)],

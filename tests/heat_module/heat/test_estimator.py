@@ -8,10 +8,9 @@ import torch
 
 import heat_module as hm
 from heat_module.heat import Components, combine
-from heat_module.heat.cost import information_fe
+from heat_module.heat.cost import information_fe, model_attention_share
 from heat_module.heat.curvature import rademacher
 from heat_module.heat.i_exact import ExactI
-from heat_module.heat.i_fisher import fisher_share
 from heat_module.heat.objective import gradient
 from heat_module.heat.s_exact import ExactS
 from heat_module.heat.s_fisher import FisherS
@@ -101,7 +100,7 @@ def test_mi_is_m_times_i(tiny_tok, text):
     assert res.curvature is None and res.first_order is None
     assert res.cost["hvps"] == 0 and res.cost["gradients"] == 0 and "curvature" not in res.cost["seconds"]
     assert res.cost["forward_passes"] == n + 1
-    share = fisher_share(model, n)  # attention's share of a forward: a suffix's queries attend to every earlier key
+    share = model_attention_share(model, n)  # a suffix's queries attend to every earlier key
     expected = 1 + information_fe(n, cfg.information.batch_size, True, share)
     assert res.cost["forward_equivalents"] == pytest.approx(expected)
 

@@ -305,8 +305,8 @@ class HEAT(Attributor):
         if foil is not None and self.config.window is not None:
             raise ValueError(f"Expected window=None for a contrastive (foil) attribution, got {self.config.window}")
         if self.config.window is not None and self.config.window < ids.numel():
-            plan_for(self.model, ids.numel(), self.config)  # the windows' captures fit, or MemoryPlanError
-            return attribute_windowed(self, ids, target)
+            plan = plan_for(self.model, ids.numel(), self.config)  # the windows' captures fit, or MemoryPlanError
+            return attribute_windowed(self, ids, target, plan.rollout_block)
         logits, captures = self.forward_with_captures(ids[None], torch.ones_like(ids)[None])
         target_id = self.target_id(target, logits[0])
         foil_id = None if foil is None else self.target_id(foil, None)

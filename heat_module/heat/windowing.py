@@ -37,12 +37,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from torch import nn
 
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components
 from heat_module.heat.cost import FE_FORWARD
-from heat_module.heat.memory_plan import plan_for
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import LayerCapture, slice_captures
 from heat_module.result import AttributionResult, Cost
@@ -52,7 +50,6 @@ class WindowEstimator(Protocol):
     """What HEAT-WIN needs from the estimator (the public methods of :class:`heat_module.heat.estimator.HEAT`)."""
 
     config: HEATConfig
-    model: nn.Module
 
     @property
     def device(self) -> torch.device: ...
@@ -107,13 +104,16 @@ def accumulate(
     return total / nu.clamp_min(1.0), nu
 
 
-def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | str | None = None) -> AttributionResult:
+def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | str | None = None,
+                       rollout_block: int | None = None) -> AttributionResult:
     """HEAT-WIN of one context (Algorithm 1).
 
     Args:
         heat: the estimator (its config gives W, s and every other setting).
         ids: (n,) context token ids (validated).
         target: the target id / single-token string; ``None`` = greedy from the full context.
+        rollout_block: query rows per block of the gate's torch path (the memory plan's ``rollout_block``, split
+            between the batched windows); ``None``: the gate's default.
     Returns:
         An :class:`AttributionResult` over the n tokens with ``extra["windows"]`` ([a, b) per window),
         ``extra["coverage"]`` (ν), and the leakage proxies when ``config.window_leakage``.
@@ -136,9 +136,8 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
     positions = [torch.cat([torch.arange(a, b, device=ids.device), ids.new_tensor([n - 1])]) for a, b in bounds]
     batch = torch.stack([ids[pos] for pos in positions])  # (num_windows, W + 1): same length for all
     logits, captures = heat.forward_with_captures(batch, torch.ones_like(batch))
-    block = plan_for(heat.model, n, cfg).rollout_block  # the gate's query rows per block, per window
     m_all = transition_from_captures(captures, None, cfg.rollout_layers, cfg.sink, cfg.backend, gate=cfg.gate,
-                                     block=block)
+                                     block=rollout_block)
     cost.seconds["windows_forward"] = time.perf_counter() - t0
     parts = []
     for b, pos in enumerate(positions):
@@ -158,7 +157,7 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
                    "coverage": nu.tolist()}
     if cfg.window_leakage:
         m_full = transition_from_captures(full_caps, None, cfg.rollout_layers, cfg.sink, cfg.backend,
-                                          gate=cfg.gate, block=block)[0].to(m_bar.dtype).cpu()
+                                          gate=cfg.gate, block=rollout_block)[0].to(m_bar.dtype).cpu()
         delta = (m_full - m_bar).abs()
         extra["window_leakage"] = float(delta.max())
         extra["window_leakage_tv"] = float(0.5 * delta.sum())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from heat_module.config import FAST_FISHER_FE, HEATConfig
-from heat_module.heat import fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition, windowing
+from heat_module.heat import estimator, fisher, i_exact, i_fisher, progress, s_exact, s_lowrank, transition
 from heat_module.heat.estimator import HEAT
 from heat_module.heat.i_exact import ExactI
 from heat_module.heat.i_fisher import FisherI
@@ -317,8 +317,8 @@ def test_windows_run_the_gate_with_the_planned_block(monkeypatch):
     blocks = record(monkeypatch, transition, "blocked_phi", 3)
     ample = HEAT(model, None, config).attribute(ids, target=7)
     assert set(blocks) == {17}  # a whole window (W + 1 rows) when memory allows
-    planned = windowing.plan_for
-    monkeypatch.setattr(windowing, "plan_for",
+    planned = estimator.plan_for
+    monkeypatch.setattr(estimator, "plan_for",
                         lambda *a, **k: dataclasses.replace(planned(*a, **k), rollout_block=5))
     blocks.clear()
     tight = HEAT(model, None, config).attribute(ids, target=7)

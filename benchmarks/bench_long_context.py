@@ -173,6 +173,7 @@ def case(name: str, n: int, sample_chunks: int | None = None) -> dict:
         row["sampled"] = sampled
     if sampled is None and hasattr(result, "cost"):
         row["fisher_k"] = result.cost.details.get("fisher_k")
+        row["stage_wall_s"] = {k: round(float(v), 1) for k, v in result.cost.seconds.items()}
     return row
 
 

@@ -28,7 +28,8 @@ class FisherS(SEstimator):
         probes: m, the Rademacher probes of the block norms (eq. 3). ≥ 1.
         topk: K, the number of most probable next tokens summed. ≥ 1.
         mass: if set, the sum stops once the kept tokens cover this probability mass, (0, 1].
-        chunk: cotangents per vmapped backward call. ≥ 1.
+        chunk: cotangents per vmapped backward call. ≥ 1. The default takes the default K in one call, so
+            checkpointed layers (long n) recompute one forward; the memory planner lowers it where memory is short.
         layers: HEAT-LS: if set, differentiate w.r.t. the residual stream entering layer L-k (k = layers).
         max_forward_equivalents: a budget in forward-pass equivalents: if set, K is the largest K ≤ ``topk`` whose
             factors the cost model prices within it at the example's n
@@ -38,7 +39,7 @@ class FisherS(SEstimator):
     probes: int = 1
     topk: int = 16
     mass: float | None = None
-    chunk: int = 8
+    chunk: int = 16
     layers: int | None = None
     max_forward_equivalents: float | None = None
 

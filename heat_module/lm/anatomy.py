@@ -216,6 +216,36 @@ def allowed_from_additive(mask: torch.Tensor) -> torch.Tensor:
     return mask > torch.finfo(mask.dtype).min / 2
 
 
+#: id(mask) -> (weak reference to the mask, its version, keys compared, whether it is plain causal)
+_PLAIN_CAUSAL: dict[int, tuple[weakref.ref, int, int, bool]] = {}
+
+
+def is_plain_causal(mask: torch.Tensor | None, n_keys: int) -> bool:
+    """Whether the additive (B, 1, n, ≥ n_keys) mask, cut to its first ``n_keys`` keys, is exactly causal for every
+    batch element: n = ``n_keys`` and query j attends keys 0..j — no padding, window, chunk or additive bias. Then
+    SDPA's ``is_causal`` kernel computes the same attention without the mask (and skips the masked half).
+
+    The comparison costs O(B·n²); a model passes one mask object to all its layers, so the answer is kept per mask
+    object (and its version) and each forward pays it once.
+    """
+    if mask is None or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != n_keys or mask.shape[3] < n_keys:
+        return False
+    key = id(mask)
+    hit = _PLAIN_CAUSAL.get(key)
+    if hit is not None and hit[0]() is mask and hit[1] == mask._version and hit[2] == n_keys:
+        return hit[3]
+    cut = mask[..., :n_keys]
+    causal = torch.ones(n_keys, n_keys, dtype=torch.bool, device=mask.device).tril()
+    plain = bool((allowed_from_additive(cut)[:, 0] == causal).all()) and not has_attention_bias(cut)
+
+    def forget(ref: weakref.ref, key: int = key) -> None:
+        if _PLAIN_CAUSAL.get(key, (None,))[0] is ref:
+            _PLAIN_CAUSAL.pop(key, None)
+
+    _PLAIN_CAUSAL[key] = (weakref.ref(mask, forget), mask._version, n_keys, plain)
+    return plain
+
+
 def has_attention_bias(mask: torch.Tensor | None) -> bool:
     """Whether an additive (B, H_m, q, k) attention mask carries more than a pattern: one mask per head (H_m > 1), or
     finite non-zero entries on attended positions (ALiBi and other position biases added to the logits)."""

@@ -20,16 +20,28 @@ plain attention (FlashAttention's algorithm, Dao et al. 2022, written in ``torch
 Scores and softmax run in fp32 (fp64 for fp64 inputs) like :func:`heat_module.lm.capture.eager_attention`; the
 result equals it up to the summation order. Peak extra memory: one tile per (batched) backward step,
 K × H × :data:`BLOCK`² elements, independent of n.
+
+Where the mask is plain causal (:func:`heat_module.lm.anatomy.is_plain_causal`: no padding, window, chunk or bias —
+the usual single prompt), :func:`first_order_attention` runs SDPA's ``is_causal`` kernel instead
+(:func:`causal_attention`, FlashAttention on the CPU too): it also keeps only O(n) for its backward (the output and
+the log-sum-exp), skips the masked half in both directions, and under a batched backward torch runs the K
+cotangents through its fused backward one after another. One SmolLM2 attention layer (9 query heads, 3 kv heads,
+one CPU thread), forward / backward per cotangent of a batch of 10, in seconds: n = 2048 0.19 / 0.25 blockwise
+against 0.09 / 0.21 causal SDPA; n = 8192 3.76 / 3.20 against 1.03 / 2.67. Other masks keep the blockwise form,
+which skips their empty tiles.
 """
 
 from __future__ import annotations
 
 import torch
 
-from heat_module.lm.anatomy import allowed_from_additive
+from heat_module.lm.anatomy import allowed_from_additive, is_plain_causal
 
 #: rows and columns of one tile (query block × key block)
 BLOCK = 128
+#: run plain causal masks on SDPA's causal kernel (:func:`first_order_attention`); ``False`` keeps every mask
+#: blockwise (the tests of the blockwise form set it)
+FUSED_CAUSAL = True
 
 
 def active_tiles(mask: torch.Tensor | None, n: int, n_k: int, block: int) -> list[list[int]]:
@@ -198,3 +210,39 @@ def blockwise_attention(
         mask = mask[..., : key.shape[-2]]
     out, _ = BlockwiseAttention.apply(query, key, value, mask, float(scaling), int(block or BLOCK))
     return out
+
+
+def causal_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """(B, n, H, d_v) softmax(q kᵀ·scaling + causal mask) v through SDPA's ``is_causal`` kernel, contiguous, in the
+    query dtype: the attention of a plain causal mask without materialising it.
+
+    Args: query (B, H, n, d_h), key (B, H_kv, n, d_h), value (B, H_kv, n, d_v) before ``repeat_kv`` (the kv heads are
+        repeated for the kernel); dtype: compute in this dtype (``None``: the query's).
+    """
+    B, H, n, _ = query.shape
+    if key.shape[2] != n:
+        raise ValueError(f"Expected as many keys as queries for causal attention, got {key.shape[2]} and {n}")
+    if H % key.shape[1]:
+        raise ValueError(f"Expected query heads a multiple of kv heads, got {H} and {key.shape[1]}")
+    dtype = dtype or query.dtype
+    rep = H // key.shape[1]
+    k, v = key.to(dtype), value.to(dtype)
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(query.to(dtype), k, v, is_causal=True, scale=scaling)
+    return out.transpose(1, 2).contiguous().to(query.dtype)
+
+
+def first_order_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
+    """(B, n, H, d_v) attention for first derivatives in the query dtype, scores and softmax in at least fp32: SDPA's
+    causal kernel where the mask is plain causal (:func:`causal_attention`), otherwise :func:`blockwise_attention`.
+
+    Args: as :func:`blockwise_attention`.
+    """
+    if FUSED_CAUSAL and is_plain_causal(mask, key.shape[2]):
+        return causal_attention(query, key, value, scaling, torch.promote_types(query.dtype, torch.float32))
+    return blockwise_attention(query, key, value, mask, scaling)

@@ -33,11 +33,12 @@ from heat_module.lm.anatomy import (
     ModelAnatomy,
     allowed_from_additive,
     check_no_attention_bias,
+    is_plain_causal,
     mask_band,
     model_anatomy,
 )
 from heat_module.lm.architectures import check_supported
-from heat_module.lm.blockwise_attention import blockwise_attention
+from heat_module.lm.blockwise_attention import causal_attention, first_order_attention
 
 ATTN_IMPLEMENTATION = "heat"
 _state = threading.local()
@@ -233,7 +234,9 @@ def heat_attention_forward(
     if eager:
         out, probs = eager_attention(query, key, value, attention_mask, scaling, softcap, sinks)
     elif _get("first_order", False):  # tiles recomputed in the backward, K cotangents batched through each
-        out, probs = blockwise_attention(query, key, value, attention_mask, scaling), None
+        out, probs = first_order_attention(query, key, value, attention_mask, scaling), None
+    elif is_plain_causal(attention_mask, key.shape[-2]):  # SDPA's causal kernel: no mask read, the masked half skipped
+        out, probs = causal_attention(query, key, value, scaling), None
     else:
         n_rep = query.shape[1] // key.shape[1]
         mask = attention_mask[..., : key.shape[-2]] if attention_mask is not None else None
@@ -478,11 +481,12 @@ def eager_attention_mode(enabled: bool = True) -> Iterator[None]:
 
 @contextlib.contextmanager
 def first_order_attention_mode() -> Iterator[None]:
-    """Inside the block, the ``"heat"`` attention runs :func:`~heat_module.lm.blockwise_attention.blockwise_attention`
-    (unless weights are recorded, or soft-capping or sinks need the eager path): enough for first derivatives; its
-    backward keeps no (B, H, n, n) probabilities (memory grows like n instead of layers × heads × n²), skips fully
-    masked tiles, and takes a batch of cotangents (``is_grads_batched``) through each tile at once. An enclosing or
-    nested :func:`eager_attention_mode` block wins."""
+    """Inside the block, the ``"heat"`` attention runs
+    :func:`~heat_module.lm.blockwise_attention.first_order_attention` (unless weights are recorded, or soft-capping
+    or sinks need the eager path): enough for first derivatives; its backward keeps no (B, H, n, n) probabilities
+    (memory grows like n instead of layers × heads × n²): SDPA's causal kernel for a plain causal mask, otherwise
+    the blockwise form, which skips fully masked tiles and takes a batch of cotangents (``is_grads_batched``) through
+    each tile at once. An enclosing or nested :func:`eager_attention_mode` block wins."""
     prev = _get("first_order", False)
     _state.first_order = True
     try:

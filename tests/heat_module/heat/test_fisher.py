@@ -172,6 +172,7 @@ def test_fisher_gradients_over_several_attention_tiles_equal_the_models_own(arch
     from heat_module.lm import blockwise_attention
 
     monkeypatch.setattr(blockwise_attention, "BLOCK", 4)
+    monkeypatch.setattr(blockwise_attention, "FUSED_CAUSAL", False)  # plain causal masks too run in tiles
     tiles = []
     active = blockwise_attention.active_tiles
     monkeypatch.setattr(blockwise_attention, "active_tiles", lambda *a: tiles.append(active(*a)) or tiles[-1])
@@ -182,14 +183,36 @@ def test_fisher_gradients_over_several_attention_tiles_equal_the_models_own(arch
     torch.testing.assert_close(factors.u, want, rtol=1e-9, atol=1e-11)
 
 
-def test_fisher_gradients_on_smollm2_equal_the_models_own(smollm2, monkeypatch):
-    """SmolLM2 (fp64 copy, 3 kv heads for 9 query heads) over 40 tokens in tiles of 16."""
+@pytest.mark.parametrize("arch", ["llama", "gemma3_sliding"])
+def test_fisher_gradients_through_the_causal_kernel_equal_the_models_own(arch, monkeypatch):
+    """A plain causal mask runs on SDPA's causal kernel (llama: every layer; gemma3_sliding: its full-attention
+    layers, the windowed ones stay blockwise): the K batched gradients still equal the model's own (fp64)."""
+    from heat_module.lm import blockwise_attention
+
+    calls = []
+    causal = blockwise_attention.causal_attention
+    monkeypatch.setattr(blockwise_attention, "causal_attention", lambda *a: calls.append(a[0].shape) or causal(*a))
+    tiles = []
+    active = blockwise_attention.active_tiles
+    monkeypatch.setattr(blockwise_attention, "active_tiles", lambda *a: tiles.append(active(*a)) or tiles[-1])
+    model, _, x = setup(arch, n=19)
+    factors = fisher_factors(model, x, topk=4)
+    assert calls  # the causal kernel ran
+    assert bool(tiles) == (arch == "gemma3_sliding")  # only sliding-window layers went blockwise
+    want = own_gradients(model, x, factors.token_ids)
+    torch.testing.assert_close(factors.u, want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["causal-kernel", "blockwise"])
+def test_fisher_gradients_on_smollm2_equal_the_models_own(smollm2, monkeypatch, fused):
+    """SmolLM2 (fp64 copy, 3 kv heads for 9 query heads) over 40 tokens: SDPA's causal kernel, or tiles of 16."""
     import copy
 
     from heat_module.lm import blockwise_attention
     from heat_module.lm.capture import install, uninstall
 
     monkeypatch.setattr(blockwise_attention, "BLOCK", 16)
+    monkeypatch.setattr(blockwise_attention, "FUSED_CAUSAL", fused)
     model = copy.deepcopy(smollm2[0]).double()
     uninstall(model)  # whatever earlier tests left on the shared model: the reference below is transformers' SDPA
     model.set_attn_implementation("sdpa")

@@ -89,3 +89,26 @@ def test_layers_that_read_the_cache_length_turn_prefix_sharing_off():
         with torch.no_grad(), capture() as caps:
             next_token_logits(model, embed(model, ids))
         assert can_share_prefix(caps) == (not readers), arch
+
+
+def test_plain_causal_masks_are_recognised_and_nothing_else():
+    """Only an exactly causal mask with as many keys as queries is plain causal: not padding, a window, a bias, a
+    longer key axis whose extra keys are attended, or a mask changed in place after it was classified."""
+    from heat_module.lm.anatomy import is_plain_causal
+
+    n = 6
+    i = torch.arange(n)
+    causal = (i[None, :] <= i[:, None])[None, None]
+    add = torch.zeros(1, 1, n, n).masked_fill(~causal, torch.finfo(torch.float32).min)
+    assert is_plain_causal(add, n) and is_plain_causal(causal, n)
+    assert not is_plain_causal(None, n) and not is_plain_causal(add, n - 1)
+    padded = add.clone()
+    padded[..., :2] = torch.finfo(torch.float32).min
+    window = add.masked_fill((i[:, None] - i[None, :] >= 3)[None, None], torch.finfo(torch.float32).min)
+    bias = add + torch.where(causal, -0.5, 0.0)
+    assert not is_plain_causal(padded, n) and not is_plain_causal(window, n) and not is_plain_causal(bias, n)
+    longer = torch.cat([add, torch.zeros(1, 1, n, 2)], -1)  # extra keys everyone attends: cut off, still causal
+    assert is_plain_causal(longer, n)
+    assert is_plain_causal(add, n)  # classified (and kept) once ...
+    add[0, 0, 0, 3] = 0.0  # ... then changed in place: classified again
+    assert not is_plain_causal(add, n)

@@ -97,3 +97,40 @@ def test_fully_masked_tiles_are_skipped():
     assert active_tiles(None, 5, 9, 4) == [[0, 1, 2], [0, 1, 2]]
     with pytest.raises(ValueError, match="Expected a mask of shape"):
         active_tiles(additive(band(12)), 12, 13, 4)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("kv_heads", [1, 2, 6])
+def test_first_order_attention_equals_plain_attention_on_either_path(case, kv_heads, monkeypatch):
+    """The dispatcher: a plain causal mask goes to SDPA's causal kernel (no mask read), every other mask blockwise;
+    values and the batched gradients of 3 cotangents equal plain attention's in fp64 either way."""
+    from heat_module.lm import blockwise_attention as module
+
+    calls = []
+    causal = module.causal_attention
+    monkeypatch.setattr(module, "causal_attention", lambda *a: calls.append(1) or causal(*a))
+    allowed = band(N, **CASES[case])
+    q, k, v = operands(batch=allowed.shape[0], kv_heads=kv_heads)
+    mask = additive(allowed)
+    got = module.first_order_attention(q, k, v, mask, 0.3)
+    assert bool(calls) == (case == "causal")
+    ref = reference(q, k, v, mask, 0.3)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    cot = torch.randn(3, *ref.shape, generator=torch.Generator().manual_seed(1), dtype=ref.dtype)
+    want = torch.autograd.grad(ref, (q, k, v), cot, is_grads_batched=True)
+    have = torch.autograd.grad(got, (q, k, v), cot, is_grads_batched=True)
+    for a, b in zip(have, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_causal_kernel_computes_in_fp32_for_half_precision():
+    """bf16 operands: the causal kernel runs in fp32 (as the blockwise form does) and returns bf16 — equal to fp32
+    attention rounded once, not to attention computed in bf16."""
+    from heat_module.lm.blockwise_attention import first_order_attention
+
+    q, k, v = (t.detach().to(torch.bfloat16) for t in operands(n=64, kv_heads=2))
+    mask = additive(band(64), torch.float32)
+    got = first_order_attention(q, k, v, mask, 0.3)
+    want = reference(q.float(), k.float(), v.float(), mask, 0.3).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=0)

@@ -73,7 +73,7 @@ class HEATConfig:
         True
         >>> cfg = HEATConfig(curvature=FisherS(topk=8))
         >>> cfg.curvature.to_dict()
-        {'name': 'fisher', 'probes': 1, 'topk': 8, 'mass': None, 'chunk': 16, 'layers': None}
+        {'name': 'fisher', 'probes': 1, 'topk': 8, 'mass': None, 'chunk': 8, 'layers': None}
         >>> HEATConfig(curvature="lowrank").curvature.name  # by name: that estimator's defaults
         'lowrank'
         >>> HEATConfig.preset("fast").information.name

@@ -48,6 +48,16 @@ def test_bench_rollout_tiny():
     assert all(v >= 0 for v in ratios.values())  # memory at n = 64 may be below the 0.1 MiB resolution
 
 
+def test_bench_first_order_attention_tiny():
+    """Both first-order attention paths run and give the same gradients on a causal mask."""
+    import json
+
+    out = run_script("bench_first_order_attention.py", "--lengths", "40", "--cotangents", "2")
+    row = json.loads(out.strip().splitlines()[-1])
+    assert row["n"] == 40 and row["causal_kernel_forward_s"] >= 0 and row["blockwise_backward_per_cotangent_s"] >= 0
+    assert row["max_gradient_difference"] < 1e-5
+
+
 def test_bench_block_norm_tiny():
     out = run_script("bench_block_norm.py", "--n", "32", "--probes", "1", "--threads", "1")
     rows = [line for line in out.splitlines() if line.startswith("block_norm,cpu,")]

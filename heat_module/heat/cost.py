@@ -111,6 +111,16 @@ def model_attention_share(model: nn.Module, n: int) -> float:
     return attention_share(linear_flops_per_token(model) * n, attention_flops(model, n))
 
 
+def forward_fe(model: nn.Module, s: int, n: int) -> float:
+    """FE of one forward over s tokens in units of one over n (HEAT-WIN's windows, s < n): its linear layers and its
+    attention's attended pairs, each weighted as in :func:`attention_share`: (L·s + w·A(s)) / (L·n + w·A(n)) —
+    s/n when attention is negligible, less at long n, where the unit's attention grows like n²."""
+    linear = linear_flops_per_token(model)
+    weighted = ATTENTION_FLOP_WEIGHT
+    return (linear * s + weighted * attention_flops(model, s)) / max(
+        linear * n + weighted * attention_flops(model, n), 1e-30)
+
+
 def first_order_backward_fe(share: float) -> float:
     """FE of one cotangent of a batched input-gradient backward: (1 − a)·``FE_BACKWARD`` for the linear layers plus
     a·``FE_ATTENTION_BACKWARD`` for attention (a = :func:`attention_share`)."""

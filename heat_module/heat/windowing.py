@@ -40,7 +40,7 @@ import torch
 
 from heat_module.config import HEATConfig
 from heat_module.heat.combine import Components
-from heat_module.heat.cost import FE_FORWARD
+from heat_module.heat.cost import FE_FORWARD, forward_fe
 from heat_module.heat.transition import transition_from_captures
 from heat_module.lm.capture import LayerCapture, slice_captures
 from heat_module.result import AttributionResult, Cost
@@ -50,6 +50,7 @@ class WindowEstimator(Protocol):
     """What HEAT-WIN needs from the estimator (the public methods of :class:`heat_module.heat.estimator.HEAT`)."""
 
     config: HEATConfig
+    model: torch.nn.Module
 
     @property
     def device(self) -> torch.device: ...
@@ -142,7 +143,7 @@ def attribute_windowed(heat: WindowEstimator, ids: torch.Tensor, target: int | s
     parts = []
     for b, pos in enumerate(positions):
         part = heat.components(batch[b], target_id, slice_captures(captures, b, 0), logits[b], m_all[b])
-        cost.add(part.cost, scale=pos.numel() / n)  # FE of a window are in units of its own length
+        cost.add(part.cost, scale=forward_fe(heat.model, pos.numel(), n))  # a window's FE are its own forwards
         parts.append(part)
     pos_list = [p.cpu() for p in positions]
     m_bar, nu = accumulate(n, pos_list, [p.transition for p in parts])

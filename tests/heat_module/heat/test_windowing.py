@@ -90,5 +90,25 @@ def test_given_target_leakage_and_lowrank_composition(model, tiny_tok):
     assert res.extra["window_leakage_tv"] == pytest.approx(float(0.5 * expected.sum()), abs=1e-6)
     assert res.extra["window_leakage"] > 0
     assert res.cost["hvps"] == 4 * 2 * (8 + 2)  # four windows, 2ℓ HVPs each
-    # FE: full forward + per window (1 + 2ℓ·4 + n_w masked) in units of the window length 5 over n = 11
-    assert res.cost["forward_equivalents"] == pytest.approx(1 + 4 * (1 + 80 + 5) * 5 / 11)
+    # FE: full forward + per window (1 + 2ℓ·4 + n_w masked) in units of a forward over the window's 5 tokens, one
+    # of which costs, over n = 11, its linear layers' 5/11 and attention's causal pairs 15 of 66, FLOP-weighted
+    assert res.cost["forward_equivalents"] == pytest.approx(1 + 4 * (1 + 80 + 5) * window_unit(model, 5, 11))
+
+
+def window_unit(model, s: int, n: int) -> float:
+    """A forward over s tokens in units of one over n, counted here from the weights and the config: 2 FLOPs per
+    linear weight and token (the output embedding excluded) and 2·H·(d_h + d_v) per causal pair and layer, attention
+    weighted by the cost model's time per FLOP."""
+    from heat_module.heat.cost import ATTENTION_FLOP_WEIGHT
+
+    head = model.get_output_embeddings().weight
+    linear = 2.0 * sum(m.weight.numel() for m in model.modules()
+                       if isinstance(m, torch.nn.Linear) and m.weight is not head)
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    pair = 2.0 * cfg.num_attention_heads * 2 * head_dim * cfg.num_hidden_layers
+
+    def cost(m: int) -> float:
+        return linear * m + ATTENTION_FLOP_WEIGHT * pair * m * (m + 1) / 2
+
+    return cost(s) / cost(n)

@@ -266,7 +266,7 @@ def heat_attention_forward(
                 sinks=None if sinks is None else sinks.detach(),
                 decoder_layer=None if anatomy is None else anatomy.owner.get(id(module)),
                 anatomy=anatomy,
-                band=mask_band(mask),
+                band=mask_band(attention_mask),  # the model's mask object: classified once per forward
             )
         )
     return out, probs

@@ -112,3 +112,37 @@ def test_plain_causal_masks_are_recognised_and_nothing_else():
     assert is_plain_causal(add, n)  # classified (and kept) once ...
     add[0, 0, 0, 3] = 0.0  # ... then changed in place: classified again
     assert not is_plain_causal(add, n)
+
+
+def test_a_forward_classifies_its_mask_once_not_once_per_layer(monkeypatch):
+    """The O(n²) questions about a layer's mask (its band, its bias, whether it is plain causal) are answered once per
+    mask object: a captured forward of a 4-layer model asks each once, as a 2-layer model does."""
+    from heat_module.lm import anatomy
+
+    asked = []
+    bias = anatomy.has_attention_bias
+    monkeypatch.setattr(anatomy, "has_attention_bias", lambda mask: asked.append(1) or bias(mask))
+    counts = []
+    for layers in (2, 4):
+        model = install(tiny_model("llama", layers=layers).double())
+        ids = torch.randint(4, TINY_VOCAB, (1, 9), generator=torch.Generator().manual_seed(0))
+        asked.clear()
+        with torch.no_grad(), capture() as caps:
+            next_token_logits(model, embed(model, ids))
+        assert len(caps) == layers and all(c.band == anatomy.CAUSAL for c in caps)
+        counts.append(len(asked))
+    assert counts[0] == counts[1] > 0
+
+
+def test_mask_facts_follow_in_place_changes_and_skip_inference_tensors():
+    from heat_module.lm.anatomy import mask_fact
+
+    calls = []
+    mask = torch.zeros(1, 1, 3, 3)
+    assert mask_fact(mask, "q", lambda: calls.append(1) or 1) == 1
+    assert mask_fact(mask, "q", lambda: calls.append(1) or 2) == 1 and len(calls) == 1  # kept
+    mask.add_(1.0)
+    assert mask_fact(mask, "q", lambda: calls.append(1) or 3) == 3 and len(calls) == 2  # changed in place: asked again
+    with torch.inference_mode():
+        frozen = torch.zeros(2)
+    assert mask_fact(frozen, "q", lambda: 4) == 4 and mask_fact(frozen, "q", lambda: 5) == 5  # no version: not kept

@@ -23,8 +23,9 @@ first c windows' components (S and the exact I of each window), then stops: ``pe
 and the seconds are extrapolated: setup + the c windows' seconds × (number of windows N / c) — every window has the
 same W + 1 tokens and the same settings, so the same work. ``reported_fe`` is the whole windowed attribution's FE as
 :func:`heat_module.heat.windowing.attribute_windowed` assembles it (1 for the full-context forward, plus each window's
-reported FE × (W + 1) / n), with the c sampled windows' reported FE scaled by N / c (each window's FE is the same,
-so this equals the whole run's). Such rows carry ``sampled: "c of N windows"``. With c ≥ N the run is whole.
+reported FE × :func:`heat_module.heat.cost.forward_fe` (W + 1, n), a forward over its W + 1 tokens in forwards over
+n), with the c sampled windows' scaled by N / c (every window reports the same FE, so this equals the whole run's).
+Such rows carry ``sampled: "c of N windows"``. With c ≥ N the run is whole.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_long_context.py --lengths 512 1024 --configs fast attnlrp
     OMP_NUM_THREADS=1 python benchmarks/bench_long_context.py --lengths 1024 --configs default --sample-chunks 3
@@ -168,12 +169,12 @@ def window_sampling(windows: int | None, marks: list):
         HEAT.components = original
 
 
-def sampled_window_totals(config, n: int, marks: list, t0: float, c0: float) -> tuple:
+def sampled_window_totals(model, config, n: int, marks: list, t0: float, c0: float) -> tuple:
     """(wall s, CPU s, "c of N windows", the whole windowed attribution's FE) extrapolated from ``marks`` of
     :func:`window_sampling`: setup (to the first window) + the sampled windows' seconds × N / c; FE = 1 (the
-    full-context captured forward of the greedy target) + Σ over the sampled windows of FE × tokens / n, × N / c
-    (the cost HEAT-WIN adds up: ``cost.add(part.cost, scale=(W + 1) / n)`` per window)."""
-    from heat_module.heat.cost import FE_FORWARD
+    full-context captured forward of the greedy target) + Σ over the sampled windows of FE × forward_fe(tokens, n),
+    × N / c (the cost HEAT-WIN adds up: ``cost.add(part.cost, scale=forward_fe(model, W + 1, n))`` per window)."""
+    from heat_module.heat.cost import FE_FORWARD, forward_fe
     from heat_module.heat.windowing import window_bounds
 
     windows = len(window_bounds(n - 1, config.window, config.effective_stride))
@@ -181,7 +182,7 @@ def sampled_window_totals(config, n: int, marks: list, t0: float, c0: float) -> 
     scale = windows / len(sampled)
     wall = (marks[0][0] - t0) + (marks[-1][0] - marks[0][0]) * scale
     cpu = (marks[0][1] - c0) + (marks[-1][1] - marks[0][1]) * scale
-    reported = FE_FORWARD + sum(fe * tokens / n for _, _, fe, tokens in sampled) * scale
+    reported = FE_FORWARD + sum(fe * forward_fe(model, tokens, n) for _, _, fe, tokens in sampled) * scale
     return wall, cpu, f"{len(sampled)} of {windows} windows", reported
 
 
@@ -216,7 +217,7 @@ def attribute_measured(method, model, ids, sample_chunks: int | None = None,
             result = method.attribute(ids)
     except Sampled:
         if sample_windows is not None:
-            return (*sampled_window_totals(method.config, n, marks, t0, c0), None)
+            return (*sampled_window_totals(model, method.config, n, marks, t0, c0), None)
         return (*sampled_totals(model, method.config, n, marks, t0, c0, model_attention_share(model, n)), None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     cost = getattr(result, "cost", None)

@@ -72,17 +72,19 @@ def test_sample_windows_stops_after_c_windows_and_scales_by_n_over_c(windowed, c
     assert HEAT.components is patched  # the stop is undone after the run
 
 
-def test_sampled_window_totals_extrapolate_setup_plus_windows_times_n_over_c():
+def test_sampled_window_totals_extrapolate_setup_plus_windows_times_n_over_c(windowed):
     import heat_module as hm
+    from heat_module.heat.cost import forward_fe
 
+    model = windowed[1]
     config = hm.HEATConfig(window=WINDOW)
     # setup until wall 10 s / CPU 5 s, then two windows of 2 s wall / 1 s CPU, each reporting 3 FE over 9 tokens
     marks = [(10.0, 5.0), (12.0, 6.0, 3.0, 9), (14.0, 7.0, 3.0, 9)]
-    wall, cpu, sampled, reported = blc.sampled_window_totals(config, N_TOKENS, marks, 0.0, 0.0)
+    wall, cpu, sampled, reported = blc.sampled_window_totals(model, config, N_TOKENS, marks, 0.0, 0.0)
     assert sampled == "2 of 9 windows"
     assert wall == pytest.approx(10.0 + 4.0 * 9 / 2)
     assert cpu == pytest.approx(5.0 + 2.0 * 9 / 2)
-    assert reported == pytest.approx(1.0 + 9 * 3.0 * 9 / N_TOKENS)
+    assert reported == pytest.approx(1.0 + 9 * 3.0 * forward_fe(model, 9, N_TOKENS))
 
 
 @pytest.mark.parametrize("name", ["default", "mi", "fast", "fast-k16", "attnlrp", "attnlrp-materialized"])

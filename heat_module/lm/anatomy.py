@@ -248,16 +248,18 @@ def mask_fact(mask: torch.Tensor, question: str, compute) -> object:
 def is_plain_causal(mask: torch.Tensor | None, n_keys: int) -> bool:
     """Whether the additive (B, 1, n, ≥ n_keys) mask, cut to its first ``n_keys`` keys, is exactly causal for every
     batch element: n = ``n_keys`` and query j attends keys 0..j — no padding, window, chunk or additive bias. Then
-    SDPA's ``is_causal`` kernel computes the same attention without the mask (and skips the masked half). Answered
-    once per mask object (:func:`mask_fact`).
+    SDPA's ``is_causal`` kernel computes the same attention without the mask (and skips the masked half). That is
+    :func:`mask_band`'s ``"causal"`` with every token real (its diagonal all attended); answered once per mask object
+    (:func:`mask_fact`), and for a mask of exactly n keys from the band the capture classifies anyway.
     """
     if mask is None or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != n_keys or mask.shape[3] < n_keys:
         return False
 
     def compute() -> bool:
-        cut = mask[..., :n_keys]
-        causal = torch.ones(n_keys, n_keys, dtype=torch.bool, device=mask.device).tril()
-        return bool((allowed_from_additive(cut)[:, 0] == causal).all()) and not has_attention_bias(cut)
+        whole = mask.shape[3] == n_keys
+        cut = mask if whole else mask[..., :n_keys]
+        band = mask_band(mask) if whole else _classify_band(cut)
+        return band == CAUSAL and bool(allowed_from_additive(cut).diagonal(dim1=-2, dim2=-1).all())
 
     return bool(mask_fact(mask, f"plain_causal:{n_keys}", compute))
 
